@@ -1,0 +1,145 @@
+import { randomFillSync } from 'node:crypto';
+
+/**
+ * The entity types fluxrig embeds in its entity ids. The numbering is fluxrig's and is part of
+ * the wire: never renumber.
+ */
+export const EntityType = {
+  Mixer: 0x02,
+  FluxMsg: 0x03,
+  Rack: 0x04,
+  Gear: 0x05,
+  PortInput: 0x06,
+  PortOutput: 0x07,
+  Wire: 0x08,
+  Snake: 0x09,
+  Scenario: 0x0a,
+  Session: 0x0b,
+  SpecVersion: 0x0c,
+} as const;
+export type EntityType = (typeof EntityType)[keyof typeof EntityType];
+
+const ENTITY_TYPES = new Set<number>(Object.values(EntityType));
+
+export const UUID_BYTES = 16;
+export const NIL_UUID: Readonly<Uint8Array> = new Uint8Array(UUID_BYTES);
+
+// Random bytes are drawn in blocks: one randomFillSync per 256 ids instead of one per id.
+const RANDOM_BLOCK = 256 * 8;
+const randomPool = new Uint8Array(RANDOM_BLOCK);
+let randomOffset = RANDOM_BLOCK;
+
+function random8(): Uint8Array {
+  if (randomOffset === RANDOM_BLOCK) {
+    randomFillSync(randomPool);
+    randomOffset = 0;
+  }
+  const view = randomPool.subarray(randomOffset, randomOffset + 8);
+  randomOffset += 8;
+  return view;
+}
+
+/*
+ * Monotonicity (RFC 9562 section 6.2, method 1: a fixed-length counter). The 12 bits of rand_a
+ * plus the first 18 bits of rand_b form a 30-bit counter. A new millisecond seeds it randomly
+ * with its top bit clear, leaving at least 2^29 increments before it can overflow; ids within
+ * one millisecond then count up from there. On overflow, or when the clock steps backwards, the
+ * timestamp field itself moves forward by one millisecond, so ids from one process always sort
+ * in creation order.
+ */
+const COUNTER_BITS = 30;
+const COUNTER_MAX = 2 ** COUNTER_BITS - 1;
+let lastMs = -1;
+let counter = 0;
+
+/** A new RFC 9562 UUID version 7, strictly increasing within this thread. */
+export function uuidv7(): Uint8Array {
+  const rnd = random8();
+  let ms = Date.now();
+  if (ms > lastMs) {
+    lastMs = ms;
+    counter = ((rnd[0]! << 22) | (rnd[1]! << 14) | (rnd[2]! << 6) | (rnd[3]! >> 2)) & (COUNTER_MAX >>> 1);
+  } else {
+    counter++;
+    if (counter > COUNTER_MAX) {
+      lastMs++;
+      counter = 0;
+    }
+    ms = lastMs;
+  }
+  const id = new Uint8Array(UUID_BYTES);
+  // 48-bit big-endian millisecond timestamp; split because bitwise ops are 32-bit in JS.
+  const high = Math.floor(ms / 0x100000000);
+  const low = ms >>> 0;
+  id[0] = (high >>> 8) & 0xff;
+  id[1] = high & 0xff;
+  id[2] = low >>> 24;
+  id[3] = (low >>> 16) & 0xff;
+  id[4] = (low >>> 8) & 0xff;
+  id[5] = low & 0xff;
+  id[6] = 0x70 | (counter >>> 26); // version 7, then the top 4 counter bits
+  id[7] = (counter >>> 18) & 0xff;
+  id[8] = 0x80 | ((counter >>> 12) & 0x3f); // variant 10, then 6 counter bits
+  id[9] = (counter >>> 4) & 0xff;
+  id[10] = ((counter & 0x0f) << 4) | (rnd[4]! & 0x0f);
+  id[11] = rnd[5]!;
+  id[12] = rnd[6]!;
+  id[13] = rnd[7]!;
+  const tail = random8();
+  id[14] = tail[0]!;
+  id[15] = tail[1]!;
+  return id;
+}
+
+/**
+ * An entity id: a UUID v7 whose last byte carries the entity type, so any id seen in a log or on
+ * the wire says what it names. Ordering and uniqueness come from the leading 15 bytes.
+ */
+export function entityId(type: EntityType): Uint8Array {
+  if (!ENTITY_TYPES.has(type)) throw new RangeError(`unknown entity type 0x${Number(type).toString(16)}`);
+  const id = uuidv7();
+  id[15] = type;
+  return id;
+}
+
+/** The entity type carried by an entity id, or undefined when the last byte names none. */
+export function entityTypeOf(id: Uint8Array): EntityType | undefined {
+  const t = id[15];
+  return t !== undefined && ENTITY_TYPES.has(t) && isUuidV7(id) ? (t as EntityType) : undefined;
+}
+
+export function isUuidV7(id: Uint8Array): boolean {
+  return id.length === UUID_BYTES && id[6]! >> 4 === 7 && id[8]! >> 6 === 2;
+}
+
+/** Milliseconds since the Unix epoch encoded in a UUID v7. */
+export function uuidv7Time(id: Uint8Array): number {
+  let ms = 0;
+  for (let i = 0; i < 6; i++) ms = ms * 256 + id[i]!;
+  return ms;
+}
+
+export function isNilUuid(id: Uint8Array): boolean {
+  for (let i = 0; i < id.length; i++) if (id[i] !== 0) return false;
+  return true;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** The canonical 8-4-4-4-12 lowercase text form. */
+export function uuidToString(id: Uint8Array): string {
+  if (id.length !== UUID_BYTES) throw new RangeError(`a UUID is ${UUID_BYTES} bytes, got ${id.length}`);
+  let s = '';
+  for (let i = 0; i < UUID_BYTES; i++) {
+    if (i === 4 || i === 6 || i === 8 || i === 10) s += '-';
+    s += HEX[id[i]!];
+  }
+  return s;
+}
+
+const UUID_TEXT = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export function parseUuid(text: string): Uint8Array {
+  if (!UUID_TEXT.test(text)) throw new RangeError(`not a UUID: ${JSON.stringify(text)}`);
+  return Uint8Array.from(Buffer.from(text.replaceAll('-', ''), 'hex'));
+}

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import {
+  entityId,
+  EntityType,
+  entityTypeOf,
+  isUuidV7,
+  parseUuid,
+  uuidToString,
+  uuidv7,
+  uuidv7Time,
+} from '../src/fluxmsg/mod.js';
+
+function compare(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+describe('uuidv7', () => {
+  it('sets the version and variant bits and the current millisecond', () => {
+    const before = Date.now();
+    const id = uuidv7();
+    const after = Date.now();
+    assert.equal(id.length, 16);
+    assert.ok(isUuidV7(id));
+    assert.equal(id[6]! >> 4, 7);
+    assert.equal(id[8]! >> 6, 0b10);
+    const t = uuidv7Time(id);
+    assert.ok(t >= before && t <= after, `${t} not within [${before}, ${after}]`);
+  });
+
+  it('is strictly increasing across 200,000 ids (many share a millisecond)', () => {
+    let prev = uuidv7();
+    let sameMs = 0;
+    for (let i = 0; i < 200_000; i++) {
+      const next = uuidv7();
+      if (uuidv7Time(next) === uuidv7Time(prev)) sameMs++;
+      assert.ok(compare(prev, next) < 0, `not increasing at ${i}: ${uuidToString(prev)} >= ${uuidToString(next)}`);
+      prev = next;
+    }
+    assert.ok(sameMs > 1000, 'the test must exercise ids within one millisecond');
+  });
+
+  it('round-trips through the text form', () => {
+    const id = uuidv7();
+    const text = uuidToString(id);
+    assert.match(text, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.deepEqual(parseUuid(text), id);
+    assert.throws(() => parseUuid('not-a-uuid'), RangeError);
+  });
+});
+
+describe('entityId', () => {
+  it('embeds each entity type and reads it back', () => {
+    for (const [name, type] of Object.entries(EntityType)) {
+      const id = entityId(type);
+      assert.ok(isUuidV7(id), name);
+      assert.equal(entityTypeOf(id), type, name);
+    }
+  });
+
+  it('refuses an unknown type', () => {
+    assert.throws(() => entityId(0x01 as EntityType), /unknown entity type 0x1/);
+    assert.throws(() => entityId(0x0d as EntityType), /unknown entity type 0xd/);
+  });
+
+  it('stays ordered by creation', () => {
+    const a = entityId(EntityType.Gear);
+    const b = entityId(EntityType.Mixer);
+    assert.ok(compare(a, b) < 0);
+  });
+});

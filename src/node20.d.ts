@@ -3,3 +3,13 @@
 interface String {
   isWellFormed(): boolean;
 }
+
+// Atomics.waitAsync is in Node 20 (V8 8.7+) but typed only in lib.es2024.
+interface Atomics {
+  waitAsync(
+    typedArray: Int32Array,
+    index: number,
+    value: number,
+    timeout?: number,
+  ): { async: false; value: 'not-equal' | 'timed-out' } | { async: true; value: Promise<'ok' | 'timed-out'> };
+}

@@ -1,0 +1,370 @@
+import { EventEmitter, once } from 'node:events';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { pino, type Logger } from 'pino';
+import { DEFAULT_LANE_SEND_TIMEOUT_MS } from '../ring/lane.js';
+import { DEFAULT_CAPACITY, DEFAULT_MAX_RECORDS } from '../ring/layout.js';
+import { createRing, type RecordVisitor, RingConsumer, RingProducer } from '../ring/ring.js';
+import { workerForKey } from './affinity.js';
+import { CONTROL_BYTES, ControlSlot, type WorkerBootData, type WorkerEvent } from './worker-protocol.js';
+
+const DEFAULT_WORKER = new URL('../../workers/rack-worker.js', import.meta.url);
+
+export interface WorkerPoolOptions {
+  /** Module URL (or path) exporting createHandler; imported by every worker. */
+  handler: string | URL;
+  /** Structured-cloneable options for createHandler (a WebAssembly.Module clones cheaply). */
+  handlerOptions?: unknown;
+  /** Called on the main thread for every record a worker sends back. Zero-copy: copy to keep. */
+  onOutput: (worker: number, tag: number, bytes: Uint8Array, start: number, length: number) => void;
+  /** Workers; default: the number of cores. */
+  size?: number;
+  /** Bytes per ring (power of two). */
+  ringCapacity?: number;
+  /** lane_queue_size: most records in flight per ring. */
+  laneQueueSize?: number;
+  /** lane_send_timeout for a worker's sends back to the main thread. */
+  laneSendTimeoutMs?: number;
+  /**
+   * A worker that spends longer than this on one batch, or leaves records unread this long, is
+   * replaced. Default 5000 ms.
+   */
+  stallTimeoutMs?: number;
+  logger?: Logger;
+  /** The worker entry point; the rack's own by default. */
+  workerUrl?: URL;
+}
+
+/** Anything that can be paused while a ring is full: a net.Socket, a ws stream. */
+export interface Pausable {
+  pause(): unknown;
+  resume(): unknown;
+}
+
+export interface WorkerReplaced {
+  index: number;
+  reason: string;
+  /** Records the old worker had accepted and not finished (they are gone). */
+  lostRecords: number;
+}
+
+interface PendingRecord {
+  tag: number;
+  payload: Uint8Array;
+}
+
+/** One worker position: the worker in it is replaced; the position, its queue and its sources stay. */
+interface Slot {
+  index: number;
+  generation: number;
+  worker: Worker;
+  inbound: RingProducer;
+  outbound: RingConsumer;
+  control: Int32Array;
+  /** Records accepted while the ring was full, in order; written before anything newer. */
+  pending: PendingRecord[];
+  paused: Set<Pausable>;
+  waitingForRoom: boolean;
+  lastBeat: number;
+  lastBeatAt: number;
+  stopping: boolean;
+}
+
+const OUTPUT_BATCH = 1024;
+const WATCHDOG_MIN_MS = 10;
+
+/**
+ * N worker threads, each joined to the main thread by an inbound and an outbound ring. The main
+ * thread only moves bytes: send() copies a record into the owning worker's ring; outputs arrive
+ * through onOutput when a ring's doorbell fires. A supervisor replaces crashed or stalled workers.
+ */
+export class WorkerPool extends EventEmitter {
+  readonly size: number;
+  private readonly slots: Slot[] = [];
+  private readonly options: WorkerPoolOptions;
+  private readonly log: Logger;
+  private readonly handlerUrl: string;
+  private readonly stallTimeoutMs: number;
+  private readonly visitOutput: RecordVisitor[] = [];
+  private watchdog: NodeJS.Timeout | undefined;
+  private closed = false;
+  private replacements = 0;
+
+  constructor(options: WorkerPoolOptions) {
+    super();
+    this.options = options;
+    this.size = options.size ?? availableParallelism();
+    if (!Number.isInteger(this.size) || this.size < 1) throw new RangeError(`pool size must be a positive integer, got ${this.size}`);
+    this.log = options.logger ?? pino({ name: 'fluxrig.pool' });
+    this.handlerUrl = String(options.handler instanceof URL ? options.handler : new URL(options.handler, `file://${process.cwd()}/`));
+    this.stallTimeoutMs = options.stallTimeoutMs ?? 5000;
+  }
+
+  /** Starts every worker; resolves when all are ready to take records. */
+  async start(): Promise<void> {
+    const starting: Promise<void>[] = [];
+    for (let i = 0; i < this.size; i++) {
+      this.visitOutput.push((tag, bytes, start, length) => this.options.onOutput(i, tag, bytes, start, length));
+      const slot = this.spawn(i, 0);
+      this.slots.push(slot);
+      this.scheduleOutput(slot);
+      starting.push(this.ready(slot));
+    }
+    // A ref'd timer: keeps the process alive while the pool is open (a pending Atomics.waitAsync
+    // does not, nodejs/node#61941) and drives the supervisor's stall checks.
+    const period = Math.max(WATCHDOG_MIN_MS, Math.min(250, Math.floor(this.stallTimeoutMs / 4)));
+    this.watchdog = setInterval(() => this.checkStalls(), period);
+    try {
+      await Promise.all(starting);
+    } catch (err) {
+      await this.close();
+      throw err;
+    }
+  }
+
+  /** The worker that owns `key`. */
+  workerFor(key: number | string): number {
+    return workerForKey(key, this.size);
+  }
+
+  /**
+   * Copies one record into worker `index`'s inbound ring. Returns false when the ring is full;
+   * nothing is written then. Use sendOrPause to have the pool hold the record and pause its source.
+   */
+  send(index: number, tag: number, payload: Uint8Array): boolean {
+    const slot = this.slot(index);
+    if (slot.pending.length > 0) return false; // order: older held records go first
+    return slot.inbound.tryWrite(tag, payload);
+  }
+
+  /**
+   * Sends, or when the ring is full: keeps the record (it is already accepted and must not be
+   * lost), pauses `source`, and resumes it once everything held is in the ring. Memory stays
+   * bounded by what a paused source had already delivered.
+   */
+  sendOrPause(index: number, tag: number, payload: Uint8Array, source: Pausable): void {
+    const slot = this.slot(index);
+    if (slot.pending.length === 0 && slot.inbound.tryWrite(tag, payload)) return;
+    slot.pending.push({ tag, payload });
+    if (!slot.paused.has(source)) {
+      slot.paused.add(source);
+      source.pause();
+    }
+    this.awaitRoom(slot);
+  }
+
+  /** Records waiting in the pool (not yet in a ring) for worker `index`. */
+  heldRecords(index: number): number {
+    return this.slot(index).pending.length;
+  }
+
+  stats(): { workers: number; replacements: number; handled: number[]; handlerErrors: number[]; held: number[] } {
+    return {
+      workers: this.size,
+      replacements: this.replacements,
+      handled: this.slots.map((s) => Atomics.load(s.control, ControlSlot.Handled)),
+      handlerErrors: this.slots.map((s) => Atomics.load(s.control, ControlSlot.HandlerErrors)),
+      held: this.slots.map((s) => s.pending.length),
+    };
+  }
+
+  /** The current worker thread in position `index` (it changes when replaced). */
+  threadId(index: number): number {
+    return this.slot(index).worker.threadId;
+  }
+
+  /**
+   * Graceful stop: held records are written, every worker finishes what its ring holds, outputs
+   * are delivered, then the threads exit. Nothing accepted is dropped.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.watchdog);
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        while (slot.pending.length > 0 && slot.worker.threadId >= 0) {
+          this.flushPending(slot);
+          if (slot.pending.length > 0) await slot.inbound.waitForRoomAsync();
+        }
+        slot.stopping = true;
+        const exited = once(slot.worker, 'exit');
+        Atomics.store(slot.control, ControlSlot.Stop, 1);
+        slot.inbound.wakeConsumer();
+        await exited;
+        this.drainOutput(slot);
+      }),
+    );
+  }
+
+  private slot(index: number): Slot {
+    const slot = this.slots[index];
+    if (slot === undefined) throw new RangeError(`no worker ${index} (pool of ${this.size})`);
+    return slot;
+  }
+
+  private spawn(index: number, generation: number, carry?: Slot): Slot {
+    const inbound = createRing({ capacity: this.options.ringCapacity ?? DEFAULT_CAPACITY, maxRecords: this.options.laneQueueSize ?? DEFAULT_MAX_RECORDS });
+    const outbound = createRing({ capacity: this.options.ringCapacity ?? DEFAULT_CAPACITY, maxRecords: this.options.laneQueueSize ?? DEFAULT_MAX_RECORDS });
+    const control = new SharedArrayBuffer(CONTROL_BYTES);
+    const boot: WorkerBootData = {
+      index,
+      generation,
+      inbound,
+      outbound,
+      control,
+      handler: this.handlerUrl,
+      handlerOptions: this.options.handlerOptions,
+      laneSendTimeoutMs: this.options.laneSendTimeoutMs ?? DEFAULT_LANE_SEND_TIMEOUT_MS,
+    };
+    const worker = new Worker(this.options.workerUrl ?? DEFAULT_WORKER, { workerData: boot, name: `fluxrig-worker-${index}` });
+    const slot: Slot = {
+      index,
+      generation,
+      worker,
+      inbound: new RingProducer(inbound),
+      outbound: new RingConsumer(outbound),
+      control: new Int32Array(control),
+      pending: carry?.pending ?? [],
+      paused: carry?.paused ?? new Set(),
+      waitingForRoom: false,
+      lastBeat: 0,
+      lastBeatAt: Date.now(),
+      stopping: false,
+    };
+    worker.on('error', (err) => {
+      this.log.error({ worker: index, generation, err }, 'worker failed');
+    });
+    worker.on('exit', (code) => {
+      if (this.slots[index] === slot && !slot.stopping && !this.closed) this.replace(slot, `exited with code ${code}`);
+    });
+    return slot;
+  }
+
+  private ready(slot: Slot): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onMessage = (event: WorkerEvent) => {
+        if (event.type === 'ready') {
+          cleanup();
+          resolve();
+        } else if (event.type === 'failed') {
+          cleanup();
+          reject(new Error(`worker ${slot.index} failed to start: ${event.message}`));
+        }
+      };
+      const onExit = (code: number) => {
+        cleanup();
+        reject(new Error(`worker ${slot.index} exited with code ${code} before it was ready`));
+      };
+      const cleanup = () => {
+        slot.worker.off('message', onMessage);
+        slot.worker.off('exit', onExit);
+      };
+      slot.worker.on('message', onMessage);
+      slot.worker.on('exit', onExit);
+    });
+  }
+
+  /**
+   * Drains a worker's outbound ring, then sleeps on its doorbell. One promise per wake-up, none
+   * per record; a long backlog yields to the event loop between batches.
+   */
+  private scheduleOutput(slot: Slot): void {
+    const run = () => {
+      if (this.slots[slot.index] !== slot) return; // replaced: replace() drained it one last time
+      const n = this.drainOutput(slot);
+      if (slot.stopping && slot.worker.threadId < 0) return;
+      if (n >= OUTPUT_BATCH || !slot.outbound.armDoorbell()) {
+        setImmediate(run);
+        return;
+      }
+      slot.outbound.sleepAsync().then(run, run);
+    };
+    run();
+  }
+
+  private drainOutput(slot: Slot): number {
+    const visit = this.visitOutput[slot.index]!;
+    try {
+      return slot.outbound.drain(visit, OUTPUT_BATCH);
+    } catch (err) {
+      this.log.error({ worker: slot.index, err }, 'output handler failed');
+      return 1;
+    }
+  }
+
+  private awaitRoom(slot: Slot): void {
+    if (slot.waitingForRoom) return;
+    const first = slot.pending[0];
+    if (first === undefined) return;
+    if (!slot.inbound.armRoomDoorbell(first.payload.length)) {
+      queueMicrotask(() => this.flushPending(slot));
+      return;
+    }
+    slot.waitingForRoom = true;
+    slot.inbound.waitForRoomAsync().then(() => {
+      slot.waitingForRoom = false;
+      if (this.slots[slot.index] === slot) this.flushPending(slot);
+    });
+  }
+
+  private flushPending(slot: Slot): void {
+    let written = 0;
+    for (const record of slot.pending) {
+      if (!slot.inbound.tryWrite(record.tag, record.payload)) break;
+      written++;
+    }
+    if (written > 0) slot.pending.splice(0, written);
+    if (slot.pending.length > 0) {
+      this.awaitRoom(slot);
+      return;
+    }
+    for (const source of slot.paused) source.resume();
+    slot.paused.clear();
+  }
+
+  private checkStalls(): void {
+    const now = Date.now();
+    for (const slot of this.slots) {
+      if (slot.stopping) continue;
+      const busy = slot.inbound.consumerBusyMs(now);
+      if (busy > this.stallTimeoutMs) {
+        this.replace(slot, `stuck for ${busy} ms in one batch (stall timeout ${this.stallTimeoutMs} ms)`);
+        continue;
+      }
+      const beat = slot.inbound.consumerBeat();
+      if (beat !== slot.lastBeat || slot.inbound.pendingRecords() === 0) {
+        slot.lastBeat = beat;
+        slot.lastBeatAt = now;
+      } else if (now - slot.lastBeatAt > this.stallTimeoutMs) {
+        this.replace(slot, `left ${slot.inbound.pendingRecords()} records unread for ${now - slot.lastBeatAt} ms`);
+      }
+    }
+  }
+
+  /**
+   * Swaps in a fresh worker with fresh rings. Output the old one finished is still delivered;
+   * records it held and had not finished are counted and logged as lost; records the pool held
+   * for it go to the new worker.
+   */
+  private replace(old: Slot, reason: string): void {
+    if (this.closed || this.slots[old.index] !== old) return;
+    old.stopping = true;
+    const lostRecords = old.inbound.pendingRecords();
+    void old.worker.terminate();
+    this.drainOutput(old);
+    const fresh = this.spawn(old.index, old.generation + 1, old);
+    this.slots[old.index] = fresh;
+    this.scheduleOutput(fresh);
+    this.replacements++;
+    const event: WorkerReplaced = { index: old.index, reason, lostRecords };
+    this.log.warn({ worker: old.index, generation: fresh.generation, reason, lostRecords }, 'worker replaced');
+    this.ready(fresh).then(
+      () => {
+        this.flushPending(fresh);
+        this.emit('worker-replaced', event);
+      },
+      (err: unknown) => this.emit('error', err),
+    );
+  }
+}

@@ -1,0 +1,46 @@
+import { LaneTimeoutError } from './errors.js';
+import { RingProducer } from './ring.js';
+
+/** lane_send_timeout: how long a send into a full hot lane waits before failing. */
+export const DEFAULT_LANE_SEND_TIMEOUT_MS = 5000;
+
+/**
+ * A hot lane out of a worker: a ring producer whose sends wait for room (blocking the worker, up
+ * to lane_send_timeout) instead of failing at once or buffering without bound. Only for worker
+ * threads: the wait is Atomics.wait.
+ */
+export class HotLane {
+  readonly name: string;
+  readonly producer: RingProducer;
+  readonly sendTimeoutMs: number;
+
+  constructor(name: string, buffer: SharedArrayBuffer, sendTimeoutMs = DEFAULT_LANE_SEND_TIMEOUT_MS) {
+    this.name = name;
+    this.producer = new RingProducer(buffer);
+    this.sendTimeoutMs = sendTimeoutMs;
+  }
+
+  /** Sends one record; waits while the lane is full and throws LaneTimeoutError past the timeout. */
+  send(tag: number, payload: Uint8Array): void {
+    if (this.producer.tryWrite(tag, payload)) return;
+    if (!this.producer.waitForRoom(payload.length, this.sendTimeoutMs) || !this.producer.tryWrite(tag, payload)) {
+      throw new LaneTimeoutError(this.name, this.sendTimeoutMs);
+    }
+  }
+
+  /**
+   * Zero-copy form: returns the offset in `producer.bytes` to fill with `length` bytes, then call
+   * commit(). Waits like send().
+   */
+  reserve(tag: number, length: number): number {
+    let at = this.producer.reserve(tag, length);
+    if (at >= 0) return at;
+    if (this.producer.waitForRoom(length, this.sendTimeoutMs)) at = this.producer.reserve(tag, length);
+    if (at < 0) throw new LaneTimeoutError(this.name, this.sendTimeoutMs);
+    return at;
+  }
+
+  commit(): void {
+    this.producer.commit();
+  }
+}

@@ -332,8 +332,10 @@ export class WorkerPool extends EventEmitter {
         this.replace(slot, `stuck for ${busy} ms in one batch (stall timeout ${this.stallTimeoutMs} ms)`);
         continue;
       }
+      // A worker inside a batch is judged by the rule above; this one catches a worker that is
+      // not draining at all (its event loop blocked elsewhere).
       const beat = slot.inbound.consumerBeat();
-      if (beat !== slot.lastBeat || slot.inbound.pendingRecords() === 0) {
+      if (busy > 0 || beat !== slot.lastBeat || slot.inbound.pendingRecords() === 0) {
         slot.lastBeat = beat;
         slot.lastBeatAt = now;
       } else if (now - slot.lastBeatAt > this.stallTimeoutMs) {

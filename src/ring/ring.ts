@@ -23,6 +23,8 @@ const CAPACITY = 2;
 const MAX_RECORDS = 3;
 const EPOCH_HIGH = 4;
 const EPOCH_LOW = 5;
+/** Records a consumer visits before it hands their room back mid-batch (a power of two). */
+const RELEASE_EVERY = 64;
 
 export interface RingOptions {
   /** Data bytes; a power of two from 1 KiB to 1 GiB. Default 1 MiB. */
@@ -116,10 +118,17 @@ export class RingProducer extends RingEnd {
   private reservedAt = -1;
   private reservedLength = 0;
 
+  // The consumer's release positions as last seen; they only move forward, so a stale value
+  // under-estimates the room and is safe.
+  private seenReadPos: number;
+  private seenReadCount: number;
+
   constructor(buffer: SharedArrayBuffer) {
     super(buffer);
     this.writePos = Atomics.load(this.header, WRITE_POS) >>> 0;
     this.writeCount = Atomics.load(this.header, WRITE_COUNT) >>> 0;
+    this.seenReadPos = Atomics.load(this.header, READ_POS) >>> 0;
+    this.seenReadCount = Atomics.load(this.header, READ_COUNT) >>> 0;
   }
 
   /**
@@ -130,13 +139,19 @@ export class RingProducer extends RingEnd {
   reserve(tag: number, length: number): number {
     if (length > this.maxRecordBytes) throw new RecordTooLargeError(length, this.maxRecordBytes);
     const need = RECORD_HEADER_BYTES + align8(length);
-    const readPos = Atomics.load(this.header, READ_POS) >>> 0;
-    const used = (this.writePos - readPos) >>> 0;
     let at = this.writePos & this.mask;
     const toEnd = this.capacity - at;
     const total = need > toEnd ? toEnd + need : need;
-    if (used + total > this.capacity) return -1;
-    if (((this.writeCount - Atomics.load(this.header, READ_COUNT)) >>> 0) >= this.maxRecords) return -1;
+    // The consumer's position is re-read only when the last one seen leaves too little room: a
+    // producer far ahead of a slow consumer touches the consumer's cache line rarely.
+    if (((this.writePos - this.seenReadPos) >>> 0) + total > this.capacity) {
+      this.seenReadPos = Atomics.load(this.header, READ_POS) >>> 0;
+      if (((this.writePos - this.seenReadPos) >>> 0) + total > this.capacity) return -1;
+    }
+    if (((this.writeCount - this.seenReadCount) >>> 0) >= this.maxRecords) {
+      this.seenReadCount = Atomics.load(this.header, READ_COUNT) >>> 0;
+      if (((this.writeCount - this.seenReadCount) >>> 0) >= this.maxRecords) return -1;
+    }
     if (need > toEnd) {
       // Not enough room before the end: mark the tail as padding and start over at 0.
       this.view.setInt32(HEADER_BYTES + at, PAD_MARKER, true);
@@ -235,7 +250,8 @@ export type RecordVisitor = (tag: number, bytes: Uint8Array, start: number, leng
 
 /**
  * The consuming end. Exactly one thread may hold the consumer of a ring. Reads are zero-copy:
- * the visitor sees the record in place, and the whole batch is released at once afterwards.
+ * the visitor sees the record in place, and room is handed back in batches (every 64 records
+ * and at the end), one store per batch rather than per record.
  */
 export class RingConsumer extends RingEnd {
   private readPos: number;
@@ -252,7 +268,7 @@ export class RingConsumer extends RingEnd {
   }
 
   /**
-   * Visits up to `max` records in order, then releases them in one store. A visitor that throws
+   * Visits up to `max` records in order, releasing their room in batches. A visitor that throws
    * still consumes its record (a poison record must not be replayed forever); the error
    * propagates after the release.
    */
@@ -262,6 +278,7 @@ export class RingConsumer extends RingEnd {
     Atomics.store(this.header, BUSY_SINCE, Date.now() - this.epochMs + 1);
     let pos = this.readPos;
     let n = 0;
+    let released = 0;
     try {
       while (n < max) {
         if (pos === writePos) {
@@ -278,24 +295,41 @@ export class RingConsumer extends RingEnd {
         pos = (pos + RECORD_HEADER_BYTES + align8(length)) >>> 0;
         n++;
         visit(tag, this.bytes, HEADER_BYTES + at + RECORD_HEADER_BYTES, length);
+        // A long batch hands room back as it goes: a producer that refills the ring while we
+        // drain it (a round-trip pipeline) must not find it full of records already visited.
+        if ((n & (RELEASE_EVERY - 1)) === 0) {
+          this.publishRelease(pos, n - released);
+          released = n;
+        }
       }
     } finally {
-      this.release(pos, n);
+      this.publishRelease(pos, n - released);
+      Atomics.add(this.header, CONSUMER_BEAT, 1);
+      Atomics.store(this.header, BUSY_SINCE, 0);
     }
     return n;
   }
 
-  private release(pos: number, n: number): void {
+  private publishRelease(pos: number, n: number): void {
     this.readPos = pos;
     this.readCount = (this.readCount + n) >>> 0;
     Atomics.store(this.header, READ_COUNT, this.readCount | 0);
     Atomics.store(this.header, READ_POS, pos | 0);
-    Atomics.add(this.header, CONSUMER_BEAT, 1);
-    Atomics.store(this.header, BUSY_SINCE, 0);
     if (Atomics.load(this.header, PRODUCER_WAITING) !== 0) {
       Atomics.store(this.header, PRODUCER_WAITING, 0);
       Atomics.notify(this.header, PRODUCER_WAITING);
     }
+  }
+
+  /**
+   * Checks for data up to `checks` times without sleeping. Returns true when the ring stayed
+   * empty throughout (go to sleep), false as soon as a record is there.
+   */
+  waitBriefly(checks: number): boolean {
+    for (let i = 0; i < checks; i++) {
+      if ((Atomics.load(this.header, WRITE_POS) >>> 0) !== this.readPos) return false;
+    }
+    return true;
   }
 
   /**

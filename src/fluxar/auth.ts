@@ -1,0 +1,109 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** What a client presents in its hello. */
+export type Credentials =
+  | { scheme: 'bearer'; token: string }
+  | { scheme: 'api_key'; key: string }
+  | { scheme: 'credentials'; username: string; password: string }
+  | { scheme: 'custom'; name: string; data: unknown };
+
+export type AuthScheme = Credentials['scheme'];
+
+/** Who the peer is, as the verifier decided; handed to every handler. */
+export type Principal = Record<string, unknown> & { id: string };
+
+/** Returns the principal, or null to refuse (401). May be async (a database, a directory). */
+export type Verifier<C> = (credentials: C) => Principal | null | Promise<Principal | null>;
+
+export interface AuthOptions {
+  bearer?: Verifier<{ token: string }>;
+  api_key?: Verifier<{ key: string }>;
+  credentials?: Verifier<{ username: string; password: string }>;
+  /** Custom schemes by name. */
+  custom?: Record<string, Verifier<{ name: string; data: unknown }>>;
+  /** Accept peers that present no credentials (their principal is { id: "anonymous" }). Default: true when no verifier is configured. */
+  allowAnonymous?: boolean;
+}
+
+const compareKey = randomBytes(32);
+
+/**
+ * Constant-time equality of two secrets of any length: both are reduced to an HMAC first, so
+ * neither the content nor the length leaks through timing.
+ */
+export function secretsEqual(a: string | Uint8Array, b: string | Uint8Array): boolean {
+  const ha = createHmac('sha256', compareKey).update(a).digest();
+  const hb = createHmac('sha256', compareKey).update(b).digest();
+  return timingSafeEqual(ha, hb);
+}
+
+/** A verifier over a fixed table of secrets (tokens or API keys), compared in constant time. */
+export function secretTable(table: Record<string, Principal>): (secret: string) => Principal | null {
+  const entries = Object.entries(table);
+  return (secret) => {
+    let found: Principal | null = null;
+    // Compare against every entry so the time does not say which, or whether, one matched.
+    for (const [candidate, principal] of entries) if (secretsEqual(candidate, secret) && found === null) found = principal;
+    return found;
+  };
+}
+
+/** Parses a hello's auth map into credentials, or returns an error text. */
+export function parseCredentials(auth: unknown): Credentials | null | string {
+  if (auth === undefined || auth === null) return null;
+  if (typeof auth !== 'object' || Array.isArray(auth)) return 'auth must be a map';
+  const a = auth as Record<string, unknown>;
+  switch (a.scheme) {
+    case 'bearer':
+      return typeof a.token === 'string' ? { scheme: 'bearer', token: a.token } : 'bearer auth needs a text token';
+    case 'api_key':
+      return typeof a.key === 'string' ? { scheme: 'api_key', key: a.key } : 'api_key auth needs a text key';
+    case 'credentials':
+      return typeof a.username === 'string' && typeof a.password === 'string'
+        ? { scheme: 'credentials', username: a.username, password: a.password }
+        : 'credentials auth needs text username and password';
+    case 'custom':
+      return typeof a.name === 'string' ? { scheme: 'custom', name: a.name, data: a.data } : 'custom auth needs a text name';
+    default:
+      return `unknown auth scheme ${JSON.stringify(a.scheme)}`;
+  }
+}
+
+/** Runs the configured verifier for the credentials; null means refused. */
+export async function verifyCredentials(options: AuthOptions, credentials: Credentials | null): Promise<Principal | null> {
+  const anyVerifier = options.bearer ?? options.api_key ?? options.credentials ?? options.custom;
+  if (credentials === null) {
+    const allow = options.allowAnonymous ?? anyVerifier === undefined;
+    return allow ? { id: 'anonymous' } : null;
+  }
+  switch (credentials.scheme) {
+    case 'bearer':
+      return options.bearer ? options.bearer({ token: credentials.token }) : null;
+    case 'api_key':
+      return options.api_key ? options.api_key({ key: credentials.key }) : null;
+    case 'credentials':
+      return options.credentials ? options.credentials({ username: credentials.username, password: credentials.password }) : null;
+    case 'custom': {
+      const verifier = options.custom?.[credentials.name];
+      return verifier ? verifier({ name: credentials.name, data: credentials.data }) : null;
+    }
+  }
+}
+
+export const NONCE_BYTES = 16;
+
+export function newNonce(): Uint8Array {
+  return randomBytes(NONCE_BYTES);
+}
+
+/**
+ * PSK proof: HMAC-SHA256(psk, label || client nonce || server nonce). The labels differ per
+ * role so one side's proof can never be replayed as the other's.
+ */
+export function pskProof(psk: Uint8Array | string, role: 'client' | 'server', clientNonce: Uint8Array, serverNonce: Uint8Array): Uint8Array {
+  return createHmac('sha256', psk).update(`fluxar-psk-v1-${role}`).update(clientNonce).update(serverNonce).digest();
+}
+
+export function proofsEqual(a: unknown, b: Uint8Array): boolean {
+  return a instanceof Uint8Array && a.length === b.length && timingSafeEqual(a, b);
+}

@@ -1,0 +1,111 @@
+import { connect as netConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { Logger } from 'pino';
+import { WebSocket } from 'ws';
+import type { Credentials } from './auth.js';
+import { ErrorCode } from './codes.js';
+import { MAX_FRAME_CEILING } from './constants.js';
+import { parseEndpoint } from './endpoint.js';
+import { FluxarError } from './errors.js';
+import { type Handler, Peer } from './peer.js';
+import { Session } from './session.js';
+import { SocketTransport, type Transport, WebSocketTransport } from './transport.js';
+
+export interface ConnectOptions {
+  credentials?: Credentials;
+  psk?: Uint8Array | string;
+  tls?: { ca?: string | Buffer | Array<string | Buffer>; cert?: string | Buffer; key?: string | Buffer; servername?: string; rejectUnauthorized?: boolean };
+  maxFrame?: number;
+  /** Connect plus handshake must finish within this; default 10 s. */
+  timeoutMs?: number;
+  /** Handlers for calls the server makes to this client. */
+  handlers?: Record<string, Handler>;
+  maxWriteBuffer?: number;
+  logger?: Logger;
+}
+
+function openTransport(url: string, options: ConnectOptions): Promise<Transport> {
+  const endpoint = parseEndpoint(url);
+  return new Promise((resolve, reject) => {
+    const fail = (err: Error) => reject(new FluxarError(ErrorCode.Unavailable, `cannot connect to ${url}: ${err.message}`, { cause: err }));
+    switch (endpoint.kind) {
+      case 'tcp':
+      case 'unix': {
+        const socket = endpoint.kind === 'unix' ? netConnect(endpoint.path) : netConnect(endpoint.port, endpoint.host);
+        socket.once('error', fail);
+        socket.once('connect', () => {
+          socket.off('error', fail);
+          resolve(new SocketTransport(endpoint.kind as 'tcp' | 'unix', socket));
+        });
+        return;
+      }
+      case 'tls': {
+        const socket = tlsConnect({
+          host: endpoint.host,
+          port: endpoint.port,
+          minVersion: 'TLSv1.3',
+          servername: options.tls?.servername ?? (/^[\d.:]+$/.test(endpoint.host) ? undefined : endpoint.host),
+          ca: options.tls?.ca,
+          cert: options.tls?.cert,
+          key: options.tls?.key,
+          rejectUnauthorized: options.tls?.rejectUnauthorized ?? true,
+        });
+        socket.once('error', fail);
+        socket.once('secureConnect', () => {
+          socket.off('error', fail);
+          resolve(new SocketTransport('tls', socket));
+        });
+        return;
+      }
+      case 'ws':
+      case 'wss': {
+        const ws = new WebSocket(url, {
+          maxPayload: MAX_FRAME_CEILING + 1,
+          ca: options.tls?.ca,
+          cert: options.tls?.cert,
+          key: options.tls?.key,
+          rejectUnauthorized: options.tls?.rejectUnauthorized ?? true,
+          minVersion: 'TLSv1.3',
+        });
+        ws.once('error', fail);
+        ws.once('open', () => {
+          ws.off('error', fail);
+          const socket = (ws as unknown as { _socket: { remoteAddress?: string; remotePort?: number } })._socket;
+          resolve(new WebSocketTransport(endpoint.kind as 'ws' | 'wss', ws, { address: socket?.remoteAddress, port: socket?.remotePort }));
+        });
+        return;
+      }
+    }
+  });
+}
+
+/** Connects and completes the handshake; resolves with an open Peer. */
+export async function connect(url: string, options: ConnectOptions = {}): Promise<Peer> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new FluxarError(ErrorCode.DeadlineExceeded, `no FLUXAR session with ${url} within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const transport = await Promise.race([openTransport(url, options), timeout]);
+    const session = new Session({
+      role: 'client',
+      framing: transport.framing,
+      credentials: options.credentials,
+      psk: options.psk,
+      maxFrame: options.maxFrame,
+      handshakeTimeoutMs: timeoutMs,
+    });
+    const peer = new Peer(session, transport, { maxWriteBuffer: options.maxWriteBuffer, logger: options.logger });
+    for (const [target, handler] of Object.entries(options.handlers ?? {})) peer.handle(target, handler);
+    try {
+      await Promise.race([peer.opened, timeout]);
+    } catch (err) {
+      peer.destroy('handshake failed');
+      throw err;
+    }
+    return peer;
+  } finally {
+    clearTimeout(timer);
+  }
+}

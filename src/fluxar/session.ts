@@ -1,0 +1,628 @@
+import { randomBytes } from 'node:crypto';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { EntityType, entityId } from '../fluxmsg/uuid.js';
+import { uuidv7 } from '../fluxmsg/uuid.js';
+import { type Credentials, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
+import { ControlTarget, ErrorCode, MessageType } from './codes.js';
+import {
+  Capability,
+  COMPRESS_THRESHOLD,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_MAX_IN_FLIGHT,
+  FrameFlag,
+  KNOWN_FLAGS,
+  MAX_FRAME_CEILING,
+  MISSED_HEARTBEATS_LIMIT,
+  PROTOCOL_VERSION,
+  SUPPORTED_VERSIONS,
+} from './constants.js';
+import { decodeEnvelope, type Envelope, encodeEnvelope, type EnvelopeErrorInfo } from './envelope.js';
+import { FluxarError } from './errors.js';
+import { clampMaxFrame, encodeMessageFrame, encodeStreamFrame, type Frame, StreamFrameSplitter } from './framing.js';
+
+export type Role = 'client' | 'server';
+export type Framing = 'stream' | 'message';
+export type SessionState = 'handshake' | 'open' | 'closing' | 'closed';
+
+export interface SessionOptions {
+  role: Role;
+  /** 'stream' for TCP, TLS and Unix sockets (length-prefixed); 'message' for WebSocket. */
+  framing: Framing;
+  /** The clock, in milliseconds. The session has no timers: the host calls tick(). */
+  clock?: () => number;
+  /** Client: credentials to present. */
+  credentials?: Credentials;
+  /** Capabilities offered (client) or supported (server). Default: deflate. */
+  caps?: string[];
+  /** Pre-shared key: both sides prove they hold it (HMAC over both nonces) without sending it. */
+  psk?: Uint8Array | string;
+  /** Largest frame this side accepts; the handshake agrees on the smaller of both. */
+  maxFrame?: number;
+  /** Server: heartbeat interval announced to the client. */
+  heartbeatMs?: number;
+  handshakeTimeoutMs?: number;
+  /** Calls from the peer that may be in flight at once; more are answered 429. */
+  maxInFlight?: number;
+  drainTimeoutMs?: number;
+  /** Copy byte strings out of received frames (when the input memory is reused, as a ring slot is). */
+  copyBuffers?: boolean;
+  /**
+   * Pass envelopes of the types this core does not handle (stream, subscribe, unsubscribe,
+   * publish, message) to the host as 'envelope' events instead of answering 501.
+   */
+  extensions?: boolean;
+}
+
+export interface SessionInfo {
+  id: Uint8Array;
+  resumeToken: Uint8Array;
+  heartbeatMs: number;
+  maxFrame: number;
+  caps: string[];
+}
+
+export type SessionEvent =
+  /** Server: check these credentials, then call accept() or reject(). */
+  | { type: 'authenticate'; credentials: Credentials | null }
+  | { type: 'open'; info: SessionInfo; principal: Principal | null }
+  /** A call from the peer: answer with respond() or fail(). */
+  | { type: 'call'; key: string; target: string; payload: unknown; meta: Record<string, unknown> | null }
+  /** A call from the peer that must stop: cancelled by the caller (499) or past its deadline (408). */
+  | { type: 'cancel'; key: string; code: number }
+  /** The outcome of one of our calls. */
+  | { type: 'result'; key: string; payload: unknown; error: EnvelopeErrorInfo | null }
+  | { type: 'envelope'; envelope: Envelope }
+  | { type: 'closed'; code: number; reason: string };
+
+export interface CallOptions {
+  meta?: Record<string, unknown> | null;
+  /** Budget in ms: sent as meta deadline_ms, and enforced locally (408). */
+  deadlineMs?: number;
+}
+
+interface OutgoingCall {
+  deadline: number;
+}
+interface IncomingCall {
+  id: Uint8Array;
+  deadline: number;
+}
+
+/** The map key of an id: its 16 bytes as a latin1 string (cheap to make, exact). */
+export function idKey(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('latin1');
+}
+function keyBytes(key: string): Uint8Array {
+  return Buffer.from(key, 'latin1');
+}
+
+const NO_DEADLINE = Infinity;
+
+/**
+ * One FLUXAR session as a state machine: bytes and calls in, bytes and events out. It owns no
+ * socket and no timer; the host feeds it received bytes (receive), tells it the time passes
+ * (tick), writes what takeOutput() returns, and acts on what takeEvents() returns. The same code
+ * serves sockets on the main thread, sessions hosted in rack workers from ring bytes, and tests.
+ */
+export class Session {
+  readonly role: Role;
+  private readonly options: SessionOptions;
+  private readonly clock: () => number;
+  private readonly splitter: StreamFrameSplitter | null;
+  private output: Uint8Array[] = [];
+  private events: SessionEvent[] = [];
+  state: SessionState = 'handshake';
+  info: SessionInfo | null = null;
+  principal: Principal | null = null;
+  private readonly outgoing = new Map<string, OutgoingCall>();
+  private readonly incoming = new Map<string, IncomingCall>();
+  /** The earliest deadline among calls; tick() scans only once it has passed. */
+  private earliestDeadline = NO_DEADLINE;
+  private maxFrameOut: number;
+  private readonly maxFrameIn: number;
+  private deflate = false;
+  // Handshake.
+  private readonly handshakeDeadline: number;
+  private clientHelloId: Uint8Array | null = null;
+  private serverHelloId: Uint8Array | null = null;
+  private clientNonce: Uint8Array | null = null;
+  private serverNonce: Uint8Array | null = null;
+  private offeredCaps: string[] = [];
+  private awaitingPskProof = false;
+  private authenticating = false;
+  // Liveness.
+  private lastReceivedAt: number;
+  private lastHeartbeatAt: number;
+  private missedHeartbeats = 0;
+  private receivedSinceHeartbeat = false;
+  // Close.
+  private drainDeadline = NO_DEADLINE;
+
+  constructor(options: SessionOptions) {
+    this.options = options;
+    this.role = options.role;
+    this.clock = options.clock ?? Date.now;
+    this.maxFrameIn = Math.min(options.maxFrame ?? DEFAULT_MAX_FRAME, MAX_FRAME_CEILING);
+    this.maxFrameOut = DEFAULT_MAX_FRAME;
+    this.splitter = options.framing === 'stream' ? new StreamFrameSplitter(this.maxFrameIn) : null;
+    const now = this.clock();
+    this.handshakeDeadline = now + (options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    this.lastReceivedAt = now;
+    this.lastHeartbeatAt = now;
+    if (this.role === 'client') this.sendClientHello();
+  }
+
+  // ---- host interface ------------------------------------------------------------------
+
+  /** Frames to write to the transport, in order. */
+  takeOutput(): Uint8Array[] {
+    const out = this.output;
+    this.output = [];
+    return out;
+  }
+
+  takeEvents(): SessionEvent[] {
+    const events = this.events;
+    this.events = [];
+    return events;
+  }
+
+  hasWork(): boolean {
+    return this.output.length > 0 || this.events.length > 0;
+  }
+
+  /** Bytes from the transport: any slice of the stream, or one whole WebSocket message. */
+  receive(bytes: Uint8Array): void {
+    if (this.state === 'closed') return;
+    this.lastReceivedAt = this.clock();
+    this.receivedSinceHeartbeat = true;
+    let frames: Frame[];
+    try {
+      if (this.splitter !== null) frames = this.splitter.push(bytes);
+      else {
+        if (bytes.length === 0) throw new FluxarError(400, 'empty message (a frame holds at least its flags byte)');
+        if (bytes.length - 1 > this.maxFrameIn) throw new FluxarError(413, `frame of ${bytes.length - 1} bytes exceeds the maximum of ${this.maxFrameIn}`);
+        frames = [{ flags: bytes[0]!, body: bytes.subarray(1) }];
+      }
+    } catch (err) {
+      const e = err as FluxarError;
+      this.abort(e.code, e.message);
+      return;
+    }
+    for (const frame of frames) {
+      if ((this.state as SessionState) === 'closed') return;
+      this.receiveFrame(frame);
+    }
+  }
+
+  /** Lets time pass: handshake timeout, deadlines, heartbeats, drain timeout. */
+  tick(): void {
+    if (this.state === 'closed') return;
+    const now = this.clock();
+    if (this.state === 'handshake') {
+      if (now >= this.handshakeDeadline) {
+        this.abort(ErrorCode.DeadlineExceeded, `no handshake within ${this.options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS} ms`);
+      }
+      return;
+    }
+    if (now >= this.earliestDeadline) this.expireDeadlines(now);
+    const heartbeatMs = this.info!.heartbeatMs;
+    if (heartbeatMs > 0 && now - this.lastHeartbeatAt >= heartbeatMs) {
+      this.lastHeartbeatAt = now;
+      if (this.receivedSinceHeartbeat) this.missedHeartbeats = 0;
+      else this.missedHeartbeats++;
+      this.receivedSinceHeartbeat = false;
+      if (this.missedHeartbeats >= MISSED_HEARTBEATS_LIMIT) {
+        this.terminate(ErrorCode.Unavailable, `peer silent for ${MISSED_HEARTBEATS_LIMIT} heartbeats (${now - this.lastReceivedAt} ms)`, false);
+        return;
+      }
+      this.sendControl(MessageType.Hello, null, ControlTarget.Ping);
+    }
+    if (this.state === 'closing' && now >= this.drainDeadline) {
+      this.terminate(ErrorCode.Unavailable, 'drain timeout: closed with calls still in flight', true);
+    }
+  }
+
+  /** The transport closed under us. */
+  transportClosed(reason = 'connection closed'): void {
+    if (this.state === 'closed') return;
+    this.terminate(ErrorCode.Unavailable, reason, false);
+  }
+
+  // ---- server handshake ----------------------------------------------------------------
+
+  /** Server: the credentials are good; open the session. */
+  accept(principal: Principal): void {
+    if (!this.authenticating || this.state !== 'handshake') return;
+    this.authenticating = false;
+    this.principal = principal;
+    const supported = this.options.caps ?? [Capability.Deflate];
+    const caps = this.offeredCaps.filter((c) => supported.includes(c) && c !== Capability.Psk);
+    if (this.options.psk !== undefined) caps.push(Capability.Psk);
+    const info: SessionInfo = {
+      id: entityId(EntityType.Session),
+      resumeToken: randomBytes(16),
+      heartbeatMs: this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
+      maxFrame: this.maxFrameOut,
+      caps,
+    };
+    this.serverNonce = newNonce();
+    const payload: Record<string, unknown> = {
+      version: PROTOCOL_VERSION,
+      caps,
+      session: { id: info.id, resume_token: info.resumeToken, heartbeat_ms: info.heartbeatMs, max_frame: info.maxFrame },
+      nonce: this.serverNonce,
+    };
+    if (this.options.psk !== undefined) {
+      payload.proof = pskProof(this.options.psk, 'server', this.clientNonce!, this.serverNonce);
+    }
+    this.serverHelloId = uuidv7();
+    this.sendEnvelope({ type: MessageType.Hello, id: this.serverHelloId, ref: this.clientHelloId, target: null, meta: null, payload, error: null });
+    this.info = info;
+    this.deflate = caps.includes(Capability.Deflate);
+    if (this.options.psk !== undefined) {
+      this.awaitingPskProof = true;
+      return;
+    }
+    this.open();
+  }
+
+  /** Server: refuse the credentials (401 by default) and close. */
+  reject(code: number = ErrorCode.Unauthenticated, message = 'unauthenticated'): void {
+    if (!this.authenticating || this.state !== 'handshake') return;
+    this.authenticating = false;
+    this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: this.clientHelloId, target: null, meta: null, payload: null, error: { code, message } });
+    this.finish(code, message);
+  }
+
+  // ---- calls ---------------------------------------------------------------------------
+
+  /** Starts a call; returns its key. The outcome arrives as a 'result' event. */
+  call(target: string, payload: unknown, options: CallOptions = {}): string {
+    if (this.state === 'handshake') throw new FluxarError(ErrorCode.BadRequest, 'session not open yet');
+    if (this.state !== 'open') throw new FluxarError(ErrorCode.Unavailable, 'session is closing');
+    const id = uuidv7();
+    let meta = options.meta ?? null;
+    let deadline = NO_DEADLINE;
+    if (options.deadlineMs !== undefined) {
+      meta = { ...meta, deadline_ms: options.deadlineMs };
+      deadline = this.clock() + options.deadlineMs;
+    }
+    this.sendEnvelope({ type: MessageType.Call, id, ref: null, target, meta, payload, error: null });
+    const key = idKey(id);
+    this.outgoing.set(key, { deadline });
+    if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    return key;
+  }
+
+  /** Gives up on one of our calls: the peer is told to cancel; no result event follows. */
+  cancel(key: string): void {
+    if (!this.outgoing.delete(key)) return;
+    if (this.state !== 'closed') this.sendControl(MessageType.Call, keyBytes(key), ControlTarget.Cancel);
+    this.checkDrained();
+  }
+
+  /** Answers a call from the peer. Ignored if the call was cancelled or timed out meanwhile. */
+  respond(key: string, payload: unknown): void {
+    const call = this.incoming.get(key);
+    if (call === undefined) return;
+    this.incoming.delete(key);
+    try {
+      this.sendEnvelope({ type: MessageType.Call, id: uuidv7(), ref: call.id, target: null, meta: null, payload, error: null });
+    } catch (err) {
+      const e = err instanceof FluxarError ? err : new FluxarError(ErrorCode.Internal, `response could not be encoded: ${(err as Error).message}`);
+      this.sendError(MessageType.Call, call.id, e.code, e.message);
+    }
+    this.checkDrained();
+  }
+
+  /** Answers a call from the peer with an error. */
+  fail(key: string, code: number, message: string, data?: unknown): void {
+    const call = this.incoming.get(key);
+    if (call === undefined) return;
+    this.incoming.delete(key);
+    this.sendError(MessageType.Call, call.id, code, message, data);
+    this.checkDrained();
+  }
+
+  /** Sends an envelope of an extension type (stream, publish, ...) as is. */
+  sendRaw(envelope: Envelope): void {
+    this.sendEnvelope(envelope);
+  }
+
+  get inFlight(): { outgoing: number; incoming: number } {
+    return { outgoing: this.outgoing.size, incoming: this.incoming.size };
+  }
+
+  // ---- close ---------------------------------------------------------------------------
+
+  /** Graceful close: says bye, starts no new calls, lets in-flight ones finish, then closes. */
+  close(): void {
+    if (this.state === 'handshake') {
+      this.abort(ErrorCode.Unavailable, 'closed before the handshake completed');
+      return;
+    }
+    if (this.state !== 'open') return;
+    this.sendControl(MessageType.Hello, null, ControlTarget.Bye);
+    this.beginClosing();
+  }
+
+  /** Immediate close with an error the peer is told about (a bye carrying the error). */
+  abort(code: number, message: string): void {
+    if (this.state === 'closed') return;
+    this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: null, target: ControlTarget.Bye, meta: null, payload: null, error: { code, message } });
+    this.terminate(code, message, false);
+  }
+
+  // ---- internals -----------------------------------------------------------------------
+
+  private sendClientHello(): void {
+    this.clientNonce = newNonce();
+    this.clientHelloId = uuidv7();
+    const caps = [...(this.options.caps ?? [Capability.Deflate])];
+    if (this.options.psk !== undefined && !caps.includes(Capability.Psk)) caps.push(Capability.Psk);
+    const payload: Record<string, unknown> = { versions: [...SUPPORTED_VERSIONS], caps, nonce: this.clientNonce, max_frame: this.maxFrameIn };
+    if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
+    this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
+  }
+
+  private receiveFrame(frame: Frame): void {
+    if ((frame.flags & ~KNOWN_FLAGS) !== 0) return this.abort(ErrorCode.BadRequest, `unknown frame flags 0x${frame.flags.toString(16)}`);
+    if (frame.flags & FrameFlag.Encrypted) return this.abort(ErrorCode.Unsupported, 'encrypted frames are not supported (use TLS)');
+    let body = frame.body;
+    if (frame.flags & FrameFlag.Compressed) {
+      if (!this.deflate) return this.abort(ErrorCode.BadRequest, 'compressed frame, but deflate was not agreed');
+      try {
+        body = inflateRawSync(body, { maxOutputLength: this.maxFrameIn });
+      } catch (err) {
+        const tooBig = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
+        return this.abort(tooBig ? ErrorCode.TooLarge : ErrorCode.BadRequest, tooBig ? `frame inflates past ${this.maxFrameIn} bytes` : 'compressed frame does not inflate');
+      }
+    }
+    let env: Envelope;
+    try {
+      env = decodeEnvelope(body, { copyBuffers: this.options.copyBuffers ?? false });
+    } catch (err) {
+      return this.abort(ErrorCode.BadRequest, (err as Error).message);
+    }
+    if (this.state === 'handshake') return this.receiveHandshake(env);
+    this.dispatch(env);
+  }
+
+  private receiveHandshake(env: Envelope): void {
+    if (this.role === 'server') {
+      if (this.awaitingPskProof) return this.receivePskProof(env);
+      if (this.authenticating || this.clientHelloId !== null) return this.abort(ErrorCode.BadRequest, 'nothing but the handshake is accepted before it completes');
+      if (env.type !== MessageType.Hello || env.ref !== null || env.target !== null) {
+        return this.abort(ErrorCode.BadRequest, 'the first message must be a hello');
+      }
+      const p = env.payload as Record<string, unknown> | null;
+      if (p === null || typeof p !== 'object') return this.abort(ErrorCode.BadRequest, 'hello payload must be a map');
+      this.clientHelloId = env.id;
+      const versions = Array.isArray(p.versions) ? p.versions : [];
+      if (!versions.includes(PROTOCOL_VERSION)) {
+        return this.refuseHello(ErrorCode.BadRequest, `unsupported version: offered ${JSON.stringify(versions)}, this peer speaks ${PROTOCOL_VERSION}`);
+      }
+      if (!(p.nonce instanceof Uint8Array) || p.nonce.length < 16) return this.refuseHello(ErrorCode.BadRequest, 'hello needs a nonce of at least 16 bytes');
+      this.clientNonce = p.nonce;
+      this.offeredCaps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
+      this.maxFrameOut = clampMaxFrame(typeof p.max_frame === 'number' ? p.max_frame : undefined, MAX_FRAME_CEILING);
+      this.maxFrameOut = Math.min(this.maxFrameOut, this.maxFrameIn);
+      if (this.options.psk !== undefined && !this.offeredCaps.includes(Capability.Psk)) {
+        return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust');
+      }
+      const credentials = parseCredentials(p.auth);
+      if (typeof credentials === 'string') return this.refuseHello(ErrorCode.BadRequest, credentials);
+      this.authenticating = true;
+      this.events.push({ type: 'authenticate', credentials });
+      return;
+    }
+    // Client: the only thing expected is the server's hello answering ours.
+    if (env.type !== MessageType.Hello || env.ref === null || idKey(env.ref) !== idKey(this.clientHelloId!)) {
+      if (env.type === MessageType.Hello && env.target === ControlTarget.Bye && env.error !== null) {
+        return this.terminate(env.error.code, env.error.message, false);
+      }
+      return this.abort(ErrorCode.BadRequest, 'expected the server hello');
+    }
+    if (env.error !== null) return this.terminate(env.error.code, env.error.message, false);
+    const p = env.payload as Record<string, unknown> | null;
+    const s = (p?.session ?? null) as Record<string, unknown> | null;
+    if (p === null || s === null || p.version !== PROTOCOL_VERSION || !(s.id instanceof Uint8Array)) {
+      return this.abort(ErrorCode.BadRequest, 'malformed server hello');
+    }
+    const caps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
+    if (this.options.psk !== undefined) {
+      if (!(p.nonce instanceof Uint8Array)) return this.abort(ErrorCode.Unauthenticated, 'server hello lacks a nonce for PSK');
+      const expected = pskProof(this.options.psk, 'server', this.clientNonce!, p.nonce);
+      if (!proofsEqual(p.proof, expected)) return this.abort(ErrorCode.Unauthenticated, 'server failed the PSK proof');
+      this.sendEnvelope({
+        type: MessageType.Hello,
+        id: uuidv7(),
+        ref: env.id,
+        target: Capability.Psk,
+        meta: null,
+        payload: { proof: pskProof(this.options.psk, 'client', this.clientNonce!, p.nonce) },
+        error: null,
+      });
+    }
+    this.info = {
+      id: s.id,
+      resumeToken: s.resume_token instanceof Uint8Array ? s.resume_token : new Uint8Array(0),
+      heartbeatMs: typeof s.heartbeat_ms === 'number' ? s.heartbeat_ms : DEFAULT_HEARTBEAT_MS,
+      maxFrame: typeof s.max_frame === 'number' ? Math.min(s.max_frame, MAX_FRAME_CEILING) : DEFAULT_MAX_FRAME,
+      caps,
+    };
+    this.maxFrameOut = this.info.maxFrame;
+    this.deflate = caps.includes(Capability.Deflate);
+    this.open();
+  }
+
+  private receivePskProof(env: Envelope): void {
+    if (env.type !== MessageType.Hello || env.target !== Capability.Psk || env.ref === null || idKey(env.ref) !== idKey(this.serverHelloId!)) {
+      return this.abort(ErrorCode.Unauthenticated, 'expected the PSK proof');
+    }
+    const expected = pskProof(this.options.psk!, 'client', this.clientNonce!, this.serverNonce!);
+    if (!proofsEqual((env.payload as Record<string, unknown> | null)?.proof, expected)) {
+      return this.abort(ErrorCode.Unauthenticated, 'client failed the PSK proof');
+    }
+    this.awaitingPskProof = false;
+    this.open();
+  }
+
+  private refuseHello(code: number, message: string): void {
+    this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: this.clientHelloId, target: null, meta: null, payload: null, error: { code, message } });
+    this.finish(code, message);
+  }
+
+  private open(): void {
+    this.state = 'open';
+    const now = this.clock();
+    this.lastHeartbeatAt = now;
+    this.events.push({ type: 'open', info: this.info!, principal: this.principal });
+  }
+
+  private dispatch(env: Envelope): void {
+    switch (env.type) {
+      case MessageType.Hello:
+        return this.receiveControl(env);
+      case MessageType.Call:
+        if (env.ref === null) return this.receiveCall(env);
+        if (env.target === ControlTarget.Cancel) return this.receiveCancel(env.ref);
+        return this.receiveResult(env);
+      default:
+        if (this.options.extensions) {
+          this.events.push({ type: 'envelope', envelope: env });
+          return;
+        }
+        return this.sendError(env.type, env.id, ErrorCode.Unsupported, `message type ${env.type} is not supported by this peer`);
+    }
+  }
+
+  private receiveControl(env: Envelope): void {
+    switch (env.target) {
+      case ControlTarget.Ping:
+        return this.sendControl(MessageType.Hello, env.id, ControlTarget.Pong);
+      case ControlTarget.Pong:
+        return;
+      case ControlTarget.Bye:
+        if (env.error !== null) return this.terminate(env.error.code, `peer closed: ${env.error.message}`, false);
+        if (this.state === 'open') this.beginClosing();
+        return;
+      default:
+        return this.abort(ErrorCode.BadRequest, `unexpected hello after the handshake (target ${JSON.stringify(env.target)})`);
+    }
+  }
+
+  private receiveCall(env: Envelope): void {
+    if (env.target === null || env.target === '') return this.sendError(MessageType.Call, env.id, ErrorCode.BadRequest, 'a call needs a target');
+    if (this.state !== 'open') return this.sendError(MessageType.Call, env.id, ErrorCode.Unavailable, 'session is closing');
+    const key = idKey(env.id);
+    if (this.incoming.has(key)) return this.sendError(MessageType.Call, env.id, ErrorCode.Conflict, 'a call with this id is already in flight');
+    const limit = this.options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (this.incoming.size >= limit) {
+      return this.sendError(MessageType.Call, env.id, ErrorCode.Overloaded, `more than ${limit} calls in flight on this connection`);
+    }
+    let deadline = NO_DEADLINE;
+    const budget = env.meta?.deadline_ms;
+    if (typeof budget === 'number' && Number.isFinite(budget) && budget >= 0) {
+      deadline = this.clock() + budget;
+      if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    }
+    this.incoming.set(key, { id: env.id, deadline });
+    this.events.push({ type: 'call', key, target: env.target, payload: env.payload, meta: env.meta });
+  }
+
+  private receiveCancel(ref: Uint8Array): void {
+    const key = idKey(ref);
+    if (!this.incoming.delete(key)) return;
+    this.events.push({ type: 'cancel', key, code: ErrorCode.Cancelled });
+    this.checkDrained();
+  }
+
+  private receiveResult(env: Envelope): void {
+    const key = idKey(env.ref!);
+    if (!this.outgoing.delete(key)) return; // late answer to a call we cancelled or timed out
+    this.events.push({ type: 'result', key, payload: env.payload, error: env.error });
+    this.checkDrained();
+  }
+
+  private expireDeadlines(now: number): void {
+    let earliest = NO_DEADLINE;
+    for (const [key, call] of this.incoming) {
+      if (call.deadline <= now) {
+        this.incoming.delete(key);
+        this.events.push({ type: 'cancel', key, code: ErrorCode.DeadlineExceeded });
+        this.sendError(MessageType.Call, call.id, ErrorCode.DeadlineExceeded, 'deadline exceeded');
+      } else if (call.deadline < earliest) earliest = call.deadline;
+    }
+    for (const [key, call] of this.outgoing) {
+      if (call.deadline <= now) {
+        this.outgoing.delete(key);
+        this.sendControl(MessageType.Call, keyBytes(key), ControlTarget.Cancel);
+        this.events.push({ type: 'result', key, payload: null, error: { code: ErrorCode.DeadlineExceeded, message: 'deadline exceeded' } });
+      } else if (call.deadline < earliest) earliest = call.deadline;
+    }
+    this.earliestDeadline = earliest;
+    this.checkDrained();
+  }
+
+  private beginClosing(): void {
+    this.state = 'closing';
+    this.drainDeadline = this.clock() + (this.options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+    this.checkDrained();
+  }
+
+  private checkDrained(): void {
+    if (this.state === 'closing' && this.outgoing.size === 0 && this.incoming.size === 0) this.finish(0, 'closed');
+  }
+
+  /** Ends the session: our calls fail with `code`, calls from the peer are cancelled. */
+  private terminate(code: number, reason: string, sendBye: boolean): void {
+    if (sendBye) {
+      this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: null, target: ControlTarget.Bye, meta: null, payload: null, error: { code, message: reason } });
+    }
+    const failCode = code === 0 ? ErrorCode.Unavailable : code;
+    for (const key of this.outgoing.keys()) {
+      this.events.push({ type: 'result', key, payload: null, error: { code: failCode, message: reason } });
+    }
+    for (const key of this.incoming.keys()) this.events.push({ type: 'cancel', key, code: ErrorCode.Unavailable });
+    this.outgoing.clear();
+    this.incoming.clear();
+    this.finish(code, reason);
+  }
+
+  private finish(code: number, reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.events.push({ type: 'closed', code, reason });
+  }
+
+  private sendControl(type: MessageType, ref: Uint8Array | null, target: string): void {
+    this.sendEnvelope({ type, id: uuidv7(), ref, target, meta: null, payload: null, error: null });
+  }
+
+  private sendError(type: MessageType, ref: Uint8Array, code: number, message: string, data?: unknown): void {
+    const error: EnvelopeErrorInfo = data === undefined ? { code, message } : { code, message, data };
+    this.sendEnvelope({ type, id: uuidv7(), ref, target: null, meta: null, payload: null, error });
+  }
+
+  /** Encodes, compresses when agreed and worth it, frames, and queues for the transport. */
+  private sendEnvelope(env: Envelope): void {
+    let body = encodeEnvelope(env);
+    let flags = 0;
+    if (this.deflate && body.length >= COMPRESS_THRESHOLD) {
+      const packed = deflateRawSync(body);
+      if (packed.length < body.length) {
+        body = packed;
+        flags |= FrameFlag.Compressed;
+      }
+    }
+    if (body.length > this.maxFrameOut) {
+      throw new FluxarError(ErrorCode.TooLarge, `message of ${body.length} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
+    }
+    this.output.push(this.options.framing === 'stream' ? encodeStreamFrame(flags, body) : encodeMessageFrame(flags, body));
+  }
+}

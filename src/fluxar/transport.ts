@@ -1,0 +1,100 @@
+import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
+import type { Framing } from './session.js';
+
+export type TransportKind = 'tcp' | 'tls' | 'unix' | 'ws' | 'wss';
+
+/** Bytes in and out of one connection. FLUXAR code above it is the same for every kind. */
+export interface Transport {
+  readonly kind: TransportKind;
+  readonly framing: Framing;
+  readonly remoteAddress: string | undefined;
+  readonly remotePort: number | undefined;
+  /** Writes frames; returns the bytes queued and not yet sent. */
+  write(frames: Uint8Array[]): number;
+  /** Flushes, then closes. */
+  end(): void;
+  destroy(): void;
+  onData(listener: (bytes: Uint8Array) => void): void;
+  /** A message that cannot be a FLUXAR frame (a WebSocket text message). */
+  onInvalid(listener: (reason: string) => void): void;
+  onClose(listener: (reason: string) => void): void;
+}
+
+/** TCP, TLS and Unix sockets: length-prefixed frames on a byte stream. */
+export class SocketTransport implements Transport {
+  readonly framing = 'stream' as const;
+  constructor(
+    readonly kind: 'tcp' | 'tls' | 'unix',
+    private readonly socket: Socket,
+  ) {
+    if (kind !== 'unix') socket.setNoDelay(true);
+  }
+  get remoteAddress() {
+    return this.socket.remoteAddress;
+  }
+  get remotePort() {
+    return this.socket.remotePort;
+  }
+  write(frames: Uint8Array[]): number {
+    // One write per flush: frames gathered in one turn leave in one syscall.
+    this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    return this.socket.writableLength;
+  }
+  end(): void {
+    this.socket.end();
+  }
+  destroy(): void {
+    this.socket.destroy();
+  }
+  onData(listener: (bytes: Uint8Array) => void): void {
+    this.socket.on('data', listener);
+  }
+  onInvalid(): void {}
+  onClose(listener: (reason: string) => void): void {
+    let error: Error | undefined;
+    this.socket.on('error', (err) => (error = err));
+    this.socket.on('close', () => listener(error ? `connection error: ${error.message}` : 'connection closed'));
+  }
+}
+
+/** WebSocket: one binary message per frame. */
+export class WebSocketTransport implements Transport {
+  readonly framing = 'message' as const;
+  constructor(
+    readonly kind: 'ws' | 'wss',
+    private readonly ws: WebSocket,
+    private readonly remote: { address: string | undefined; port: number | undefined },
+  ) {}
+  get remoteAddress() {
+    return this.remote.address;
+  }
+  get remotePort() {
+    return this.remote.port;
+  }
+  write(frames: Uint8Array[]): number {
+    for (const frame of frames) this.ws.send(frame, { binary: true });
+    return this.ws.bufferedAmount;
+  }
+  end(): void {
+    this.ws.close(1000);
+  }
+  destroy(): void {
+    this.ws.terminate();
+  }
+  private invalid: (reason: string) => void = () => {};
+  onData(listener: (bytes: Uint8Array) => void): void {
+    this.ws.on('message', (data, isBinary) => {
+      if (!isBinary) return this.invalid('text WebSocket messages are not FLUXAR frames (send binary)');
+      listener(data as Buffer);
+    });
+  }
+  onInvalid(listener: (reason: string) => void): void {
+    this.invalid = listener;
+  }
+  onClose(listener: (reason: string) => void): void {
+    let error: Error | undefined;
+    this.ws.on('error', (err) => (error = err));
+    this.ws.on('close', (code, reason) => listener(error ? `connection error: ${error.message}` : `connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
+  }
+}

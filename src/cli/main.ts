@@ -1,10 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
+import { runCall } from './call.js';
 
 const USAGE = `usage: fluxrig <command>
 
 commands:
+  call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
   uuid       print a new UUID v7
   version    print the fluxrig version
   help       print this text`;
@@ -14,9 +16,11 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-function main(argv: string[]): number {
+async function main(argv: string[]): Promise<number> {
   const [command] = argv;
   switch (command) {
+    case 'call':
+      return runCall(argv.slice(1));
     case 'uuid':
       console.log(uuidToString(uuidv7()));
       return 0;
@@ -35,4 +39,10 @@ function main(argv: string[]): number {
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+main(process.argv.slice(2)).then(
+  (code) => (process.exitCode = code),
+  (err: unknown) => {
+    console.error(`fluxrig: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  },
+);

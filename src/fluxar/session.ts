@@ -136,8 +136,6 @@ export class Session {
   // Liveness.
   private lastReceivedAt: number;
   private lastHeartbeatAt: number;
-  private missedHeartbeats = 0;
-  private receivedSinceHeartbeat = false;
   // Close.
   private drainDeadline = NO_DEADLINE;
 
@@ -178,7 +176,6 @@ export class Session {
   receive(bytes: Uint8Array): void {
     if (this.state === 'closed') return;
     this.lastReceivedAt = this.clock();
-    this.receivedSinceHeartbeat = true;
     let frames: Frame[];
     try {
       if (this.splitter !== null) frames = this.splitter.push(bytes);
@@ -212,10 +209,8 @@ export class Session {
     const heartbeatMs = this.info!.heartbeatMs;
     if (heartbeatMs > 0 && now - this.lastHeartbeatAt >= heartbeatMs) {
       this.lastHeartbeatAt = now;
-      if (this.receivedSinceHeartbeat) this.missedHeartbeats = 0;
-      else this.missedHeartbeats++;
-      this.receivedSinceHeartbeat = false;
-      if (this.missedHeartbeats >= MISSED_HEARTBEATS_LIMIT) {
+      // Any frame counts as a sign of life; pings guarantee there is one per interval.
+      if (now - this.lastReceivedAt >= MISSED_HEARTBEATS_LIMIT * heartbeatMs) {
         this.terminate(ErrorCode.Unavailable, `peer silent for ${MISSED_HEARTBEATS_LIMIT} heartbeats (${now - this.lastReceivedAt} ms)`, false);
         return;
       }
@@ -613,15 +608,16 @@ export class Session {
   private sendEnvelope(env: Envelope): void {
     let body = encodeEnvelope(env);
     let flags = 0;
+    // The limit is on the envelope itself: the peer must be able to hold it once inflated.
+    if (body.length > this.maxFrameOut) {
+      throw new FluxarError(ErrorCode.TooLarge, `message of ${body.length} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
+    }
     if (this.deflate && body.length >= COMPRESS_THRESHOLD) {
       const packed = deflateRawSync(body);
       if (packed.length < body.length) {
         body = packed;
         flags |= FrameFlag.Compressed;
       }
-    }
-    if (body.length > this.maxFrameOut) {
-      throw new FluxarError(ErrorCode.TooLarge, `message of ${body.length} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
     }
     this.output.push(this.options.framing === 'stream' ? encodeStreamFrame(flags, body) : encodeMessageFrame(flags, body));
   }

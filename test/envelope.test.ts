@@ -82,6 +82,37 @@ describe('FLUXAR envelope', () => {
     }
   });
 
+  it('writes exactly the bytes a general CBOR encoder writes for the same array (property)', () => {
+    const bytes16 = fc.uint8Array({ minLength: 16, maxLength: 16 });
+    const value = fc.oneof(
+      fc.constant(null),
+      fc.string({ maxLength: 300 }),
+      fc.integer(),
+      fc.boolean(),
+      fc.uint8Array({ maxLength: 70_000 }),
+      fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => k !== '__proto__'), fc.oneof(fc.string(), fc.integer(), fc.uint8Array({ maxLength: 8 }))),
+    );
+    fc.assert(
+      fc.property(
+        fc.record({
+          type: fc.integer({ min: 1, max: 7 }),
+          id: bytes16,
+          ref: fc.option(bytes16, { nil: null }),
+          target: fc.option(fc.string({ unit: 'grapheme', maxLength: 300 }), { nil: null }),
+          meta: fc.option(fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => k !== '__proto__'), fc.oneof(fc.string(), fc.integer())), { nil: null }),
+          payload: value,
+          error: fc.option(fc.record({ code: fc.nat({ max: 70_000 }), message: fc.string() }), { nil: null }),
+        }),
+        (env) => {
+          const ours = encodeEnvelope(env as Envelope);
+          const reference = encodeCbor([env.type, env.id, env.ref, env.target, env.meta, env.payload, env.error]);
+          assert.equal(Buffer.from(ours).toString('hex'), Buffer.from(reference).toString('hex'));
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+
   it('writes an undefined payload as null and omits absent error data', () => {
     const bytes = encodeEnvelope({ ...homepageExample(), payload: undefined, error: { code: 500, message: 'boom' } });
     const back = decodeEnvelope(bytes);

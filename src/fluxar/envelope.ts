@@ -53,13 +53,101 @@ export function validateEnvelope(env: Envelope): void {
 
 /** Encodes an envelope. Validates first: an invalid envelope is never written. */
 export function encodeEnvelope(env: Envelope): Uint8Array {
-  validateEnvelope(env);
-  let error: EnvelopeErrorInfo | null = null;
-  if (env.error !== null) {
-    error = { code: env.error.code, message: env.error.message };
-    if (env.error.data !== undefined) error.data = env.error.data;
+  return encodeEnvelopeWithRoom(env, 0);
+}
+
+/** Bytes of a CBOR head (major type + argument) for an argument below 2^32. */
+function headSize(argument: number): number {
+  return argument < 24 ? 1 : argument < 0x100 ? 2 : argument < 0x10000 ? 3 : 5;
+}
+
+function writeHead(buf: Buffer, at: number, major: number, argument: number): number {
+  const m = major << 5;
+  if (argument < 24) {
+    buf[at] = m | argument;
+    return at + 1;
   }
-  return encodeCbor([env.type, env.id, env.ref, env.target, env.meta, env.payload ?? null, error]);
+  if (argument < 0x100) {
+    buf[at] = m | 24;
+    buf[at + 1] = argument;
+    return at + 2;
+  }
+  if (argument < 0x10000) {
+    buf[at] = m | 25;
+    buf.writeUInt16BE(argument, at + 1);
+    return at + 3;
+  }
+  buf[at] = m | 26;
+  buf.writeUInt32BE(argument, at + 1);
+  return at + 5;
+}
+
+const CBOR_NULL = 0xf6;
+const MAJOR_BYTES = 2;
+const MAJOR_TEXT = 3;
+
+/**
+ * Encodes an envelope with `room` bytes free in front (for a frame header), in one allocation.
+ * The fixed part of the envelope (array head, type, id, ref, target, byte-string payloads) is
+ * written here; only general CBOR values (meta, structured payloads, error) go through cbor-x.
+ * The bytes are exactly what cbor-x writes for the whole array (a property test holds it to that).
+ */
+export function encodeEnvelopeWithRoom(env: Envelope, room: number): Buffer {
+  validateEnvelope(env);
+  const targetBytes = env.target === null ? 0 : Buffer.byteLength(env.target, 'utf8');
+  const meta = env.meta === null ? null : encodeCbor(env.meta);
+  const payload = env.payload ?? null;
+  const rawPayload = payload instanceof Uint8Array ? payload : null;
+  const encodedPayload = payload === null || rawPayload !== null ? null : encodeCbor(payload);
+  let error: Uint8Array | null = null;
+  if (env.error !== null) {
+    const info: EnvelopeErrorInfo = { code: env.error.code, message: env.error.message };
+    if (env.error.data !== undefined) info.data = env.error.data;
+    error = encodeCbor(info);
+  }
+  const size =
+    1 + // array(7)
+    1 + // type 1..7
+    17 + // id: bytes(16)
+    (env.ref === null ? 1 : 17) +
+    (env.target === null ? 1 : headSize(targetBytes) + targetBytes) +
+    (meta === null ? 1 : meta.length) +
+    (rawPayload !== null ? headSize(rawPayload.length) + rawPayload.length : encodedPayload !== null ? encodedPayload.length : 1) +
+    (error === null ? 1 : error.length);
+  const buf = Buffer.allocUnsafe(room + size);
+  let at = room;
+  buf[at++] = 0x80 | ENVELOPE_ITEMS;
+  buf[at++] = env.type;
+  buf[at++] = 0x40 | 16;
+  buf.set(env.id, at);
+  at += 16;
+  if (env.ref === null) buf[at++] = CBOR_NULL;
+  else {
+    buf[at++] = 0x40 | 16;
+    buf.set(env.ref, at);
+    at += 16;
+  }
+  if (env.target === null) buf[at++] = CBOR_NULL;
+  else {
+    at = writeHead(buf, at, MAJOR_TEXT, targetBytes);
+    at += buf.write(env.target, at, 'utf8');
+  }
+  if (meta === null) buf[at++] = CBOR_NULL;
+  else {
+    buf.set(meta, at);
+    at += meta.length;
+  }
+  if (rawPayload !== null) {
+    at = writeHead(buf, at, MAJOR_BYTES, rawPayload.length);
+    buf.set(rawPayload, at);
+    at += rawPayload.length;
+  } else if (encodedPayload !== null) {
+    buf.set(encodedPayload, at);
+    at += encodedPayload.length;
+  } else buf[at++] = CBOR_NULL;
+  if (error === null) buf[at++] = CBOR_NULL;
+  else buf.set(error, at);
+  return buf;
 }
 
 export interface DecodeEnvelopeOptions {

@@ -17,9 +17,10 @@ import {
   MAX_FRAME_CEILING,
   MISSED_HEARTBEATS_LIMIT,
   PROTOCOL_VERSION,
+  STREAM_HEADER_BYTES,
   SUPPORTED_VERSIONS,
 } from './constants.js';
-import { decodeEnvelope, type Envelope, encodeEnvelope, type EnvelopeErrorInfo } from './envelope.js';
+import { decodeEnvelope, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo } from './envelope.js';
 import { FluxarError } from './errors.js';
 import { clampMaxFrame, encodeMessageFrame, encodeStreamFrame, type Frame, StreamFrameSplitter } from './framing.js';
 
@@ -606,19 +607,26 @@ export class Session {
 
   /** Encodes, compresses when agreed and worth it, frames, and queues for the transport. */
   private sendEnvelope(env: Envelope): void {
-    let body = encodeEnvelope(env);
-    let flags = 0;
+    const room = this.options.framing === 'stream' ? STREAM_HEADER_BYTES : 1;
+    // The envelope is written after room for the frame header: one allocation, no copy.
+    let frame = encodeEnvelopeWithRoom(env, room);
+    const bodyLength = frame.length - room;
     // The limit is on the envelope itself: the peer must be able to hold it once inflated.
-    if (body.length > this.maxFrameOut) {
-      throw new FluxarError(ErrorCode.TooLarge, `message of ${body.length} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
+    if (bodyLength > this.maxFrameOut) {
+      throw new FluxarError(ErrorCode.TooLarge, `message of ${bodyLength} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
     }
-    if (this.deflate && body.length >= COMPRESS_THRESHOLD) {
-      const packed = deflateRawSync(body);
-      if (packed.length < body.length) {
-        body = packed;
-        flags |= FrameFlag.Compressed;
+    let flags = 0;
+    if (this.deflate && bodyLength >= COMPRESS_THRESHOLD) {
+      const packed = deflateRawSync(frame.subarray(room));
+      if (packed.length < bodyLength) {
+        flags = FrameFlag.Compressed;
+        frame = this.options.framing === 'stream' ? encodeStreamFrame(flags, packed) : encodeMessageFrame(flags, packed);
       }
     }
-    this.output.push(this.options.framing === 'stream' ? encodeStreamFrame(flags, body) : encodeMessageFrame(flags, body));
+    if (flags === 0) {
+      if (room === STREAM_HEADER_BYTES) frame.writeUInt32BE(bodyLength + 1, 0);
+      frame[room - 1] = 0;
+    }
+    this.output.push(frame);
   }
 }

@@ -1,0 +1,126 @@
+// Echo calls through FLUXAR over TCP (1 and 8 connections), gRPC unary (grpc-js) and NATS
+// request/reply, in one run, with the same number of calls in flight. The servers run in a
+// second process (and nats-server in a third): on 2 cores the load generator, the server and the
+// broker share the machine, and NATS pays for its extra hop through the broker.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import * as grpc from '@grpc/grpc-js';
+import { connect as natsConnect } from '@nats-io/transport-node';
+import { NatsServerProcess } from '../src/bus/nats-server.js';
+import { connect, type Peer } from '../src/fluxar/mod.js';
+import { echoService } from './fixtures/rpc-grpc.js';
+import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
+import { printTable, writeResult } from './harness/report.js';
+
+const IN_FLIGHT = 256;
+const RUN_MS = 3000;
+const WARMUP_MS = 500;
+const PAYLOAD = new Uint8Array(64).fill(7);
+const LATENCY_SAMPLE = 4;
+
+interface Result extends LatencySummary {
+  peer: string;
+  connections: number;
+  calls_per_s: number;
+}
+
+/** Keeps IN_FLIGHT calls going for RUN_MS after a warm-up; call(i) makes call number i. */
+async function drive(name: string, connections: number, call: (i: number) => Promise<unknown>): Promise<Result> {
+  const latency = new LatencyRecorder();
+  let measuring = false;
+  let stopAt = Infinity;
+  let completed = 0;
+  let seq = 0;
+  let inFlight = 0;
+  let finish!: () => void;
+  const done = new Promise<void>((resolve) => (finish = resolve));
+  let failure: unknown;
+  const launch = () => {
+    const i = seq++;
+    const stamp = i % LATENCY_SAMPLE === 0 ? performance.now() : 0;
+    inFlight++;
+    call(i).then(
+      () => {
+        inFlight--;
+        const now = stamp !== 0 || measuring ? performance.now() : 0;
+        if (measuring) {
+          completed++;
+          if (stamp !== 0) latency.recordNs((now - stamp) * 1e6);
+        }
+        if (now < stopAt || stamp === 0) {
+          if (performance.now() < stopAt) launch();
+          else if (inFlight === 0) finish();
+        } else if (inFlight === 0) finish();
+      },
+      (err: unknown) => {
+        failure = err;
+        inFlight--;
+        stopAt = 0;
+        if (inFlight === 0) finish();
+      },
+    );
+  };
+  for (let i = 0; i < IN_FLIGHT; i++) launch();
+  await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
+  measuring = true;
+  const began = performance.now();
+  stopAt = began + RUN_MS;
+  await done;
+  if (failure !== undefined) throw failure;
+  const elapsed = performance.now() - began;
+  return { peer: name, connections, calls_per_s: Math.round((completed / elapsed) * 1000), ...latency.summary() };
+}
+
+const nats = await NatsServerProcess.start({ jetstream: false });
+const servers = spawn(process.execPath, [new URL('./fixtures/rpc-servers.js', import.meta.url).pathname, nats.url], { stdio: ['pipe', 'pipe', 'inherit'] });
+const [line] = (await once(createInterface({ input: servers.stdout! }), 'line')) as [string];
+const addresses = JSON.parse(line) as { fluxar: string; grpc: string };
+
+const results: Result[] = [];
+try {
+  for (const connections of [1, 8]) {
+    const peers: Peer[] = await Promise.all(Array.from({ length: connections }, () => connect(addresses.fluxar)));
+    results.push(await drive('fluxar-tcp', connections, (i) => peers[i % connections]!.call('echo', PAYLOAD)));
+    await Promise.all(peers.map((p) => p.close()));
+  }
+
+  const Client = grpc.makeGenericClientConstructor(echoService, 'Bench');
+  const grpcClient = new Client(addresses.grpc, grpc.credentials.createInsecure()) as unknown as {
+    echo(req: Buffer, cb: (err: Error | null, res: Buffer) => void): void;
+    close(): void;
+  };
+  const grpcPayload = Buffer.from(PAYLOAD);
+  results.push(
+    await drive('grpc-js', 1, () => new Promise((resolve, reject) => grpcClient.echo(grpcPayload, (err, res) => (err ? reject(err) : resolve(res))))),
+  );
+  grpcClient.close();
+
+  const nc = await natsConnect({ servers: nats.url });
+  results.push(await drive('nats-request', 1, () => nc.request('bench.echo', PAYLOAD, { timeout: 10_000 })));
+  await nc.close();
+} finally {
+  servers.stdin!.end();
+  await once(servers, 'exit');
+  await nats.stop();
+}
+
+const rate = (peer: string, connections = 1) => results.find((r) => r.peer === peer && r.connections === connections)!.calls_per_s;
+const best = Math.max(rate('fluxar-tcp', 1), rate('fluxar-tcp', 8));
+const summary = {
+  in_flight: IN_FLIGHT,
+  run_ms: RUN_MS,
+  payload_bytes: PAYLOAD.length,
+  latency_sampled_one_in: LATENCY_SAMPLE,
+  fluxar_calls_per_s: best,
+  fluxar_calls_per_s_1_conn: rate('fluxar-tcp', 1),
+  fluxar_calls_per_s_8_conn: rate('fluxar-tcp', 8),
+  grpc_calls_per_s: rate('grpc-js'),
+  nats_calls_per_s: rate('nats-request'),
+  ratio_vs_grpc: Math.round((best / rate('grpc-js')) * 10) / 10,
+  ratio_vs_nats: Math.round((best / rate('nats-request')) * 10) / 10,
+  results,
+};
+printTable(results.map((r) => ({ peer: r.peer, conns: r.connections, 'calls/s': r.calls_per_s, 'p50 us': r.p50_us, 'p99 us': r.p99_us, 'max us': r.max_us })));
+console.log(`\nFLUXAR (best) vs grpc-js: ${summary.ratio_vs_grpc}x, vs NATS request/reply: ${summary.ratio_vs_nats}x (${IN_FLIGHT} calls in flight)`);
+console.log(`wrote ${writeResult('rpc', summary)}`);

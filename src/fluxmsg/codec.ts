@@ -118,6 +118,14 @@ export function decodeFluxMsg(bytes: Uint8Array, options: DecodeFluxMsgOptions =
   } catch (err) {
     throw new FluxMsgDecodeError(err instanceof CborDecodeFailure ? err.message : String(err), { cause: err });
   }
+  return fluxMsgFromValue(value);
+}
+
+/**
+ * Builds and validates a fluxMsg from an already-decoded CBOR map (for instance one item of a
+ * larger structure). Throws only FluxMsgDecodeError.
+ */
+export function fluxMsgFromValue(value: unknown): FluxMsg {
   if (!isCborMap(value)) throw new FluxMsgDecodeError('top level is not a CBOR map');
   try {
     if (value.id === undefined) throw new FluxMsgValidationError('id', 'is required');

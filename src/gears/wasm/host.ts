@@ -1,0 +1,304 @@
+import type { Logger } from 'pino';
+import { CborDecodeFailure, decodeCbor, encodeCbor, isCborMap } from '../../cbor/profile.js';
+import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
+import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
+import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
+import { GuestTrap } from './errors.js';
+import type { PreparedModule } from './loader.js';
+
+/** Read and write access to the rack's KV store, synchronous for the guest. */
+export interface KvAccess {
+  get(key: string): Uint8Array | undefined;
+  put(key: string, value: Uint8Array): void;
+}
+
+export interface HttpRequest {
+  method: string;
+  url: string;
+  body?: Uint8Array;
+}
+export interface HttpResponse {
+  status: number;
+  body: Uint8Array;
+  error?: string;
+}
+/** A blocking HTTP client (the guest's call is synchronous). */
+export interface SyncHttpClient {
+  request(req: HttpRequest, timeoutMs: number): HttpResponse;
+}
+
+export interface GearServices {
+  logger?: Logger;
+  kv?: KvAccess;
+  http?: SyncHttpClient;
+  /** Messages the guest sends with flux_emit. */
+  emit?: (msg: FluxMsg) => void;
+  /** Told when a guest call starts and ends, so a watchdog can time it. */
+  guestClock?: { enter(): void; leave(): void };
+}
+
+/** What a gear decided for one message. */
+export type GearOutcome =
+  | { status: 'ok'; msgs: FluxMsg[] }
+  | { status: 'reject'; reason: string }
+  | { status: 'drop' };
+
+export const Status = { Ok: 0, Reject: 1, Drop: 2 } as const;
+
+export interface GearStats {
+  processed: number;
+  ok: number;
+  rejected: number;
+  dropped: number;
+  traps: number;
+  emitted: number;
+  logsSuppressed: number;
+}
+
+type Alloc = (len: number) => number;
+type Free = (ptr: number, len: number) => void;
+type Entry = (ptr: number, len: number) => bigint;
+
+const LOG_LEVELS = ['debug', 'debug', 'info', 'warn', 'error'] as const;
+const utf8 = new TextDecoder();
+const MASK32 = 0xffffffffn;
+
+/**
+ * One instance of a wasm gear: fluxrig's ABI on the plain WebAssembly API. The host writes the
+ * CBOR fluxMsg into guest memory (alloc), calls the entrypoint, reads the output it points to,
+ * and frees both buffers. A guest that traps is re-instantiated and the message rejected; the
+ * gear goes on.
+ */
+export class WasmGear {
+  readonly name: string;
+  readonly stats: GearStats = { processed: 0, ok: 0, rejected: 0, dropped: 0, traps: 0, emitted: 0, logsSuppressed: 0 };
+  private readonly prepared: PreparedModule;
+  private readonly config: WasmGearConfig;
+  private readonly services: GearServices;
+  private readonly allowHosts: Set<string>;
+  private memory!: WebAssembly.Memory;
+  private u8!: Uint8Array;
+  private alloc!: Alloc;
+  private free!: Free;
+  private entry!: Entry;
+  // Token bucket for log lines.
+  private logTokens: number;
+  private logRefilledAt = Date.now();
+
+  constructor(name: string, prepared: PreparedModule, config: WasmGearConfig, services: GearServices = {}) {
+    this.name = name;
+    this.prepared = prepared;
+    this.config = config;
+    this.services = services;
+    this.allowHosts = new Set((config.http_allow_hosts ?? []).map((h) => h.toLowerCase()));
+    this.logTokens = config.log_rate_per_s ?? WASM_DEFAULTS.log_rate_per_s;
+    this.instantiate();
+  }
+
+  private instantiate(): void {
+    const env: Record<string, WebAssembly.ImportValue> = {
+      abort: (msg: number, file: number, line: number, col: number) => {
+        throw new GuestTrap(`aborted: ${this.readAsString(msg) || 'abort'} at ${this.readAsString(file)}:${line}:${col}`);
+      },
+      seed: () => Date.now(),
+      log: (level: number, ptr: number, len: number) => this.log(level, ptr, len),
+      flux_emit: (ptr: number, len: number) => this.emit(ptr, len),
+      flux_kv_get: (ptr: number, len: number) => this.kvGet(ptr, len),
+      flux_kv_put: (kp: number, kl: number, vp: number, vl: number) => this.kvPut(kp, kl, vp, vl),
+      flux_req_http: (ptr: number, len: number) => this.http(ptr, len),
+    };
+    if (this.prepared.importedMemoryPages !== undefined) {
+      env.memory = new WebAssembly.Memory({ initial: this.prepared.importedMemoryPages, maximum: this.prepared.memoryLimitPages });
+    }
+    const instance = new WebAssembly.Instance(this.prepared.module, { env });
+    const exports = instance.exports;
+    this.memory = (env.memory as WebAssembly.Memory | undefined) ?? (exports.memory as WebAssembly.Memory);
+    this.alloc = exports.alloc as Alloc;
+    this.free = exports.free as Free;
+    this.entry = exports[this.config.entrypoint ?? WASM_DEFAULTS.entrypoint] as Entry;
+    this.u8 = new Uint8Array(this.memory.buffer);
+  }
+
+  /** The memory view, renewed when the guest grew its memory (the old buffer is detached). */
+  private view(): Uint8Array {
+    if (this.u8.buffer !== this.memory.buffer) this.u8 = new Uint8Array(this.memory.buffer);
+    return this.u8;
+  }
+
+  /** Runs the gear on one message. */
+  process(msg: FluxMsg): GearOutcome {
+    return this.processEncoded(encodeFluxMsg(msg));
+  }
+
+  /** Runs the gear on an encoded fluxMsg. */
+  processEncoded(input: Uint8Array): GearOutcome {
+    this.stats.processed++;
+    let output: Uint8Array | null;
+    try {
+      output = this.invoke(input);
+    } catch (err) {
+      this.stats.traps++;
+      this.stats.rejected++;
+      // The guest's state is suspect after a trap: start a fresh instance for the next message.
+      this.instantiate();
+      const reason = err instanceof GuestTrap ? err.message : `trapped: ${(err as Error).message}`;
+      this.services.logger?.warn({ gear: this.name, reason }, 'wasm guest failed');
+      return { status: 'reject', reason: `gear ${this.name} ${reason}` };
+    }
+    if (output === null) {
+      this.stats.dropped++;
+      return { status: 'drop' };
+    }
+    const outcome = this.interpret(output);
+    if (outcome.status === 'ok') this.stats.ok++;
+    else if (outcome.status === 'reject') this.stats.rejected++;
+    else this.stats.dropped++;
+    return outcome;
+  }
+
+  /**
+   * The ABI round trip alone: in, call, out. Returns a copy of the output bytes, or null when
+   * the guest dropped the message. Throws GuestTrap (or a WebAssembly.RuntimeError) on failure.
+   */
+  invoke(input: Uint8Array): Uint8Array | null {
+    const len = input.length;
+    const inPtr = this.alloc(len);
+    this.view().set(input, inPtr);
+    const clock = this.services.guestClock;
+    clock?.enter();
+    let packed: bigint;
+    try {
+      packed = this.entry(inPtr, len);
+    } finally {
+      clock?.leave();
+    }
+    this.free(inPtr, len);
+    if (packed === 0n) return null;
+    const outLen = Number(packed & MASK32);
+    const outPtr = Number((packed >> 32n) & MASK32);
+    const mem = this.view();
+    if (outPtr === 0 || outPtr + outLen > mem.length) {
+      throw new GuestTrap(`returned an out-of-bounds buffer (ptr ${outPtr}, len ${outLen}, memory ${mem.length} bytes)`);
+    }
+    const output = mem.slice(outPtr, outPtr + outLen);
+    this.free(outPtr, outLen);
+    return output;
+  }
+
+  private interpret(output: Uint8Array): GearOutcome {
+    let value: unknown;
+    try {
+      value = decodeCbor(output, false);
+    } catch (err) {
+      return { status: 'reject', reason: `gear ${this.name} returned invalid CBOR: ${err instanceof CborDecodeFailure ? err.message : String(err)}` };
+    }
+    try {
+      if (isCborMap(value) && 'status' in value) {
+        const status = value.status;
+        if (status === Status.Drop) return { status: 'drop' };
+        if (status === Status.Reject) {
+          const reason = typeof value.reason === 'string' && value.reason !== '' ? value.reason : 'rejected';
+          return { status: 'reject', reason };
+        }
+        if (status !== Status.Ok || !Array.isArray(value.msgs)) {
+          return { status: 'reject', reason: `gear ${this.name} returned an unknown status ${JSON.stringify(status)}` };
+        }
+        return { status: 'ok', msgs: value.msgs.map((m) => fluxMsgFromValue(m)) };
+      }
+      return { status: 'ok', msgs: [fluxMsgFromValue(value)] };
+    } catch (err) {
+      return { status: 'reject', reason: `gear ${this.name} returned an invalid message: ${(err as Error).message}` };
+    }
+  }
+
+  // ---- host functions ----------------------------------------------------------------
+
+  private bytesAt(ptr: number, len: number): Uint8Array {
+    const mem = this.view();
+    if (ptr < 0 || len < 0 || ptr + len > mem.length) throw new GuestTrap(`passed an out-of-bounds buffer (ptr ${ptr}, len ${len})`);
+    return mem.subarray(ptr, ptr + len);
+  }
+
+  /** AssemblyScript strings: UTF-16LE, byte length in the 4 bytes before the pointer. */
+  private readAsString(ptr: number): string {
+    if (ptr === 0) return '';
+    const mem = this.view();
+    if (ptr < 4 || ptr > mem.length) return '';
+    const bytes = new DataView(mem.buffer).getUint32(ptr - 4, true);
+    if (ptr + bytes > mem.length) return '';
+    return Buffer.from(mem.buffer, ptr, bytes).toString('utf16le');
+  }
+
+  /** Copies bytes into guest memory (through its alloc) and returns ptr << 32 | len. */
+  private giveToGuest(bytes: Uint8Array): bigint {
+    const ptr = this.alloc(bytes.length);
+    this.view().set(bytes, ptr);
+    return (BigInt(ptr) << 32n) | BigInt(bytes.length);
+  }
+
+  private log(level: number, ptr: number, len: number): void {
+    const now = Date.now();
+    const rate = this.config.log_rate_per_s ?? WASM_DEFAULTS.log_rate_per_s;
+    this.logTokens = Math.min(rate, this.logTokens + ((now - this.logRefilledAt) * rate) / 1000);
+    this.logRefilledAt = now;
+    if (this.logTokens < 1) {
+      this.stats.logsSuppressed++;
+      return;
+    }
+    this.logTokens--;
+    const logger = this.services.logger;
+    if (logger === undefined) return;
+    const text = utf8.decode(this.bytesAt(ptr, len));
+    const method = LOG_LEVELS[level] ?? 'info';
+    logger[method]({ gear: this.name, suppressed: this.stats.logsSuppressed || undefined }, text);
+  }
+
+  private emit(ptr: number, len: number): number {
+    try {
+      const msg = fluxMsgFromValue(decodeCbor(this.bytesAt(ptr, len), true));
+      this.stats.emitted++;
+      this.services.emit?.(msg);
+      return 0;
+    } catch (err) {
+      if (err instanceof GuestTrap) throw err;
+      this.services.logger?.warn({ gear: this.name, err: (err as Error).message }, 'flux_emit: invalid message');
+      return -1;
+    }
+  }
+
+  private kvGet(ptr: number, len: number): bigint {
+    const key = utf8.decode(this.bytesAt(ptr, len));
+    const value = this.services.kv?.get(key);
+    return value === undefined ? 0n : this.giveToGuest(value);
+  }
+
+  private kvPut(kp: number, kl: number, vp: number, vl: number): number {
+    const key = utf8.decode(this.bytesAt(kp, kl));
+    if (this.services.kv === undefined) return -1;
+    this.services.kv.put(key, this.bytesAt(vp, vl).slice());
+    return 0;
+  }
+
+  private http(ptr: number, len: number): bigint {
+    let response: HttpResponse;
+    try {
+      const req = decodeCbor(this.bytesAt(ptr, len), true) as Record<string, unknown>;
+      const url = new URL(String(req.url));
+      const method = typeof req.method === 'string' ? req.method.toUpperCase() : 'GET';
+      if (!this.allowHosts.has(url.host.toLowerCase()) && !this.allowHosts.has(url.hostname.toLowerCase())) {
+        response = { status: 0, body: new Uint8Array(0), error: `host ${url.host} is not in http_allow_hosts` };
+      } else if (this.services.http === undefined) {
+        response = { status: 0, body: new Uint8Array(0), error: 'no HTTP client in this host' };
+      } else {
+        const body = req.body instanceof Uint8Array ? req.body : undefined;
+        response = this.services.http.request({ method, url: url.href, body }, WASM_DEFAULTS.http_timeout_ms);
+      }
+    } catch (err) {
+      if (err instanceof GuestTrap) throw err;
+      response = { status: 0, body: new Uint8Array(0), error: `bad request: ${(err as Error).message}` };
+    }
+    const map: Record<string, unknown> = { status: response.status, body: response.body };
+    if (response.error !== undefined) map.error = response.error;
+    return this.giveToGuest(encodeCbor(map));
+  }
+}

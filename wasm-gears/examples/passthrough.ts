@@ -1,0 +1,11 @@
+// Passes every message on unchanged.
+import { FluxMsg, ok, processWith, Result } from '../sdk';
+export { alloc, free } from '../sdk';
+
+export function process(ptr: usize, len: i32): i64 {
+  return processWith(ptr, len, handle);
+}
+
+function handle(msg: FluxMsg): Result {
+  return ok(msg);
+}

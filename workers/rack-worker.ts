@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   if (typeof mod.createHandler !== 'function') {
     throw new Error(`handler module ${boot.handler} does not export createHandler`);
   }
-  handle = await mod.createHandler({ index: boot.index, generation: boot.generation, options: boot.handlerOptions, out });
+  handle = await mod.createHandler({ index: boot.index, generation: boot.generation, options: boot.handlerOptions, out, control, epochMs: boot.epochMs });
   // A pending Atomics.waitAsync does not keep a thread's event loop alive (nodejs/node#61941):
   // without a ref'd handle an idle worker would simply exit. finish() ends the thread explicitly.
   setInterval(() => {}, 0x7fffffff);

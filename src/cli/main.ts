@@ -2,11 +2,13 @@
 import { readFileSync } from 'node:fs';
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
+import { runWasm } from './wasm.js';
 
 const USAGE = `usage: fluxrig <command>
 
 commands:
   call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
+  wasm keygen|sign|verify|import   manage Wasm gear modules (fluxrig wasm help)
   uuid       print a new UUID v7
   version    print the fluxrig version
   help       print this text`;
@@ -21,6 +23,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'call':
       return runCall(argv.slice(1));
+    case 'wasm':
+      return runWasm(argv.slice(1));
     case 'uuid':
       console.log(uuidToString(uuidv7()));
       return 0;

@@ -30,6 +30,11 @@ export interface WorkerPoolOptions {
    * replaced. Default 5000 ms.
    */
   stallTimeoutMs?: number;
+  /**
+   * The shortest guest time limit any worker will announce (ControlSlot.GuestTimeoutMs); the
+   * watchdog runs often enough to enforce it.
+   */
+  guestTimeoutMs?: number;
   logger?: Logger;
   /** The worker entry point; the rack's own by default. */
   workerUrl?: URL;
@@ -46,6 +51,8 @@ export interface WorkerReplaced {
   reason: string;
   /** Records the old worker had accepted and not finished (they are gone). */
   lostRecords: number;
+  /** When a guest ran past its time limit: the tag of the record it was handling. */
+  timedOutTag?: number;
 }
 
 interface PendingRecord {
@@ -68,6 +75,7 @@ interface Slot {
   lastBeat: number;
   lastBeatAt: number;
   stopping: boolean;
+  epochMs: number;
 }
 
 const OUTPUT_BATCH = 1024;
@@ -112,7 +120,8 @@ export class WorkerPool extends EventEmitter {
     }
     // A ref'd timer: keeps the process alive while the pool is open (a pending Atomics.waitAsync
     // does not, nodejs/node#61941) and drives the supervisor's stall checks.
-    const period = Math.max(WATCHDOG_MIN_MS, Math.min(250, Math.floor(this.stallTimeoutMs / 4)));
+    const guestBound = this.options.guestTimeoutMs === undefined ? Infinity : this.options.guestTimeoutMs / 2;
+    const period = Math.max(WATCHDOG_MIN_MS, Math.min(250, Math.floor(this.stallTimeoutMs / 4), Math.floor(guestBound)));
     this.watchdog = setInterval(() => this.checkStalls(), period);
     try {
       await Promise.all(starting);
@@ -168,6 +177,15 @@ export class WorkerPool extends EventEmitter {
     };
   }
 
+  /** Sends one record to every worker (KV changes, configuration). Full rings hold it for later. */
+  broadcast(tag: number, payload: Uint8Array): void {
+    for (const slot of this.slots) {
+      if (slot.pending.length === 0 && slot.inbound.tryWrite(tag, payload)) continue;
+      slot.pending.push({ tag, payload });
+      this.awaitRoom(slot);
+    }
+  }
+
   /** The current worker thread in position `index` (it changes when replaced). */
   threadId(index: number): number {
     return this.slot(index).worker.threadId;
@@ -207,7 +225,9 @@ export class WorkerPool extends EventEmitter {
     const inbound = createRing({ capacity: this.options.ringCapacity ?? DEFAULT_CAPACITY, maxRecords: this.options.laneQueueSize ?? DEFAULT_MAX_RECORDS });
     const outbound = createRing({ capacity: this.options.ringCapacity ?? DEFAULT_CAPACITY, maxRecords: this.options.laneQueueSize ?? DEFAULT_MAX_RECORDS });
     const control = new SharedArrayBuffer(CONTROL_BYTES);
+    const epochMs = Date.now();
     const boot: WorkerBootData = {
+      epochMs,
       index,
       generation,
       inbound,
@@ -231,6 +251,7 @@ export class WorkerPool extends EventEmitter {
       lastBeat: 0,
       lastBeatAt: Date.now(),
       stopping: false,
+      epochMs,
     };
     worker.on('error', (err) => {
       this.log.error({ worker: index, generation, err }, 'worker failed');
@@ -327,6 +348,16 @@ export class WorkerPool extends EventEmitter {
     const now = Date.now();
     for (const slot of this.slots) {
       if (slot.stopping) continue;
+      const guestSince = Atomics.load(slot.control, ControlSlot.GuestSince);
+      const guestLimit = Atomics.load(slot.control, ControlSlot.GuestTimeoutMs);
+      if (guestSince !== 0 && guestLimit > 0) {
+        const running = now - (slot.epochMs + guestSince - 1);
+        if (running > guestLimit) {
+          const tag = Atomics.load(slot.control, ControlSlot.GuestTag);
+          this.replace(slot, `a guest ran ${running} ms, past its timeout_ms of ${guestLimit}`, tag);
+          continue;
+        }
+      }
       const busy = slot.inbound.consumerBusyMs(now);
       if (busy > this.stallTimeoutMs) {
         this.replace(slot, `stuck for ${busy} ms in one batch (stall timeout ${this.stallTimeoutMs} ms)`);
@@ -349,7 +380,7 @@ export class WorkerPool extends EventEmitter {
    * records it held and had not finished are counted and logged as lost; records the pool held
    * for it go to the new worker.
    */
-  private replace(old: Slot, reason: string): void {
+  private replace(old: Slot, reason: string, timedOutTag?: number): void {
     if (this.closed || this.slots[old.index] !== old) return;
     old.stopping = true;
     const lostRecords = old.inbound.pendingRecords();
@@ -360,11 +391,14 @@ export class WorkerPool extends EventEmitter {
     this.scheduleOutput(fresh);
     this.replacements++;
     const event: WorkerReplaced = { index: old.index, reason, lostRecords };
+    if (timedOutTag !== undefined) event.timedOutTag = timedOutTag;
     this.log.warn({ worker: old.index, generation: fresh.generation, reason, lostRecords }, 'worker replaced');
+    // Announced at once, so owners can fail what the old worker held without waiting for the new one.
+    this.emit('worker-replaced', event);
     this.ready(fresh).then(
       () => {
         this.flushPending(fresh);
-        this.emit('worker-replaced', event);
+        this.emit('worker-ready', { index: fresh.index, generation: fresh.generation });
       },
       (err: unknown) => this.emit('error', err),
     );

@@ -15,6 +15,8 @@ export interface WorkerBootData {
   handler: string;
   handlerOptions: unknown;
   laneSendTimeoutMs: number;
+  /** Date.now() when the pool made this worker; GuestSince counts from it. */
+  epochMs: number;
 }
 
 export const ControlSlot = {
@@ -24,6 +26,15 @@ export const ControlSlot = {
   HandlerErrors: 1,
   /** Records handled. */
   Handled: 2,
+  /**
+   * Milliseconds since the worker's epoch (WorkerBootData.epochMs) at which the current guest
+   * call began (+1, so 0 means "no guest running"). The pool's watchdog times guests with it.
+   */
+  GuestSince: 3,
+  /** Tag of the record the running guest is handling. */
+  GuestTag: 4,
+  /** The worker's guest time limit (smallest timeout_ms of its gears); 0 = none. */
+  GuestTimeoutMs: 5,
 } as const;
 export const CONTROL_BYTES = 64;
 
@@ -36,6 +47,9 @@ export interface WorkerContext {
   options: unknown;
   /** The worker's outbound hot lane, back to the main thread. */
   out: HotLane;
+  /** Shared control words (ControlSlot). */
+  control: Int32Array;
+  epochMs: number;
 }
 
 /** Handles one inbound record; the payload is bytes[start, start + length), valid only during the call. */
@@ -43,3 +57,13 @@ export type RecordHandler = (tag: number, bytes: Uint8Array, start: number, leng
 
 /** The export a handler module must provide. */
 export type HandlerFactory = (ctx: WorkerContext) => RecordHandler | Promise<RecordHandler>;
+
+/** Tags below zero are the data plane's own records, not application traffic. */
+export const ControlTag = {
+  /** worker -> main: a guest wrote a KV key. Payload: CBOR [key, value]. */
+  KvPut: -1,
+  /** main -> worker: the store changed. Payload: CBOR [key, value | null]. */
+  KvSet: -2,
+  /** worker -> main: a message a guest emitted by itself. Payload: CBOR [gear, fluxMsg]. */
+  Emit: -3,
+} as const;

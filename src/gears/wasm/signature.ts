@@ -14,7 +14,8 @@ export function moduleDigest(bytes: Uint8Array): Buffer {
 }
 
 export function rawPublicKey(key: KeyObject): Buffer {
-  return createPublicKey(key).export({ format: 'der', type: 'spki' }).subarray(-PUBLIC_KEY_BYTES);
+  const pub = key.type === 'public' ? key : createPublicKey(key);
+  return pub.export({ format: 'der', type: 'spki' }).subarray(-PUBLIC_KEY_BYTES);
 }
 
 export function publicKeyFromRaw(raw: Uint8Array): KeyObject {

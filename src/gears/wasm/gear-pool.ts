@@ -1,0 +1,117 @@
+import { EventEmitter } from 'node:events';
+import { pino, type Logger } from 'pino';
+import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
+import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
+import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
+import { WorkerPool, type WorkerReplaced } from '../../rack/pool.js';
+import { ControlTag } from '../../rack/worker-protocol.js';
+import { type KvStore, MemoryKvStore } from '../kv.js';
+import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
+import { type GearOutcome, Status } from './host.js';
+import type { PreparedModule } from './loader.js';
+import type { WasmGearWorkerOptions } from './worker-handler.js';
+
+export interface WasmGearPoolOptions {
+  name: string;
+  prepared: PreparedModule;
+  config: WasmGearConfig;
+  /** Workers; default: the number of cores. */
+  size?: number;
+  kv?: KvStore;
+  logger?: Logger;
+}
+
+function decodeOutcome(bytes: Uint8Array): GearOutcome {
+  const [status, reason, msgs] = decodeCbor(bytes, true) as [number, string | null, unknown[]];
+  if (status === Status.Ok) return { status: 'ok', msgs: msgs.map((m) => fluxMsgFromValue(m)) };
+  if (status === Status.Reject) return { status: 'reject', reason: reason ?? 'rejected' };
+  return { status: 'drop' };
+}
+
+/**
+ * One wasm gear on every worker of a pool, with the KV store wired through the rings and the
+ * supervisor's guest timeout turned into rejections. process() returns a promise per message:
+ * a convenience for tools, tests and benchmarks; the rack's hot path uses the rings directly.
+ */
+export class WasmGearPool extends EventEmitter {
+  readonly pool: WorkerPool;
+  readonly kv: KvStore;
+  private readonly options: WasmGearPoolOptions;
+  private readonly pending = new Map<number, { worker: number; resolve: (o: GearOutcome) => void }>();
+  private nextTag = 0;
+  private unwatch: (() => void) | undefined;
+
+  constructor(options: WasmGearPoolOptions) {
+    super();
+    this.options = options;
+    this.kv = options.kv ?? new MemoryKvStore();
+    const log = options.logger ?? pino({ name: `fluxrig.gear.${options.name}` });
+    this.pool = new WorkerPool({
+      handler: new URL('./worker-handler.js', import.meta.url),
+      handlerOptions: {
+        name: options.name,
+        prepared: options.prepared,
+        config: options.config,
+        kvSnapshot: [...this.kv.entries()],
+      } satisfies WasmGearWorkerOptions,
+      size: options.size,
+      guestTimeoutMs: options.config.timeout_ms ?? WASM_DEFAULTS.timeout_ms,
+      logger: log,
+      onOutput: (worker, tag, bytes, start, length) => this.onOutput(worker, tag, bytes.subarray(start, start + length)),
+    });
+    this.pool.on('worker-replaced', (event: WorkerReplaced) => this.onReplaced(event));
+  }
+
+  async start(): Promise<void> {
+    this.unwatch = this.kv.watch((key, value) => this.pool.broadcast(ControlTag.KvSet, encodeCbor([key, value ?? null])));
+    await this.pool.start();
+  }
+
+  process(msg: FluxMsg, key?: number | string): Promise<GearOutcome> {
+    const tag = this.nextTag;
+    this.nextTag = (this.nextTag + 1) & 0x7fffffff;
+    const worker = this.pool.workerFor(key ?? tag);
+    return new Promise((resolve) => {
+      this.pending.set(tag, { worker, resolve });
+      if (!this.pool.send(worker, tag, encodeFluxMsg(msg))) {
+        this.pending.delete(tag);
+        resolve({ status: 'reject', reason: `gear ${this.options.name} is overloaded (its lane is full)` });
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.unwatch?.();
+    await this.pool.close();
+  }
+
+  private onOutput(_worker: number, tag: number, payload: Uint8Array): void {
+    if (tag === ControlTag.KvPut) {
+      const [key, value] = decodeCbor(payload, true) as [string, Uint8Array];
+      this.kv.put(key, value);
+      return;
+    }
+    if (tag === ControlTag.Emit) {
+      const [gear, msg] = decodeCbor(payload, true) as [string, unknown];
+      this.emit('emit', gear, fluxMsgFromValue(msg));
+      return;
+    }
+    const entry = this.pending.get(tag);
+    if (entry === undefined) return;
+    this.pending.delete(tag);
+    entry.resolve(decodeOutcome(payload));
+  }
+
+  /** A replaced worker took its unfinished messages with it: each gets a clear rejection. */
+  private onReplaced(event: WorkerReplaced): void {
+    for (const [tag, entry] of this.pending) {
+      if (entry.worker !== event.index) continue;
+      this.pending.delete(tag);
+      const reason =
+        tag === event.timedOutTag
+          ? `gear ${this.options.name} timed out: ${event.reason}`
+          : `gear ${this.options.name} unavailable: its worker was restarted (${event.reason})`;
+      entry.resolve({ status: 'reject', reason });
+    }
+  }
+}

@@ -1,0 +1,61 @@
+// Runs one wasm gear inside a rack worker: each inbound record is an encoded fluxMsg, each
+// outcome goes back on the same tag. KV lives in a worker-local replica kept current through
+// the rings; the guest's time is stamped for the pool's watchdog.
+import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
+import { ControlSlot, ControlTag, type HandlerFactory } from '../../rack/worker-protocol.js';
+import { KvReplica } from '../kv.js';
+import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
+import { type GearOutcome, Status, WasmGear } from './host.js';
+import { BlockingHttpClient } from './http-bridge.js';
+import type { PreparedModule } from './loader.js';
+
+export interface WasmGearWorkerOptions {
+  name: string;
+  prepared: PreparedModule;
+  config: WasmGearConfig;
+  kvSnapshot?: Array<[string, Uint8Array]>;
+}
+
+/** Outcome records: CBOR [status, reason, [fluxMsg, ...]] (status as in Status). */
+export function encodeOutcome(outcome: GearOutcome): Uint8Array {
+  switch (outcome.status) {
+    case 'ok':
+      return encodeCbor([Status.Ok, null, outcome.msgs]);
+    case 'reject':
+      return encodeCbor([Status.Reject, outcome.reason, []]);
+    case 'drop':
+      return encodeCbor([Status.Drop, null, []]);
+  }
+}
+
+export const createHandler: HandlerFactory = ({ options, out, control, epochMs }) => {
+  const { name, prepared, config, kvSnapshot } = options as WasmGearWorkerOptions;
+  const replica = new KvReplica(kvSnapshot ?? [], (key, value) => out.send(ControlTag.KvPut, encodeCbor([key, value])));
+  let currentTag = 0;
+  Atomics.store(control, ControlSlot.GuestTimeoutMs, config.timeout_ms ?? WASM_DEFAULTS.timeout_ms);
+  const gear = new WasmGear(name, prepared, config, {
+    kv: config.allow_kv ? replica : undefined,
+    http: config.allow_http ? new BlockingHttpClient() : undefined,
+    emit: (msg) => out.send(ControlTag.Emit, encodeCbor([name, msg])),
+    guestClock: {
+      enter() {
+        Atomics.store(control, ControlSlot.GuestTag, currentTag);
+        Atomics.store(control, ControlSlot.GuestSince, Date.now() - epochMs + 1);
+      },
+      leave() {
+        Atomics.store(control, ControlSlot.GuestSince, 0);
+      },
+    },
+  });
+  return (tag, bytes, start, length) => {
+    if (tag === ControlTag.KvSet) {
+      const [key, value] = decodeCbor(bytes.subarray(start, start + length), true) as [string, Uint8Array | null];
+      replica.apply(key, value ?? undefined);
+      return;
+    }
+    currentTag = tag;
+    // The ring slot is reused after this call: the gear gets its own copy of the input.
+    const outcome = gear.processEncoded(bytes.slice(start, start + length));
+    out.send(tag, encodeOutcome(outcome));
+  };
+};

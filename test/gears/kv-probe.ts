@@ -1,0 +1,18 @@
+// A test gear for KV: writes data.put_key = data.put_value, reads data.get_key into data.got.
+import { FluxMsg, kvGetString, kvPutString, ok, processWith, Result, Value } from '../../wasm-gears/sdk';
+export { alloc, free } from '../../wasm-gears/sdk';
+
+export function process(ptr: usize, len: i32): i64 {
+  return processWith(ptr, len, handle);
+}
+
+function handle(msg: FluxMsg): Result {
+  const putKey = msg.getString('put_key');
+  if (putKey.length > 0) kvPutString(putKey, msg.getString('put_value'));
+  const getKey = msg.getString('get_key');
+  if (getKey.length > 0) {
+    const got = kvGetString(getKey);
+    msg.set('got', got == null ? Value.nil() : Value.text(got));
+  }
+  return ok(msg);
+}

@@ -61,6 +61,7 @@ function stopRequested(): boolean {
 }
 
 function finish(): void {
+  inbound.wake();
   // Drain whatever was accepted before the stop, then leave.
   while (inbound.drain(visit, BATCH) > 0);
   Atomics.store(control, ControlSlot.Handled, handled);
@@ -78,12 +79,15 @@ function pump(): void {
       }
       continue;
     }
-    if (stopRequested()) return finish();
     if (!inbound.waitBriefly(SPIN_CHECKS)) continue;
+    // The doorbell is armed before the last look at the stop flag: the pool sets the flag
+    // before it rings, so either it sees us asleep and rings, or we see the flag.
     if (!inbound.armDoorbell()) continue;
+    if (stopRequested()) return finish();
     if (inbound.sleep(BLOCKING_WAIT_MS) !== 'timed-out') continue;
     // Still idle: wait on the doorbell without blocking, so the event loop runs meanwhile.
     if (!inbound.armDoorbell()) continue;
+    if (stopRequested()) return finish();
     inbound.sleepAsync().then(pump, pump);
     return;
   }

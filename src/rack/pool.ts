@@ -75,6 +75,7 @@ interface Slot {
   lastBeat: number;
   lastBeatAt: number;
   stopping: boolean;
+  exited: boolean;
   epochMs: number;
 }
 
@@ -201,15 +202,19 @@ export class WorkerPool extends EventEmitter {
     clearInterval(this.watchdog);
     await Promise.all(
       this.slots.map(async (slot) => {
-        while (slot.pending.length > 0 && slot.worker.threadId >= 0) {
+        while (slot.pending.length > 0 && !slot.exited) {
           this.flushPending(slot);
-          if (slot.pending.length > 0) await slot.inbound.waitForRoomAsync();
+          const first = slot.pending[0];
+          if (first !== undefined && slot.inbound.armRoomDoorbell(first.payload.length)) await slot.inbound.waitForRoomAsync();
         }
         slot.stopping = true;
-        const exited = once(slot.worker, 'exit');
-        Atomics.store(slot.control, ControlSlot.Stop, 1);
-        slot.inbound.wakeConsumer();
-        await exited;
+        // A worker that already exited (it failed to start) has no 'exit' event left to wait for.
+        if (!slot.exited) {
+          const exited = once(slot.worker, 'exit');
+          Atomics.store(slot.control, ControlSlot.Stop, 1);
+          slot.inbound.wakeConsumer();
+          await exited;
+        }
         this.drainOutput(slot);
       }),
     );
@@ -251,12 +256,14 @@ export class WorkerPool extends EventEmitter {
       lastBeat: 0,
       lastBeatAt: Date.now(),
       stopping: false,
+      exited: false,
       epochMs,
     };
     worker.on('error', (err) => {
       this.log.error({ worker: index, generation, err }, 'worker failed');
     });
     worker.on('exit', (code) => {
+      slot.exited = true;
       if (this.slots[index] === slot && !slot.stopping && !this.closed) this.replace(slot, `exited with code ${code}`);
     });
     return slot;

@@ -2,7 +2,7 @@
 //   amount > 1000: +40, > 500: +20      card_country != country: +25
 //   merchant on the blocklist: +60      hour < 6: +10      tx_last_hour > 5: +20
 // The blocklist is KV key "fraud/blocklist": merchant ids separated by commas.
-import { FluxMsg, kvGetString, ok, processWith, reject, Result } from '../sdk';
+import { FluxMsg, kvGet, ok, processWith, reject, Result } from '../sdk';
 export { alloc, free } from '../sdk';
 
 const THRESHOLD: i64 = 70;
@@ -11,12 +11,30 @@ export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);
 }
 
+/**
+ * Whether `merchant` is one of the comma-separated entries (spaces around entries ignored).
+ * Compared as UTF-8 bytes, straight from the KV value: no strings made per message.
+ */
 function onBlocklist(merchant: string): bool {
   if (merchant.length == 0) return false;
-  const list = kvGetString('fraud/blocklist');
+  const list = kvGet('fraud/blocklist');
   if (list == null) return false;
-  const entries = list.split(',');
-  for (let i = 0; i < entries.length; i++) if (entries[i].trim() == merchant) return true;
+  const want = String.UTF8.encode(merchant);
+  const wantLen = want.byteLength;
+  const wantPtr = changetype<usize>(want);
+  const base = list.dataStart;
+  const end = list.length;
+  let i = 0;
+  while (i <= end) {
+    let j = i;
+    while (j < end && load<u8>(base + j) != 0x2c) j++; // ','
+    let a = i;
+    let b = j;
+    while (a < b && load<u8>(base + a) == 0x20) a++;
+    while (b > a && load<u8>(base + b - 1) == 0x20) b--;
+    if (b - a == wantLen && memory.compare(base + a, wantPtr, wantLen) == 0) return true;
+    i = j + 1;
+  }
   return false;
 }
 

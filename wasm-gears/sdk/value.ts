@@ -165,6 +165,7 @@ export class Value {
       r.head();
       return Value.read(r, depth + 1); // tags are read through: their content is the value
     }
+    const start = r.pos;
     const n = r.head();
     if (major == MAJOR_ARRAY) {
       if (n > <u64>(r.buf.length - r.pos)) {
@@ -175,17 +176,28 @@ export class Value {
       for (let i: u64 = 0; i < n && r.ok; i++) a.push(Value.read(r, depth + 1));
       return Value.array(a);
     }
-    // MAJOR_MAP
-    if (n > <u64>(r.buf.length - r.pos)) {
-      r.fail('CBOR map longer than its buffer');
-      return Value.nil();
-    }
+    // MAJOR_MAP: the head is read again by readMapInto.
+    r.pos = start;
     const m = new Map<string, Value>();
-    for (let i: u64 = 0; i < n && r.ok; i++) {
-      const k = r.text();
-      m.set(k, Value.read(r, depth + 1));
-    }
+    readMapInto(r, m, depth);
     return Value.map(m);
+  }
+}
+
+/** Reads a CBOR map with text keys into `m`. */
+export function readMapInto(r: Reader, m: Map<string, Value>, depth: i32): void {
+  const n = r.head();
+  if (r.lastMajor != MAJOR_MAP) {
+    r.fail('expected a map');
+    return;
+  }
+  if (n > <u64>(r.buf.length - r.pos)) {
+    r.fail('CBOR map longer than its buffer');
+    return;
+  }
+  for (let i: u64 = 0; i < n && r.ok; i++) {
+    const k = r.text();
+    m.set(k, Value.read(r, depth + 1));
   }
 }
 

@@ -54,8 +54,8 @@ export const createHandler: HandlerFactory = ({ options, out, control, epochMs }
       return;
     }
     currentTag = tag;
-    // The ring slot is reused after this call: the gear gets its own copy of the input.
-    const outcome = gear.processEncoded(bytes.slice(start, start + length));
+    // Zero-copy: the gear copies the input into guest memory at once and keeps no reference.
+    const outcome = gear.processEncoded(bytes.subarray(start, start + length));
     out.send(tag, encodeOutcome(outcome));
   };
 };

@@ -1,0 +1,66 @@
+import { FluxrigError } from '../errors.js';
+
+export interface WireEnd {
+  /** Set for the rack.gear.port form. */
+  rack: string | undefined;
+  gear: string;
+  port: string;
+}
+
+export type Lane = 'hot' | 'guaranteed';
+
+export interface WireSpec {
+  from: WireEnd;
+  to: WireEnd;
+  lane: Lane;
+  /** The two ends are deployed on different racks. */
+  crossRack: boolean;
+  /** "file:line:column" of the wire, for messages at run time. */
+  at: string;
+}
+
+export interface GearSpec {
+  name: string;
+  type: string;
+  /** Rack (or rack group) the gear is deployed on; undefined: every rack of the scenario. */
+  deploy: string | undefined;
+  config: Record<string, unknown>;
+  labels: Record<string, string>;
+  at: string;
+}
+
+export interface RackSpec {
+  name: string | undefined;
+  group: string | undefined;
+  matchLabels: Record<string, string>;
+  labels: Record<string, string>;
+  config: Record<string, unknown>;
+}
+
+export interface Scenario {
+  file: string;
+  meta: { name: string; version: string };
+  racks: RackSpec[];
+  gears: GearSpec[];
+  wires: WireSpec[];
+}
+
+export interface ScenarioIssue {
+  file: string;
+  line: number;
+  column: number;
+  message: string;
+}
+
+export function formatIssue(issue: ScenarioIssue): string {
+  return `${issue.file}:${issue.line}:${issue.column}: ${issue.message}`;
+}
+
+/** A scenario that failed pre-flight validation; `issues` lists every problem found, in order. */
+export class ScenarioError extends FluxrigError {
+  readonly issues: ScenarioIssue[];
+  constructor(issues: ScenarioIssue[]) {
+    super(`invalid scenario (${issues.length} ${issues.length === 1 ? 'problem' : 'problems'}):\n${issues.map(formatIssue).join('\n')}`);
+    this.issues = issues;
+  }
+}

@@ -1,0 +1,24 @@
+/**
+ * Records between the rack's main thread and its workers, beyond application bytes. A record
+ * whose tag is a connection id (>= 1) carries that connection's bytes: socket -> worker are
+ * received bytes, worker -> socket are frames to write. Negative tags are these.
+ */
+export const RackTag = {
+  /** main -> worker: CBOR [connId, gear, framing, peerIp, peerPort]. */
+  ConnOpen: -10,
+  /** main -> worker: CBOR [connId]: the socket closed. */
+  ConnClosed: -11,
+  /** main -> worker: say bye on every session (graceful stop). */
+  Drain: -12,
+  /** worker -> main: CBOR [connId, code, reason]: close the socket after what was written. */
+  ConnEnd: -13,
+  /** worker -> main: CBOR [gear, port, fluxMsg] for a gear on the main thread (log, nats). */
+  ToMain: -4,
+  /** main -> worker: CBOR [gear, port, fluxMsg]: a main-thread gear's output into the chain. */
+  Inject: -5,
+} as const;
+
+/** What a worker handler sends back through; a HotLane in a worker, a direct call inline. */
+export interface Lane {
+  send(tag: number, payload: Uint8Array): void;
+}

@@ -14,9 +14,10 @@ TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/
 ASC_FLAGS := -O3 --noAssert --runtime minimal
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server build gears test bench clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server build gears test bench run-rack clean $(addprefix bench-,$(BENCHES))
 
 help:
+	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
 	@echo "make test        install, build and run every test suite"
 	@echo "make bench       run every benchmark ($(BENCHES)); make bench-NAME runs one"
 	@echo "make build       compile TypeScript into dist/"
@@ -53,6 +54,9 @@ wasm-gears/build/%.wasm: wasm-gears/examples/%.ts $(GEAR_SDK) | $(DEPS_STAMP)
 dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | $(DEPS_STAMP)
 	@mkdir -p dist/test-gears
 	$(NODE_BIN)/asc $< --outFile $@ $(ASC_FLAGS)
+
+run-rack: deps build gears
+	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
 
 test: deps build gears $(TEST_GEARS)
 	node --test --test-reporter=spec --test-timeout=$(TEST_TIMEOUT_MS) $$(find dist/test -name '*.test.js' | sort)

@@ -3,10 +3,16 @@ import { readFileSync } from 'node:fs';
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
 import { runWasm } from './wasm.js';
+import { runRack } from './rack.js';
+import { runGears, runScenario } from './scenario.js';
 
 const USAGE = `usage: fluxrig <command>
 
 commands:
+  rack [options]           start a rack on a scenario (fluxrig rack --help)
+  scenario validate FILE   check a scenario; every problem with file:line:column
+  scenario schema [OUT]    print (or write) the JSON Schema of scenario files
+  gears list | doc TYPE    the gear types and their ports and config
   call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
   wasm keygen|sign|verify|import   manage Wasm gear modules (fluxrig wasm help)
   uuid       print a new UUID v7
@@ -25,6 +31,12 @@ async function main(argv: string[]): Promise<number> {
       return runCall(argv.slice(1));
     case 'wasm':
       return runWasm(argv.slice(1));
+    case 'rack':
+      return runRack(argv.slice(1));
+    case 'scenario':
+      return runScenario(argv.slice(1));
+    case 'gears':
+      return runGears(argv.slice(1));
     case 'uuid':
       console.log(uuidToString(uuidv7()));
       return 0;

@@ -1,0 +1,80 @@
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { ModuleStore } from '../gears/wasm/store.js';
+import { loadRackConfig } from '../rack/config.js';
+import { Rack } from '../rack/rack.js';
+import { loadScenario } from '../scenario/parse.js';
+import { readFileSync } from 'node:fs';
+
+export const RACK_USAGE = `usage: fluxrig rack [options]
+
+Starts a rack on a scenario and runs until SIGINT or SIGTERM (then drains and exits).
+
+options:
+  --scenario FILE     scenario to run (default scenarios/quickstart.yaml)
+  --config FILE       rack config (YAML: sections rack, nats, log, wasm, kv)
+  --nats URL          connect to NATS (enables nats gears); default: standalone
+  --workers N         worker threads (default: cores; 0 = gears on the main thread)
+  --name NAME         this rack's name in the scenario
+  --log-level LEVEL   debug, info, warn, error
+
+Every setting can also come from the environment as FLUXRIG_<SECTION>_<KEY>, for example
+FLUXRIG_RACK_WORKERS=2 or FLUXRIG_NATS_URL=nats://127.0.0.1:4222. Flags win over the
+environment, which wins over the config file.`;
+
+export async function runRack(argv: string[]): Promise<number> {
+  if (argv.includes('--help') || argv.includes('-h')) {
+    console.log(RACK_USAGE);
+    return 0;
+  }
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      scenario: { type: 'string' },
+      config: { type: 'string' },
+      nats: { type: 'string' },
+      workers: { type: 'string' },
+      name: { type: 'string' },
+      'log-level': { type: 'string' },
+    },
+  });
+  const config = loadRackConfig({
+    file: values.config,
+    env: process.env,
+    flags: { 'rack.scenario': values.scenario, 'nats.url': values.nats, 'rack.workers': values.workers, 'rack.name': values.name, 'log.level': values['log-level'] },
+  });
+  const logger = pino({ name: 'fluxrig', level: config.log.level });
+  const scenario = await loadScenario(config.rack.scenario);
+  const rack = new Rack({
+    scenario,
+    name: config.rack.name,
+    workers: config.rack.workers,
+    natsUrl: config.nats.url,
+    kv: config.kv,
+    moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
+    trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f, 'utf8')),
+    laneQueueSize: config.rack.lane_queue_size,
+    laneSendTimeoutMs: config.rack.lane_send_timeout_ms,
+    ringBytes: config.rack.ring_bytes,
+    drainTimeoutMs: config.rack.drain_timeout_ms,
+    logger,
+  });
+  await rack.start();
+  const tcp = rack.addresses().find((a) => a.startsWith('tcp://'));
+  if (tcp !== undefined && process.stdout.isTTY !== false) {
+    const port = new URL(tcp).port;
+    console.error(`\nfluxrig rack "${rack.name}" is running scenario ${scenario.meta.name} with ${rack.workers} workers.\nTry it from another terminal:\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 100, "merchant": "m-1"}'\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 2500, "merchant": "m-666", "country": "FR", "card_country": "US"}'\nStop it with Ctrl-C (it drains first).\n`);
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'stopping: draining connections');
+      rack.stop().then(resolve, (err: unknown) => {
+        logger.error({ err }, 'stop failed');
+        resolve();
+      });
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  return 0;
+}

@@ -61,7 +61,7 @@ export async function runRack(argv: string[]): Promise<number> {
   });
   await rack.start();
   const tcp = rack.addresses().find((a) => a.startsWith('tcp://'));
-  if (tcp !== undefined && process.stdout.isTTY !== false) {
+  if (tcp !== undefined && process.stderr.isTTY === true) {
     const port = new URL(tcp).port;
     console.error(`\nfluxrig rack "${rack.name}" is running scenario ${scenario.meta.name} with ${rack.workers} workers.\nTry it from another terminal:\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 100, "merchant": "m-1"}'\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 2500, "merchant": "m-666", "country": "FR", "card_country": "US"}'\nStop it with Ctrl-C (it drains first).\n`);
   }

@@ -137,8 +137,10 @@ export class Session {
   // Liveness.
   private lastReceivedAt: number;
   private lastHeartbeatAt: number;
-  // Close.
+  // Close: both sides say bye; each side's bye follows every call it sent before it.
   private drainDeadline = NO_DEADLINE;
+  private weSaidBye = false;
+  private peerSaidBye = false;
 
   constructor(options: SessionOptions) {
     this.options = options;
@@ -279,7 +281,7 @@ export class Session {
   /** Starts a call; returns its key. The outcome arrives as a 'result' event. */
   call(target: string, payload: unknown, options: CallOptions = {}): string {
     if (this.state === 'handshake') throw new FluxarError(ErrorCode.BadRequest, 'session not open yet');
-    if (this.state !== 'open') throw new FluxarError(ErrorCode.Unavailable, 'session is closing');
+    if (this.state !== 'open' || this.weSaidBye) throw new FluxarError(ErrorCode.Unavailable, 'session is closing');
     const id = uuidv7();
     let meta = options.meta ?? null;
     let deadline = NO_DEADLINE;
@@ -342,8 +344,14 @@ export class Session {
       return;
     }
     if (this.state !== 'open') return;
-    this.sendControl(MessageType.Hello, null, ControlTarget.Bye);
+    this.sayBye();
     this.beginClosing();
+  }
+
+  private sayBye(): void {
+    if (this.weSaidBye) return;
+    this.weSaidBye = true;
+    this.sendControl(MessageType.Hello, null, ControlTarget.Bye);
   }
 
   /** Immediate close with an error the peer is told about (a bye carrying the error). */
@@ -505,7 +513,11 @@ export class Session {
         return;
       case ControlTarget.Bye:
         if (env.error !== null) return this.terminate(env.error.code, `peer closed: ${env.error.message}`, false);
+        this.peerSaidBye = true;
+        // Our bye answers theirs: it tells the peer we start no new calls either.
+        this.sayBye();
         if (this.state === 'open') this.beginClosing();
+        else this.checkDrained();
         return;
       default:
         return this.abort(ErrorCode.BadRequest, `unexpected hello after the handshake (target ${JSON.stringify(env.target)})`);
@@ -514,7 +526,11 @@ export class Session {
 
   private receiveCall(env: Envelope): void {
     if (env.target === null || env.target === '') return this.sendError(MessageType.Call, env.id, ErrorCode.BadRequest, 'a call needs a target');
-    if (this.state !== 'open') return this.sendError(MessageType.Call, env.id, ErrorCode.Unavailable, 'session is closing');
+    // After our bye the peer may still send calls it sent before it saw ours: they are accepted.
+    // After its own bye it may not.
+    if (this.state !== 'open' && (this.state !== 'closing' || this.peerSaidBye)) {
+      return this.sendError(MessageType.Call, env.id, ErrorCode.Unavailable, 'session is closing');
+    }
     const key = idKey(env.id);
     if (this.incoming.has(key)) return this.sendError(MessageType.Call, env.id, ErrorCode.Conflict, 'a call with this id is already in flight');
     const limit = this.options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
@@ -572,7 +588,7 @@ export class Session {
   }
 
   private checkDrained(): void {
-    if (this.state === 'closing' && this.outgoing.size === 0 && this.incoming.size === 0) this.finish(0, 'closed');
+    if (this.state === 'closing' && this.weSaidBye && this.peerSaidBye && this.outgoing.size === 0 && this.incoming.size === 0) this.finish(0, 'closed');
   }
 
   /** Ends the session: our calls fail with `code`, calls from the peer are cancelled. */

@@ -163,6 +163,11 @@ export class WorkerPool extends EventEmitter {
     this.awaitRoom(slot);
   }
 
+  /** The largest record a ring of this pool takes. */
+  get maxRecordBytes(): number {
+    return this.slots[0]?.inbound.maxRecordBytes ?? Infinity;
+  }
+
   /** Records waiting in the pool (not yet in a ring) for worker `index`. */
   heldRecords(index: number): number {
     return this.slot(index).pending.length;

@@ -14,7 +14,7 @@ import { WASM_DEFAULTS, type WasmGearConfig } from '../gears/wasm/config.js';
 import type { PreparedModule } from '../gears/wasm/loader.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import { GearChain } from './chain.js';
-import { type Lane, RackTag } from './rack-protocol.js';
+import { type Lane, RackTag, sendChunked } from './rack-protocol.js';
 import { ControlSlot, ControlTag, type HandlerFactory, type RecordHandler } from './worker-protocol.js';
 
 export interface RackHandlerOptions {
@@ -98,7 +98,8 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   }
 
   function write(conn: Conn, frames: Uint8Array[]): void {
-    if (conn.framing === 'stream') lane.send(conn.id, frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    if (conn.framing === 'stream') sendChunked(lane, conn.id, frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    // A WebSocket frame is one message: it must fit one record (the rack checks max_frame at start).
     else for (const frame of frames) lane.send(conn.id, frame);
   }
 

@@ -21,4 +21,13 @@ export const RackTag = {
 /** What a worker handler sends back through; a HotLane in a worker, a direct call inline. */
 export interface Lane {
   send(tag: number, payload: Uint8Array): void;
+  /** The largest record the lane takes (half its ring); Infinity inline. */
+  readonly maxRecordBytes: number;
+}
+
+/** Sends stream bytes as records no larger than the lane takes: a byte stream may be cut anywhere. */
+export function sendChunked(lane: Pick<Lane, 'send' | 'maxRecordBytes'>, tag: number, bytes: Uint8Array): void {
+  const max = lane.maxRecordBytes;
+  if (bytes.length <= max) return lane.send(tag, bytes);
+  for (let at = 0; at < bytes.length; at += max) lane.send(tag, bytes.subarray(at, Math.min(at + max, bytes.length)));
 }

@@ -12,7 +12,7 @@ import { type WebSocket, WebSocketServer } from 'ws';
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
 import { FluxrigError } from '../errors.js';
 import { encodeEnvelope } from '../fluxar/envelope.js';
-import { MAX_FRAME_CEILING } from '../fluxar/constants.js';
+import { DEFAULT_MAX_FRAME, MAX_FRAME_CEILING } from '../fluxar/constants.js';
 import { parseEndpoint } from '../fluxar/endpoint.js';
 import { encodeMessageFrame, encodeStreamFrame } from '../fluxar/framing.js';
 import { fluxMsgFromValue } from '../fluxmsg/codec.js';
@@ -65,6 +65,8 @@ interface Connection {
 type Listener = { gear: string; url: string; kind: string; server: NetServer | HttpServer; wss?: WebSocketServer };
 
 const MAX_WRITE_BUFFER = 8 * 1024 * 1024;
+/** Room for a full 1 MiB FLUXAR frame per record, and 1024 small records per ring. */
+export const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
 
 /**
  * A rack: the main thread terminates connections and runs the I/O gears; the workers run FLUXAR
@@ -116,6 +118,7 @@ export class Rack extends EventEmitter {
 
   async start(): Promise<void> {
     this.checkLanes();
+    this.checkFrameSizes();
     const modules = await this.prepareModules();
     const natsGears = this.gears.filter((g) => g.type === 'nats');
     if (this.options.natsUrl === undefined) {
@@ -141,14 +144,14 @@ export class Rack extends EventEmitter {
     const workers = this.options.workers;
     if (workers === 0) {
       // The baseline: the same handler, called directly on the main thread.
-      this.inline = buildRackHandler(handlerOptions, { send: (tag, payload) => this.onOutput(0, tag, payload, 0, payload.length) }, undefined, Date.now(), this.log);
+      this.inline = buildRackHandler(handlerOptions, { send: (tag, payload) => this.onOutput(0, tag, payload, 0, payload.length), maxRecordBytes: Infinity }, undefined, Date.now(), this.log);
     } else {
       const timeouts = this.gears.filter((g) => g.type === 'wasm').map((g) => (g.config as unknown as WasmGearConfig).timeout_ms ?? 100);
       this.pool = new WorkerPool({
         handler: new URL('./rack-handler.js', import.meta.url),
         handlerOptions,
         size: workers,
-        ringCapacity: this.options.ringBytes,
+        ringCapacity: this.options.ringBytes ?? DEFAULT_RING_BYTES,
         laneQueueSize: this.options.laneQueueSize,
         laneSendTimeoutMs: this.options.laneSendTimeoutMs,
         guestTimeoutMs: timeouts.length > 0 ? Math.min(...timeouts) : undefined,
@@ -205,6 +208,18 @@ export class Rack extends EventEmitter {
     if (needBus.length > 0) {
       const list = needBus.map((w) => `  ${w.at}: ${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} (${w.crossRack ? 'across racks' : 'lane: guaranteed'})`).join('\n');
       throw new RackError(`these wires need the snake bus (NATS JetStream lanes), which this rack does not provide yet; only hot lanes within one rack run today:\n${list}`);
+    }
+  }
+
+  /** A WebSocket frame travels as one ring record: the largest frame must fit in half a ring. */
+  private checkFrameSizes(): void {
+    const ringBytes = this.options.ringBytes ?? DEFAULT_RING_BYTES;
+    const maxRecord = ringBytes / 2 - 8;
+    for (const gear of this.gears.filter((g) => g.type === 'fluxar')) {
+      const maxFrame = (gear.config.max_frame as number | undefined) ?? DEFAULT_MAX_FRAME;
+      if (maxFrame + 1 > maxRecord) {
+        throw new RackError(`${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxFrame + 9)} or lower max_frame`);
+      }
     }
   }
 
@@ -358,8 +373,13 @@ export class Rack extends EventEmitter {
       end: () => socket.end(),
       destroy: () => socket.destroy(),
     });
-    // Bytes go to the owning worker's ring as they came: the main thread does not parse frames.
-    socket.on('data', (chunk) => this.send(conn.worker, conn.id, chunk, socket));
+    // Bytes go to the owning worker's ring as they came (cut to the ring's record size): the
+    // main thread does not parse frames.
+    socket.on('data', (chunk) => {
+      const max = this.pool?.maxRecordBytes ?? Infinity;
+      if (chunk.length <= max) return this.send(conn.worker, conn.id, chunk, socket);
+      for (let at = 0; at < chunk.length; at += max) this.send(conn.worker, conn.id, chunk.subarray(at, Math.min(at + max, chunk.length)), socket);
+    });
     socket.on('error', () => {});
     socket.on('close', () => {
       if (this.connections.delete(conn.id)) this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), socket);

@@ -20,6 +20,10 @@ export class HotLane {
     this.sendTimeoutMs = sendTimeoutMs;
   }
 
+  get maxRecordBytes(): number {
+    return this.producer.maxRecordBytes;
+  }
+
   /** Sends one record; waits while the lane is full and throws LaneTimeoutError past the timeout. */
   send(tag: number, payload: Uint8Array): void {
     if (this.producer.tryWrite(tag, payload)) return;

@@ -1,0 +1,1 @@
+export { NatsServerProcess } from '../../src/bus/nats-server.js';

@@ -25,6 +25,15 @@ describe('package surface', () => {
     assert.equal(fluxar.MessageType.Call, 2);
   });
 
+  it('"fluxrig/gears" and "fluxrig/rack" export the gear host and the rack', async () => {
+    const gears = await import('fluxrig/gears');
+    assert.equal(typeof gears.WasmGear, 'function');
+    assert.equal(typeof gears.prepareModule, 'function');
+    const rack = await import('fluxrig/rack');
+    assert.equal(typeof rack.Rack, 'function');
+    assert.equal(typeof rack.parseScenario, 'function');
+  });
+
   it('the fluxrig bin runs', async () => {
     const pkg = JSON.parse(await readFile(new URL('package.json', root), 'utf8')) as { bin: { fluxrig: string }; version: string };
     const bin = new URL(pkg.bin.fluxrig, root);

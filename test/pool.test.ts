@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
 import { type Pausable, WorkerPool, type WorkerReplaced, workerForKey } from '../src/rack/mod.js';
+import { until } from './harness/wait.js';
 
 const chaos = new URL('./fixtures/chaos-handler.js', import.meta.url);
 const quiet = pino({ level: 'silent' });
@@ -14,14 +15,6 @@ interface Output {
   text: string;
 }
 
-/** Resolves once `check` holds, polling the event loop; fails with `what` past the deadline. */
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
 
 function collectingPool(options: Partial<ConstructorParameters<typeof WorkerPool>[0]> = {}) {
   const outputs: Output[] = [];

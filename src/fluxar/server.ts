@@ -22,18 +22,15 @@ export interface TlsOptions {
   requireClientCert?: boolean;
 }
 
-export interface ListenOptions {
+/** The session settings a server applies to every connection. */
+type ServerSessionOptions = Pick<SessionOptions, 'psk' | 'maxFrame' | 'heartbeatMs' | 'handshakeTimeoutMs' | 'maxInFlight' | 'drainTimeoutMs'>;
+
+export interface ListenOptions extends ServerSessionOptions {
   /** Where to listen: tcp://host:port, tls://, ws://host:port/path, wss://, unix:///path. Port 0 picks a free one. */
   endpoints: string[];
   /** Certificate and key for tls:// and wss:// (TLS 1.3 only). */
   tls?: TlsOptions;
   auth?: AuthOptions;
-  psk?: Uint8Array | string;
-  maxFrame?: number;
-  heartbeatMs?: number;
-  handshakeTimeoutMs?: number;
-  maxInFlight?: number;
-  drainTimeoutMs?: number;
   maxWriteBuffer?: number;
   logger?: Logger;
 }
@@ -134,16 +131,8 @@ export class FluxarServer extends EventEmitter {
   }
 
   private accept(transport: Transport, socket: Socket | TLSSocket): void {
-    const sessionOptions: SessionOptions = {
-      role: 'server',
-      framing: transport.framing,
-      psk: this.options.psk,
-      maxFrame: this.options.maxFrame,
-      heartbeatMs: this.options.heartbeatMs,
-      handshakeTimeoutMs: this.options.handshakeTimeoutMs,
-      maxInFlight: this.options.maxInFlight,
-      drainTimeoutMs: this.options.drainTimeoutMs,
-    };
+    const { psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, drainTimeoutMs } = this.options;
+    const sessionOptions: SessionOptions = { role: 'server', framing: transport.framing, psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, drainTimeoutMs };
     const peer = new Peer(new Session(sessionOptions), transport, {
       auth: this.options.auth,
       sharedHandlers: this.handlers,

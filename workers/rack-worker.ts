@@ -63,15 +63,26 @@ function stopRequested(): boolean {
 function finish(): void {
   inbound.wake();
   // Drain whatever was accepted before the stop, then leave.
-  while (inbound.drain(visit, BATCH) > 0);
+  while (drainBatch() > 0);
   Atomics.store(control, ControlSlot.Handled, handled);
   process.exit(0);
+}
+
+/** Drains one batch with the outbound doorbell deferred, then rings it once. */
+function drainBatch(): number {
+  out.producer.deferWake = true;
+  try {
+    return inbound.drain(visit, BATCH);
+  } finally {
+    out.producer.deferWake = false;
+    out.producer.wakeConsumer();
+  }
 }
 
 function pump(): void {
   const sliceEnd = Date.now() + SLICE_MS;
   for (;;) {
-    if (inbound.drain(visit, BATCH) > 0) {
+    if (drainBatch() > 0) {
       Atomics.store(control, ControlSlot.Handled, handled);
       if (Date.now() >= sliceEnd) {
         setImmediate(pump);

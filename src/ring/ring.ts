@@ -117,6 +117,12 @@ export class RingProducer extends RingEnd {
   private writeCount: number;
   private reservedAt = -1;
   private reservedLength = 0;
+  /**
+   * While true, commit() publishes without ringing the consumer's doorbell; whoever set it
+   * rings once with wakeConsumer() when done. A worker sets it around each batch: a batch of
+   * outputs then costs one wake-up (a futex call) instead of one per record.
+   */
+  deferWake = false;
 
   // The consumer's release positions as last seen; they only move forward, so a stale value
   // under-estimates the room and is safe.
@@ -176,7 +182,7 @@ export class RingProducer extends RingEnd {
     this.reservedAt = -1;
     Atomics.store(this.header, WRITE_COUNT, this.writeCount | 0);
     Atomics.store(this.header, WRITE_POS, this.writePos | 0);
-    this.wakeConsumer();
+    if (!this.deferWake) this.wakeConsumer();
   }
 
   /** Copies `payload` in as one record. Returns false when the ring is full right now. */
@@ -226,6 +232,9 @@ export class RingProducer extends RingEnd {
    * room or `timeoutMs` passes. Returns true when a record of `length` bytes fits.
    */
   waitForRoom(length: number, timeoutMs: number): boolean {
+    // Whatever was published with the doorbell deferred must be announced before we wait for
+    // the consumer to make room, or both would wait for each other.
+    this.wakeConsumer();
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       if (!this.armRoomDoorbell(length)) return true;

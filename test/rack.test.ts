@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { connect as natsConnect } from '@nats-io/transport-node';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { pino, type Logger } from 'pino';
 import { stringify } from 'yaml';
 import { connect, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
@@ -302,6 +303,34 @@ describe('rack with NATS', () => {
     nats = await NatsServerProcess.start();
   });
   after(() => nats.stop());
+
+  it('the nats gear publishes through JetStream with acknowledgements', async () => {
+    const nc = await natsConnect({ servers: nats.url });
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: 'DECISIONS', subjects: ['decisions.>'] });
+    const s = scenario({
+      meta: { name: 'js' },
+      gears: [
+        { name: 'gen', type: 'generator', config: { rate_per_s: 1000, count: 50, data: { kind: 'tick' } } },
+        { name: 'store', type: 'nats', config: { subject: 'decisions.ticks', mode: 'publish', jetstream: true } },
+      ],
+      wires: [{ from: 'gen.out', to: 'store.in' }],
+    });
+    const rack = new Rack({ scenario: s, workers: 2, natsUrl: nats.url, logger: pino({ level: 'silent' }) });
+    await rack.start();
+    try {
+      let stored = 0;
+      const deadline = Date.now() + 10_000;
+      while (stored < 50 && Date.now() < deadline) {
+        stored = (await jsm.streams.info('DECISIONS')).state.messages;
+        if (stored < 50) await new Promise((r) => setTimeout(r, 20));
+      }
+      assert.equal(stored, 50, 'every generated message is in the stream');
+    } finally {
+      await rack.stop();
+      await nc.close();
+    }
+  });
 
   it('the nats gear publishes the chain\'s output and feeds a subject into the chain', async () => {
     const { logger, lines } = capture();

@@ -38,9 +38,20 @@ const TICK_MS = 20;
 /** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
 export const REJECT_CODE = ErrorCode.Forbidden;
 
-/** The latin1 session key of a call id written as hex in meta fluxar.call. */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
+/** A session key (one char per id byte) as the hex text meta fluxar.call carries. */
+function keyToHex(key: string): string {
+  let hex = '';
+  for (let i = 0; i < key.length; i++) hex += HEX[key.charCodeAt(i)]!;
+  return hex;
+}
+
+/** The session key of a call id written as hex in meta fluxar.call. */
 function callKey(hex: string): string {
-  return Buffer.from(hex, 'hex').toString('latin1');
+  let key = '';
+  for (let i = 0; i < hex.length; i += 2) key += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
+  return key;
 }
 
 /** The answer's payload: the message's data (all of it), or its raw bytes when it has no data. */
@@ -146,7 +157,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
     meta['conn.id'] = String(conn.id);
     meta['fluxar.type'] = 'call';
     meta['fluxar.target'] = target;
-    meta['fluxar.call'] = Buffer.from(key, 'latin1').toString('hex');
+    meta['fluxar.call'] = keyToHex(key);
     meta['peer.ip'] = conn.ip;
     meta['peer.port'] = conn.port;
     let data: Record<string, unknown> = {};

@@ -1,6 +1,6 @@
 // The rack end to end: real sockets, real worker threads, real compiled Wasm, real nats-server.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -9,6 +9,8 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
+import { ModuleBucket } from '../src/bus/module-bucket.js';
 import { pino, type Logger } from 'pino';
 import { stringify } from 'yaml';
 import { connect, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
@@ -303,6 +305,84 @@ describe('rack with NATS', () => {
     nats = await NatsServerProcess.start();
   });
   after(() => nats.stop());
+
+  it('on the bus, KV is a NATS KV bucket: the config seeds it, outside changes reach the gears', async () => {
+    const rack = new Rack({ scenario: quickstart(['tcp://127.0.0.1:0']), workers: 2, natsUrl: nats.url, kvBucket: 'test-kv', kv: { 'fraud/blocklist': 'm-666' }, logger: pino({ level: 'silent' }) });
+    await rack.start();
+    const nc = await natsConnect({ servers: nats.url });
+    try {
+      const kv = await new Kvm(nc).open('test-kv');
+      assert.equal(new TextDecoder().decode((await kv.get('fraud/blocklist'))!.value), 'm-666', 'the config seeded the bucket');
+      const peer = await connect(rack.addresses()[0]!);
+      const suspect = { amount: 2500, merchant: 'm-999', country: 'FR', card_country: 'US' };
+      assert.equal(((await peer.call('x', suspect)) as Record<string, unknown>).fraud_score, 65, 'not blocked yet');
+      await kv.put('fraud/blocklist', 'm-666, m-999'); // as another rack or an operator would
+      let code = 0;
+      const deadline = Date.now() + 5000;
+      while (code !== 403 && Date.now() < deadline) {
+        code = await peer.call('x', suspect).then(() => 0, (err: FluxarError) => err.code);
+      }
+      assert.equal(code, 403, 'the bucket change reached the workers\' replicas');
+      await peer.close();
+    } finally {
+      await nc.close();
+      await rack.stop();
+    }
+  });
+
+  it('on the bus, a gear\'s KV writes reach the bucket', async () => {
+    const s = scenario({
+      meta: { name: 'kvw' },
+      gears: [
+        { name: 'api', type: 'fluxar', config: { listen: ['tcp://127.0.0.1:0'] } },
+        { name: 'kvp', type: 'wasm', config: { module: join(root, 'dist/test-gears/kv-probe.wasm'), allow_kv: true } },
+      ],
+      wires: [
+        { from: 'api.out', to: 'kvp.in' },
+        { from: 'kvp.out', to: 'api.in' },
+      ],
+    });
+    const rack = new Rack({ scenario: s, workers: 2, natsUrl: nats.url, kvBucket: 'test-kv-writes', logger: pino({ level: 'silent' }) });
+    await rack.start();
+    const nc = await natsConnect({ servers: nats.url });
+    try {
+      const peer = await connect(rack.addresses()[0]!);
+      await peer.call('x', { put_key: 'seen.c1', put_value: 'yes' });
+      const kv = await new Kvm(nc).open('test-kv-writes');
+      let value: string | undefined;
+      const deadline = Date.now() + 5000;
+      while (value !== 'yes' && Date.now() < deadline) {
+        const entry = await kv.get('seen.c1');
+        value = entry === null ? undefined : new TextDecoder().decode(entry.value);
+      }
+      assert.equal(value, 'yes');
+      await peer.close();
+    } finally {
+      await nc.close();
+      await rack.stop();
+    }
+  });
+
+  it('on the bus, urn:wasm: modules come from a NATS Object Store bucket', async () => {
+    const nc = await natsConnect({ servers: nats.url });
+    const bucket = await ModuleBucket.open(nc, 'test-modules');
+    await bucket.import(readFileSync(fraudWasm), 'fraud-scorer', '2.0.0');
+    await nc.close();
+    const s = quickstart(['tcp://127.0.0.1:0']);
+    s.gears[1]!.config.module = 'urn:wasm:fraud-scorer:2.0.0';
+    const rack = new Rack({ scenario: s, workers: 1, natsUrl: nats.url, moduleBucket: 'test-modules', logger: pino({ level: 'silent' }) });
+    await rack.start();
+    try {
+      const peer = await connect(rack.addresses()[0]!);
+      assert.equal(((await peer.call('x', approved)) as Record<string, unknown>).decision, 'approved');
+      await peer.close();
+    } finally {
+      await rack.stop();
+    }
+    const missing = quickstart(['tcp://127.0.0.1:0']);
+    missing.gears[1]!.config.module = 'urn:wasm:fraud-scorer:9.9.9';
+    await assert.rejects(new Rack({ scenario: missing, workers: 1, natsUrl: nats.url, moduleBucket: 'test-modules', logger: pino({ level: 'silent' }) }).start(), /not in the module bucket test-modules/);
+  });
 
   it('the nats gear publishes through JetStream with acknowledgements', async () => {
     const nc = await natsConnect({ servers: nats.url });

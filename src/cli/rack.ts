@@ -50,6 +50,8 @@ export async function runRack(argv: string[]): Promise<number> {
     name: config.rack.name,
     workers: config.rack.workers,
     natsUrl: config.nats.url,
+    kvBucket: config.nats.kv_bucket,
+    moduleBucket: config.nats.module_bucket,
     kv: config.kv,
     moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
     trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f, 'utf8')),

@@ -4,6 +4,8 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { signModule, verifyModule } from '../gears/wasm/signature.js';
 import { ModuleStore } from '../gears/wasm/store.js';
+import { ModuleBucket } from '../bus/module-bucket.js';
+import { connect as natsConnect } from '@nats-io/transport-node';
 
 export const WASM_USAGE = `usage: fluxrig wasm <command>
 
@@ -11,8 +13,9 @@ commands:
   keygen DIR                         write an Ed25519 key pair: DIR/gear-signing.key, DIR/gear-signing.pub
   sign MODULE --key KEY [--out OUT]  sign a module (in place unless --out)
   verify MODULE --trust PUB...       check a module's signature against trusted public keys
-  import MODULE --name N --version V [--store DIR]
-                                     add a module to the content-addressed store (default ./modules);
+  import MODULE --name N --version V [--store DIR | --nats URL --bucket B]
+                                     add a module to the content-addressed store (default ./modules),
+                                     or to a NATS Object Store bucket for racks on the bus;
                                      scenarios then name it urn:wasm:N:V`;
 
 export async function runWasm(argv: string[]): Promise<number> {
@@ -27,6 +30,8 @@ export async function runWasm(argv: string[]): Promise<number> {
       name: { type: 'string' },
       version: { type: 'string' },
       store: { type: 'string', default: 'modules' },
+      nats: { type: 'string' },
+      bucket: { type: 'string', default: 'fluxrig-modules' },
     },
   });
   const [target] = positionals;
@@ -61,6 +66,17 @@ export async function runWasm(argv: string[]): Promise<number> {
     }
     case 'import': {
       if (target === undefined || values.name === undefined || values.version === undefined) break;
+      if (values.nats !== undefined) {
+        const nc = await natsConnect({ servers: values.nats });
+        try {
+          const bucket = await ModuleBucket.open(nc, values.bucket!);
+          const digest = await bucket.import(await readFile(target), values.name, values.version);
+          console.log(`urn:wasm:${values.name}:${values.version} -> ${digest} in NATS bucket ${values.bucket}`);
+        } finally {
+          await nc.close();
+        }
+        return 0;
+      }
       const store = new ModuleStore(resolve(values.store!));
       const digest = await store.import(await readFile(target), values.name, values.version);
       console.log(`urn:wasm:${values.name}:${values.version} -> ${digest} in ${store.dir}`);

@@ -14,7 +14,7 @@ export interface RackConfig {
     lane_send_timeout_ms: number;
     ring_bytes: number;
   };
-  nats: { url: string | undefined };
+  nats: { url: string | undefined; kv_bucket: string; module_bucket: string | undefined };
   log: { level: string };
   wasm: { module_store: string | undefined; trusted_keys: string[] };
   /** KV entries the rack starts with (text values). */
@@ -34,7 +34,7 @@ export function defaultRackConfig(): RackConfig {
       lane_send_timeout_ms: 5000,
       ring_bytes: 4 * 1024 * 1024,
     },
-    nats: { url: undefined },
+    nats: { url: undefined, kv_bucket: 'fluxrig-kv', module_bucket: undefined },
     log: { level: 'info' },
     wasm: { module_store: undefined, trusted_keys: [] },
     kv: {},

@@ -21,7 +21,9 @@ import { uuidv7 } from '../fluxmsg/uuid.js';
 import { type KvStore, MemoryKvStore } from '../gears/kv.js';
 import type { WasmGearConfig } from '../gears/wasm/config.js';
 import { loadModule, type PreparedModule } from '../gears/wasm/loader.js';
-import type { ModuleStore } from '../gears/wasm/store.js';
+import type { ModuleSource } from '../gears/wasm/store.js';
+import { NatsKvStore } from '../bus/kv-store.js';
+import { ModuleBucket } from '../bus/module-bucket.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
 import { GeneratorGear, type Inject, LogGear, type MainGear, NatsGear } from './main-gears.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from './pool.js';
@@ -41,7 +43,12 @@ export interface RackOptions {
   natsUrl?: string;
   /** KV entries to start with. */
   kv?: Record<string, string>;
-  moduleStore?: ModuleStore;
+  /** Where urn:wasm: modules come from; with NATS and `moduleBucket`, the bucket instead. */
+  moduleStore?: ModuleSource;
+  /** NATS KV bucket for the gears' KV when on the bus (default fluxrig-kv). */
+  kvBucket?: string;
+  /** NATS Object Store bucket of gear modules when on the bus. */
+  moduleBucket?: string;
   trustedKeys?: string[];
   laneQueueSize?: number;
   laneSendTimeoutMs?: number;
@@ -74,7 +81,7 @@ export const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
  */
 export class Rack extends EventEmitter {
   readonly name: string;
-  readonly kv: KvStore;
+  kv: KvStore;
   readonly log: Logger;
   private readonly options: RackOptions;
   private readonly scenario: Scenario;
@@ -85,6 +92,7 @@ export class Rack extends EventEmitter {
   private readonly connections = new Map<number, Connection>();
   private readonly mainGears = new Map<string, MainGear>();
   private nats: NatsConnection | undefined;
+  private moduleSource: ModuleSource | undefined;
   private nextConnId = 1;
   private stopping: Promise<void> | undefined;
 
@@ -97,7 +105,7 @@ export class Rack extends EventEmitter {
     this.name = options.name ?? (named.length === 1 ? named[0]!.name! : 'rack');
     this.gears = this.scenario.gears.filter((g) => g.deploy === undefined || g.deploy === this.name || this.scenario.racks.length === 0);
     this.kv = new MemoryKvStore();
-    for (const [k, v] of Object.entries(options.kv ?? {})) this.kv.put(k, Buffer.from(v));
+    this.moduleSource = options.moduleStore;
   }
 
   /** The URLs each fluxar gear is serving on (ports picked for port 0 filled in). */
@@ -119,20 +127,14 @@ export class Rack extends EventEmitter {
   async start(): Promise<void> {
     this.checkLanes();
     this.checkFrameSizes();
+    await this.connectBus();
     const modules = await this.prepareModules();
     const natsGears = this.gears.filter((g) => g.type === 'nats');
-    if (this.options.natsUrl === undefined) {
+    if (this.nats === undefined) {
       if (natsGears.length > 0) {
         throw new RackError(`gear ${natsGears[0]!.name} (nats) needs NATS: start the rack with --nats URL (or FLUXRIG_NATS_URL, or nats.url in the rack config)`);
       }
-      this.log.info({ rack: this.name }, 'standalone: no NATS configured; the rack runs alone (hot lanes only)');
-    } else {
-      try {
-        this.nats = await natsConnect({ servers: this.options.natsUrl, name: `fluxrig-rack-${this.name}` });
-      } catch (err) {
-        throw new RackError(`cannot connect to NATS at ${this.options.natsUrl}: ${(err as Error).message}`, { cause: err });
-      }
-      this.log.info({ rack: this.name, nats: this.options.natsUrl }, 'connected to NATS');
+      this.log.info({ rack: this.name }, 'standalone: no NATS configured; the rack runs alone (hot lanes only, KV in memory)');
     }
     const handlerOptions: RackHandlerOptions = {
       gears: this.gears,
@@ -197,9 +199,29 @@ export class Rack extends EventEmitter {
     this.connections.clear();
     await this.pool?.close();
     for (const main of this.mainGears.values()) await main.stop();
+    if (this.kv instanceof NatsKvStore) this.kv.stop();
     await this.nats?.drain();
     for (const l of this.bound) if (l.kind === 'unix') await rm(parseEndpoint(l.url).path, { force: true });
     this.log.info({ rack: this.name }, 'rack stopped');
+  }
+
+  /** On the bus: NATS for nats gears, a KV bucket for the gears' KV, optionally a module bucket. */
+  private async connectBus(): Promise<void> {
+    if (this.options.natsUrl === undefined) {
+      for (const [k, v] of Object.entries(this.options.kv ?? {})) this.kv.put(k, Buffer.from(v));
+      return;
+    }
+    try {
+      this.nats = await natsConnect({ servers: this.options.natsUrl, name: `fluxrig-rack-${this.name}` });
+      const bucket = this.options.kvBucket ?? 'fluxrig-kv';
+      this.kv = await NatsKvStore.open(this.nats, bucket, this.log);
+      // Config entries seed the bucket; values already there (set by others) are kept.
+      for (const [k, v] of Object.entries(this.options.kv ?? {})) if (this.kv.get(k) === undefined) this.kv.put(k, Buffer.from(v));
+      if (this.options.moduleBucket !== undefined) this.moduleSource = await ModuleBucket.open(this.nats, this.options.moduleBucket);
+      this.log.info({ rack: this.name, nats: this.options.natsUrl, kv_bucket: bucket, module_bucket: this.options.moduleBucket }, 'connected to NATS');
+    } catch (err) {
+      throw new RackError(`cannot use NATS at ${this.options.natsUrl}: ${(err as Error).message}`, { cause: err });
+    }
   }
 
   /** Hot lanes only until the bus lands: say so instead of pretending. */
@@ -228,7 +250,7 @@ export class Rack extends EventEmitter {
     for (const gear of this.gears.filter((g) => g.type === 'wasm')) {
       const config = gear.config as unknown as WasmGearConfig;
       try {
-        modules[gear.name] = await loadModule(config, { baseDir: dirname(this.scenario.file), store: this.options.moduleStore, trustedKeys: this.options.trustedKeys });
+        modules[gear.name] = await loadModule(config, { baseDir: dirname(this.scenario.file), store: this.moduleSource, trustedKeys: this.options.trustedKeys });
       } catch (err) {
         throw new RackError(`${gear.at}: gear ${gear.name}: ${(err as Error).message}`, { cause: err });
       }

@@ -6,13 +6,13 @@ import { importedMemoryLimits, limitMemory, type MemoryLimits, WasmFormatError }
 import { grantedImports, WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { WasmModuleError } from './errors.js';
 import { verifyModule } from './signature.js';
-import { type ModuleStore, parseModuleUrn } from './store.js';
+import { type ModuleSource, parseModuleUrn } from './store.js';
 
 export interface LoadOptions {
   /** Relative module paths resolve against this directory (the scenario's). */
   baseDir?: string;
-  /** Where urn:wasm:NAME:VERSION modules live. */
-  store?: ModuleStore;
+  /** Where urn:wasm:NAME:VERSION modules live: a local ModuleStore or a NATS bucket. */
+  store?: ModuleSource;
   /** With trusted keys, only modules signed by one of them load. */
   trustedKeys?: Array<string | Uint8Array>;
 }

@@ -5,13 +5,18 @@ import { WasmModuleError } from './errors.js';
 
 const NAME = /^[a-z0-9][a-z0-9_.-]*$/;
 
+/** Where urn:wasm:NAME:VERSION modules come from: a local store, or a bucket on the bus. */
+export interface ModuleSource {
+  resolve(name: string, version: string): Promise<Uint8Array>;
+}
+
 /**
  * A content-addressed module store in a local directory:
  *   blobs/sha256/<hex>   the module bytes, named by their SHA-256
  *   index.json           {"name:version": "sha256:<hex>"}
  * `urn:wasm:NAME:VERSION` resolves through the index.
  */
-export class ModuleStore {
+export class ModuleStore implements ModuleSource {
   constructor(readonly dir: string) {}
 
   private indexPath(): string {

@@ -158,6 +158,15 @@ wires:
   });
 });
 
+describe('rack logs', () => {
+  it('read as lines in a terminal', async () => {
+    const { formatLogLine } = await import('../src/rack/log-format.js');
+    const line = formatLogLine(JSON.stringify({ level: 40, time: Date.UTC(2026, 0, 2, 3, 4, 5, 6), pid: 1, hostname: 'h', name: 'fluxrig', msg: 'worker replaced', worker: 1, reason: 'exited' }));
+    assert.equal(line, '03:04:05.006 WARN  worker replaced  worker=1 reason=exited\n');
+    assert.equal(formatLogLine('not json'), 'not json');
+  });
+});
+
 describe('rack configuration', () => {
   it('file, then FLUXRIG_<SECTION>_<KEY>, then flags', () => {
     const dir = mkdtempSync(join(tmpdir(), 'fluxrig-cfg-'));

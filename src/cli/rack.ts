@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { ModuleStore } from '../gears/wasm/store.js';
 import { loadRackConfig } from '../rack/config.js';
 import { Rack } from '../rack/rack.js';
+import { readableLogStream } from '../rack/log-format.js';
 import { loadScenario } from '../scenario/parse.js';
 import { readFileSync } from 'node:fs';
 
@@ -43,7 +44,9 @@ export async function runRack(argv: string[]): Promise<number> {
     env: process.env,
     flags: { 'rack.scenario': values.scenario, 'nats.url': values.nats, 'rack.workers': values.workers, 'rack.name': values.name, 'log.level': values['log-level'] },
   });
-  const logger = pino({ name: 'fluxrig', level: config.log.level });
+  // Readable lines in a terminal, pino's JSON lines otherwise (files, collectors, pipes).
+  const readable = process.stdout.isTTY === true;
+  const logger = readable ? pino({ name: 'fluxrig', level: config.log.level }, readableLogStream()) : pino({ name: 'fluxrig', level: config.log.level });
   const scenario = await loadScenario(config.rack.scenario);
   const rack = new Rack({
     scenario,
@@ -59,6 +62,7 @@ export async function runRack(argv: string[]): Promise<number> {
     laneSendTimeoutMs: config.rack.lane_send_timeout_ms,
     ringBytes: config.rack.ring_bytes,
     drainTimeoutMs: config.rack.drain_timeout_ms,
+    readableLogs: readable,
     logger,
   });
   await rack.start();

@@ -14,6 +14,7 @@ import { WASM_DEFAULTS, type WasmGearConfig } from '../gears/wasm/config.js';
 import type { PreparedModule } from '../gears/wasm/loader.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import { GearChain } from './chain.js';
+import { readableLogStream } from './log-format.js';
 import { type Lane, RackTag, sendChunked } from './rack-protocol.js';
 import { ControlSlot, ControlTag, type HandlerFactory, type RecordHandler } from './worker-protocol.js';
 
@@ -23,6 +24,7 @@ export interface RackHandlerOptions {
   modules: Record<string, PreparedModule>;
   kvSnapshot: Array<[string, Uint8Array]>;
   logLevel: string;
+  readableLogs: boolean;
 }
 
 interface Conn {
@@ -61,7 +63,7 @@ function answerPayload(msg: FluxMsg): unknown {
 }
 
 export function buildRackHandler(options: RackHandlerOptions, lane: Lane, control?: Int32Array, epochMs = Date.now(), log?: Logger): RecordHandler {
-  const logger = log ?? pino({ name: 'fluxrig.rack.worker', level: options.logLevel });
+  const logger = log ?? pino({ name: 'fluxrig.rack.worker', level: options.logLevel }, options.readableLogs ? readableLogStream() : undefined);
   const conns = new Map<number, Conn>();
   const dirty = new Set<Conn>();
   const replica = new KvReplica(options.kvSnapshot, (key, value) => lane.send(ControlTag.KvPut, encodeCbor([key, value])));

@@ -56,6 +56,8 @@ export interface RackOptions {
   drainTimeoutMs?: number;
   /** Bytes queued for a client that does not read before it is disconnected. */
   maxWriteBuffer?: number;
+  /** Workers write readable log lines (for a terminal) instead of JSON. */
+  readableLogs?: boolean;
   logger?: Logger;
 }
 
@@ -142,6 +144,7 @@ export class Rack extends EventEmitter {
       modules,
       kvSnapshot: [...this.kv.entries()],
       logLevel: this.log.level,
+      readableLogs: this.options.readableLogs ?? false,
     };
     const workers = this.options.workers;
     if (workers === 0) {

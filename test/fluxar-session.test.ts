@@ -112,7 +112,7 @@ describe('FLUXAR session (sans-I/O)', () => {
   });
 
   it('answers ping with pong, and closes after three silent heartbeats failing calls with 503', () => {
-    const { client, server, events, pump, clock } = pair({}, { heartbeatMs: 100 });
+    const { client, server, pump, clock } = pair({}, { heartbeatMs: 100 });
     pump();
     const key = client.call('slow', null);
     pump();
@@ -133,7 +133,6 @@ describe('FLUXAR session (sans-I/O)', () => {
     assert.equal(result!.key, key);
     assert.equal(result!.error!.code, 503);
     assert.match(result!.error!.message, /silent for 3 heartbeats/);
-    void events;
   });
 
   it('enforces deadlines on both sides (408)', () => {
@@ -169,7 +168,7 @@ describe('FLUXAR session (sans-I/O)', () => {
   });
 
   it('answers 429 past the in-flight limit, 409 for a duplicate id, 501 for unsupported types', () => {
-    const { client, server, events, pump } = pair({}, { maxInFlight: 2 });
+    const { client, events, pump } = pair({}, { maxInFlight: 2 });
     pump();
     client.call('a', null);
     client.call('b', null);
@@ -190,7 +189,6 @@ describe('FLUXAR session (sans-I/O)', () => {
     s2.receive(pub);
     assert.deepEqual(errorsIn(s2.takeOutput()), [501]);
     assert.equal(s2.state, 'open', 'an unsupported type does not close the session');
-    void server;
   });
 
   it('bye: no new calls, in-flight ones finish, then both close', () => {

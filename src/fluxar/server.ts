@@ -1,9 +1,9 @@
 import { EventEmitter, once } from 'node:events';
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { rm } from 'node:fs/promises';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer } from 'node:tls';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import type { AuthOptions } from './auth.js';
@@ -106,11 +106,11 @@ export class FluxarServer extends EventEmitter {
     switch (endpoint.kind) {
       case 'tcp':
       case 'unix': {
-        const server = createNetServer((socket) => this.accept(new SocketTransport(endpoint.kind as 'tcp' | 'unix', socket), socket));
+        const server = createNetServer((socket) => this.accept(new SocketTransport(endpoint.kind as 'tcp' | 'unix', socket)));
         return { endpoint, server };
       }
       case 'tls': {
-        const server = createTlsServer(tlsOptions!, (socket) => this.accept(new SocketTransport('tls', socket), socket));
+        const server = createTlsServer(tlsOptions!, (socket) => this.accept(new SocketTransport('tls', socket)));
         server.on('tlsClientError', (err) => this.log.warn({ err: err.message }, 'TLS handshake failed'));
         return { endpoint, server };
       }
@@ -123,14 +123,14 @@ export class FluxarServer extends EventEmitter {
         const maxPayload = Math.min(this.options.maxFrame ?? MAX_FRAME_CEILING, MAX_FRAME_CEILING) + 1;
         const wss = new WebSocketServer({ server, path: endpoint.path, maxPayload });
         wss.on('connection', (ws, req) => {
-          this.accept(new WebSocketTransport(endpoint.kind as 'ws' | 'wss', ws, { address: req.socket.remoteAddress, port: req.socket.remotePort }), req.socket);
+          this.accept(new WebSocketTransport(endpoint.kind as 'ws' | 'wss', ws, { address: req.socket.remoteAddress, port: req.socket.remotePort }));
         });
         return { endpoint, server, wss };
       }
     }
   }
 
-  private accept(transport: Transport, socket: Socket | TLSSocket): void {
+  private accept(transport: Transport): void {
     const { psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, drainTimeoutMs } = this.options;
     const sessionOptions: SessionOptions = { role: 'server', framing: transport.framing, psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, drainTimeoutMs };
     const peer = new Peer(new Session(sessionOptions), transport, {
@@ -139,7 +139,6 @@ export class FluxarServer extends EventEmitter {
       maxWriteBuffer: this.options.maxWriteBuffer,
       logger: this.log,
     });
-    void socket;
     this.peers.add(peer);
     peer.once('close', (info: { code: number; reason: string }) => {
       this.peers.delete(peer);

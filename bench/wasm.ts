@@ -28,12 +28,12 @@ async function abiModule(): Promise<Uint8Array> {
   return bytes;
 }
 
-/** The passthrough gear built with the incremental runtime, to compare with the minimal one `make gears` uses. */
-function incrementalPassthrough(): Uint8Array {
+/** The passthrough gear built with another runtime, to compare with the arena build `make gears` makes. */
+function passthroughWith(runtime: 'minimal' | 'incremental'): Uint8Array {
   const dir = mkdtempSync(join(tmpdir(), 'fluxrig-asc-'));
   try {
-    const out = join(dir, 'passthrough-incremental.wasm');
-    execFileSync(new URL('node_modules/.bin/asc', root).pathname, [new URL('wasm-gears/examples/passthrough.ts', root).pathname, '--outFile', out, '-O3', '--noAssert', '--runtime', 'incremental'], { stdio: 'inherit' });
+    const out = join(dir, `passthrough-${runtime}.wasm`);
+    execFileSync(new URL('node_modules/.bin/asc', root).pathname, [new URL('wasm-gears/examples/passthrough.ts', root).pathname, '--outFile', out, '-O3', '--noAssert', '--runtime', runtime], { stdio: 'inherit' });
     return readFileSync(out);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -43,7 +43,8 @@ function incrementalPassthrough(): Uint8Array {
 const modules = {
   passthrough: built('passthrough'),
   'fraud-scorer': built('fraud-scorer'),
-  'passthrough-incremental': incrementalPassthrough(),
+  'passthrough-minimal': passthroughWith('minimal'),
+  'passthrough-incremental': passthroughWith('incremental'),
   abi: await abiModule(),
 };
 const worker = new Worker(new URL('./fixtures/wasm-worker.js', import.meta.url), { workerData: { modules } });
@@ -60,8 +61,9 @@ const result = {
   host_overhead_ns: Math.round(ns['host overhead (alloc, copy, call, copy, free)']!),
   passthrough_wasm_vs_js: Math.round((perSecond('passthrough wasm') / perSecond('passthrough js')) * 100) / 100,
   fraud_scorer_wasm_vs_js: Math.round((perSecond('fraud-scorer wasm') / perSecond('fraud-scorer js')) * 100) / 100,
-  runtime_minimal_vs_incremental: Math.round((perSecond('passthrough wasm') / perSecond('passthrough wasm (incremental runtime)')) * 100) / 100,
+  runtime_arena_vs_minimal: Math.round((perSecond('passthrough wasm') / perSecond('passthrough wasm (minimal runtime)')) * 100) / 100,
+  runtime_minimal_vs_incremental: Math.round((perSecond('passthrough wasm (minimal runtime)') / perSecond('passthrough wasm (incremental runtime)')) * 100) / 100,
 };
 printTable(Object.entries(ns).map(([task, v]) => ({ task, 'ns/msg': v, 'msgs/s': 1e9 / v })));
-console.log(`\nhost overhead ${result.host_overhead_ns} ns/call; fraud-scorer wasm/js ${result.fraud_scorer_wasm_vs_js}x; passthrough wasm/js ${result.passthrough_wasm_vs_js}x; minimal/incremental runtime ${result.runtime_minimal_vs_incremental}x`);
+console.log(`\nhost overhead ${result.host_overhead_ns} ns/call; fraud-scorer wasm/js ${result.fraud_scorer_wasm_vs_js}x; passthrough wasm/js ${result.passthrough_wasm_vs_js}x; runtimes: arena/minimal ${result.runtime_arena_vs_minimal}x, minimal/incremental ${result.runtime_minimal_vs_incremental}x`);
 console.log(`wrote ${writeResult('wasm', result)}`);

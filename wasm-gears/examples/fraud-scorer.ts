@@ -1,9 +1,10 @@
+// fluxrig: arena (keeps nothing on the heap between messages)
 // Scores a payment from its data fields and a blocklist kept in KV; rejects at 70 or more.
 //   amount > 1000: +40, > 500: +20      card_country != country: +25
 //   merchant on the blocklist: +60      hour < 6: +10      tx_last_hour > 5: +20
 // The blocklist is KV key "fraud/blocklist": merchant ids separated by commas.
 import { FluxMsg, kvGet, ok, processWith, reject, Result } from '../sdk';
-export { alloc, free } from '../sdk';
+export { alloc, free, reset } from '../sdk';
 
 const THRESHOLD: i64 = 70;
 

@@ -1,6 +1,7 @@
+// fluxrig: arena (keeps nothing on the heap between messages)
 // Passes every message on unchanged.
 import { FluxMsg, ok, processWith, Result } from '../sdk';
-export { alloc, free } from '../sdk';
+export { alloc, free, reset } from '../sdk';
 
 export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);

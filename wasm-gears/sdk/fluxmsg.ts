@@ -10,8 +10,6 @@ export class Hop {
   ) {}
 }
 
-const NO_BYTES = new Uint8Array(0);
-
 export class FluxMsg {
   id: Uint8Array;
   refId: Uint8Array | null = null;
@@ -29,7 +27,7 @@ export class FluxMsg {
    * once (allocation is most of a gear's cost per message).
    */
   constructor(blank: bool = false) {
-    this.id = blank ? NO_BYTES : new Uint8Array(16);
+    this.id = new Uint8Array(blank ? 0 : 16);
     this.meta = new Map<string, string>();
     this.data = new Map<string, Value>();
     this.path = new Array<Hop>();

@@ -54,6 +54,17 @@ export function free(ptr: usize, len: i32): void {
   __unpin(ptr);
 }
 
+/**
+ * Host ABI (optional): called by the host before each message. For a gear built with the arena
+ * runtime (`// fluxrig: arena` in its source: AssemblyScript's stub runtime) it discards
+ * everything the previous message allocated in one step, which halves the SDK's cost per
+ * message. Such a gear must keep no heap objects between messages (no module-level arrays,
+ * maps or buffers; numbers are fine). With any other runtime it does nothing.
+ */
+export function reset(): void {
+  if (ASC_RUNTIME == 0) __reset();
+}
+
 /** With the minimal runtime nothing is collected unless asked: do it between batches. */
 const COLLECT_EVERY: i32 = 256;
 let sinceCollect: i32 = 0;

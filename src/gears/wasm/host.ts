@@ -82,6 +82,8 @@ export class WasmGear {
   private alloc!: Alloc;
   private free!: Free;
   private entry!: Entry;
+  /** Optional export: lets an arena gear drop the previous message's allocations. */
+  private reset: (() => void) | undefined;
   // Token bucket for log lines.
   private logTokens: number;
   private logRefilledAt = Date.now();
@@ -117,6 +119,7 @@ export class WasmGear {
     this.alloc = exports.alloc as Alloc;
     this.free = exports.free as Free;
     this.entry = exports[this.config.entrypoint ?? WASM_DEFAULTS.entrypoint] as Entry;
+    this.reset = typeof exports.reset === 'function' ? (exports.reset as () => void) : undefined;
     this.u8 = new Uint8Array(this.memory.buffer);
   }
 
@@ -162,6 +165,7 @@ export class WasmGear {
    * the guest dropped the message. Throws GuestTrap (or a WebAssembly.RuntimeError) on failure.
    */
   invoke(input: Uint8Array): Uint8Array | null {
+    this.reset?.();
     const len = input.length;
     const inPtr = this.alloc(len);
     this.view().set(input, inPtr);
@@ -240,7 +244,10 @@ export class WasmGear {
   private giveToGuest(bytes: Uint8Array): bigint {
     const ptr = this.alloc(bytes.length);
     this.view().set(bytes, ptr);
-    return (BigInt(ptr) << 32n) | BigInt(bytes.length);
+    // Packed through the typed array, like the entrypoint's result: BigInt arithmetic costs more.
+    SPLIT32[0] = bytes.length;
+    SPLIT32[1] = ptr;
+    return SPLIT64[0]!;
   }
 
   private log(level: number, ptr: number, len: number): void {

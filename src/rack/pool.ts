@@ -31,6 +31,12 @@ export interface WorkerPoolOptions {
    */
   stallTimeoutMs?: number;
   /**
+   * Ring the workers' doorbells once per turn of the event loop instead of once per record: a
+   * turn that accepts data from many sockets then wakes each worker once. Adds up to one loop
+   * turn of latency; the rack enables it.
+   */
+  batchDoorbells?: boolean;
+  /**
    * The shortest guest time limit any worker will announce (ControlSlot.GuestTimeoutMs); the
    * watchdog runs often enough to enforce it.
    */
@@ -98,6 +104,8 @@ export class WorkerPool extends EventEmitter {
   private watchdog: NodeJS.Timeout | undefined;
   private closed = false;
   private replacements = 0;
+  private readonly toRing = new Set<Slot>();
+  private ringScheduled = false;
 
   constructor(options: WorkerPoolOptions) {
     super();
@@ -144,7 +152,22 @@ export class WorkerPool extends EventEmitter {
   send(index: number, tag: number, payload: Uint8Array): boolean {
     const slot = this.slot(index);
     if (slot.pending.length > 0) return false; // order: older held records go first
-    return slot.inbound.tryWrite(tag, payload);
+    if (!slot.inbound.tryWrite(tag, payload)) return false;
+    this.wrote(slot);
+    return true;
+  }
+
+  /** With batched doorbells, remembers to ring this worker at the end of the turn. */
+  private wrote(slot: Slot): void {
+    if (!this.options.batchDoorbells) return;
+    this.toRing.add(slot);
+    if (this.ringScheduled) return;
+    this.ringScheduled = true;
+    setImmediate(() => {
+      this.ringScheduled = false;
+      for (const s of this.toRing) s.inbound.wakeConsumer();
+      this.toRing.clear();
+    });
   }
 
   /**
@@ -154,7 +177,7 @@ export class WorkerPool extends EventEmitter {
    */
   sendOrPause(index: number, tag: number, payload: Uint8Array, source: Pausable): void {
     const slot = this.slot(index);
-    if (slot.pending.length === 0 && slot.inbound.tryWrite(tag, payload)) return;
+    if (slot.pending.length === 0 && slot.inbound.tryWrite(tag, payload)) return this.wrote(slot);
     slot.pending.push({ tag, payload });
     if (!slot.paused.has(source)) {
       slot.paused.add(source);
@@ -186,7 +209,10 @@ export class WorkerPool extends EventEmitter {
   /** Sends one record to every worker (KV changes, configuration). Full rings hold it for later. */
   broadcast(tag: number, payload: Uint8Array): void {
     for (const slot of this.slots) {
-      if (slot.pending.length === 0 && slot.inbound.tryWrite(tag, payload)) continue;
+      if (slot.pending.length === 0 && slot.inbound.tryWrite(tag, payload)) {
+        this.wrote(slot);
+        continue;
+      }
       slot.pending.push({ tag, payload });
       this.awaitRoom(slot);
     }
@@ -252,7 +278,7 @@ export class WorkerPool extends EventEmitter {
       index,
       generation,
       worker,
-      inbound: new RingProducer(inbound),
+      inbound: this.producer(inbound),
       outbound: new RingConsumer(outbound),
       control: new Int32Array(control),
       pending: carry?.pending ?? [],
@@ -272,6 +298,12 @@ export class WorkerPool extends EventEmitter {
       if (this.slots[index] === slot && !slot.stopping && !this.closed) this.replace(slot, `exited with code ${code}`);
     });
     return slot;
+  }
+
+  private producer(ring: SharedArrayBuffer): RingProducer {
+    const producer = new RingProducer(ring);
+    producer.deferWake = this.options.batchDoorbells ?? false;
+    return producer;
   }
 
   private ready(slot: Slot): Promise<void> {
@@ -347,7 +379,10 @@ export class WorkerPool extends EventEmitter {
       if (!slot.inbound.tryWrite(record.tag, record.payload)) break;
       written++;
     }
-    if (written > 0) slot.pending.splice(0, written);
+    if (written > 0) {
+      slot.pending.splice(0, written);
+      this.wrote(slot);
+    }
     if (slot.pending.length > 0) {
       this.awaitRoom(slot);
       return;

@@ -160,6 +160,7 @@ export class Rack extends EventEmitter {
         laneQueueSize: this.options.laneQueueSize,
         laneSendTimeoutMs: this.options.laneSendTimeoutMs,
         guestTimeoutMs: timeouts.length > 0 ? Math.min(...timeouts) : undefined,
+        batchDoorbells: true,
         logger: this.log,
         onOutput: (worker, tag, bytes, start, length) => this.onOutput(worker, tag, bytes, start, length),
       });

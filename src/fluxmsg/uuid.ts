@@ -124,7 +124,8 @@ export function isNilUuid(id: Uint8Array): boolean {
   return true;
 }
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+/** Two lowercase hex digits for each byte value. */
+export const BYTE_HEX: readonly string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 
 /** The canonical 8-4-4-4-12 lowercase text form. */
 export function uuidToString(id: Uint8Array): string {
@@ -132,7 +133,7 @@ export function uuidToString(id: Uint8Array): string {
   let s = '';
   for (let i = 0; i < UUID_BYTES; i++) {
     if (i === 4 || i === 6 || i === 8 || i === 10) s += '-';
-    s += HEX[id[i]!];
+    s += BYTE_HEX[id[i]!];
   }
   return s;
 }

@@ -6,17 +6,19 @@ import { pino } from 'pino';
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
 import { fluxMsgFromValue } from '../fluxmsg/codec.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { BYTE_HEX } from '../fluxmsg/uuid.js';
 import { type Principal, secretTable } from '../fluxar/auth.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
 import { KvReplica } from '../gears/kv.js';
-import { WASM_DEFAULTS, type WasmGearConfig } from '../gears/wasm/config.js';
+import type { WasmGearConfig } from '../gears/wasm/config.js';
+import { guestClock, shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
 import type { PreparedModule } from '../gears/wasm/loader.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import { GearChain } from './chain.js';
 import { readableLogStream } from './log-format.js';
 import { type Lane, RackTag, sendChunked } from './rack-protocol.js';
-import { ControlSlot, ControlTag, type HandlerFactory, type RecordHandler } from './worker-protocol.js';
+import { ControlTag, type HandlerFactory, type RecordHandler } from './worker-protocol.js';
 
 export interface RackHandlerOptions {
   gears: GearSpec[];
@@ -40,12 +42,10 @@ const TICK_MS = 20;
 /** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
 export const REJECT_CODE = ErrorCode.Forbidden;
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-
 /** A session key (one char per id byte) as the hex text meta fluxar.call carries. */
 function keyToHex(key: string): string {
   let hex = '';
-  for (let i = 0; i < key.length; i++) hex += HEX[key.charCodeAt(i)]!;
+  for (let i = 0; i < key.length; i++) hex += BYTE_HEX[key.charCodeAt(i)]!;
   return hex;
 }
 
@@ -70,22 +70,8 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   const verifiers = new Map<string, (token: string) => Principal | null>();
   let currentTag = 0;
 
-  const guestTimeout = Math.min(
-    ...options.gears.filter((g) => g.type === 'wasm').map((g) => (g.config as unknown as WasmGearConfig).timeout_ms ?? WASM_DEFAULTS.timeout_ms),
-  );
-  if (control !== undefined && Number.isFinite(guestTimeout)) Atomics.store(control, ControlSlot.GuestTimeoutMs, guestTimeout);
-  const guestClock =
-    control === undefined
-      ? undefined
-      : {
-          enter() {
-            Atomics.store(control, ControlSlot.GuestTag, currentTag);
-            Atomics.store(control, ControlSlot.GuestSince, Date.now() - epochMs + 1);
-          },
-          leave() {
-            Atomics.store(control, ControlSlot.GuestSince, 0);
-          },
-        };
+  const guestTimeout = shortestGuestTimeout(options.gears.filter((g) => g.type === 'wasm').map((g) => g.config as unknown as WasmGearConfig));
+  const clock = control === undefined || guestTimeout === undefined ? undefined : guestClock(control, epochMs, guestTimeout, () => currentTag);
 
   const chain = new GearChain(options.gears, options.wires, options.modules, {
     logger,
@@ -95,7 +81,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
       logger,
       kv: (gear.config as unknown as WasmGearConfig).allow_kv ? replica : undefined,
       emit: (msg) => chain.emit(gear.name, 'out', msg),
-      guestClock,
+      guestClock: clock,
     }),
   });
 

@@ -10,6 +10,7 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import { pino, type Logger } from 'pino';
 import { type WebSocket, WebSocketServer } from 'ws';
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
+import { maxRecordBytes, RECORD_HEADER_BYTES } from '../ring/layout.js';
 import { FluxrigError } from '../errors.js';
 import { encodeEnvelope } from '../fluxar/envelope.js';
 import { DEFAULT_MAX_FRAME, MAX_FRAME_CEILING } from '../fluxar/constants.js';
@@ -20,6 +21,7 @@ import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { uuidv7 } from '../fluxmsg/uuid.js';
 import { type KvStore, MemoryKvStore } from '../gears/kv.js';
 import type { WasmGearConfig } from '../gears/wasm/config.js';
+import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
 import { loadModule, type PreparedModule } from '../gears/wasm/loader.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
 import { NatsKvStore } from '../bus/kv-store.js';
@@ -28,7 +30,7 @@ import type { GearSpec, Scenario } from '../scenario/types.js';
 import { GeneratorGear, type Inject, LogGear, type MainGear, NatsGear } from './main-gears.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from './pool.js';
 import { buildRackHandler, type RackHandlerOptions } from './rack-handler.js';
-import { RackTag } from './rack-protocol.js';
+import { RackTag, sendChunked } from './rack-protocol.js';
 import { ControlTag, type RecordHandler } from './worker-protocol.js';
 
 /** The rack cannot run this scenario as configured. */
@@ -74,6 +76,8 @@ interface Connection {
 type Listener = { gear: string; url: string; kind: string; server: NetServer | HttpServer; wss?: WebSocketServer };
 
 const MAX_WRITE_BUFFER = 8 * 1024 * 1024;
+/** The source of the rack's own control records: nothing to pause. */
+const NO_SOURCE: Pausable = { pause() {}, resume() {} };
 /** Room for a full 1 MiB FLUXAR frame per record, and 1024 small records per ring. */
 export const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
 
@@ -151,7 +155,6 @@ export class Rack extends EventEmitter {
       // The baseline: the same handler, called directly on the main thread.
       this.inline = buildRackHandler(handlerOptions, { send: (tag, payload) => this.onOutput(0, tag, payload, 0, payload.length), maxRecordBytes: Infinity }, undefined, Date.now(), this.log);
     } else {
-      const timeouts = this.gears.filter((g) => g.type === 'wasm').map((g) => (g.config as unknown as WasmGearConfig).timeout_ms ?? 100);
       this.pool = new WorkerPool({
         handler: new URL('./rack-handler.js', import.meta.url),
         handlerOptions,
@@ -159,7 +162,7 @@ export class Rack extends EventEmitter {
         ringCapacity: this.options.ringBytes ?? DEFAULT_RING_BYTES,
         laneQueueSize: this.options.laneQueueSize,
         laneSendTimeoutMs: this.options.laneSendTimeoutMs,
-        guestTimeoutMs: timeouts.length > 0 ? Math.min(...timeouts) : undefined,
+        guestTimeoutMs: shortestGuestTimeout(this.gears.filter((g) => g.type === 'wasm').map((g) => g.config as unknown as WasmGearConfig)),
         batchDoorbells: true,
         logger: this.log,
         onOutput: (worker, tag, bytes, start, length) => this.onOutput(worker, tag, bytes, start, length),
@@ -240,11 +243,11 @@ export class Rack extends EventEmitter {
   /** A WebSocket frame travels as one ring record: the largest frame must fit in half a ring. */
   private checkFrameSizes(): void {
     const ringBytes = this.options.ringBytes ?? DEFAULT_RING_BYTES;
-    const maxRecord = ringBytes / 2 - 8;
+    const maxRecord = maxRecordBytes(ringBytes);
     for (const gear of this.gears.filter((g) => g.type === 'fluxar')) {
       const maxFrame = (gear.config.max_frame as number | undefined) ?? DEFAULT_MAX_FRAME;
       if (maxFrame + 1 > maxRecord) {
-        throw new RackError(`${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxFrame + 9)} or lower max_frame`);
+        throw new RackError(`${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxFrame + 1 + RECORD_HEADER_BYTES)} or lower max_frame`);
       }
     }
   }
@@ -319,7 +322,7 @@ export class Rack extends EventEmitter {
   private closeConnection(conn: Connection): void {
     this.connections.delete(conn.id);
     conn.destroy();
-    this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), { pause() {}, resume() {} });
+    this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), NO_SOURCE);
   }
 
   /** Sessions lived in the replaced worker: their clients get a clean 503 bye, not a hang. */
@@ -385,7 +388,7 @@ export class Rack extends EventEmitter {
     const worker = this.pool?.workerFor(id) ?? 0;
     const connection: Connection = { id, worker, gear: gear.name, framing, ...conn };
     this.connections.set(id, connection);
-    this.send(worker, RackTag.ConnOpen, encodeCbor([id, gear.name, framing, ip ?? '', port ?? 0]), { pause() {}, resume() {} });
+    this.send(worker, RackTag.ConnOpen, encodeCbor([id, gear.name, framing, ip ?? '', port ?? 0]), NO_SOURCE);
     return connection;
   }
 
@@ -401,11 +404,8 @@ export class Rack extends EventEmitter {
     });
     // Bytes go to the owning worker's ring as they came (cut to the ring's record size): the
     // main thread does not parse frames.
-    socket.on('data', (chunk) => {
-      const max = this.pool?.maxRecordBytes ?? Infinity;
-      if (chunk.length <= max) return this.send(conn.worker, conn.id, chunk, socket);
-      for (let at = 0; at < chunk.length; at += max) this.send(conn.worker, conn.id, chunk.subarray(at, Math.min(at + max, chunk.length)), socket);
-    });
+    const lane = { send: (tag: number, bytes: Uint8Array) => this.send(conn.worker, tag, bytes, socket), maxRecordBytes: this.pool?.maxRecordBytes ?? Infinity };
+    socket.on('data', (chunk) => sendChunked(lane, conn.id, chunk));
     socket.on('error', () => {});
     socket.on('close', () => {
       if (this.connections.delete(conn.id)) this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), socket);

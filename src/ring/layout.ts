@@ -42,6 +42,11 @@ export const DEFAULT_CAPACITY = 1 << 20;
 /** The default cap on records in flight in one ring (lane_queue_size). */
 export const DEFAULT_MAX_RECORDS = 1024;
 
+/** Payload bytes of the largest record a ring of `capacity` data bytes takes: half of it. */
+export function maxRecordBytes(capacity: number): number {
+  return capacity / 2 - RECORD_HEADER_BYTES;
+}
+
 export function align8(n: number): number {
   return (n + 7) & ~7;
 }

@@ -7,6 +7,7 @@ import {
   DEFAULT_MAX_RECORDS,
   HEADER_BYTES,
   MAX_CAPACITY,
+  maxRecordBytes,
   MIN_CAPACITY,
   PAD_MARKER,
   PRODUCER_WAITING,
@@ -79,7 +80,7 @@ class RingEnd {
     }
     this.maxRecords = this.header[MAX_RECORDS]!;
     this.mask = this.capacity - 1;
-    this.maxRecordBytes = this.capacity / 2 - RECORD_HEADER_BYTES;
+    this.maxRecordBytes = maxRecordBytes(this.capacity);
     this.epochMs = this.header[EPOCH_HIGH]! * 0x100000000 + (this.header[EPOCH_LOW]! >>> 0);
     this.bytes = new Uint8Array(buffer);
     this.view = new DataView(buffer);

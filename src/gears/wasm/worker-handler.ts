@@ -2,9 +2,10 @@
 // outcome goes back on the same tag. KV lives in a worker-local replica kept current through
 // the rings; the guest's time is stamped for the pool's watchdog.
 import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
-import { ControlSlot, ControlTag, type HandlerFactory } from '../../rack/worker-protocol.js';
+import { ControlTag, type HandlerFactory } from '../../rack/worker-protocol.js';
 import { KvReplica } from '../kv.js';
-import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
+import type { WasmGearConfig } from './config.js';
+import { guestClock, shortestGuestTimeout } from './guest-clock.js';
 import { type GearOutcome, Status, WasmGear } from './host.js';
 import { BlockingHttpClient } from './http-bridge.js';
 import type { PreparedModule } from './loader.js';
@@ -32,20 +33,11 @@ export const createHandler: HandlerFactory = ({ options, out, control, epochMs }
   const { name, prepared, config, kvSnapshot } = options as WasmGearWorkerOptions;
   const replica = new KvReplica(kvSnapshot ?? [], (key, value) => out.send(ControlTag.KvPut, encodeCbor([key, value])));
   let currentTag = 0;
-  Atomics.store(control, ControlSlot.GuestTimeoutMs, config.timeout_ms ?? WASM_DEFAULTS.timeout_ms);
   const gear = new WasmGear(name, prepared, config, {
     kv: config.allow_kv ? replica : undefined,
     http: config.allow_http ? new BlockingHttpClient() : undefined,
     emit: (msg) => out.send(ControlTag.Emit, encodeCbor([name, msg])),
-    guestClock: {
-      enter() {
-        Atomics.store(control, ControlSlot.GuestTag, currentTag);
-        Atomics.store(control, ControlSlot.GuestSince, Date.now() - epochMs + 1);
-      },
-      leave() {
-        Atomics.store(control, ControlSlot.GuestSince, 0);
-      },
-    },
+    guestClock: guestClock(control, epochMs, shortestGuestTimeout([config])!, () => currentTag),
   });
   return (tag, bytes, start, length) => {
     if (tag === ControlTag.KvSet) {

@@ -24,6 +24,7 @@ import { signModule } from '../src/gears/wasm/signature.js';
 import { ModuleStore } from '../src/gears/wasm/store.js';
 import type { WasmGearConfig } from '../src/gears/wasm/config.js';
 import { gearBytes, gearPath, WAT_PASSTHROUGH, watGear } from './harness/gears.js';
+import { until } from './harness/wait.js';
 
 const run = promisify(execFile);
 const quiet = pino({ level: 'silent' });
@@ -276,10 +277,7 @@ describe('wasm gears', () => {
       try {
         const [first] = okMsgs(await pool.process(msg({ get_key: 'greeting', put_key: 'from-0', put_value: 'zero' }), 0));
         assert.equal(first!.data.got, 'hi', 'the snapshot reached the worker');
-        await (async () => {
-          const deadline = Date.now() + 5000;
-          while (store.get('from-0') === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-        })();
+        await until(() => store.get('from-0') !== undefined, 'the write to reach the store', 5000);
         assert.equal(Buffer.from(store.get('from-0')!).toString(), 'zero');
         let seen: unknown;
         const deadline = Date.now() + 5000;

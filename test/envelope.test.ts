@@ -130,29 +130,29 @@ describe('FLUXAR envelope', () => {
     const valid = [2, id, null, 't', null, null, null];
     const with_ = (index: number, value: unknown) => encodeCbor(valid.map((v, i) => (i === index ? value : v)));
     const cases: Array<[string, Uint8Array, string, RegExp]> = [
-      ['not CBOR', Buffer.from('ff', 'hex'), 'envelope', /not valid CBOR/],
-      ['truncated', encodeEnvelope(homepageExample()).subarray(0, 30), 'envelope', /truncated/],
+      ['not CBOR', Buffer.from('ff', 'hex'), 'envelope', /must be a CBOR array/],
+      ['truncated', encodeEnvelope(homepageExample()).subarray(0, 30), 'target', /truncated/],
       ['trailing bytes', Buffer.concat([encodeEnvelope(homepageExample()), Buffer.from([0xf6])]), 'envelope', /trailing/],
       ['not an array', encodeCbor({ type: 2 }), 'envelope', /must be a CBOR array/],
       ['six items', encodeCbor(valid.slice(0, 6)), 'envelope', /exactly 7 items, got 6/],
       ['eight items', encodeCbor([...valid, null]), 'envelope', /exactly 7 items, got 8/],
       ['type 0', with_(0, 0), 'type', /got 0/],
       ['type 8', with_(0, 8), 'type', /got 8/],
-      ['type as text', with_(0, 'call'), 'type', /got call/],
-      ['type as float', with_(0, 2.5), 'type', /got 2.5/],
+      ['type as text', with_(0, 'call'), 'type', /must be an unsigned integer, got a text string/],
+      ['type as float', with_(0, 2.5), 'type', /must be an unsigned integer, got a float/],
       ['id of 15 bytes', with_(1, id.subarray(0, 15)), 'id', /16-byte/],
-      ['id as text', with_(1, 'x'.repeat(16)), 'id', /16-byte/],
-      ['id null', with_(1, null), 'id', /16-byte/],
+      ['id as text', with_(1, 'x'.repeat(16)), 'id', /must be a byte string, got a text string/],
+      ['id null', with_(1, null), 'id', /must be a byte string, got null/],
       ['ref of 4 bytes', with_(2, Buffer.alloc(4)), 'ref', /null or a 16-byte/],
-      ['target as number', with_(3, 7), 'target', /text or null/],
-      ['target as bytes', with_(3, Buffer.from('t')), 'target', /text or null/],
+      ['target as number', with_(3, 7), 'target', /must be a text string, got an unsigned integer/],
+      ['target as bytes', with_(3, Buffer.from('t')), 'target', /must be a text string, got a byte string/],
       ['meta as array', with_(4, [1]), 'meta', /map or null/],
       ['meta as text', with_(4, 'm'), 'meta', /map or null/],
       ['error as text', with_(6, 'bad'), 'error', /null or a map/],
       ['error code negative', with_(6, { code: -1, message: 'x' }), 'error', /unsigned integer/],
       ['error code text', with_(6, { code: '404', message: 'x' }), 'error', /unsigned integer/],
       ['error without message', with_(6, { code: 404 }), 'error', /message must be text/],
-      ['__proto__ in meta', encodeCbor([2, id, null, 't', new Map([['__proto__', 1]]), null, null]), 'envelope', /__proto__/],
+      ['__proto__ in meta', encodeCbor([2, id, null, 't', new Map([['__proto__', 1]]), null, null]), 'meta', /__proto__/],
     ];
     for (const [name, bytes, field, pattern] of cases) {
       it(name, () => {

@@ -219,7 +219,7 @@ describe('fluxMsg codec', () => {
       // A map header claiming 2^32-1 entries in a 6-byte message.
       ['absurd map size', Buffer.from('bafffffffff0', 'hex'), /invalid CBOR|truncated|exceeds/],
       ['absurd array size', Buffer.from('a1616e9affffffff', 'hex'), /invalid CBOR|truncated|exceeds/],
-      ['deep nesting', Buffer.concat([Buffer.alloc(200_000, 0x81), Buffer.from([0x00])]), /nesting too deep|invalid CBOR/],
+      ['deep nesting', Buffer.concat([Buffer.alloc(200_000, 0x81), Buffer.from([0x00])]), /nesting deeper than 64 levels/],
       ['__proto__ key', encodeCbor(new Map<string, unknown>([['id', uuidv7()], ['ts', 1n], ['data', new Map([['__proto__', { polluted: true }]])]])), /__proto__/],
     ];
     for (const [name, bytes, pattern, field] of cases) {

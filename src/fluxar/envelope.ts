@@ -1,4 +1,5 @@
-import { CborDecodeFailure, decodeCbor, encodeCbor, isCborMap } from '../cbor/profile.js';
+import { encodeCbor, isCborMap } from '../cbor/profile.js';
+import { CborProfileError, StrictReader, unmarkFloats } from '../cbor/strict.js';
 import { UUID_BYTES } from '../fluxmsg/uuid.js';
 import { MessageType } from './codes.js';
 import { EnvelopeError } from './errors.js';
@@ -155,33 +156,83 @@ export interface DecodeEnvelopeOptions {
   maxBytes?: number;
   /** Copy byte strings out of the input (for input memory that is reused, like a ring slot). */
   copyBuffers?: boolean;
+  /** Receives the number of CBOR items read (also when decoding fails part way). */
+  work?: { items: number };
 }
 
-/** Decodes untrusted bytes into an envelope; throws only EnvelopeError (code 400). */
+/**
+ * Decodes untrusted bytes into an envelope under the strict profile (docs/fluxar-spec.md
+ * sections 1 and 2); throws only EnvelopeError (code 400), naming the item at fault.
+ *
+ * The items are read one by one, so that `type` and `error.code` must be unsigned integers on
+ * the wire (a float is refused even when it holds a whole number), and so that the payload of a
+ * hello (type 1) keeps its floats apart for the handshake's own checks (CborFloat).
+ */
 export function decodeEnvelope(bytes: Uint8Array, options: DecodeEnvelopeOptions = {}): Envelope {
   if (options.maxBytes !== undefined && bytes.length > options.maxBytes) {
     throw new EnvelopeError('envelope', `is ${bytes.length} bytes, more than the limit of ${options.maxBytes}`);
   }
-  let value: unknown;
+  const r = new StrictReader(bytes, { copyBuffers: options.copyBuffers ?? false });
+  let field = 'envelope';
+  let header: { type: number; id: Uint8Array; ref: Uint8Array | null } | undefined;
   try {
-    value = decodeCbor(bytes, options.copyBuffers);
+    if (r.peekMajor() !== MAJOR_ARRAY) throw new EnvelopeError('envelope', 'must be a CBOR array');
+    const count = r.arrayHead('the envelope');
+    if (count !== -1 && count !== ENVELOPE_ITEMS) throw new EnvelopeError('envelope', `must have exactly ${ENVELOPE_ITEMS} items, got ${count}`);
+    field = 'type';
+    const type = r.uint('type');
+    if (typeof type !== 'number' || type < MessageType.Hello || type > MAX_TYPE) throw new EnvelopeError('type', `must be an integer 1..${MAX_TYPE}, got ${type}`);
+    field = 'id';
+    const id = r.byteString('id');
+    if (id.length !== UUID_BYTES) throw new EnvelopeError('id', `must be a ${UUID_BYTES}-byte byte string, got ${id.length} bytes`);
+    field = 'ref';
+    const ref = r.nullNext() ? null : r.byteString('ref');
+    if (ref !== null && ref.length !== UUID_BYTES) throw new EnvelopeError('ref', `must be null or a ${UUID_BYTES}-byte byte string, got ${ref.length} bytes`);
+    header = { type, id, ref };
+    field = 'target';
+    const target = r.nullNext() ? null : r.textString('target');
+    field = 'meta';
+    let meta: Record<string, unknown> | null = null;
+    if (!r.nullNext()) {
+      if (r.peekMajor() !== MAJOR_MAP) throw new EnvelopeError('meta', 'must be a map or null');
+      meta = r.value(1) as Record<string, unknown>;
+    }
+    field = 'payload';
+    r.markFloats = type === MessageType.Hello;
+    const payload = r.value(1);
+    r.markFloats = false;
+    field = 'error';
+    const error = r.nullNext() ? null : readErrorItem(r);
+    field = 'envelope';
+    if (options.work !== undefined) options.work.items = r.items;
+    if (count === -1 && !r.breakNext()) throw new EnvelopeError('envelope', `must have exactly ${ENVELOPE_ITEMS} items, got more`);
+    r.end();
+    return { type: type as MessageType, id, ref, target, meta, payload, error };
   } catch (err) {
-    const message = err instanceof CborDecodeFailure ? err.message : String(err);
-    throw new EnvelopeError('envelope', `is not valid CBOR (${message})`, { cause: err });
+    if (options.work !== undefined) options.work.items = r.items;
+    // The envelope ended badly after its header: say which envelope, so it can be answered.
+    if (field === 'envelope') header = undefined;
+    if (err instanceof EnvelopeError) throw header === undefined ? err : new EnvelopeError(err.field, err.reason, { cause: err.cause, header });
+    if (err instanceof CborProfileError) {
+      // A typed read names the item itself ("type must be an unsigned integer, got a float").
+      const own = err.reason.startsWith(`${field} `) ? err.message.slice(field.length + 1) : `is not valid CBOR: ${err.message}`;
+      throw new EnvelopeError(field, own, { cause: err, header });
+    }
+    throw new EnvelopeError(field, `could not be decoded: ${(err as Error).message}`, { cause: err, header });
   }
-  if (!Array.isArray(value)) throw new EnvelopeError('envelope', 'must be a CBOR array');
-  if (value.length !== ENVELOPE_ITEMS) {
-    throw new EnvelopeError('envelope', `must have exactly ${ENVELOPE_ITEMS} items, got ${value.length}`);
-  }
-  const env: Envelope = {
-    type: value[0] as MessageType,
-    id: value[1] as Uint8Array,
-    ref: value[2] as Uint8Array | null,
-    target: value[3] as string | null,
-    meta: value[4] as Record<string, unknown> | null,
-    payload: value[5],
-    error: value[6] as EnvelopeErrorInfo | null,
-  };
-  validateEnvelope(env);
-  return env;
+}
+
+const MAJOR_ARRAY = 4;
+const MAJOR_MAP = 5;
+
+/** {code: uint, message: text, data?: any}; other keys are ignored (spec section 2). */
+function readErrorItem(r: StrictReader): EnvelopeErrorInfo {
+  if (r.peekMajor() !== MAJOR_MAP) throw new EnvelopeError('error', 'must be null or a map {code, message, data?}');
+  r.markFloats = true;
+  const map = r.value(1) as Record<string, unknown>;
+  r.markFloats = false;
+  const { code, message, data } = map;
+  if (typeof code !== 'number' || !Number.isInteger(code) || code < 0) throw new EnvelopeError('error', 'code must be an unsigned integer');
+  if (typeof message !== 'string') throw new EnvelopeError('error', 'message must be text');
+  return data === undefined ? { code, message } : { code, message, data: unmarkFloats(data) };
 }

@@ -23,8 +23,17 @@ export class FluxarError extends FluxrigError {
  */
 export class EnvelopeError extends FluxarError {
   readonly field: string;
-  constructor(field: string, message: string, options?: { cause?: unknown }) {
+  /** What is wrong with the item, without the prefix. */
+  readonly reason: string;
+  /**
+   * The items read before the fault, when `type`, `id` and `ref` were all readable: enough to
+   * answer the envelope with an error instead of closing the connection (spec section 2).
+   */
+  readonly header: { type: number; id: Uint8Array; ref: Uint8Array | null } | undefined;
+  constructor(field: string, message: string, options?: { cause?: unknown; header?: { type: number; id: Uint8Array; ref: Uint8Array | null } }) {
     super(400, `invalid FLUXAR envelope: ${field} ${message}`, options);
     this.field = field;
+    this.reason = message;
+    this.header = options?.header;
   }
 }

@@ -1,4 +1,5 @@
-import { CborDecodeFailure, decodeCbor, encodeCbor, isCborMap } from '../cbor/profile.js';
+import { encodeCbor, isCborMap } from '../cbor/profile.js';
+import { CborProfileError, decodeStrict } from '../cbor/strict.js';
 import { FluxMsgDecodeError, FluxMsgValidationError } from './errors.js';
 import type { FluxMsg, Hop } from './fluxmsg.js';
 import { uuidOrNull } from './fluxmsg.js';
@@ -114,9 +115,9 @@ export function decodeFluxMsg(bytes: Uint8Array, options: DecodeFluxMsgOptions =
   }
   let value: unknown;
   try {
-    value = decodeCbor(bytes, options.copyBuffers);
+    value = decodeStrict(bytes, { copyBuffers: options.copyBuffers ?? false });
   } catch (err) {
-    throw new FluxMsgDecodeError(err instanceof CborDecodeFailure ? err.message : String(err), { cause: err });
+    throw new FluxMsgDecodeError(err instanceof CborProfileError ? err.message : String(err), { cause: err });
   }
   return fluxMsgFromValue(value);
 }

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { CborDecodeFailure, decodeCbor, encodeCbor, isCborMap } from '../../cbor/profile.js';
+import { encodeCbor, isCborMap } from '../../cbor/profile.js';
+import { CborProfileError, decodeStrict, describeValue } from '../../cbor/strict.js';
 import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
@@ -199,9 +200,9 @@ export class WasmGear {
   private interpret(output: Uint8Array): GearOutcome {
     let value: unknown;
     try {
-      value = decodeCbor(output, false);
+      value = decodeStrict(output);
     } catch (err) {
-      return { status: 'reject', reason: `gear ${this.name} returned invalid CBOR: ${err instanceof CborDecodeFailure ? err.message : String(err)}` };
+      return { status: 'reject', reason: `gear ${this.name} returned invalid CBOR: ${err instanceof CborProfileError ? err.message : String(err)}` };
     }
     try {
       if (isCborMap(value) && 'status' in value) {
@@ -212,7 +213,7 @@ export class WasmGear {
           return { status: 'reject', reason };
         }
         if (status !== Status.Ok || !Array.isArray(value.msgs)) {
-          return { status: 'reject', reason: `gear ${this.name} returned an unknown status ${JSON.stringify(status)}` };
+          return { status: 'reject', reason: `gear ${this.name} returned an unknown status ${describeValue(status)}` };
         }
         return { status: 'ok', msgs: value.msgs.map((m) => fluxMsgFromValue(m)) };
       }
@@ -269,7 +270,7 @@ export class WasmGear {
 
   private emit(ptr: number, len: number): number {
     try {
-      const msg = fluxMsgFromValue(decodeCbor(this.bytesAt(ptr, len), true));
+      const msg = fluxMsgFromValue(decodeStrict(this.bytesAt(ptr, len), { copyBuffers: true }));
       this.stats.emitted++;
       this.services.emit?.(msg);
       return 0;
@@ -296,7 +297,7 @@ export class WasmGear {
   private http(ptr: number, len: number): bigint {
     let response: HttpResponse;
     try {
-      const req = decodeCbor(this.bytesAt(ptr, len), true) as Record<string, unknown>;
+      const req = decodeStrict(this.bytesAt(ptr, len), { copyBuffers: true }) as Record<string, unknown>;
       const url = new URL(String(req.url));
       const method = typeof req.method === 'string' ? req.method.toUpperCase() : 'GET';
       if (!this.allowHosts.has(url.host.toLowerCase()) && !this.allowHosts.has(url.hostname.toLowerCase())) {

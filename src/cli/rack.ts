@@ -66,6 +66,11 @@ export async function runRack(argv: string[]): Promise<number> {
     logger,
   });
   await rack.start();
+  // The last resort. Every socket event is handled inside its own try/catch and fails only its
+  // connection; anything that still escapes is a bug, logged loudly, and must not take every
+  // other connection of the rack down with it.
+  process.on('uncaughtException', (err) => logger.error({ err }, 'uncaught exception (a bug): logged, the rack carries on'));
+  process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection (a bug): logged, the rack carries on'));
   const tcp = rack.addresses().find((a) => a.startsWith('tcp://'));
   if (tcp !== undefined && process.stderr.isTTY === true) {
     const port = new URL(tcp).port;

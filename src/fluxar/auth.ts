@@ -48,25 +48,36 @@ export function secretTable(table: Record<string, Principal>): (secret: string) 
   };
 }
 
-/** Parses a hello's auth map into credentials, or returns an error text. */
-export function parseCredentials(auth: unknown): Credentials | null | string {
+/** Why a hello's auth map was refused: 400 when it is malformed, 401 for a scheme nobody verifies. */
+export interface AuthRefusal {
+  refused: 400 | 401;
+  message: string;
+}
+
+/** Parses a hello's auth map into credentials (null: none presented), or says why not. */
+export function parseCredentials(auth: unknown): Credentials | null | AuthRefusal {
   if (auth === undefined || auth === null) return null;
-  if (typeof auth !== 'object' || Array.isArray(auth)) return 'auth must be a map';
+  if (typeof auth !== 'object' || Array.isArray(auth) || auth instanceof Uint8Array) return { refused: 400, message: 'auth must be a map' };
   const a = auth as Record<string, unknown>;
   switch (a.scheme) {
     case 'bearer':
-      return typeof a.token === 'string' ? { scheme: 'bearer', token: a.token } : 'bearer auth needs a text token';
+      return typeof a.token === 'string' ? { scheme: 'bearer', token: a.token } : { refused: 400, message: 'bearer auth needs a text token' };
     case 'api_key':
-      return typeof a.key === 'string' ? { scheme: 'api_key', key: a.key } : 'api_key auth needs a text key';
+      return typeof a.key === 'string' ? { scheme: 'api_key', key: a.key } : { refused: 400, message: 'api_key auth needs a text key' };
     case 'credentials':
       return typeof a.username === 'string' && typeof a.password === 'string'
         ? { scheme: 'credentials', username: a.username, password: a.password }
-        : 'credentials auth needs text username and password';
+        : { refused: 400, message: 'credentials auth needs text username and password' };
     case 'custom':
-      return typeof a.name === 'string' ? { scheme: 'custom', name: a.name, data: a.data } : 'custom auth needs a text name';
+      return typeof a.name === 'string' ? { scheme: 'custom', name: a.name, data: a.data } : { refused: 400, message: 'custom auth needs a text name' };
     default:
-      return `unknown auth scheme ${JSON.stringify(a.scheme)}`;
+      // Spec section 9: a scheme no verifier knows is refused like a failed verification.
+      return typeof a.scheme === 'string' ? { refused: 401, message: 'unsupported auth scheme' } : { refused: 400, message: 'auth needs a text scheme' };
   }
+}
+
+export function isAuthRefusal(value: Credentials | AuthRefusal | null): value is AuthRefusal {
+  return value !== null && 'refused' in value;
 }
 
 /** Runs the configured verifier for the credentials; null means refused. */

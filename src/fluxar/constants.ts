@@ -2,9 +2,15 @@
 export const PROTOCOL_VERSION = 1;
 export const SUPPORTED_VERSIONS: readonly number[] = [PROTOCOL_VERSION];
 
-/** Frame limits: the default agreed maximum and the ceiling either side may ask for. */
+/**
+ * Frame limits: the default agreed maximum, the ceiling either side may ask for, and the floor
+ * (every control envelope and error answer fits in it). Every other size limit on received bytes
+ * (the WebSocket message limit, the inflate cap, the rack's ring records) derives from the
+ * agreed maximum; frameLimits() below is the one place that says how.
+ */
 export const DEFAULT_MAX_FRAME = 1024 * 1024;
 export const MAX_FRAME_CEILING = 16 * 1024 * 1024;
+export const MIN_MAX_FRAME = 1024;
 /** Bytes before the envelope on a byte stream: uint32 length, then the flags byte. */
 export const STREAM_HEADER_BYTES = 5;
 
@@ -31,3 +37,33 @@ export const Capability = {
   Deflate: 'deflate',
   Psk: 'psk',
 } as const;
+
+/**
+ * Per-connection budgets, refilled continuously (token buckets on the session's clock). Going
+ * over one closes the connection with a 429 bye. They bound what one connection can make the
+ * receiver do: a deflate bomb of small frames, or floods of tiny CBOR items.
+ */
+export const DEFAULT_INFLATE_BYTES_PER_S = 32 * 1024 * 1024;
+export const DEFAULT_DECODE_ITEMS_PER_S = 4_000_000;
+
+/** Listener limits (src/fluxar/listener.ts): connections held at once, in all and per client IP. */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_MAX_CONNECTIONS_PER_IP = 1_000;
+/** A WebSocket listener's connection must complete its HTTP upgrade within this. */
+export const DEFAULT_UPGRADE_TIMEOUT_MS = 5000;
+
+/** The sizes that follow from one agreed (or configured) max_frame. */
+export interface FrameLimits {
+  /** Largest envelope, before compression and after decompression. */
+  maxFrame: number;
+  /** Largest WebSocket message: the flags byte and the envelope. */
+  maxMessage: number;
+  /** Largest frame on a byte stream: length prefix, flags byte and envelope. */
+  maxStreamFrame: number;
+}
+
+/** The limits of a listener or session configured with `maxFrame` (default 1 MiB). */
+export function frameLimits(maxFrame: number | undefined): FrameLimits {
+  const frame = Math.max(MIN_MAX_FRAME, Math.min(maxFrame ?? DEFAULT_MAX_FRAME, MAX_FRAME_CEILING));
+  return { maxFrame: frame, maxMessage: frame + 1, maxStreamFrame: frame + STREAM_HEADER_BYTES };
+}

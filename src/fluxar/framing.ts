@@ -1,4 +1,4 @@
-import { MAX_FRAME_CEILING, STREAM_HEADER_BYTES } from './constants.js';
+import { STREAM_HEADER_BYTES } from './constants.js';
 import { FluxarError } from './errors.js';
 
 /** A frame: the flags byte and the envelope bytes after it. */
@@ -25,12 +25,22 @@ export function encodeMessageFrame(flags: number, body: Uint8Array): Buffer {
 }
 
 /**
- * Splits a byte stream into frames. The length is checked against the limit as soon as its four
- * bytes arrive, so an oversize frame is refused before any of its body is buffered.
+ * Splits a byte stream into frames. The length is checked as soon as its four bytes arrive, so an
+ * oversize frame is refused before any of its body is buffered. Work is linear in the bytes
+ * however the stream is cut: whole frames inside a chunk are views into it, and a frame split
+ * across chunks is gathered as copied pieces and joined once, when its last byte arrives (memory
+ * grows with the bytes received, never with the length a header claims).
  */
 export class StreamFrameSplitter {
-  private pending: Buffer | null = null;
   maxFrame: number;
+  private readonly lengthBytes = Buffer.alloc(4);
+  private lengthFill = 0;
+  /** The frame being gathered: its length (flags + body), the pieces so far and their total. */
+  private partLength = 0;
+  private pieces: Buffer[] = [];
+  private gathered = 0;
+  /** Bytes copied so far: at most twice the bytes of the frames gathered across chunks. */
+  bytesCopied = 0;
 
   constructor(maxFrame: number) {
     this.maxFrame = maxFrame;
@@ -38,34 +48,54 @@ export class StreamFrameSplitter {
 
   /** Frames completed by `chunk`, in order. Throws FluxarError 413/400 on a bad length. */
   push(chunk: Uint8Array): Frame[] {
-    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    if (this.pending !== null) {
-      buf = Buffer.concat([this.pending, buf]);
-      this.pending = null;
-    }
+    const buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     const frames: Frame[] = [];
     let at = 0;
-    while (buf.length - at >= 4) {
-      const length = buf.readUInt32BE(at);
-      if (length === 0) throw new FluxarError(400, 'frame of length 0 (a frame holds at least its flags byte)');
-      if (length - 1 > this.maxFrame) {
-        throw new FluxarError(413, `frame of ${length - 1} bytes exceeds the maximum of ${this.maxFrame}`);
+    while (at < buf.length) {
+      if (this.partLength > 0) {
+        const take = Math.min(this.partLength - this.gathered, buf.length - at);
+        this.pieces.push(Buffer.from(buf.subarray(at, at + take))); // own copy: the chunk is not ours to keep
+        this.gathered += take;
+        this.bytesCopied += take;
+        at += take;
+        if (this.gathered === this.partLength) {
+          const whole = this.pieces.length === 1 ? this.pieces[0]! : Buffer.concat(this.pieces, this.partLength);
+          if (this.pieces.length > 1) this.bytesCopied += this.partLength;
+          frames.push({ flags: whole[0]!, body: whole.subarray(1) });
+          this.partLength = 0;
+          this.pieces = [];
+          this.gathered = 0;
+        }
+        continue;
       }
-      if (buf.length - at < 4 + length) break;
-      frames.push({ flags: buf[at + 4]!, body: buf.subarray(at + STREAM_HEADER_BYTES, at + 4 + length) });
-      at += 4 + length;
+      let length: number;
+      if (this.lengthFill > 0 || buf.length - at < 4) {
+        while (this.lengthFill < 4 && at < buf.length) this.lengthBytes[this.lengthFill++] = buf[at++]!;
+        if (this.lengthFill < 4) break;
+        this.lengthFill = 0;
+        length = this.checkLength(this.lengthBytes.readUInt32BE(0));
+      } else {
+        length = this.checkLength(buf.readUInt32BE(at));
+        at += 4;
+        if (buf.length - at >= length) {
+          frames.push({ flags: buf[at]!, body: buf.subarray(at + 1, at + length) });
+          at += length;
+          continue;
+        }
+      }
+      this.partLength = length;
     }
-    if (at < buf.length) this.pending = Buffer.from(buf.subarray(at)); // own copy: the chunk is not ours to keep
     return frames;
+  }
+
+  private checkLength(length: number): number {
+    if (length === 0) throw new FluxarError(400, 'frame of length 0 (a frame holds at least its flags byte)');
+    if (length - 1 > this.maxFrame) throw new FluxarError(413, `frame of ${length - 1} bytes exceeds the maximum of ${this.maxFrame}`);
+    return length;
   }
 
   /** Bytes buffered for an incomplete frame. */
   get buffered(): number {
-    return this.pending?.length ?? 0;
+    return this.lengthFill + this.gathered;
   }
-}
-
-export function clampMaxFrame(requested: number | undefined, local: number): number {
-  const wanted = requested === undefined || !Number.isInteger(requested) || requested <= 0 ? local : requested;
-  return Math.min(wanted, local, MAX_FRAME_CEILING);
 }

@@ -199,7 +199,16 @@ export class Peer extends EventEmitter {
       if (out.length > 0 && !this.transportEnded) this.writeOut(out);
       const events = this.session.takeEvents();
       if (events.length === 0) return;
-      for (const event of events) this.onEvent(event);
+      for (const event of events) {
+        // Each event on its own: one that fails answers for itself, never for the ones after it.
+        try {
+          this.onEvent(event);
+        } catch (err) {
+          this.options.logger?.error({ err, event: event.type, peer: this.transport.remoteAddress }, 'FLUXAR event handling failed');
+          if (event.type === 'call') this.session.fail(event.key, ErrorCode.Internal, 'internal error');
+          else this.session.abort(ErrorCode.Internal, 'internal error');
+        }
+      }
     }
   }
 
@@ -255,6 +264,9 @@ export class Peer extends EventEmitter {
       }
       case 'envelope':
         this.emit('envelope', event.envelope);
+        return;
+      case 'fault':
+        this.options.logger?.error({ err: event.error, peer: this.transport.remoteAddress }, 'FLUXAR session fault');
         return;
       case 'closed':
         this.closedReason = { code: event.code, reason: event.reason };

@@ -2,27 +2,33 @@ import { randomBytes } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
 import { uuidv7 } from '../fluxmsg/uuid.js';
-import { type Credentials, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
+import { CborFloat, describeValue, unmarkFloats } from '../cbor/strict.js';
+import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
 import {
   Capability,
   COMPRESS_THRESHOLD,
   DEFAULT_DRAIN_TIMEOUT_MS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_DECODE_ITEMS_PER_S,
   DEFAULT_HEARTBEAT_MS,
+  DEFAULT_INFLATE_BYTES_PER_S,
   DEFAULT_MAX_FRAME,
   DEFAULT_MAX_IN_FLIGHT,
   FrameFlag,
+  frameLimits,
   KNOWN_FLAGS,
   MAX_FRAME_CEILING,
+  MIN_MAX_FRAME,
   MISSED_HEARTBEATS_LIMIT,
   PROTOCOL_VERSION,
   STREAM_HEADER_BYTES,
   SUPPORTED_VERSIONS,
 } from './constants.js';
 import { decodeEnvelope, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo } from './envelope.js';
-import { FluxarError } from './errors.js';
-import { clampMaxFrame, encodeMessageFrame, encodeStreamFrame, type Frame, StreamFrameSplitter } from './framing.js';
+import { EnvelopeError, FluxarError } from './errors.js';
+import { encodeMessageFrame, encodeStreamFrame, type Frame, StreamFrameSplitter } from './framing.js';
+import { TokenBucket } from './budget.js';
 
 export type Role = 'client' | 'server';
 export type Framing = 'stream' | 'message';
@@ -50,6 +56,10 @@ export interface SessionOptions {
   drainTimeoutMs?: number;
   /** Copy byte strings out of received frames (when the input memory is reused, as a ring slot is). */
   copyBuffers?: boolean;
+  /** Budget of bytes inflated from compressed frames, per second (429 bye when spent). */
+  inflateBytesPerSecond?: number;
+  /** Budget of CBOR items decoded from received envelopes, per second (429 bye when spent). */
+  decodeItemsPerSecond?: number;
   /**
    * Pass envelopes of the types this core does not handle (stream, subscribe, unsubscribe,
    * publish, message) to the host as 'envelope' events instead of answering 501.
@@ -76,6 +86,8 @@ export type SessionEvent =
   /** The outcome of one of our calls. */
   | { type: 'result'; key: string; payload: unknown; error: EnvelopeErrorInfo | null }
   | { type: 'envelope'; envelope: Envelope }
+  /** The session failed on something it did not expect (a bug, never the peer's input): log it. */
+  | { type: 'fault'; error: unknown }
   | { type: 'closed'; code: number; reason: string };
 
 export interface CallOptions {
@@ -126,8 +138,13 @@ export class Session {
   private readonly incoming = new Map<string, IncomingCall>();
   /** The earliest deadline among calls; tick() scans only once it has passed. */
   private earliestDeadline = NO_DEADLINE;
+  /** The largest frame we send: the agreed maximum once the handshake has said it. */
   private maxFrameOut: number;
-  private readonly maxFrameIn: number;
+  /** The largest frame we accept: our own maximum, then the agreed one (smaller of both hellos). */
+  private maxFrameIn: number;
+  private readonly inflateBudget: TokenBucket;
+  private readonly decodeBudget: TokenBucket;
+  private readonly decodeWork = { items: 0 };
   private deflate = false;
   // Handshake.
   private readonly handshakeDeadline: number;
@@ -150,10 +167,15 @@ export class Session {
     this.options = options;
     this.role = options.role;
     this.clock = options.clock ?? Date.now;
-    this.maxFrameIn = Math.min(options.maxFrame ?? DEFAULT_MAX_FRAME, MAX_FRAME_CEILING);
+    this.maxFrameIn = frameLimits(options.maxFrame).maxFrame;
     this.maxFrameOut = DEFAULT_MAX_FRAME;
     this.splitter = options.framing === 'stream' ? new StreamFrameSplitter(this.maxFrameIn) : null;
     const now = this.clock();
+    // A bucket holds at least two of the largest frames, so one legal frame never trips it.
+    const inflateRate = options.inflateBytesPerSecond ?? DEFAULT_INFLATE_BYTES_PER_S;
+    this.inflateBudget = new TokenBucket(inflateRate, Math.max(inflateRate, 2 * this.maxFrameIn), now);
+    const decodeRate = options.decodeItemsPerSecond ?? DEFAULT_DECODE_ITEMS_PER_S;
+    this.decodeBudget = new TokenBucket(decodeRate, Math.max(decodeRate, 2 * this.maxFrameIn), now);
     this.handshakeDeadline = now + (options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
     this.lastReceivedAt = now;
     this.lastHeartbeatAt = now;
@@ -198,8 +220,26 @@ export class Session {
     }
     for (const frame of frames) {
       if ((this.state as SessionState) === 'closed') return;
-      this.receiveFrame(frame);
+      try {
+        this.receiveFrame(frame);
+      } catch (err) {
+        // Nothing a peer sends may escape as an exception: the connection fails, the host logs.
+        this.events.push({ type: 'fault', error: err });
+        this.abort(ErrorCode.Internal, 'internal error while handling a frame');
+        return;
+      }
     }
+  }
+
+  /** The largest frame this side accepts now (the agreed maximum once the handshake set it). */
+  get maxFrame(): number {
+    return this.maxFrameIn;
+  }
+
+  private agreeMaxFrame(agreed: number): void {
+    this.maxFrameOut = agreed;
+    this.maxFrameIn = agreed;
+    if (this.splitter !== null) this.splitter.maxFrame = agreed;
   }
 
   /** Lets time pass: handshake timeout, deadlines, heartbeats, drain timeout. */
@@ -218,7 +258,7 @@ export class Session {
       this.lastHeartbeatAt = now;
       // Any frame counts as a sign of life; pings guarantee there is one per interval.
       if (now - this.lastReceivedAt >= MISSED_HEARTBEATS_LIMIT * heartbeatMs) {
-        this.terminate(ErrorCode.Unavailable, `peer silent for ${MISSED_HEARTBEATS_LIMIT} heartbeats (${now - this.lastReceivedAt} ms)`, false);
+        this.terminate(ErrorCode.Unavailable, `peer silent for ${MISSED_HEARTBEATS_LIMIT} heartbeats (${now - this.lastReceivedAt} ms)`, true);
         return;
       }
       this.sendControl(MessageType.Hello, null, ControlTarget.Ping);
@@ -361,7 +401,7 @@ export class Session {
   /** Immediate close with an error the peer is told about (a bye carrying the error). */
   abort(code: number, message: string): void {
     if (this.state === 'closed') return;
-    this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: null, target: ControlTarget.Bye, meta: null, payload: null, error: { code, message } });
+    this.sendEnvelope(fatalBye(code, message));
     this.terminate(code, message, false);
   }
 
@@ -383,18 +423,32 @@ export class Session {
     let body = frame.body;
     if (frame.flags & FrameFlag.Compressed) {
       if (!this.deflate) return this.abort(ErrorCode.BadRequest, 'compressed frame, but deflate was not agreed');
+      const now = this.clock();
+      if (!this.inflateBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the inflate budget of ${this.inflateBudget.rate} bytes per second`);
       try {
         body = inflateRawSync(body, { maxOutputLength: this.maxFrameIn });
       } catch (err) {
         const tooBig = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
         return this.abort(tooBig ? ErrorCode.TooLarge : ErrorCode.BadRequest, tooBig ? `frame inflates past ${this.maxFrameIn} bytes` : 'compressed frame does not inflate');
       }
+      this.inflateBudget.spend(body.length, now);
     }
     let env: Envelope;
+    const now = this.clock();
+    if (!this.decodeBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the decode budget of ${this.decodeBudget.rate} CBOR items per second`);
+    this.decodeWork.items = 0;
     try {
-      env = decodeEnvelope(body, { copyBuffers: this.options.copyBuffers ?? false });
+      env = decodeEnvelope(body, { copyBuffers: this.options.copyBuffers ?? false, work: this.decodeWork });
     } catch (err) {
+      // A request whose header was readable fails alone (spec section 2); anything else, and
+      // anything before the session is open, is a protocol violation that ends the connection.
+      const header = err instanceof EnvelopeError ? err.header : undefined;
+      if (header !== undefined && this.state !== 'handshake' && header.type !== MessageType.Hello && header.ref === null) {
+        return this.sendError(header.type as MessageType, header.id, ErrorCode.BadRequest, (err as Error).message);
+      }
       return this.abort(ErrorCode.BadRequest, (err as Error).message);
+    } finally {
+      this.decodeBudget.spend(this.decodeWork.items, now);
     }
     if (this.state === 'handshake') return this.receiveHandshake(env);
     this.dispatch(env);
@@ -408,22 +462,23 @@ export class Session {
         return this.abort(ErrorCode.BadRequest, 'the first message must be a hello');
       }
       const p = env.payload as Record<string, unknown> | null;
-      if (p === null || typeof p !== 'object') return this.abort(ErrorCode.BadRequest, 'hello payload must be a map');
+      if (!isMap(p)) return this.abort(ErrorCode.BadRequest, 'hello payload must be a map');
       this.clientHelloId = env.id;
       const versions = Array.isArray(p.versions) ? p.versions : [];
       if (!versions.includes(PROTOCOL_VERSION)) {
-        return this.refuseHello(ErrorCode.BadRequest, `unsupported version: offered ${JSON.stringify(versions)}, this peer speaks ${PROTOCOL_VERSION}`);
+        return this.refuseHello(ErrorCode.BadRequest, `unsupported version: offered ${describeValue(p.versions)}, this peer speaks ${PROTOCOL_VERSION}`);
       }
       if (!(p.nonce instanceof Uint8Array) || p.nonce.length < 16) return this.refuseHello(ErrorCode.BadRequest, 'hello needs a nonce of at least 16 bytes');
       this.clientNonce = p.nonce;
       this.offeredCaps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
-      this.maxFrameOut = clampMaxFrame(typeof p.max_frame === 'number' ? p.max_frame : undefined, MAX_FRAME_CEILING);
-      this.maxFrameOut = Math.min(this.maxFrameOut, this.maxFrameIn);
+      const clientMax = readMaxFrame(p.max_frame);
+      if (typeof clientMax === 'string') return this.refuseHello(ErrorCode.BadRequest, clientMax);
+      this.agreeMaxFrame(Math.min(clientMax, this.maxFrameIn));
       if (this.options.psk !== undefined && !this.offeredCaps.includes(Capability.Psk)) {
         return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust');
       }
-      const credentials = parseCredentials(p.auth);
-      if (typeof credentials === 'string') return this.refuseHello(ErrorCode.BadRequest, credentials);
+      const credentials = parseCredentials(unmarkFloats(p.auth));
+      if (isAuthRefusal(credentials)) return this.refuseHello(credentials.refused, credentials.message);
       this.authenticating = true;
       this.events.push({ type: 'authenticate', credentials });
       return;
@@ -437,8 +492,10 @@ export class Session {
     }
     if (env.error !== null) return this.terminate(env.error.code, env.error.message, false);
     const p = env.payload as Record<string, unknown> | null;
-    const s = (p?.session ?? null) as Record<string, unknown> | null;
-    if (p === null || s === null || p.version !== PROTOCOL_VERSION || !(s.id instanceof Uint8Array)) {
+    const s = isMap(p) && isMap(p.session) ? p.session : null;
+    const serverMax = s === null ? '' : readMaxFrame(s.max_frame);
+    const heartbeat = s?.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS;
+    if (!isMap(p) || s === null || p.version !== PROTOCOL_VERSION || !(s.id instanceof Uint8Array) || typeof serverMax === 'string' || !isUint(heartbeat)) {
       return this.abort(ErrorCode.BadRequest, 'malformed server hello');
     }
     const caps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
@@ -456,14 +513,14 @@ export class Session {
         error: null,
       });
     }
+    this.agreeMaxFrame(Math.min(serverMax, this.maxFrameIn));
     this.info = {
       id: s.id,
       resumeToken: s.resume_token instanceof Uint8Array ? s.resume_token : new Uint8Array(0),
-      heartbeatMs: typeof s.heartbeat_ms === 'number' ? s.heartbeat_ms : DEFAULT_HEARTBEAT_MS,
-      maxFrame: typeof s.max_frame === 'number' ? Math.min(s.max_frame, MAX_FRAME_CEILING) : DEFAULT_MAX_FRAME,
+      heartbeatMs: heartbeat,
+      maxFrame: this.maxFrameOut,
       caps,
     };
-    this.maxFrameOut = this.info.maxFrame;
     this.deflate = caps.includes(Capability.Deflate);
     this.open();
   }
@@ -524,7 +581,7 @@ export class Session {
         else this.checkDrained();
         return;
       default:
-        return this.abort(ErrorCode.BadRequest, `unexpected hello after the handshake (target ${JSON.stringify(env.target)})`);
+        return this.abort(ErrorCode.BadRequest, `unexpected hello after the handshake (target ${describeValue(env.target)})`);
     }
   }
 
@@ -597,9 +654,7 @@ export class Session {
 
   /** Ends the session: our calls fail with `code`, calls from the peer are cancelled. */
   private terminate(code: number, reason: string, sendBye: boolean): void {
-    if (sendBye) {
-      this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: null, target: ControlTarget.Bye, meta: null, payload: null, error: { code, message: reason } });
-    }
+    if (sendBye) this.sendEnvelope(fatalBye(code, reason));
     const failCode = code === 0 ? ErrorCode.Unavailable : code;
     for (const key of this.outgoing.keys()) {
       this.events.push({ type: 'result', key, payload: null, error: { code: failCode, message: reason } });
@@ -628,25 +683,61 @@ export class Session {
   /** Encodes, compresses when agreed and worth it, frames, and queues for the transport. */
   private sendEnvelope(env: Envelope): void {
     const room = this.options.framing === 'stream' ? STREAM_HEADER_BYTES : 1;
-    // The envelope is written after room for the frame header: one allocation, no copy.
-    let frame = encodeEnvelopeWithRoom(env, room);
+    let frame = encodeEnvelopeFrame(this.options.framing, env);
     const bodyLength = frame.length - room;
     // The limit is on the envelope itself: the peer must be able to hold it once inflated.
     if (bodyLength > this.maxFrameOut) {
       throw new FluxarError(ErrorCode.TooLarge, `message of ${bodyLength} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
     }
-    let flags = 0;
     if (this.deflate && bodyLength >= COMPRESS_THRESHOLD) {
       const packed = deflateRawSync(frame.subarray(room));
       if (packed.length < bodyLength) {
-        flags = FrameFlag.Compressed;
-        frame = this.options.framing === 'stream' ? encodeStreamFrame(flags, packed) : encodeMessageFrame(flags, packed);
+        frame = this.options.framing === 'stream' ? encodeStreamFrame(FrameFlag.Compressed, packed) : encodeMessageFrame(FrameFlag.Compressed, packed);
       }
-    }
-    if (flags === 0) {
-      if (room === STREAM_HEADER_BYTES) frame.writeUInt32BE(bodyLength + 1, 0);
-      frame[room - 1] = 0;
     }
     this.output.push(frame);
   }
+}
+
+/** An uncompressed frame holding `env`: encoded after room for the header, one allocation, no copy. */
+function encodeEnvelopeFrame(framing: Framing, env: Envelope): Buffer {
+  const room = framing === 'stream' ? STREAM_HEADER_BYTES : 1;
+  const frame = encodeEnvelopeWithRoom(env, room);
+  if (framing === 'stream') frame.writeUInt32BE(frame.length - STREAM_HEADER_BYTES + 1, 0);
+  frame[room - 1] = 0;
+  return frame;
+}
+
+function isMap(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Uint8Array) && !(value instanceof CborFloat);
+}
+
+function isUint(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * A hello's max_frame (spec section 7): missing means the default; otherwise an unsigned integer
+ * of at least MIN_MAX_FRAME, and anything above the ceiling counts as the ceiling. Returns the
+ * error text when it breaks those rules.
+ */
+function readMaxFrame(value: unknown): number | string {
+  if (value === undefined) return DEFAULT_MAX_FRAME;
+  if (typeof value === 'bigint' && value > 0n) return MAX_FRAME_CEILING;
+  if (!isUint(value)) return 'max_frame must be an unsigned integer';
+  if (value < MIN_MAX_FRAME) return `max_frame must be at least ${MIN_MAX_FRAME} (got ${value})`;
+  return Math.min(value, MAX_FRAME_CEILING);
+}
+
+/** A bye carrying an error (spec section 11): the sender closes right after it. Its ref is null. */
+function fatalBye(code: number, message: string): Envelope {
+  return { type: MessageType.Hello, id: uuidv7(), ref: null, target: ControlTarget.Bye, meta: null, payload: null, error: { code, message } };
+}
+
+/**
+ * A fatal bye as a whole frame, for a connection that has no session: refused by a listener at
+ * its connection cap, or whose session lived in a rack worker that is gone.
+ */
+export function encodeByeFrame(framing: Framing, code: number, message: string): Uint8Array {
+  return encodeEnvelopeFrame(framing, fatalBye(code, message));
 }

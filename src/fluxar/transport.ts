@@ -19,6 +19,9 @@ export interface Transport {
   /** A message that cannot be a FLUXAR frame (a WebSocket text message). */
   onInvalid(listener: (reason: string) => void): void;
   onClose(listener: (reason: string) => void): void;
+  /** Stops reading (backpressure) until resume(). */
+  pause(): void;
+  resume(): void;
 }
 
 /** TCP, TLS and Unix sockets: length-prefixed frames on a byte stream. */
@@ -51,6 +54,12 @@ export class SocketTransport implements Transport {
     this.socket.on('data', listener);
   }
   onInvalid(): void {}
+  pause(): void {
+    this.socket.pause();
+  }
+  resume(): void {
+    this.socket.resume();
+  }
   onClose(listener: (reason: string) => void): void {
     let error: Error | undefined;
     this.socket.on('error', (err) => (error = err));
@@ -91,6 +100,12 @@ export class WebSocketTransport implements Transport {
   }
   onInvalid(listener: (reason: string) => void): void {
     this.invalid = listener;
+  }
+  pause(): void {
+    this.ws.pause();
+  }
+  resume(): void {
+    this.ws.resume();
   }
   onClose(listener: (reason: string) => void): void {
     let error: Error | undefined;

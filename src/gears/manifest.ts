@@ -3,6 +3,19 @@
  * Validation, `fluxrig gears list|doc` and scenarios/scenario.schema.json all read these.
  */
 
+import {
+  DEFAULT_DECODE_ITEMS_PER_S,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_INFLATE_BYTES_PER_S,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_IP,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_UPGRADE_TIMEOUT_MS,
+  MAX_FRAME_CEILING,
+  MIN_MAX_FRAME,
+} from '../fluxar/constants.js';
+
 /** A small JSON-Schema-like description of a config value (what the manifests need, no more). */
 export type ConfigSchema =
   | { type: 'string'; description: string; enum?: string[]; pattern?: string; default?: string }
@@ -41,9 +54,14 @@ export const GEAR_MANIFESTS: Record<string, GearManifest> = {
         tls_cert: { type: 'string', description: 'PEM certificate file for tls:// and wss://' },
         tls_key: { type: 'string', description: 'PEM key file for tls:// and wss://' },
         bearer_tokens: { type: 'object', description: 'accepted bearer tokens and the principal id each stands for', properties: {}, additionalProperties: { type: 'string', description: 'principal id' } },
-        max_frame: { type: 'integer', description: 'largest frame accepted, bytes', minimum: 1024, maximum: 16 * 1024 * 1024, default: 1024 * 1024 },
-        max_in_flight: { type: 'integer', description: 'calls in flight per connection before 429', minimum: 1, default: 1024 },
-        heartbeat_ms: { type: 'integer', description: 'heartbeat interval announced to clients', minimum: 0, default: 15000 },
+        max_frame: { type: 'integer', description: 'largest frame accepted, bytes', minimum: MIN_MAX_FRAME, maximum: MAX_FRAME_CEILING, default: DEFAULT_MAX_FRAME },
+        max_in_flight: { type: 'integer', description: 'calls in flight per connection before 429', minimum: 1, default: DEFAULT_MAX_IN_FLIGHT },
+        heartbeat_ms: { type: 'integer', description: 'heartbeat interval announced to clients', minimum: 0, default: DEFAULT_HEARTBEAT_MS },
+        max_connections: { type: 'integer', description: 'connections held at once per listener; more are refused with a 503 bye (HTTP 503 on ws)', minimum: 1, default: DEFAULT_MAX_CONNECTIONS },
+        max_connections_per_ip: { type: 'integer', description: 'connections held at once from one client address, per listener', minimum: 1, default: DEFAULT_MAX_CONNECTIONS_PER_IP },
+        upgrade_timeout_ms: { type: 'integer', description: 'ws/wss: time for the HTTP upgrade (and TLS handshake) to complete', minimum: 100, default: DEFAULT_UPGRADE_TIMEOUT_MS },
+        inflate_bytes_per_s: { type: 'integer', description: 'per-connection budget of bytes inflated from compressed frames per second (429 bye past it)', minimum: 1024, default: DEFAULT_INFLATE_BYTES_PER_S },
+        decode_items_per_s: { type: 'integer', description: 'per-connection budget of CBOR items decoded per second (429 bye past it)', minimum: 1000, default: DEFAULT_DECODE_ITEMS_PER_S },
       },
       required: ['listen'],
     },

@@ -27,6 +27,8 @@ export interface RackHandlerOptions {
   kvSnapshot: Array<[string, Uint8Array]>;
   logLevel: string;
   readableLogs: boolean;
+  /** How long a session waits for its calls after bye before it closes with a 503 bye. */
+  drainTimeoutMs: number;
 }
 
 interface Conn {
@@ -54,6 +56,15 @@ function callKey(hex: string): string {
   let key = '';
   for (let i = 0; i < hex.length; i += 2) key += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
   return key;
+}
+
+/**
+ * A call's meta value as fluxMsg meta text: text as is, numbers (bigints too) and booleans
+ * written out, byte strings as hex, maps and arrays as JSON with the same rules inside.
+ */
+export function metaText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex') : v)) ?? 'null';
 }
 
 /** The answer's payload: the message's data (all of it), or its raw bytes when it has no data. */
@@ -108,7 +119,16 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
       if (out.length > 0) write(conn, out);
       const events = conn.session.takeEvents();
       if (events.length === 0) return;
-      for (const event of events) onEvent(conn, event);
+      for (const event of events) {
+        // Each event on its own: one that fails answers for itself, never for the ones after it.
+        try {
+          onEvent(conn, event);
+        } catch (err) {
+          logger.error({ err, event: event.type, conn: conn.id, gear: conn.gear.name }, 'FLUXAR event handling failed');
+          if (event.type === 'call') conn.session.fail(event.key, ErrorCode.Internal, 'internal error');
+          else conn.session.abort(ErrorCode.Internal, 'internal error');
+        }
+      }
     }
   }
 
@@ -125,6 +145,9 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
       }
       case 'call':
         return onCall(conn, event.key, event.target, event.payload, event.meta);
+      case 'fault':
+        logger.error({ err: event.error, conn: conn.id, gear: conn.gear.name }, 'FLUXAR session fault');
+        return;
       case 'closed':
         conns.delete(conn.id);
         dirty.delete(conn);
@@ -141,7 +164,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
       return;
     }
     const meta: Record<string, string> = {};
-    if (callMeta !== null) for (const [k, v] of Object.entries(callMeta)) meta[k] = typeof v === 'string' ? v : JSON.stringify(v);
+    if (callMeta !== null) for (const [k, v] of Object.entries(callMeta)) meta[k] = metaText(v);
     meta['conn.id'] = String(conn.id);
     meta['fluxar.type'] = 'call';
     meta['fluxar.target'] = target;
@@ -191,6 +214,9 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
       maxFrame: gear.config.max_frame as number | undefined,
       maxInFlight: gear.config.max_in_flight as number | undefined,
       heartbeatMs: gear.config.heartbeat_ms as number | undefined,
+      inflateBytesPerSecond: gear.config.inflate_bytes_per_s as number | undefined,
+      decodeItemsPerSecond: gear.config.decode_items_per_s as number | undefined,
+      drainTimeoutMs: options.drainTimeoutMs,
     });
     conns.set(id, { id, gear, framing, session, ip, port: String(port) });
   }
@@ -221,6 +247,15 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
           const conn = conns.get(id);
           if (conn !== undefined) {
             conn.session.transportClosed('connection closed by the peer');
+            pump(conn);
+          }
+          break;
+        }
+        case RackTag.ConnInvalid: {
+          const [id, reason] = decodeCbor(payload, true) as [number, string];
+          const conn = conns.get(id);
+          if (conn !== undefined) {
+            conn.session.abort(ErrorCode.BadRequest, reason);
             pump(conn);
           }
           break;

@@ -10,6 +10,8 @@ export const RackTag = {
   ConnClosed: -11,
   /** main -> worker: say bye on every session (graceful stop). */
   Drain: -12,
+  /** main -> worker: CBOR [connId, reason]: bytes that cannot be a frame (a WebSocket text message). */
+  ConnInvalid: -14,
   /** worker -> main: CBOR [connId, code, reason]: close the socket after what was written. */
   ConnEnd: -13,
   /** worker -> main: CBOR [gear, port, fluxMsg] for a gear on the main thread (log, nats). */

@@ -1,24 +1,19 @@
-import { EventEmitter, once } from 'node:events';
+import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { createServer as createTlsServer } from 'node:tls';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { pino, type Logger } from 'pino';
-import { type WebSocket, WebSocketServer } from 'ws';
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
 import { maxRecordBytes, RECORD_HEADER_BYTES } from '../ring/layout.js';
 import { FluxrigError } from '../errors.js';
-import { encodeEnvelope } from '../fluxar/envelope.js';
-import { DEFAULT_MAX_FRAME, MAX_FRAME_CEILING } from '../fluxar/constants.js';
+import { ErrorCode } from '../fluxar/codes.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, frameLimits } from '../fluxar/constants.js';
 import { parseEndpoint } from '../fluxar/endpoint.js';
-import { encodeMessageFrame, encodeStreamFrame } from '../fluxar/framing.js';
+import { FluxarListener } from '../fluxar/listener.js';
+import { encodeByeFrame } from '../fluxar/session.js';
+import type { Transport } from '../fluxar/transport.js';
 import { fluxMsgFromValue } from '../fluxmsg/codec.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
-import { uuidv7 } from '../fluxmsg/uuid.js';
 import { type KvStore, MemoryKvStore } from '../gears/kv.js';
 import type { WasmGearConfig } from '../gears/wasm/config.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
@@ -67,17 +62,16 @@ interface Connection {
   id: number;
   worker: number;
   gear: string;
-  framing: 'stream' | 'message';
-  write(bytes: Uint8Array): number;
-  end(): void;
-  destroy(): void;
+  transport: Transport;
 }
 
-type Listener = { gear: string; url: string; kind: string; server: NetServer | HttpServer; wss?: WebSocketServer };
+type Listener = { gear: string; listener: FluxarListener };
 
 const MAX_WRITE_BUFFER = 8 * 1024 * 1024;
 /** The source of the rack's own control records: nothing to pause. */
 const NO_SOURCE: Pausable = { pause() {}, resume() {} };
+/** How long the main thread waits past the sessions' drain timeout before cutting connections. */
+const DRAIN_GRACE_MS = 1000;
 /** Room for a full 1 MiB FLUXAR frame per record, and 1024 small records per ring. */
 export const DEFAULT_RING_BYTES = 4 * 1024 * 1024;
 
@@ -116,14 +110,8 @@ export class Rack extends EventEmitter {
 
   /** The URLs each fluxar gear is serving on (ports picked for port 0 filled in). */
   addresses(gear?: string): string[] {
-    return this.bound
-      .filter((l) => gear === undefined || l.gear === gear)
-      .map(({ kind, server, url }) => {
-        if (kind === 'unix') return url;
-        const a = server.address() as AddressInfo;
-        const path = kind === 'ws' || kind === 'wss' ? parseEndpoint(url).path : '';
-        return `${kind}://${a.address === '0.0.0.0' || a.address === '::' ? '127.0.0.1' : a.address}:${a.port}${path === '/' ? '' : path}`;
-      });
+    // A wildcard bind is reached through loopback from this machine.
+    return this.bound.filter((l) => gear === undefined || l.gear === gear).map(({ listener }) => listener.address.replace(/\/\/(0\.0\.0\.0|\[::\]):/, '//127.0.0.1:'));
   }
 
   get workers(): number {
@@ -149,6 +137,7 @@ export class Rack extends EventEmitter {
       kvSnapshot: [...this.kv.entries()],
       logLevel: this.log.level,
       readableLogs: this.options.readableLogs ?? false,
+      drainTimeoutMs: this.drainTimeoutMs,
     };
     const workers = this.options.workers;
     if (workers === 0) {
@@ -194,21 +183,20 @@ export class Rack extends EventEmitter {
   }
 
   private async drainAndStop(): Promise<void> {
-    for (const l of this.bound) {
-      l.wss?.close();
-      l.server.close();
-    }
+    const closing = this.bound.map(({ listener }) => listener.close());
     for (const main of this.mainGears.values()) if (main instanceof GeneratorGear) await main.stop();
     this.broadcast(RackTag.Drain, new Uint8Array(0));
-    const deadline = Date.now() + (this.options.drainTimeoutMs ?? 10_000);
+    // Each session closes itself at its drain timeout, with the 503 bye the spec asks for; the
+    // main thread waits a little longer than that before it cuts what is left.
+    const deadline = Date.now() + this.drainTimeoutMs + DRAIN_GRACE_MS;
     while (this.connections.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    for (const conn of this.connections.values()) conn.destroy();
+    for (const conn of this.connections.values()) conn.transport.destroy();
     this.connections.clear();
+    await Promise.all(closing);
     await this.pool?.close();
     for (const main of this.mainGears.values()) await main.stop();
     if (this.kv instanceof NatsKvStore) this.kv.stop();
     await this.nats?.drain();
-    for (const l of this.bound) if (l.kind === 'unix') await rm(parseEndpoint(l.url).path, { force: true });
     this.log.info({ rack: this.name }, 'rack stopped');
   }
 
@@ -240,16 +228,23 @@ export class Rack extends EventEmitter {
     }
   }
 
-  /** A WebSocket frame travels as one ring record: the largest frame must fit in half a ring. */
+  /**
+   * A WebSocket message travels as one ring record: the largest one the listener lets through
+   * (frameLimits: the flags byte and max_frame) must fit in half a ring.
+   */
   private checkFrameSizes(): void {
     const ringBytes = this.options.ringBytes ?? DEFAULT_RING_BYTES;
     const maxRecord = maxRecordBytes(ringBytes);
     for (const gear of this.gears.filter((g) => g.type === 'fluxar')) {
-      const maxFrame = (gear.config.max_frame as number | undefined) ?? DEFAULT_MAX_FRAME;
-      if (maxFrame + 1 > maxRecord) {
-        throw new RackError(`${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxFrame + 1 + RECORD_HEADER_BYTES)} or lower max_frame`);
+      const { maxFrame, maxMessage } = frameLimits(gear.config.max_frame as number | undefined);
+      if (maxMessage > maxRecord) {
+        throw new RackError(`${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxMessage + RECORD_HEADER_BYTES)} or lower max_frame`);
       }
     }
+  }
+
+  private get drainTimeoutMs(): number {
+    return this.options.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
   }
 
   private async prepareModules(): Promise<Record<string, PreparedModule>> {
@@ -288,7 +283,7 @@ export class Rack extends EventEmitter {
       const conn = this.connections.get(tag);
       if (conn === undefined) return;
       // The ring slot is reused after this call; the socket may hold the buffer until it flushes.
-      const queued = conn.write(Buffer.from(bytes.subarray(start, start + length)));
+      const queued = conn.transport.write([Buffer.from(bytes.subarray(start, start + length))]);
       if (queued > (this.options.maxWriteBuffer ?? MAX_WRITE_BUFFER)) {
         this.log.warn({ conn: tag, queued }, 'client is not reading; disconnecting');
         this.closeConnection(conn);
@@ -302,7 +297,7 @@ export class Rack extends EventEmitter {
         const conn = this.connections.get(id);
         if (conn !== undefined) {
           this.connections.delete(id);
-          conn.end();
+          conn.transport.end();
         }
         return;
       }
@@ -321,116 +316,107 @@ export class Rack extends EventEmitter {
 
   private closeConnection(conn: Connection): void {
     this.connections.delete(conn.id);
-    conn.destroy();
+    conn.transport.destroy();
     this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), NO_SOURCE);
   }
 
   /** Sessions lived in the replaced worker: their clients get a clean 503 bye, not a hang. */
   private onWorkerReplaced(event: WorkerReplaced): void {
     const reason = event.timedOutTag !== undefined ? `a gear timed out and the worker serving this connection was restarted (${event.reason})` : `the worker serving this connection was restarted (${event.reason})`;
-    const bye = encodeEnvelope({ type: 1, id: uuidv7(), ref: null, target: 'bye', meta: null, payload: null, error: { code: 503, message: reason } });
     for (const conn of [...this.connections.values()]) {
       if (conn.worker !== event.index) continue;
       this.connections.delete(conn.id);
-      conn.write(conn.framing === 'stream' ? encodeStreamFrame(0, bye) : encodeMessageFrame(0, bye));
-      conn.end();
+      conn.transport.write([encodeByeFrame(conn.transport.framing, ErrorCode.Unavailable, reason)]);
+      conn.transport.end();
     }
     this.emit('worker-replaced', event);
   }
 
   private async listen(gear: GearSpec): Promise<void> {
-    const certFile = gear.config.tls_cert as string | undefined;
-    const keyFile = gear.config.tls_key as string | undefined;
+    const c = gear.config;
     const base = dirname(this.scenario.file);
     const read = (f: string) => readFileSync(f.startsWith('/') ? f : `${base}/${f}`);
-    for (const url of gear.config.listen as string[]) {
+    const certFile = c.tls_cert as string | undefined;
+    const keyFile = c.tls_key as string | undefined;
+    for (const url of c.listen as string[]) {
       const endpoint = parseEndpoint(url);
-      const tlsOptions = () => {
-        if (certFile === undefined || keyFile === undefined) throw new RackError(`${gear.at}: ${url} needs tls_cert and tls_key`);
-        return { cert: read(certFile), key: read(keyFile), minVersion: 'TLSv1.3' as const };
-      };
-      let listener: Listener;
-      switch (endpoint.kind) {
-        case 'tcp':
-        case 'unix':
-        case 'tls': {
-          const onSocket = (socket: Socket) => this.acceptSocket(gear, socket, endpoint.kind);
-          const server = endpoint.kind === 'tls' ? createTlsServer(tlsOptions(), onSocket) : createNetServer(onSocket);
-          listener = { gear: gear.name, url, kind: endpoint.kind, server };
-          break;
-        }
-        case 'ws':
-        case 'wss': {
-          const server = endpoint.kind === 'wss' ? createHttpsServer(tlsOptions()) : createHttpServer();
-          server.on('request', (_req, res) => res.writeHead(426).end('FLUXAR: upgrade to WebSocket\n'));
-          const maxPayload = Math.min((gear.config.max_frame as number | undefined) ?? MAX_FRAME_CEILING, MAX_FRAME_CEILING) + 1;
-          const wss = new WebSocketServer({ server, path: endpoint.path, maxPayload });
-          wss.on('connection', (ws, req) => this.acceptWebSocket(gear, ws, req.socket));
-          listener = { gear: gear.name, url, kind: endpoint.kind, server, wss };
-          break;
-        }
+      if ((endpoint.kind === 'tls' || endpoint.kind === 'wss') && (certFile === undefined || keyFile === undefined)) {
+        throw new RackError(`${gear.at}: ${url} needs tls_cert and tls_key`);
       }
-      if (endpoint.kind === 'unix') await rm(endpoint.path, { force: true });
-      const listening = once(listener.server, 'listening');
-      const failed = once(listener.server, 'error').then(([err]) => {
-        throw new RackError(`${gear.at}: gear ${gear.name} cannot listen on ${url}: ${(err as Error).message}`);
-      });
-      if (endpoint.kind === 'unix') listener.server.listen(endpoint.path);
-      else listener.server.listen(endpoint.port, endpoint.host);
-      await Promise.race([listening, failed]);
-      this.bound.push(listener);
+      const tls = certFile !== undefined && keyFile !== undefined ? { cert: read(certFile), key: read(keyFile) } : undefined;
+      const listener = new FluxarListener(
+        endpoint,
+        {
+          tls,
+          maxFrame: c.max_frame as number | undefined,
+          maxConnections: c.max_connections as number | undefined,
+          maxConnectionsPerIp: c.max_connections_per_ip as number | undefined,
+          upgradeTimeoutMs: c.upgrade_timeout_ms as number | undefined,
+          logger: this.log,
+        },
+        (transport) => this.accept(gear, transport),
+      );
+      try {
+        await listener.start();
+      } catch (err) {
+        throw new RackError(`${gear.at}: gear ${gear.name}: ${(err as Error).message}`, { cause: err });
+      }
+      this.bound.push({ gear: gear.name, listener });
     }
   }
 
-  private open(gear: GearSpec, framing: 'stream' | 'message', ip: string | undefined, port: number | undefined, conn: Omit<Connection, 'id' | 'worker' | 'gear' | 'framing'>): Connection {
+  /**
+   * A new connection: its session is opened in the worker that owns it, and from then on its
+   * bytes go to that worker's ring as they came (cut to the ring's record size on a byte
+   * stream): the main thread parses no frame.
+   */
+  private accept(gear: GearSpec, transport: Transport): void {
     const id = this.nextConnId;
     this.nextConnId = this.nextConnId >= 0x7ffffff0 ? 1 : this.nextConnId + 1;
     const worker = this.pool?.workerFor(id) ?? 0;
-    const connection: Connection = { id, worker, gear: gear.name, framing, ...conn };
-    this.connections.set(id, connection);
-    this.send(worker, RackTag.ConnOpen, encodeCbor([id, gear.name, framing, ip ?? '', port ?? 0]), NO_SOURCE);
-    return connection;
-  }
-
-  private acceptSocket(gear: GearSpec, socket: Socket, kind: string): void {
-    if (kind !== 'unix') socket.setNoDelay(true);
-    const conn = this.open(gear, 'stream', socket.remoteAddress, socket.remotePort, {
-      write: (bytes) => {
-        socket.write(bytes);
-        return socket.writableLength;
-      },
-      end: () => socket.end(),
-      destroy: () => socket.destroy(),
-    });
-    // Bytes go to the owning worker's ring as they came (cut to the ring's record size): the
-    // main thread does not parse frames.
-    const lane = { send: (tag: number, bytes: Uint8Array) => this.send(conn.worker, tag, bytes, socket), maxRecordBytes: this.pool?.maxRecordBytes ?? Infinity };
-    socket.on('data', (chunk) => sendChunked(lane, conn.id, chunk));
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      if (this.connections.delete(conn.id)) this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), socket);
-    });
-  }
-
-  private acceptWebSocket(gear: GearSpec, ws: WebSocket, socket: Socket): void {
-    const conn = this.open(gear, 'message', socket.remoteAddress, socket.remotePort, {
-      write: (bytes) => {
-        ws.send(bytes, { binary: true });
-        return ws.bufferedAmount;
-      },
-      end: () => ws.close(1000),
-      destroy: () => ws.terminate(),
-    });
-    ws.on('message', (data, isBinary) => {
-      if (!isBinary) {
-        ws.close(1003, 'FLUXAR frames are binary');
-        return;
+    const conn: Connection = { id, worker, gear: gear.name, transport };
+    this.connections.set(id, conn);
+    this.send(worker, RackTag.ConnOpen, encodeCbor([id, gear.name, transport.framing, transport.remoteAddress ?? '', transport.remotePort ?? 0]), NO_SOURCE);
+    const maxRecord = this.pool?.maxRecordBytes ?? Infinity;
+    const lane = { send: (tag: number, bytes: Uint8Array) => this.send(worker, tag, bytes, transport), maxRecordBytes: maxRecord };
+    transport.onData((bytes) => {
+      try {
+        if (transport.framing === 'stream') return sendChunked(lane, id, bytes);
+        // The listener's message limit keeps WebSocket frames within a record (checkFrameSizes).
+        if (bytes.length > maxRecord) return this.invalid(conn, `message of ${bytes.length} bytes is over the limit`);
+        this.send(worker, id, bytes, transport);
+      } catch (err) {
+        this.failConnection(conn, err);
       }
-      this.send(conn.worker, conn.id, data as Buffer, ws);
     });
-    ws.on('error', () => {});
-    ws.on('close', () => {
-      if (this.connections.delete(conn.id)) this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), ws);
+    transport.onInvalid((reason) => {
+      try {
+        this.invalid(conn, reason);
+      } catch (err) {
+        this.failConnection(conn, err);
+      }
     });
+    transport.onClose(() => {
+      if (this.connections.delete(id)) this.send(worker, RackTag.ConnClosed, encodeCbor([id]), NO_SOURCE);
+    });
+  }
+
+  /** Handling this connection's bytes failed (a bug): it alone is closed, with a 500 bye. */
+  private failConnection(conn: Connection, err: unknown): void {
+    this.log.error({ err, conn: conn.id, gear: conn.gear }, 'connection handling failed; closing the connection');
+    if (!this.connections.delete(conn.id)) return;
+    conn.transport.write([encodeByeFrame(conn.transport.framing, ErrorCode.Internal, 'internal error')]);
+    conn.transport.end();
+    try {
+      this.send(conn.worker, RackTag.ConnClosed, encodeCbor([conn.id]), NO_SOURCE);
+    } catch {
+      // The worker's session times out on its own.
+    }
+  }
+
+  /** Bytes that cannot be a FLUXAR frame: the connection's session refuses them with a 400 bye. */
+  private invalid(conn: Connection, reason: string): void {
+    if (!this.connections.has(conn.id)) return;
+    this.send(conn.worker, RackTag.ConnInvalid, encodeCbor([conn.id, reason]), NO_SOURCE);
   }
 }

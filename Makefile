@@ -18,11 +18,12 @@ ASC_FLAGS := -O3 --noAssert
 asc_runtime = $(if $(shell grep -l 'fluxrig: arena' $(1)),stub,minimal)
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server build gears test bench run-rack clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server build gears test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
 	@echo "make test        install, build and run every test suite"
+	@echo "make fuzz        fuzz a rack over real sockets, 50x the cases of make test, random seed"
 	@echo "make bench       run every benchmark ($(BENCHES)); make bench-NAME runs one"
 	@echo "make build       compile TypeScript into dist/"
 	@echo "make gears       compile the example Wasm gears into wasm-gears/build/"
@@ -64,6 +65,13 @@ run-rack: deps build gears
 
 test: deps build gears $(TEST_GEARS)
 	node --test --test-reporter=spec --test-timeout=$(TEST_TIMEOUT_MS) $$(find dist/test -name '*.test.js' | sort)
+
+# The fuzz suite of make test, 50 times longer, with a random seed (printed, to replay a failure
+# with FUZZ_SEED=N make fuzz).
+FUZZ_RUNS ?= 15000
+fuzz: deps build gears
+	FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_SEED=$${FUZZ_SEED:-$$(node -e 'console.log(require("crypto").randomInt(2**31))')} \
+		node --test --test-reporter=spec dist/test/fuzz.test.js
 
 # Every benchmark runs even when one fails (e2e exits 1 over its p99 budget); make bench fails then.
 bench: deps build gears

@@ -1,5 +1,5 @@
 // Hostile input against the FLUXAR state machine alone (bytes in, bytes out, a fake clock): the
-// sans-I/O half of the findings in docs/fluxar-spec.md section 15 ("Hostile input").
+// sans-I/O half of the rules in docs/fluxar-spec.md sections 1, 2, 7, 8 and 11.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';

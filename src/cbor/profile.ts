@@ -47,6 +47,9 @@ const mapDecoder = new Decoder({ useRecords: false, mapsAsObjects: false });
 export class CborDecodeFailure extends Error {}
 
 /**
+ * For records our own threads wrote (ring records between the main thread and the workers).
+ * Bytes from outside the process go through decodeStrict (./strict.ts) instead.
+ *
  * Decodes exactly one CBOR item spanning all of `bytes`. Throws CborDecodeFailure on anything
  * else: truncated input, trailing bytes, over-limit collections, and maps keyed "__proto__"
  * (cbor-x would silently rename such a key; we refuse the message instead of altering it).

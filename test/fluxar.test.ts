@@ -231,7 +231,9 @@ describe('FLUXAR over sockets', () => {
   it('deadlines fire the handler signal and the caller gets 408', async () => {
     const peer = await connect(server.addresses[0]!);
     aborted.length = 0;
-    await rejectsWith(peer.call('sleep', 5000, { timeoutMs: 60 }), 408, /deadline exceeded/);
+    // Only the callee enforces this deadline: with the caller enforcing the same budget, its
+    // cancel (499) could reach the handler before the callee's own deadline fired.
+    await rejectsWith(peer.call('sleep', 5000, { meta: { deadline_ms: 60 } }), 408, /deadline exceeded/);
     await until(() => aborted.includes(408), 'the handler to see the deadline');
     await peer.close();
   });
@@ -351,6 +353,29 @@ describe('FLUXAR over sockets', () => {
       raw.socket.destroy();
     } finally {
       await bounded.close();
+    }
+  });
+
+  it('listen() holds the same connection limits as a rack: per-IP cap (503 bye, HTTP 503 on ws) and the upgrade timeout', async () => {
+    const limited = await listen({ endpoints: ['tcp://127.0.0.1:0', 'ws://127.0.0.1:0'], maxConnectionsPerIp: 2, upgradeTimeoutMs: 200, logger: quiet });
+    limited.handle('echo', (p) => p);
+    try {
+      const [tcp, ws] = limited.addresses as [string, string];
+      const { hostname, port } = new URL(ws);
+      const idle = netConnect(Number(port), hostname);
+      idle.on('error', () => {});
+      const seen: string[] = [];
+      for (const e of ['connect', 'data', 'end', 'close']) idle.on(e, () => seen.push(e));
+      await until(() => seen.includes('close'), 'the listener to close a connection that never upgrades');
+      assert.ok(!seen.includes('data'), 'closed without an answer: it was admitted, then timed out');
+      const held = [await connect(tcp), await connect(tcp)];
+      await assert.rejects(connect(tcp), (err: unknown) => err instanceof FluxarError && err.code === 503 && /limit of 2 connections from one address/.test(err.message));
+      await Promise.all(held.map((p) => p.close()));
+      const wsHeld = [await connect(ws), await connect(ws)];
+      await assert.rejects(connect(ws), /503/);
+      await Promise.all(wsHeld.map((p) => p.close()));
+    } finally {
+      await limited.close();
     }
   });
 

@@ -18,7 +18,7 @@ ASC_FLAGS := -O3 --noAssert
 asc_runtime = $(if $(shell grep -l 'fluxrig: arena' $(1)),stub,minimal)
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server build gears test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server build gears lint test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
@@ -26,6 +26,7 @@ help:
 	@echo "make fuzz        fuzz a rack over real sockets, 50x the cases of make test, random seed"
 	@echo "make bench       run every benchmark ($(BENCHES)); make bench-NAME runs one"
 	@echo "make build       compile TypeScript into dist/"
+	@echo "make lint        Biome: formatting and lint (part of make test; biome format --write . fixes format)"
 	@echo "make gears       compile the example Wasm gears into wasm-gears/build/"
 	@echo "make deps        npm ci from the lockfile, and nats-server"
 
@@ -63,7 +64,11 @@ dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | $(DEPS_STAMP)
 run-rack: deps build gears
 	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
 
-test: deps build gears $(TEST_GEARS)
+# Biome checks formatting and lint first: a style slip fails fast, before the long suites.
+lint: $(DEPS_STAMP)
+	$(NODE_BIN)/biome ci .
+
+test: deps build gears $(TEST_GEARS) lint
 	node --test --test-reporter=spec --test-timeout=$(TEST_TIMEOUT_MS) $$(find dist/test -name '*.test.js' | sort)
 
 # The fuzz suite of make test, 50 times longer, with a random seed (printed, to replay a failure

@@ -12,8 +12,10 @@ declare namespace WebAssembly {
     name: string;
     kind: ImportExportKind;
   }
+  // biome-ignore lint/complexity/noBannedTypes: the platform's own type for a host function
   type ImportValue = Function | Memory | Global | Table | number | bigint;
   type Imports = Record<string, Record<string, ImportValue>>;
+  // biome-ignore lint/complexity/noBannedTypes: the platform's own type for an exported function
   type Exports = Record<string, Function | Memory | Global | Table>;
 
   class Module {

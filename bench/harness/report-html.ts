@@ -38,13 +38,13 @@ export function latencyReport(title: string, series: Series[], notes: string[]):
       return `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="2"/><text x="${W - right - 4}" y="${top + 16 + i * 16}" text-anchor="end" font-size="12" fill="${COLORS[i % COLORS.length]}">${s.label}</text>`;
     })
     .join('');
-  const escape = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${escape(title)}</title>
+  const escapeHtml = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:820px}li{margin:.2em 0}</style></head><body>
-<h1>${escape(title)}</h1>
+<h1>${escapeHtml(title)}</h1>
 <svg width="${W}" height="${H}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency by percentile">
 <rect x="0" y="0" width="${W}" height="${H}" fill="white"/>${grid}${yTicks}
 <text x="${left}" y="${top - 6}" font-size="12">latency (ms)</text>
 <text x="${(W + left) / 2}" y="${H - 10}" text-anchor="middle" font-size="12">percentile</text>${lines}</svg>
-<ul>${notes.map((n) => `<li>${escape(n)}</li>`).join('')}</ul></body></html>\n`;
+<ul>${notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul></body></html>\n`;
 }

@@ -73,7 +73,6 @@ const MAJOR_ARRAY = 4;
 const MAJOR_MAP = 5;
 const MAJOR_TAG = 6;
 const MAJOR_SIMPLE = 7;
-const INDEFINITE = 31;
 const BREAK = 0xff;
 const MAJOR_NAMES = ['unsigned integer', 'negative integer', 'byte string', 'text string', 'array', 'map', 'tag', 'simple value or float'];
 const WITH_ARTICLE = ['an unsigned integer', 'a negative integer', 'a byte string', 'a text string', 'an array', 'a map', 'a tag', 'a simple value'];

@@ -4,7 +4,7 @@ import { type AuthOptions, type Principal, verifyCredentials } from './auth.js';
 import { ERROR_NAMES, ErrorCode } from './codes.js';
 import { DEFAULT_MAX_WRITE_BUFFER } from './constants.js';
 import { FluxarError } from './errors.js';
-import { type Session, type SessionEvent, type SessionInfo } from './session.js';
+import type { Session, SessionEvent, SessionInfo } from './session.js';
 import type { Transport } from './transport.js';
 
 export interface CallContext {

@@ -23,7 +23,7 @@ export function checkConfig(schema: ConfigSchema, value: unknown, path: Array<st
     case 'array':
       if (!Array.isArray(value)) return report(path, `${where} must be a list`);
       if (schema.minItems !== undefined && value.length < schema.minItems) return report(path, `${where} needs at least ${schema.minItems} item${schema.minItems === 1 ? '' : 's'}`);
-      value.forEach((item, i) => checkConfig(schema.items, item, [...path, i], report));
+      for (const [i, item] of value.entries()) checkConfig(schema.items, item, [...path, i], report);
       return;
     case 'object': {
       if (value === null || typeof value !== 'object' || Array.isArray(value)) return report(path, `${where} must be a map`);

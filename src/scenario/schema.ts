@@ -67,6 +67,7 @@ export function scenarioJsonSchema(): Record<string, unknown> {
           },
           allOf: Object.values(GEAR_MANIFESTS).map((m) => ({
             if: { properties: { type: { const: m.type } } },
+            // biome-ignore lint/suspicious/noThenProperty: JSON Schema's if/then, not a thenable
             then: { properties: { config: toJsonSchema(m.config) } },
           })),
         },

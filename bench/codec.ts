@@ -103,8 +103,8 @@ const result = {
 };
 
 printTable(bench.tasks.map((t) => ({ task: t.name, 'ns/op': ns(t.name) })));
-console.log(`sizes: fluxMsg ${msgCbor.length} B cbor / ${result.sizes_bytes.fluxmsg_json} B json; envelope ${envCbor.length} B cbor / ${result.sizes_bytes.envelope_json} B json`);
-printTable(
-  ['fluxMsg encode', 'fluxMsg decode', 'envelope encode', 'envelope decode'].map((w) => ({ operation: w, 'cbor vs json (x faster)': ratio(w) })),
+console.log(
+  `sizes: fluxMsg ${msgCbor.length} B cbor / ${result.sizes_bytes.fluxmsg_json} B json; envelope ${envCbor.length} B cbor / ${result.sizes_bytes.envelope_json} B json`,
 );
+printTable(['fluxMsg encode', 'fluxMsg decode', 'envelope encode', 'envelope decode'].map((w) => ({ operation: w, 'cbor vs json (x faster)': ratio(w) })));
 console.log(`wrote ${writeResult('codec', result)}`);

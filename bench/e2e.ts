@@ -44,7 +44,11 @@ const scenarioFile = join(dir, 'quickstart.yaml');
 writeFileSync(scenarioFile, stringify(scenario));
 
 async function startRack(workers: number): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [cli, 'rack', '--scenario', scenarioFile, '--config', join(root, 'scenarios/quickstart.rack.yaml'), '--workers', String(workers), '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [cli, 'rack', '--scenario', scenarioFile, '--config', join(root, 'scenarios/quickstart.rack.yaml'), '--workers', String(workers), '--log-level', 'info'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   for await (const line of createInterface({ input: child.stdout! })) {
     const entry = JSON.parse(line) as { msg?: string; listening?: string[] };
     if (entry.msg === 'rack started') {
@@ -61,7 +65,10 @@ async function stopRack(child: ChildProcess): Promise<void> {
 }
 
 function load(url: string, rate: number | 'max'): LoadResult {
-  const out = execFileSync(process.execPath, [loadScript, url, String(CONNECTIONS), String(rate), String(DURATION_MS)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = execFileSync(process.execPath, [loadScript, url, String(CONNECTIONS), String(rate), String(DURATION_MS)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   return JSON.parse(out.trim().split('\n').at(-1)!) as LoadResult;
 }
 
@@ -109,7 +116,9 @@ const row = (mode: string, r: LoadResult) => ({
   errors: r.errors + r.unfinished,
 });
 printTable([...runs.workers!.map((r) => row('workers', r)), ...runs.mainthread!.map((r) => row('main thread', r))]);
-console.log(`\nworkers vs main thread (max calls/s): ${summary.workers_vs_mainthread}x; p99 at ${DEFAULT_RATE}/s offered: ${summary.p99_ms_at_50k} ms (budget ${P99_BUDGET_MS} ms)`);
+console.log(
+  `\nworkers vs main thread (max calls/s): ${summary.workers_vs_mainthread}x; p99 at ${DEFAULT_RATE}/s offered: ${summary.p99_ms_at_50k} ms (budget ${P99_BUDGET_MS} ms)`,
+);
 console.log(`wrote ${writeResult('e2e', summary)}`);
 const html = latencyReport(
   'fluxrig end to end: quickstart rack, FLUXAR over TCP to the fraud-scorer Wasm gear',
@@ -120,7 +129,7 @@ const html = latencyReport(
   [
     `open loop, latency from each call's scheduled send time; ${CONNECTIONS} connections; ${DURATION_MS / 1000} s per rate after a warm-up`,
     `maximum: workers ${maxWorkers} calls/s, main thread ${maxMain} calls/s (${summary.workers_vs_mainthread}x)`,
-    'one 2-core machine: the load generator, the rack\'s main thread and its workers share the cores',
+    "one 2-core machine: the load generator, the rack's main thread and its workers share the cores",
   ],
 );
 const htmlFile = join(root, 'bench/results/e2e.html');

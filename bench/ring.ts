@@ -124,7 +124,13 @@ function piscinaPeer(): Peer {
   return {
     name: 'piscina',
     async start(onReply, size) {
-      pool = new Piscina({ filename: new URL('./fixtures/piscina-echo.js', import.meta.url).href, minThreads: 1, maxThreads: 1, maxQueue: WINDOW * 2, concurrentTasksPerWorker: 1 });
+      pool = new Piscina({
+        filename: new URL('./fixtures/piscina-echo.js', import.meta.url).href,
+        minThreads: 1,
+        maxThreads: 1,
+        maxQueue: WINDOW * 2,
+        concurrentTasksPerWorker: 1,
+      });
       const payload = new Uint8Array(size);
       await pool.run(payload);
       return (seq) => void pool.run(payload).then(() => onReply(seq));
@@ -164,7 +170,9 @@ for (const size of SIZES) {
 printTable(results.map((r) => ({ peer: r.peer, bytes: r.size, 'msgs/s': r.messages_per_s, 'p50 us': r.p50_us, 'p99 us': r.p99_us, 'max us': r.max_us })));
 console.log(`\none message at a time (256 B):`);
 printTable(pingPong.map((r) => ({ peer: r.peer, 'round trips/s': r.messages_per_s, 'p50 us': r.p50_us, 'p99 us': r.p99_us, 'max us': r.max_us })));
-console.log(`\nring vs postMessage / piscina: ${SIZES.map((s) => `${s} B ${ratios[`ratio_vs_postmessage_${s}`]}x / ${ratios[`ratio_vs_piscina_${s}`]}x`).join(', ')}`);
+console.log(
+  `\nring vs postMessage / piscina: ${SIZES.map((s) => `${s} B ${ratios[`ratio_vs_postmessage_${s}`]}x / ${ratios[`ratio_vs_piscina_${s}`]}x`).join(', ')}`,
+);
 console.log(`idle pool of ${availableParallelism()} workers: ${idle.toFixed(3)}% of one core over ${IDLE_MS / 1000} s`);
 
 const file = writeResult('ring', {

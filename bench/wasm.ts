@@ -14,7 +14,9 @@ const built = (name: string) => readFileSync(new URL(`wasm-gears/build/${name}.w
 
 async function abiModule(): Promise<Uint8Array> {
   const wabt = await wabtInit();
-  const mod = wabt.parseWat('abi.wat', `(module
+  const mod = wabt.parseWat(
+    'abi.wat',
+    `(module
     (memory (export "memory") 1)
     (global $bump (mut i32) (i32.const 1024))
     (func (export "alloc") (param $len i32) (result i32)
@@ -22,7 +24,8 @@ async function abiModule(): Promise<Uint8Array> {
       (global.set $bump (i32.add (global.get $bump) (local.get $len))) (local.get $p))
     (func (export "free") (param i32 i32) (global.set $bump (i32.const 1024)))
     (func (export "process") (param $ptr i32) (param $len i32) (result i64)
-      (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))))`);
+      (i64.or (i64.shl (i64.extend_i32_u (local.get $ptr)) (i64.const 32)) (i64.extend_i32_u (local.get $len)))))`,
+  );
   const bytes = Uint8Array.from(mod.toBinary({}).buffer);
   mod.destroy();
   return bytes;
@@ -33,7 +36,11 @@ function passthroughWith(runtime: 'minimal' | 'incremental'): Uint8Array {
   const dir = mkdtempSync(join(tmpdir(), 'fluxrig-asc-'));
   try {
     const out = join(dir, `passthrough-${runtime}.wasm`);
-    execFileSync(new URL('node_modules/.bin/asc', root).pathname, [new URL('wasm-gears/examples/passthrough.ts', root).pathname, '--outFile', out, '-O3', '--noAssert', '--runtime', runtime], { stdio: 'inherit' });
+    execFileSync(
+      new URL('node_modules/.bin/asc', root).pathname,
+      [new URL('wasm-gears/examples/passthrough.ts', root).pathname, '--outFile', out, '-O3', '--noAssert', '--runtime', runtime],
+      { stdio: 'inherit' },
+    );
     return readFileSync(out);
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -62,8 +69,11 @@ const result = {
   passthrough_wasm_vs_js: Math.round((perSecond('passthrough wasm') / perSecond('passthrough js')) * 100) / 100,
   fraud_scorer_wasm_vs_js: Math.round((perSecond('fraud-scorer wasm') / perSecond('fraud-scorer js')) * 100) / 100,
   runtime_arena_vs_minimal: Math.round((perSecond('passthrough wasm') / perSecond('passthrough wasm (minimal runtime)')) * 100) / 100,
-  runtime_minimal_vs_incremental: Math.round((perSecond('passthrough wasm (minimal runtime)') / perSecond('passthrough wasm (incremental runtime)')) * 100) / 100,
+  runtime_minimal_vs_incremental:
+    Math.round((perSecond('passthrough wasm (minimal runtime)') / perSecond('passthrough wasm (incremental runtime)')) * 100) / 100,
 };
 printTable(Object.entries(ns).map(([task, v]) => ({ task, 'ns/msg': v, 'msgs/s': 1e9 / v })));
-console.log(`\nhost overhead ${result.host_overhead_ns} ns/call; fraud-scorer wasm/js ${result.fraud_scorer_wasm_vs_js}x; passthrough wasm/js ${result.passthrough_wasm_vs_js}x; runtimes: arena/minimal ${result.runtime_arena_vs_minimal}x, minimal/incremental ${result.runtime_minimal_vs_incremental}x`);
+console.log(
+  `\nhost overhead ${result.host_overhead_ns} ns/call; fraud-scorer wasm/js ${result.fraud_scorer_wasm_vs_js}x; passthrough wasm/js ${result.passthrough_wasm_vs_js}x; runtimes: arena/minimal ${result.runtime_arena_vs_minimal}x, minimal/incremental ${result.runtime_minimal_vs_incremental}x`,
+);
 console.log(`wrote ${writeResult('wasm', result)}`);

@@ -157,7 +157,10 @@ describe('strict CBOR profile', () => {
       assert.equal(env.error?.code, 404);
     });
     it('refuses a float type, even a whole one', () => {
-      assert.throws(() => decodeEnvelope(hex(`87 f9 4000 ${id} f6 f6 f6 f6 f6`)), (err: unknown) => err instanceof EnvelopeError && err.field === 'type' && /unsigned integer, got a float/.test(err.message));
+      assert.throws(
+        () => decodeEnvelope(hex(`87 f9 4000 ${id} f6 f6 f6 f6 f6`)),
+        (err: unknown) => err instanceof EnvelopeError && err.field === 'type' && /unsigned integer, got a float/.test(err.message),
+      );
     });
     it('refuses a float error code, even a whole one', () => {
       assert.throws(() => decodeEnvelope(hex(`87 02 ${id} ${id} f6 f6 f6 a2 64 636f6465 f9 5e50 67 6d657373616765 61 78`)), /code must be an unsigned integer/);

@@ -1,14 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import {
-  decodeEnvelope,
-  encodeEnvelope,
-  type Envelope,
-  EnvelopeError,
-  FluxarError,
-  MessageType,
-} from '../src/fluxar/mod.js';
+import { decodeEnvelope, encodeEnvelope, type Envelope, EnvelopeError, FluxarError, MessageType } from '../src/fluxar/mod.js';
 import { encodeCbor } from '../src/cbor/profile.js';
 import { uuidv7 } from '../src/fluxmsg/mod.js';
 
@@ -50,11 +43,20 @@ describe('FLUXAR envelope', () => {
       Buffer.from(bytes).toString('hex'),
       '87' + // array(7)
         '02' + // type: call
-        '50' + '019a4f2c8e1b7c3d9e2f0a1b2c3d4e5f' + // id: bytes(16)
+        '50' +
+        '019a4f2c8e1b7c3d9e2f0a1b2c3d4e5f' + // id: bytes(16)
         'f6' + // ref: null
-        '6f' + Buffer.from('user.getProfile').toString('hex') + // target: text(15)
-        'a1' + '68' + Buffer.from('trace_id').toString('hex') + '66' + Buffer.from('abc123').toString('hex') + // meta
-        'a1' + '62' + Buffer.from('id').toString('hex') + '182a' + // payload {id: 42}
+        '6f' +
+        Buffer.from('user.getProfile').toString('hex') + // target: text(15)
+        'a1' +
+        '68' +
+        Buffer.from('trace_id').toString('hex') +
+        '66' +
+        Buffer.from('abc123').toString('hex') + // meta
+        'a1' +
+        '62' +
+        Buffer.from('id').toString('hex') +
+        '182a' + // payload {id: 42}
         'f6', // error: null
     );
   });
@@ -90,7 +92,10 @@ describe('FLUXAR envelope', () => {
       fc.integer(),
       fc.boolean(),
       fc.uint8Array({ maxLength: 70_000 }),
-      fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => k !== '__proto__'), fc.oneof(fc.string(), fc.integer(), fc.uint8Array({ maxLength: 8 }))),
+      fc.dictionary(
+        fc.string({ maxLength: 8 }).filter((k) => k !== '__proto__'),
+        fc.oneof(fc.string(), fc.integer(), fc.uint8Array({ maxLength: 8 })),
+      ),
     );
     fc.assert(
       fc.property(
@@ -99,7 +104,13 @@ describe('FLUXAR envelope', () => {
           id: bytes16,
           ref: fc.option(bytes16, { nil: null }),
           target: fc.option(fc.string({ unit: 'grapheme', maxLength: 300 }), { nil: null }),
-          meta: fc.option(fc.dictionary(fc.string({ maxLength: 8 }).filter((k) => k !== '__proto__'), fc.oneof(fc.string(), fc.integer())), { nil: null }),
+          meta: fc.option(
+            fc.dictionary(
+              fc.string({ maxLength: 8 }).filter((k) => k !== '__proto__'),
+              fc.oneof(fc.string(), fc.integer()),
+            ),
+            { nil: null },
+          ),
           payload: value,
           error: fc.option(fc.record({ code: fc.nat({ max: 70_000 }), message: fc.string() }), { nil: null }),
         }),

@@ -62,17 +62,39 @@ describe('FLUXAR session (sans-I/O)', () => {
     const b = client.call('svc.b', 2);
     pump();
     const calls = ofType(events.server, 'call');
-    assert.deepEqual(calls.map((c) => c.target), ['svc.a', 'svc.b']);
+    assert.deepEqual(
+      calls.map((c) => c.target),
+      ['svc.a', 'svc.b'],
+    );
     server.respond(calls[1]!.key, 'second');
     server.respond(calls[0]!.key, 'first');
     pump();
     const results = ofType(events.client, 'result');
-    assert.deepEqual(results.map((r) => [r.key === a ? 'a' : r.key === b ? 'b' : '?', r.payload]), [['b', 'second'], ['a', 'first']]);
+    assert.deepEqual(
+      results.map((r) => [r.key === a ? 'a' : r.key === b ? 'b' : '?', r.payload]),
+      [
+        ['b', 'second'],
+        ['a', 'first'],
+      ],
+    );
   });
 
   it('refuses an unsupported version with 400 and closes', () => {
     const server = new Session({ role: 'server', framing: 'stream' });
-    server.receive(encodeStreamFrame(0, encodeEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: null, target: null, meta: null, payload: { versions: [9], nonce: new Uint8Array(16) }, error: null })));
+    server.receive(
+      encodeStreamFrame(
+        0,
+        encodeEnvelope({
+          type: MessageType.Hello,
+          id: uuidv7(),
+          ref: null,
+          target: null,
+          meta: null,
+          payload: { versions: [9], nonce: new Uint8Array(16) },
+          error: null,
+        }),
+      ),
+    );
     assert.equal(server.state, 'closed');
     const [closed] = ofType(server.takeEvents(), 'closed');
     assert.equal(closed!.code, 400);
@@ -81,7 +103,9 @@ describe('FLUXAR session (sans-I/O)', () => {
 
   it('accepts nothing before the handshake (400 and close)', () => {
     const server = new Session({ role: 'server', framing: 'stream' });
-    server.receive(encodeStreamFrame(0, encodeEnvelope({ type: MessageType.Call, id: uuidv7(), ref: null, target: 'x', meta: null, payload: null, error: null })));
+    server.receive(
+      encodeStreamFrame(0, encodeEnvelope({ type: MessageType.Call, id: uuidv7(), ref: null, target: 'x', meta: null, payload: null, error: null })),
+    );
     const [closed] = ofType(server.takeEvents(), 'closed');
     assert.equal(closed!.code, 400);
     assert.match(closed!.reason, /first message must be a hello/);
@@ -185,7 +209,10 @@ describe('FLUXAR session (sans-I/O)', () => {
     s2.receive(dup);
     s2.receive(dup);
     assert.deepEqual(errorsIn(s2.takeOutput()), [409]);
-    const pub = encodeStreamFrame(0, encodeEnvelope({ type: MessageType.Publish, id: uuidv7(), ref: null, target: 'topic', meta: null, payload: 1, error: null }));
+    const pub = encodeStreamFrame(
+      0,
+      encodeEnvelope({ type: MessageType.Publish, id: uuidv7(), ref: null, target: 'topic', meta: null, payload: 1, error: null }),
+    );
     s2.receive(pub);
     assert.deepEqual(errorsIn(s2.takeOutput()), [501]);
     assert.equal(s2.state, 'open', 'an unsupported type does not close the session');

@@ -10,17 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import fc from 'fast-check';
 import { pino } from 'pino';
-import {
-  connect,
-  FluxarError,
-  type FluxarServer,
-  listen,
-  type Peer,
-  secretTable,
-  Session,
-  StreamFrameSplitter,
-  decodeEnvelope,
-} from '../src/fluxar/mod.js';
+import { connect, FluxarError, type FluxarServer, listen, type Peer, secretTable, Session, StreamFrameSplitter, decodeEnvelope } from '../src/fluxar/mod.js';
 import { makeTestCerts, type TestCerts } from './harness/tls.js';
 import { until } from './harness/wait.js';
 
@@ -141,8 +131,8 @@ describe('FLUXAR over sockets', () => {
   describe('auth schemes', () => {
     let authed: FluxarServer;
     before(async () => {
-      const tokens = secretTable({ 't0ken': { id: 'svc-a' } });
-      const keys = secretTable({ 'k3y': { id: 'svc-b' } });
+      const tokens = secretTable({ t0ken: { id: 'svc-a' } });
+      const keys = secretTable({ k3y: { id: 'svc-b' } });
       authed = await listen({
         endpoints: ['tcp://127.0.0.1:0'],
         logger: quiet,
@@ -199,7 +189,10 @@ describe('FLUXAR over sockets', () => {
     await Promise.all([slow.then(() => order.push('slow')), fast.then(() => order.push('fast'))]);
     assert.deepEqual(order, ['fast', 'slow'], 'a slow call delays no other');
     const many = await Promise.all(Array.from({ length: 5000 }, (_, i) => peer.call('echo', i)));
-    assert.deepEqual(many, Array.from({ length: 5000 }, (_, i) => i));
+    assert.deepEqual(
+      many,
+      Array.from({ length: 5000 }, (_, i) => i),
+    );
     await peer.close();
   });
 
@@ -211,7 +204,7 @@ describe('FLUXAR over sockets', () => {
     const forbidden = await rejectsWith(peer.call('forbidden'), 403, /not for you/);
     assert.deepEqual(forbidden.data, { need: 'admin' });
     await rejectsWith(peer.call('big', 200 * 1024), 413, /exceeds the peer's maximum frame of 65536/);
-    assert.equal((await peer.call('big', 1000) as Uint8Array).length, 1000, 'the connection survives');
+    assert.equal(((await peer.call('big', 1000)) as Uint8Array).length, 1000, 'the connection survives');
     await rejectsWith(peer.call('echo', new Uint8Array(100 * 1024)), 413);
     await peer.close();
   });
@@ -244,7 +237,10 @@ describe('FLUXAR over sockets', () => {
     try {
       const peer = await connect(limited.addresses[0]!);
       const results = await Promise.allSettled([peer.call('sleep', 100), peer.call('sleep', 100), peer.call('sleep', 100)]);
-      assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as FluxarError).code)), ['ok', 'ok', 429]);
+      assert.deepEqual(
+        results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as FluxarError).code)),
+        ['ok', 'ok', 429],
+      );
       await peer.close();
     } finally {
       await limited.close();
@@ -348,7 +344,7 @@ describe('FLUXAR over sockets', () => {
       raw.socket.write(Buffer.concat(raw.session.takeOutput()));
       await until(() => bounded.peers.size === 0, 'the server to drop the non-reading peer', 15_000);
       const peer = await connect(bounded.addresses[0]!);
-      assert.equal((await peer.call('big', 10) as Uint8Array).length, 10, 'the server keeps serving others');
+      assert.equal(((await peer.call('big', 10)) as Uint8Array).length, 10, 'the server keeps serving others');
       await peer.close();
       raw.socket.destroy();
     } finally {
@@ -369,7 +365,10 @@ describe('FLUXAR over sockets', () => {
       await until(() => seen.includes('close'), 'the listener to close a connection that never upgrades');
       assert.ok(!seen.includes('data'), 'closed without an answer: it was admitted, then timed out');
       const held = [await connect(tcp), await connect(tcp)];
-      await assert.rejects(connect(tcp), (err: unknown) => err instanceof FluxarError && err.code === 503 && /limit of 2 connections from one address/.test(err.message));
+      await assert.rejects(
+        connect(tcp),
+        (err: unknown) => err instanceof FluxarError && err.code === 503 && /limit of 2 connections from one address/.test(err.message),
+      );
       await Promise.all(held.map((p) => p.close()));
       const wsHeld = [await connect(ws), await connect(ws)];
       await assert.rejects(connect(ws), /503/);
@@ -383,7 +382,9 @@ describe('FLUXAR over sockets', () => {
     const bin = new URL('../src/cli/main.js', import.meta.url).pathname;
     const { stdout } = await run(process.execPath, [bin, 'call', server.addresses[0]!, 'echo', '{"amount": 100}']);
     assert.deepEqual(JSON.parse(stdout), { amount: 100 });
-    await assert.rejects(run(process.execPath, [bin, 'call', server.addresses[0]!, 'missing', 'null']), (err: { code: number; stderr: string }) =>
-      err.code === 1 && /404 not_found: no handler for missing/.test(err.stderr));
+    await assert.rejects(
+      run(process.execPath, [bin, 'call', server.addresses[0]!, 'missing', 'null']),
+      (err: { code: number; stderr: string }) => err.code === 1 && /404 not_found: no handler for missing/.test(err.stderr),
+    );
   });
 });

@@ -98,9 +98,15 @@ describe('fluxMsg codec', () => {
     const value = fc.oneof(text, fc.integer(), double, fc.boolean(), fc.constant(null));
     const arb = fc.record({
       id: uuid,
-      ref_id: fc.option(uuid.filter((u) => u.some((b) => b !== 0)), { nil: null }),
+      ref_id: fc.option(
+        uuid.filter((u) => u.some((b) => b !== 0)),
+        { nil: null },
+      ),
       trace: text,
-      src_id: fc.option(uuid.filter((u) => u.some((b) => b !== 0)), { nil: null }),
+      src_id: fc.option(
+        uuid.filter((u) => u.some((b) => b !== 0)),
+        { nil: null },
+      ),
       meta: fc.dictionary(key, text),
       data: fc.dictionary(key, fc.oneof(value, fc.array(value, { maxLength: 4 }), fc.dictionary(key, value))),
       flags: fc.nat({ max: 0xffffffff }),
@@ -222,7 +228,17 @@ describe('fluxMsg codec', () => {
       ['absurd map size', Buffer.from('bafffffffff0', 'hex'), /invalid CBOR|truncated|exceeds/],
       ['absurd array size', Buffer.from('a1616e9affffffff', 'hex'), /invalid CBOR|truncated|exceeds/],
       ['deep nesting', Buffer.concat([Buffer.alloc(200_000, 0x81), Buffer.from([0x00])]), /nesting deeper than 64 levels/],
-      ['__proto__ key', encodeCbor(new Map<string, unknown>([['id', uuidv7()], ['ts', 1n], ['data', new Map([['__proto__', { polluted: true }]])]])), /__proto__/],
+      [
+        '__proto__ key',
+        encodeCbor(
+          new Map<string, unknown>([
+            ['id', uuidv7()],
+            ['ts', 1n],
+            ['data', new Map([['__proto__', { polluted: true }]])],
+          ]),
+        ),
+        /__proto__/,
+      ],
     ];
     for (const [name, bytes, pattern, field] of cases) {
       it(name, () => {

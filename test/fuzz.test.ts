@@ -29,7 +29,11 @@ const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
 
 /** Hostile bytes found so far, replayed first on every run (hex of an envelope body, phase). */
 const REGRESSIONS: Array<{ name: string; phase: 'pre' | 'post'; body: string }> = [
-  { name: 'hello offering a 64-bit version', phase: 'pre', body: '87 01 50 019a4f2c8e1b7c3d9e2f0a1b2c3d4e01 f6 f6 f6 a3 68 76657273696f6e73 81 1b ffffffffffffffff 64 63617073 80 65 6e6f6e6365 50 00000000000000000000000000000000 f6' },
+  {
+    name: 'hello offering a 64-bit version',
+    phase: 'pre',
+    body: '87 01 50 019a4f2c8e1b7c3d9e2f0a1b2c3d4e01 f6 f6 f6 a3 68 76657273696f6e73 81 1b ffffffffffffffff 64 63617073 80 65 6e6f6e6365 50 00000000000000000000000000000000 f6',
+  },
   { name: 'call with a bigint in meta', phase: 'post', body: '87 02 50 019a4f2c8e1b7c3d9e2f0a1b2c3d4e02 f6 61 74 a1 61 62 1b 1000000000000000 f6 f6' },
   { name: 'call with a cyclic tag in meta', phase: 'post', body: '87 02 50 019a4f2c8e1b7c3d9e2f0a1b2c3d4e03 f6 61 74 a1 61 62 d8 1c 80 f6 f6' },
   { name: '__proto__ under tag 42', phase: 'post', body: '87 02 50 019a4f2c8e1b7c3d9e2f0a1b2c3d4e04 f6 61 74 f6 d8 2a a1 69 5f5f70726f746f5f5f 01 f6' },
@@ -51,9 +55,17 @@ function envelopeBytes(type: number, target: string | null, meta: unknown, paylo
   return encodeCbor([type, uuidv7(), ref, target, meta, payload, null]);
 }
 
-const goodCall = () => encodeEnvelope({ type: MessageType.Call, id: uuidv7(), ref: null, target: 'payments.authorize', meta: { trace_id: 'f' }, payload: approved, error: null });
+const goodCall = () =>
+  encodeEnvelope({ type: MessageType.Call, id: uuidv7(), ref: null, target: 'payments.authorize', meta: { trace_id: 'f' }, payload: approved, error: null });
 const goodHello = () => envelopeBytes(1, null, null, { versions: [1], caps: ['deflate'], nonce: new Uint8Array(16), max_frame: 1 << 20 });
-const bases = [goodCall, goodHello, () => envelopeBytes(1, 'ping', null, null), () => envelopeBytes(1, 'bye', null, null), () => envelopeBytes(6, 'prices.eur', null, new Uint8Array([1, 2])), () => envelopeBytes(2, 'cancel', null, null, uuidv7())];
+const bases = [
+  goodCall,
+  goodHello,
+  () => envelopeBytes(1, 'ping', null, null),
+  () => envelopeBytes(1, 'bye', null, null),
+  () => envelopeBytes(6, 'prices.eur', null, new Uint8Array([1, 2])),
+  () => envelopeBytes(2, 'cancel', null, null, uuidv7()),
+];
 
 const cborValue = fc.oneof(fc.jsonValue({ maxDepth: 4 }), fc.bigInt({ min: -(2n ** 70n), max: 2n ** 70n }), fc.uint8Array({ maxLength: 40 }));
 
@@ -69,7 +81,9 @@ const bodies: fc.Arbitrary<{ body: Uint8Array; label: string }> = fc.oneof(
   }),
   fc.uint8Array({ maxLength: 300 }).map((body) => ({ body, label: 'random bytes' })),
   cborValue.map((v) => ({ body: encodeCbor(v), label: 'random CBOR' })),
-  fc.tuple(cborValue, cborValue, cborValue, cborValue, cborValue, cborValue, cborValue).map((items) => ({ body: encodeCbor(items), label: 'seven random items' })),
+  fc
+    .tuple(cborValue, cborValue, cborValue, cborValue, cborValue, cborValue, cborValue)
+    .map((items) => ({ body: encodeCbor(items), label: 'seven random items' })),
   fc.tuple(fc.integer({ min: 1, max: 7 }), cborValue, cborValue, fc.option(cborValue)).map(([type, meta, payload, err]) => ({
     body: encodeCbor([type, uuidv7(), null, 'payments.authorize', meta, payload, err]),
     label: 'wrong item types',
@@ -96,9 +110,26 @@ const bodies: fc.Arbitrary<{ body: Uint8Array; label: string }> = fc.oneof(
 const cases: fc.Arbitrary<Case> = fc.oneof(
   {
     weight: 6,
-    arbitrary: fc.record({ kind: fc.constantFrom<RawKind>('tcp', 'ws'), phase: fc.constantFrom<'pre' | 'post'>('pre', 'post'), deflate: fc.boolean(), b: bodies, flags: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constant(1) }, { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) }) }).map(
-      ({ kind, phase, deflate, b, flags }) => ({ kind, phase, deflate, body: flags === 1 ? deflateRawSync(b.body) : b.body, flags, label: `${b.label}, flags ${flags}` }),
-    ),
+    arbitrary: fc
+      .record({
+        kind: fc.constantFrom<RawKind>('tcp', 'ws'),
+        phase: fc.constantFrom<'pre' | 'post'>('pre', 'post'),
+        deflate: fc.boolean(),
+        b: bodies,
+        flags: fc.oneof(
+          { weight: 6, arbitrary: fc.constant(0) },
+          { weight: 1, arbitrary: fc.constant(1) },
+          { weight: 1, arbitrary: fc.integer({ min: 0, max: 255 }) },
+        ),
+      })
+      .map(({ kind, phase, deflate, b, flags }) => ({
+        kind,
+        phase,
+        deflate,
+        body: flags === 1 ? deflateRawSync(b.body) : b.body,
+        flags,
+        label: `${b.label}, flags ${flags}`,
+      })),
   },
   {
     weight: 1,

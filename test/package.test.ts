@@ -41,6 +41,9 @@ describe('package surface', () => {
     assert.equal(stdout.trim(), pkg.version);
     const uuid = await run(process.execPath, [bin.pathname, 'uuid']);
     assert.match(uuid.stdout.trim(), /^[0-9a-f]{8}-[0-9a-f]{4}-7/);
-    await assert.rejects(run(process.execPath, [bin.pathname, 'nope']), (err: { code?: number; stderr?: string }) => err.code === 2 && /unknown command "nope"/.test(err.stderr ?? ''));
+    await assert.rejects(
+      run(process.execPath, [bin.pathname, 'nope']),
+      (err: { code?: number; stderr?: string }) => err.code === 2 && /unknown command "nope"/.test(err.stderr ?? ''),
+    );
   });
 });

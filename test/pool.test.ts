@@ -15,7 +15,6 @@ interface Output {
   text: string;
 }
 
-
 function collectingPool(options: Partial<ConstructorParameters<typeof WorkerPool>[0]> = {}) {
   const outputs: Output[] = [];
   const pool = new WorkerPool({
@@ -46,9 +45,16 @@ describe('worker pool', () => {
       }
       for (let k = 0; k < 7; k++) {
         const seq = outputs.filter((o) => o.text.startsWith(`conn-${k}:`)).map((o) => o.tag);
-        assert.deepEqual(seq, [...seq].sort((a, b) => a - b), `order of conn-${k}`);
+        assert.deepEqual(
+          seq,
+          [...seq].sort((a, b) => a - b),
+          `order of conn-${k}`,
+        );
       }
-      assert.deepEqual(pool.stats().handled.reduce((a, b) => a + b, 0), 2000);
+      assert.deepEqual(
+        pool.stats().handled.reduce((a, b) => a + b, 0),
+        2000,
+      );
     } finally {
       await pool.close();
     }
@@ -61,8 +67,14 @@ describe('worker pool', () => {
     let resumes = 0;
     let paused = false;
     const source: Pausable = {
-      pause: () => { pauses++; paused = true; },
-      resume: () => { resumes++; paused = false; },
+      pause: () => {
+        pauses++;
+        paused = true;
+      },
+      resume: () => {
+        resumes++;
+        paused = false;
+      },
     };
     try {
       let sent = 0;
@@ -79,7 +91,11 @@ describe('worker pool', () => {
       await until(() => outputs.length === total, `${total} echoes`, 30_000);
       assert.ok(pauses > 0, 'the source was paused');
       assert.equal(resumes, pauses, 'and resumed each time');
-      assert.deepEqual(outputs.map((o) => o.tag), Array.from({ length: total }, (_, i) => i), 'all records, in order');
+      assert.deepEqual(
+        outputs.map((o) => o.tag),
+        Array.from({ length: total }, (_, i) => i),
+        'all records, in order',
+      );
       assert.equal(pool.heldRecords(0), 0);
     } finally {
       await pool.close();
@@ -102,7 +118,7 @@ describe('worker pool', () => {
       assert.match(replaced[0]!.reason, /exited with code 3/);
       assert.ok(replaced[0]!.lostRecords >= 1, 'the records it held are counted');
       assert.notEqual(pool.threadId(0), before);
-      await until(() => outputs.filter((o) => o.worker === 1).length === 100, 'all of worker 1\'s echoes: it never paused');
+      await until(() => outputs.filter((o) => o.worker === 1).length === 100, "all of worker 1's echoes: it never paused");
       const firstEchoes = outputs.filter((o) => o.worker === 0 && o.tag < 100).length;
       assert.equal(firstEchoes, 100, 'output finished before the crash is delivered');
       outputs.length = 0;

@@ -28,7 +28,15 @@ const probeWasm = join(root, 'dist/test-gears/probe.wasm');
 
 function capture(): { logger: Logger; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
-  const logger = pino({ level: 'info' }, new Writable({ write(chunk, _e, cb) { lines.push(JSON.parse(String(chunk))); cb(); } }));
+  const logger = pino(
+    { level: 'info' },
+    new Writable({
+      write(chunk, _e, cb) {
+        lines.push(JSON.parse(String(chunk)));
+        cb();
+      },
+    }),
+  );
   return { logger, lines };
 }
 
@@ -46,12 +54,7 @@ function quickstart(listen: string[], extraGears: unknown[] = [], extraWires: un
       { name: 'fraud', type: 'wasm', config: { module: fraudWasm, allow_kv: true, ...fraud } },
       ...extraGears,
     ],
-    wires: [
-      { from: 'api.out', to: 'fraud.in' },
-      { from: 'fraud.out', to: 'api.in' },
-      { from: 'fraud.error', to: 'api.in' },
-      ...extraWires,
-    ],
+    wires: [{ from: 'api.out', to: 'fraud.in' }, { from: 'fraud.out', to: 'api.in' }, { from: 'fraud.error', to: 'api.in' }, ...extraWires],
   });
 }
 
@@ -96,7 +99,10 @@ describe('rack', () => {
 
   it('answers a call through the quickstart chain over every transport', async () => {
     const urls = rack.addresses();
-    assert.deepEqual(urls.map((u) => u.split(':')[0]), ['tcp', 'ws', 'tls', 'wss', 'unix']);
+    assert.deepEqual(
+      urls.map((u) => u.split(':')[0]),
+      ['tcp', 'ws', 'tls', 'wss', 'unix'],
+    );
     for (const url of urls) {
       const peer = await connect(url, { tls: { ca: certs.ca } });
       const answer = (await peer.call('payments.authorize', approved)) as Record<string, unknown>;
@@ -106,10 +112,13 @@ describe('rack', () => {
     }
   });
 
-  it('answers a rejection with the gear\'s reason', async () => {
+  it("answers a rejection with the gear's reason", async () => {
     const peer = await connect(rack.addresses()[0]!);
-    await assert.rejects(peer.call('payments.authorize', blocked), (err: unknown) =>
-      err instanceof FluxarError && err.code === 403 && err.message === 'fraud score 125 >= 70' && (err.data as { gear: string }).gear === 'fraud');
+    await assert.rejects(
+      peer.call('payments.authorize', blocked),
+      (err: unknown) =>
+        err instanceof FluxarError && err.code === 403 && err.message === 'fraud score 125 >= 70' && (err.data as { gear: string }).gear === 'fraud',
+    );
     await peer.close();
   });
 
@@ -130,7 +139,10 @@ describe('rack', () => {
   it('spreads connections over the workers and keeps many calls in flight', async () => {
     const peers = await Promise.all(Array.from({ length: 4 }, () => connect(rack.addresses()[0]!)));
     const results = await Promise.all(Array.from({ length: 2000 }, (_, i) => peers[i % 4]!.call('payments.authorize', { ...approved, n: i })));
-    assert.deepEqual(results.map((r) => (r as Record<string, unknown>).n), Array.from({ length: 2000 }, (_, i) => i));
+    assert.deepEqual(
+      results.map((r) => (r as Record<string, unknown>).n),
+      Array.from({ length: 2000 }, (_, i) => i),
+    );
     await Promise.all(peers.map((p) => p.close()));
   });
 });
@@ -175,7 +187,14 @@ describe('rack behaviour', () => {
     const results = await Promise.allSettled(calls);
     await stopping;
     const failed = results.filter((r) => r.status === 'rejected');
-    assert.equal(failed.length, 0, `${failed.length} calls lost: ${failed.map((f) => (f as PromiseRejectedResult).reason).slice(0, 3).join('; ')}`);
+    assert.equal(
+      failed.length,
+      0,
+      `${failed.length} calls lost: ${failed
+        .map((f) => (f as PromiseRejectedResult).reason)
+        .slice(0, 3)
+        .join('; ')}`,
+    );
     await peer.closed;
   });
 
@@ -198,7 +217,10 @@ describe('rack behaviour', () => {
       const stuck = await connect(rack.addresses()[0]!);
       const other = await connect(rack.addresses()[0]!); // the next connection id: the other worker
       const started = Date.now();
-      await assert.rejects(stuck.call('x', { action: 'spin' }), (err: unknown) => err instanceof FluxarError && err.code === 503 && /timed out/.test(err.message));
+      await assert.rejects(
+        stuck.call('x', { action: 'spin' }),
+        (err: unknown) => err instanceof FluxarError && err.code === 503 && /timed out/.test(err.message),
+      );
       assert.ok(Date.now() - started < 3000);
       assert.equal(((await other.call('x', { action: 'ok' })) as Record<string, unknown>).action, 'ok', 'the other worker never noticed');
       const again = await connect(rack.addresses()[0]!);
@@ -233,8 +255,14 @@ describe('rack behaviour', () => {
       await until(() => lines.filter((l) => l.gear === 'rest').length === 20, 'all 20 generated messages through the router', 10_000);
       // No message has data.parity 0, so all go to default; a generator with data makes the even ones.
       assert.equal(lines.filter((l) => l.gear === 'evens').length, 0);
-      const seqs = lines.filter((l) => l.gear === 'rest').map((l) => Number((l.data as Record<string, unknown>).seq)).sort((a, b) => a - b);
-      assert.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => i));
+      const seqs = lines
+        .filter((l) => l.gear === 'rest')
+        .map((l) => Number((l.data as Record<string, unknown>).seq))
+        .sort((a, b) => a - b);
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: 20 }, (_, i) => i),
+      );
     } finally {
       await rack.stop();
     }
@@ -264,18 +292,30 @@ describe('rack behaviour', () => {
   });
 
   it('refuses wires that need the bus, and a nats gear without NATS, saying why', async () => {
-    const guaranteed = parseScenario(stringify({
-      meta: { name: 'g' },
-      gears: [
-        { name: 'gen', type: 'generator', config: { rate_per_s: 1 } },
-        { name: 'sink', type: 'log' },
-      ],
-      wires: [{ from: 'gen.out', to: 'sink.in', lane: 'guaranteed' }],
-    }), 'g.yaml');
-    await assert.rejects(new Rack({ scenario: guaranteed, workers: 1, logger: pino({ level: 'silent' }) }).start(), (err: unknown) =>
-      err instanceof RackError && /need the snake bus/.test(err.message) && /g\.yaml:\d+:\d+: gen\.out -> sink\.in \(lane: guaranteed\)/.test(err.message));
-    const natsOnly = parseScenario(stringify({ meta: { name: 'n' }, gears: [{ name: 'pub', type: 'nats', config: { subject: 'x', mode: 'publish' } }] }), 'n.yaml');
-    await assert.rejects(new Rack({ scenario: natsOnly, workers: 1, logger: pino({ level: 'silent' }) }).start(), /gear pub \(nats\) needs NATS: start the rack with --nats URL/);
+    const guaranteed = parseScenario(
+      stringify({
+        meta: { name: 'g' },
+        gears: [
+          { name: 'gen', type: 'generator', config: { rate_per_s: 1 } },
+          { name: 'sink', type: 'log' },
+        ],
+        wires: [{ from: 'gen.out', to: 'sink.in', lane: 'guaranteed' }],
+      }),
+      'g.yaml',
+    );
+    await assert.rejects(
+      new Rack({ scenario: guaranteed, workers: 1, logger: pino({ level: 'silent' }) }).start(),
+      (err: unknown) =>
+        err instanceof RackError && /need the snake bus/.test(err.message) && /g\.yaml:\d+:\d+: gen\.out -> sink\.in \(lane: guaranteed\)/.test(err.message),
+    );
+    const natsOnly = parseScenario(
+      stringify({ meta: { name: 'n' }, gears: [{ name: 'pub', type: 'nats', config: { subject: 'x', mode: 'publish' } }] }),
+      'n.yaml',
+    );
+    await assert.rejects(
+      new Rack({ scenario: natsOnly, workers: 1, logger: pino({ level: 'silent' }) }).start(),
+      /gear pub \(nats\) needs NATS: start the rack with --nats URL/,
+    );
   });
 
   it('a client that sends garbage is disconnected; the rack keeps serving', async () => {
@@ -307,7 +347,14 @@ describe('rack with NATS', () => {
   after(() => nats.stop());
 
   it('on the bus, KV is a NATS KV bucket: the config seeds it, outside changes reach the gears', async () => {
-    const rack = new Rack({ scenario: quickstart(['tcp://127.0.0.1:0']), workers: 2, natsUrl: nats.url, kvBucket: 'test-kv', kv: { 'fraud/blocklist': 'm-666' }, logger: pino({ level: 'silent' }) });
+    const rack = new Rack({
+      scenario: quickstart(['tcp://127.0.0.1:0']),
+      workers: 2,
+      natsUrl: nats.url,
+      kvBucket: 'test-kv',
+      kv: { 'fraud/blocklist': 'm-666' },
+      logger: pino({ level: 'silent' }),
+    });
     await rack.start();
     const nc = await natsConnect({ servers: nats.url });
     try {
@@ -320,9 +367,12 @@ describe('rack with NATS', () => {
       let code = 0;
       const deadline = Date.now() + 5000;
       while (code !== 403 && Date.now() < deadline) {
-        code = await peer.call('x', suspect).then(() => 0, (err: FluxarError) => err.code);
+        code = await peer.call('x', suspect).then(
+          () => 0,
+          (err: FluxarError) => err.code,
+        );
       }
-      assert.equal(code, 403, 'the bucket change reached the workers\' replicas');
+      assert.equal(code, 403, "the bucket change reached the workers' replicas");
       await peer.close();
     } finally {
       await nc.close();
@@ -330,7 +380,7 @@ describe('rack with NATS', () => {
     }
   });
 
-  it('on the bus, a gear\'s KV writes reach the bucket', async () => {
+  it("on the bus, a gear's KV writes reach the bucket", async () => {
     const s = scenario({
       meta: { name: 'kvw' },
       gears: [
@@ -381,7 +431,10 @@ describe('rack with NATS', () => {
     }
     const missing = quickstart(['tcp://127.0.0.1:0']);
     missing.gears[1]!.config.module = 'urn:wasm:fraud-scorer:9.9.9';
-    await assert.rejects(new Rack({ scenario: missing, workers: 1, natsUrl: nats.url, moduleBucket: 'test-modules', logger: pino({ level: 'silent' }) }).start(), /not in the module bucket test-modules/);
+    await assert.rejects(
+      new Rack({ scenario: missing, workers: 1, natsUrl: nats.url, moduleBucket: 'test-modules', logger: pino({ level: 'silent' }) }).start(),
+      /not in the module bucket test-modules/,
+    );
   });
 
   it('the nats gear publishes through JetStream with acknowledgements', async () => {
@@ -412,7 +465,7 @@ describe('rack with NATS', () => {
     }
   });
 
-  it('the nats gear publishes the chain\'s output and feeds a subject into the chain', async () => {
+  it("the nats gear publishes the chain's output and feeds a subject into the chain", async () => {
     const { logger, lines } = capture();
     const s = scenario({
       meta: { name: 'bus' },

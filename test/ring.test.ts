@@ -13,34 +13,31 @@ function drainAll(consumer: RingConsumer): Array<{ tag: number; payload: number[
 describe('ring', () => {
   it('matches a reference queue under random writes, drains and wraps (property)', () => {
     fc.assert(
-      fc.property(
-        fc.array(fc.oneof(fc.record({ write: fc.nat({ max: 600 }) }), fc.record({ drain: fc.nat({ max: 6 }) })), { maxLength: 300 }),
-        (ops) => {
-          const sab = createRing({ capacity: 2048, maxRecords: 64 });
-          const producer = new RingProducer(sab);
-          const consumer = new RingConsumer(sab);
-          const reference: Array<{ tag: number; payload: number[] }> = [];
-          let tag = 0;
-          for (const op of ops) {
-            if ('write' in op) {
-              const payload = Array.from({ length: op.write }, (_, i) => (tag + i) & 0xff);
-              const fits = producer.hasRoom(op.write);
-              const wrote = producer.tryWrite(tag, Uint8Array.from(payload));
-              assert.equal(wrote, fits, 'hasRoom must predict tryWrite');
-              if (wrote) reference.push({ tag, payload });
-              tag++;
-            } else {
-              const got: Array<{ tag: number; payload: number[] }> = [];
-              consumer.drain((t, bytes, start, length) => got.push({ tag: t, payload: [...bytes.subarray(start, start + length)] }), op.drain);
-              assert.deepEqual(got, reference.splice(0, got.length));
-              assert.ok(got.length === Math.min(op.drain, got.length + reference.length) || op.drain === 0);
-            }
-            assert.equal(producer.pendingRecords(), reference.length);
+      fc.property(fc.array(fc.oneof(fc.record({ write: fc.nat({ max: 600 }) }), fc.record({ drain: fc.nat({ max: 6 }) })), { maxLength: 300 }), (ops) => {
+        const sab = createRing({ capacity: 2048, maxRecords: 64 });
+        const producer = new RingProducer(sab);
+        const consumer = new RingConsumer(sab);
+        const reference: Array<{ tag: number; payload: number[] }> = [];
+        let tag = 0;
+        for (const op of ops) {
+          if ('write' in op) {
+            const payload = Array.from({ length: op.write }, (_, i) => (tag + i) & 0xff);
+            const fits = producer.hasRoom(op.write);
+            const wrote = producer.tryWrite(tag, Uint8Array.from(payload));
+            assert.equal(wrote, fits, 'hasRoom must predict tryWrite');
+            if (wrote) reference.push({ tag, payload });
+            tag++;
+          } else {
+            const got: Array<{ tag: number; payload: number[] }> = [];
+            consumer.drain((t, bytes, start, length) => got.push({ tag: t, payload: [...bytes.subarray(start, start + length)] }), op.drain);
+            assert.deepEqual(got, reference.splice(0, got.length));
+            assert.ok(got.length === Math.min(op.drain, got.length + reference.length) || op.drain === 0);
           }
-          assert.deepEqual(drainAll(consumer), reference);
-          assert.ok(consumer.isEmpty());
-        },
-      ),
+          assert.equal(producer.pendingRecords(), reference.length);
+        }
+        assert.deepEqual(drainAll(consumer), reference);
+        assert.ok(consumer.isEmpty());
+      }),
       { numRuns: 400 },
     );
   });
@@ -50,14 +47,23 @@ describe('ring', () => {
     const producer = new RingProducer(sab);
     const consumer = new RingConsumer(sab);
     assert.ok(consumer.isEmpty());
-    assert.equal(consumer.drain(() => assert.fail('empty ring has no records')), 0);
+    assert.equal(
+      consumer.drain(() => assert.fail('empty ring has no records')),
+      0,
+    );
     const record = new Uint8Array(120); // 128 bytes with its header: exactly 8 fill the ring
     for (let i = 0; i < 8; i++) assert.ok(producer.tryWrite(i, record), `write ${i}`);
     assert.equal(producer.tryWrite(8, new Uint8Array(0)), false, 'a full ring refuses even an empty record');
     assert.equal(producer.pendingBytes(), 1024);
-    assert.equal(consumer.drain(() => {}, 1), 1);
+    assert.equal(
+      consumer.drain(() => {}, 1),
+      1,
+    );
     assert.ok(producer.tryWrite(8, record), 'room again after one release');
-    assert.equal(consumer.drain(() => {}), 8);
+    assert.equal(
+      consumer.drain(() => {}),
+      8,
+    );
     assert.ok(consumer.isEmpty());
   });
 
@@ -104,14 +110,25 @@ describe('ring', () => {
     const consumer = new RingConsumer(sab);
     producer.tryWrite(1, Uint8Array.of(1));
     producer.tryWrite(2, Uint8Array.of(2));
-    assert.throws(() => consumer.drain((tag) => { if (tag === 1) throw new Error('poison'); }), /poison/);
-    assert.deepEqual(drainAll(consumer).map((r) => r.tag), [2]);
+    assert.throws(
+      () =>
+        consumer.drain((tag) => {
+          if (tag === 1) throw new Error('poison');
+        }),
+      /poison/,
+    );
+    assert.deepEqual(
+      drainAll(consumer).map((r) => r.tag),
+      [2],
+    );
   });
 
   it('refuses a record over half the capacity with a clear error', () => {
     const producer = new RingProducer(createRing({ capacity: 1024 }));
-    assert.throws(() => producer.tryWrite(0, new Uint8Array(505)), (err: unknown) =>
-      err instanceof RecordTooLargeError && err.limit === 504 && /505 bytes exceeds the ring's limit of 504/.test(err.message));
+    assert.throws(
+      () => producer.tryWrite(0, new Uint8Array(505)),
+      (err: unknown) => err instanceof RecordTooLargeError && err.limit === 504 && /505 bytes exceeds the ring's limit of 504/.test(err.message),
+    );
     assert.ok(producer.tryWrite(0, new Uint8Array(504)));
   });
 
@@ -128,8 +145,10 @@ describe('ring', () => {
     lane.send(1, Uint8Array.of(1));
     lane.send(2, Uint8Array.of(2));
     const started = Date.now();
-    assert.throws(() => lane.send(3, Uint8Array.of(3)), (err: unknown) =>
-      err instanceof LaneTimeoutError && /hot lane gear-a.out stayed full for 50 ms/.test(err.message));
+    assert.throws(
+      () => lane.send(3, Uint8Array.of(3)),
+      (err: unknown) => err instanceof LaneTimeoutError && /hot lane gear-a.out stayed full for 50 ms/.test(err.message),
+    );
     assert.ok(Date.now() - started >= 45, 'it waited before failing');
   });
 

@@ -38,8 +38,14 @@ describe('scenario validation', () => {
   it('accepts the quickstart scenario', async () => {
     const s = await loadScenario(join(root, 'scenarios/quickstart.yaml'));
     assert.equal(s.meta.name, 'quickstart');
-    assert.deepEqual(s.gears.map((g) => `${g.name}:${g.type}`), ['api:fluxar', 'fraud:wasm']);
-    assert.deepEqual(s.wires.map((w) => `${w.from.gear}.${w.from.port}->${w.to.gear}.${w.to.port}`), ['api.out->fraud.in', 'fraud.out->api.in', 'fraud.error->api.in']);
+    assert.deepEqual(
+      s.gears.map((g) => `${g.name}:${g.type}`),
+      ['api:fluxar', 'fraud:wasm'],
+    );
+    assert.deepEqual(
+      s.wires.map((w) => `${w.from.gear}.${w.from.port}->${w.to.gear}.${w.to.port}`),
+      ['api.out->fraud.in', 'fraud.out->api.in', 'fraud.error->api.in'],
+    );
     assert.match(s.wires[0]!.at, /quickstart\.yaml:\d+:\d+$/);
   });
 
@@ -129,17 +135,21 @@ wires:
       'r.yaml',
     );
     assert.equal(s.wires.length, 2);
-    assert.deepEqual(problems(`${base}  - name: split\n    type: router\n    config: {routes: [{port: big}]}\nwires:\n  - from: split.small\n    to: fraud.in\n`), [
-      '13:11: gear split (router) has no output port small (it has default, big)',
-    ]);
+    assert.deepEqual(
+      problems(`${base}  - name: split\n    type: router\n    config: {routes: [{port: big}]}\nwires:\n  - from: split.small\n    to: fraud.in\n`),
+      ['13:11: gear split (router) has no output port small (it has default, big)'],
+    );
   });
 
   it('fluxrig scenario validate exits 1 with file:line:column, 0 when valid', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'fluxrig-scn-'));
     const bad = join(dir, 'bad.yaml');
     writeFileSync(bad, `${base}wires:\n  - from: api.nope\n    to: fraud.in\n`);
-    await assert.rejects(run(process.execPath, [cli, 'scenario', 'validate', bad]), (err: { code: number; stderr: string }) =>
-      err.code === 1 && err.stderr.includes(`${bad}:10:11: gear api (fluxar) has no output port nope (it has out)`) && /1 problem/.test(err.stderr));
+    await assert.rejects(
+      run(process.execPath, [cli, 'scenario', 'validate', bad]),
+      (err: { code: number; stderr: string }) =>
+        err.code === 1 && err.stderr.includes(`${bad}:10:11: gear api (fluxar) has no output port nope (it has out)`) && /1 problem/.test(err.stderr),
+    );
     const { stdout } = await run(process.execPath, [cli, 'scenario', 'validate', join(root, 'scenarios/quickstart.yaml')]);
     assert.match(stdout, /valid \(2 gears, 3 wires\)/);
   });
@@ -161,7 +171,18 @@ wires:
 describe('rack logs', () => {
   it('read as lines in a terminal', async () => {
     const { formatLogLine } = await import('../src/rack/log-format.js');
-    const line = formatLogLine(JSON.stringify({ level: 40, time: Date.UTC(2026, 0, 2, 3, 4, 5, 6), pid: 1, hostname: 'h', name: 'fluxrig', msg: 'worker replaced', worker: 1, reason: 'exited' }));
+    const line = formatLogLine(
+      JSON.stringify({
+        level: 40,
+        time: Date.UTC(2026, 0, 2, 3, 4, 5, 6),
+        pid: 1,
+        hostname: 'h',
+        name: 'fluxrig',
+        msg: 'worker replaced',
+        worker: 1,
+        reason: 'exited',
+      }),
+    );
     assert.equal(line, '03:04:05.006 WARN  worker replaced  worker=1 reason=exited\n');
     assert.equal(formatLogLine('not json'), 'not json');
   });

@@ -1,15 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  entityId,
-  EntityType,
-  entityTypeOf,
-  isUuidV7,
-  parseUuid,
-  uuidToString,
-  uuidv7,
-  uuidv7Time,
-} from '../src/fluxmsg/mod.js';
+import { entityId, EntityType, entityTypeOf, isUuidV7, parseUuid, uuidToString, uuidv7, uuidv7Time } from '../src/fluxmsg/mod.js';
 
 function compare(a: Uint8Array, b: Uint8Array): number {
   return Buffer.compare(a, b);

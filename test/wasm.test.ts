@@ -55,7 +55,15 @@ describe('wasm gears', () => {
     const probe = () => gear('probe');
 
     it('ok: the message passes through the SDK unchanged but for what the gear set', () => {
-      const input = createFluxMsg({ data: { amount: 12.5, n: -7, big: 2n ** 40n, huge: 2n ** 60n, s: 'héllo', b: new Uint8Array([1, 2]), nested: { l: [1, 'x', null, true, 1.5] } }, meta: { a: 'b' }, trace: 't', ref_id: uuidv7(), raw: new Uint8Array([9]), path: [{ g: uuidv7(), p: uuidv7(), t: 77n }], flags: 1 });
+      const input = createFluxMsg({
+        data: { amount: 12.5, n: -7, big: 2n ** 40n, huge: 2n ** 60n, s: 'héllo', b: new Uint8Array([1, 2]), nested: { l: [1, 'x', null, true, 1.5] } },
+        meta: { a: 'b' },
+        trace: 't',
+        ref_id: uuidv7(),
+        raw: new Uint8Array([9]),
+        path: [{ g: uuidv7(), p: uuidv7(), t: 77n }],
+        flags: 1,
+      });
       const [out] = okMsgs(probe().process(input));
       assert.deepEqual([...out!.id], [...input.id]);
       assert.deepEqual([...out!.ref_id!], [...input.ref_id!]);
@@ -85,7 +93,10 @@ describe('wasm gears', () => {
 
     it('fan-out returns several messages', () => {
       const outs = okMsgs(probe().process(msg({ action: 'fanout', count: 3 })));
-      assert.deepEqual(outs.map((m) => m.data.part), [0, 1, 2]);
+      assert.deepEqual(
+        outs.map((m) => m.data.part),
+        [0, 1, 2],
+      );
     });
 
     it('an aborting guest is rejected with its message and the gear goes on', () => {
@@ -98,8 +109,11 @@ describe('wasm gears', () => {
 
   describe('capabilities', () => {
     it('refuses a module importing KV without allow_kv, naming the import', () => {
-      assert.throws(() => prepareModule(gearBytes('kv-probe'), 'kv-probe.wasm', { module: 'x' }), (err: unknown) =>
-        err instanceof WasmModuleError && /imports env\.flux_kv_(get|put), which this gear is not granted \(needs allow_kv: true\)/.test(err.message));
+      assert.throws(
+        () => prepareModule(gearBytes('kv-probe'), 'kv-probe.wasm', { module: 'x' }),
+        (err: unknown) =>
+          err instanceof WasmModuleError && /imports env\.flux_kv_(get|put), which this gear is not granted \(needs allow_kv: true\)/.test(err.message),
+      );
     });
 
     it('KV granted: writes reach the store and reads see it', () => {
@@ -114,19 +128,33 @@ describe('wasm gears', () => {
     });
 
     it('refuses a module importing HTTP without allow_http', () => {
-      assert.throws(() => prepareModule(gearBytes('http-probe'), 'http-probe.wasm', { module: 'x' }), /imports env\.flux_req_http, which this gear is not granted \(needs allow_http: true\)/);
+      assert.throws(
+        () => prepareModule(gearBytes('http-probe'), 'http-probe.wasm', { module: 'x' }),
+        /imports env\.flux_req_http, which this gear is not granted \(needs allow_http: true\)/,
+      );
     });
 
     it('emit: spontaneous messages reach the host', () => {
       const emitted: FluxMsg[] = [];
       const g = gear('probe', {}, { emit: (m) => emitted.push(m) });
       okMsgs(g.process(msg({ action: 'emit', count: 2 })));
-      assert.deepEqual(emitted.map((m) => m.data.emitted), [0, 1]);
+      assert.deepEqual(
+        emitted.map((m) => m.data.emitted),
+        [0, 1],
+      );
     });
 
     it('log: lines reach the logger with the gear name, rate-limited', () => {
       const lines: Array<Record<string, unknown>> = [];
-      const logger = pino({ level: 'debug' }, new Writable({ write(chunk, _enc, cb) { lines.push(JSON.parse(String(chunk))); cb(); } }));
+      const logger = pino(
+        { level: 'debug' },
+        new Writable({
+          write(chunk, _enc, cb) {
+            lines.push(JSON.parse(String(chunk)));
+            cb();
+          },
+        }),
+      );
       const g = gear('probe', { log_rate_per_s: 5 }, { logger });
       okMsgs(g.process(msg({ action: 'log', count: 20 })));
       const probeLines = lines.filter((l) => l.gear === 'probe');
@@ -236,7 +264,10 @@ describe('wasm gears', () => {
       const imported = await run(process.execPath, [bin, 'wasm', 'import', mod, '--name', 'fraud-scorer', '--version', '2', '--store', join(dir, 'cli-store')]);
       assert.match(imported.stdout, /urn:wasm:fraud-scorer:2 -> sha256:/);
       const store = new ModuleStore(join(dir, 'cli-store'));
-      const loaded = await loadModule({ module: 'urn:wasm:fraud-scorer:2', allow_kv: true }, { store, trustedKeys: [readFileSync(join(keys, 'gear-signing.pub'), 'utf8')] });
+      const loaded = await loadModule(
+        { module: 'urn:wasm:fraud-scorer:2', allow_kv: true },
+        { store, trustedKeys: [readFileSync(join(keys, 'gear-signing.pub'), 'utf8')] },
+      );
       assert.ok(loaded.signer);
     });
   });
@@ -259,7 +290,10 @@ describe('wasm gears', () => {
       try {
         const stuck = pool.process(msg({ action: 'spin' }), 0);
         const others = await Promise.all(Array.from({ length: 20 }, (_, i) => pool.process(msg({ i }), 1)));
-        assert.ok(others.every((o) => o.status === 'ok'), 'worker 1 served while worker 0 was stuck');
+        assert.ok(
+          others.every((o) => o.status === 'ok'),
+          'worker 1 served while worker 0 was stuck',
+        );
         const started = Date.now();
         assert.match(rejection(await stuck), /gear probe timed out: a guest ran \d+ ms, past its timeout_ms of 100/);
         assert.ok(Date.now() - started < 2000);
@@ -274,7 +308,14 @@ describe('wasm gears', () => {
       const config: WasmGearConfig = { module: 'kv-probe', allow_kv: true };
       const store = new MemoryKvStore();
       store.put('greeting', Buffer.from('hi'));
-      const pool = new WasmGearPool({ name: 'kv', prepared: prepareModule(gearBytes('kv-probe'), 'kv-probe', config), config, size: 2, kv: store, logger: quiet });
+      const pool = new WasmGearPool({
+        name: 'kv',
+        prepared: prepareModule(gearBytes('kv-probe'), 'kv-probe', config),
+        config,
+        size: 2,
+        kv: store,
+        logger: quiet,
+      });
       await pool.start();
       try {
         const [first] = okMsgs(await pool.process(msg({ get_key: 'greeting', put_key: 'from-0', put_value: 'zero' }), 0));

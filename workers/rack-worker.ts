@@ -3,14 +3,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { HotLane } from '../src/ring/lane.js';
 import { RingConsumer } from '../src/ring/ring.js';
-import {
-  CONTROL_BYTES,
-  ControlSlot,
-  type HandlerFactory,
-  type RecordHandler,
-  type WorkerBootData,
-  type WorkerEvent,
-} from '../src/rack/worker-protocol.js';
+import { CONTROL_BYTES, ControlSlot, type HandlerFactory, type RecordHandler, type WorkerBootData, type WorkerEvent } from '../src/rack/worker-protocol.js';
 
 const boot = workerData as WorkerBootData;
 const inbound = new RingConsumer(boot.inbound);

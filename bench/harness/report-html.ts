@@ -28,9 +28,17 @@ export function latencyReport(title: string, series: Series[], notes: string[]):
     [99.99, 'p99.99'],
     [100, 'max'],
   ] as const;
-  const grid = ticks.map(([p, label]) => `<line x1="${x(p)}" y1="${top}" x2="${x(p)}" y2="${H - bottom}" stroke="#ddd"/><text x="${x(p)}" y="${H - bottom + 18}" text-anchor="middle" font-size="12">${label}</text>`).join('');
+  const grid = ticks
+    .map(
+      ([p, label]) =>
+        `<line x1="${x(p)}" y1="${top}" x2="${x(p)}" y2="${H - bottom}" stroke="#ddd"/><text x="${x(p)}" y="${H - bottom + 18}" text-anchor="middle" font-size="12">${label}</text>`,
+    )
+    .join('');
   const yTicks = Array.from({ length: 6 }, (_, i) => (yMax / 5) * i)
-    .map((v) => `<line x1="${left}" y1="${y(v)}" x2="${W - right}" y2="${y(v)}" stroke="#eee"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="12">${v.toFixed(v < 10 ? 2 : 0)}</text>`)
+    .map(
+      (v) =>
+        `<line x1="${left}" y1="${y(v)}" x2="${W - right}" y2="${y(v)}" stroke="#eee"/><text x="${left - 6}" y="${y(v) + 4}" text-anchor="end" font-size="12">${v.toFixed(v < 10 ? 2 : 0)}</text>`,
+    )
     .join('');
   const lines = series
     .map((s, i) => {

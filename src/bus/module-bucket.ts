@@ -24,7 +24,8 @@ export class ModuleBucket implements ModuleSource {
 
   async resolve(name: string, version: string): Promise<Uint8Array> {
     const bytes = await this.os.getBlob(`${name}:${version}`);
-    if (bytes === null) throw new WasmModuleError(`urn:wasm:${name}:${version}`, `not in the module bucket ${this.bucket} (import it with 'fluxrig wasm import --nats URL')`);
+    if (bytes === null)
+      throw new WasmModuleError(`urn:wasm:${name}:${version}`, `not in the module bucket ${this.bucket} (import it with 'fluxrig wasm import --nats URL')`);
     return bytes;
   }
 }

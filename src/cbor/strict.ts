@@ -183,7 +183,8 @@ export class StrictReader {
         return;
       }
       case 31:
-        if (major === MAJOR_UINT || major === MAJOR_NINT || major === MAJOR_TAG) this.fail(`indefinite length is not allowed for ${WITH_ARTICLE[major]}`, start);
+        if (major === MAJOR_UINT || major === MAJOR_NINT || major === MAJOR_TAG)
+          this.fail(`indefinite length is not allowed for ${WITH_ARTICLE[major]}`, start);
         this.arg = -1;
         return;
       default:
@@ -331,7 +332,8 @@ export class StrictReader {
           continue;
         }
       }
-      if (this.peekMajor() !== MAJOR_TEXT) this.fail(`map keys must be text strings, got ${this.describe(this.bytes[this.pos]! >> 5, this.bytes[this.pos]! & 31)}`);
+      if (this.peekMajor() !== MAJOR_TEXT)
+        this.fail(`map keys must be text strings, got ${this.describe(this.bytes[this.pos]! >> 5, this.bytes[this.pos]! & 31)}`);
       const key = this.textString('a map key');
       if (key === '__proto__') this.fail('map key "__proto__" is not allowed', keyAt);
       if ((out[key] !== undefined || sawUndefined) && Object.hasOwn(out, key)) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
@@ -443,8 +445,10 @@ export class StrictReader {
       const chunkAt = this.pos;
       this.head();
       const length = this.arg;
-      if (this.major !== major || length === -1) this.fail(`a chunk of an indefinite-length ${MAJOR_NAMES[major]} must be a definite-length ${MAJOR_NAMES[major]}`, chunkAt);
-      if (this.big !== null || length > this.remaining) this.fail(`truncated CBOR: a chunk of ${this.big ?? length} bytes declared, ${this.remaining} remain`, chunkAt);
+      if (this.major !== major || length === -1)
+        this.fail(`a chunk of an indefinite-length ${MAJOR_NAMES[major]} must be a definite-length ${MAJOR_NAMES[major]}`, chunkAt);
+      if (this.big !== null || length > this.remaining)
+        this.fail(`truncated CBOR: a chunk of ${this.big ?? length} bytes declared, ${this.remaining} remain`, chunkAt);
       chunks.push(this.bytes.subarray(this.pos, this.pos + length));
       total += length;
       this.pos += length;

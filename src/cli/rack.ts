@@ -42,7 +42,13 @@ export async function runRack(argv: string[]): Promise<number> {
   const config = loadRackConfig({
     file: values.config,
     env: process.env,
-    flags: { 'rack.scenario': values.scenario, 'nats.url': values.nats, 'rack.workers': values.workers, 'rack.name': values.name, 'log.level': values['log-level'] },
+    flags: {
+      'rack.scenario': values.scenario,
+      'nats.url': values.nats,
+      'rack.workers': values.workers,
+      'rack.name': values.name,
+      'log.level': values['log-level'],
+    },
   });
   // Readable lines in a terminal, pino's JSON lines otherwise (files, collectors, pipes).
   const readable = process.stdout.isTTY === true;
@@ -74,7 +80,9 @@ export async function runRack(argv: string[]): Promise<number> {
   const tcp = rack.addresses().find((a) => a.startsWith('tcp://'));
   if (tcp !== undefined && process.stderr.isTTY === true) {
     const port = new URL(tcp).port;
-    console.error(`\nfluxrig rack "${rack.name}" is running scenario ${scenario.meta.name} with ${rack.workers} workers.\nTry it from another terminal:\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 100, "merchant": "m-1"}'\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 2500, "merchant": "m-666", "country": "FR", "card_country": "US"}'\nStop it with Ctrl-C (it drains first).\n`);
+    console.error(
+      `\nfluxrig rack "${rack.name}" is running scenario ${scenario.meta.name} with ${rack.workers} workers.\nTry it from another terminal:\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 100, "merchant": "m-1"}'\n  npx fluxrig call tcp://127.0.0.1:${port} payments.authorize '{"amount": 2500, "merchant": "m-666", "country": "FR", "card_country": "US"}'\nStop it with Ctrl-C (it drains first).\n`,
+    );
   }
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {

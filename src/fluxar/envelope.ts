@@ -30,7 +30,6 @@ export interface Envelope {
 export const ENVELOPE_ITEMS = 7;
 const MAX_TYPE = MessageType.Message;
 
-
 /** Checks every item's rule; throws EnvelopeError naming the item. Shared by encode and decode. */
 export function validateEnvelope(env: Envelope): void {
   const { type, id, ref, target, meta, error } = env;
@@ -181,7 +180,8 @@ export function decodeEnvelope(bytes: Uint8Array, options: DecodeEnvelopeOptions
     if (count !== -1 && count !== ENVELOPE_ITEMS) throw new EnvelopeError('envelope', `must have exactly ${ENVELOPE_ITEMS} items, got ${count}`);
     field = 'type';
     const type = r.uint('type');
-    if (typeof type !== 'number' || type < MessageType.Hello || type > MAX_TYPE) throw new EnvelopeError('type', `must be an integer 1..${MAX_TYPE}, got ${type}`);
+    if (typeof type !== 'number' || type < MessageType.Hello || type > MAX_TYPE)
+      throw new EnvelopeError('type', `must be an integer 1..${MAX_TYPE}, got ${type}`);
     field = 'id';
     const id = r.byteString('id');
     if (id.length !== UUID_BYTES) throw new EnvelopeError('id', `must be a ${UUID_BYTES}-byte byte string, got ${id.length} bytes`);

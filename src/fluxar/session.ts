@@ -110,7 +110,24 @@ interface IncomingCall {
  * cost several times more, once per call on each side.
  */
 export function idKey(id: Uint8Array): string {
-  return String.fromCharCode(id[0]!, id[1]!, id[2]!, id[3]!, id[4]!, id[5]!, id[6]!, id[7]!, id[8]!, id[9]!, id[10]!, id[11]!, id[12]!, id[13]!, id[14]!, id[15]!);
+  return String.fromCharCode(
+    id[0]!,
+    id[1]!,
+    id[2]!,
+    id[3]!,
+    id[4]!,
+    id[5]!,
+    id[6]!,
+    id[7]!,
+    id[8]!,
+    id[9]!,
+    id[10]!,
+    id[11]!,
+    id[12]!,
+    id[13]!,
+    id[14]!,
+    id[15]!,
+  );
 }
 function keyBytes(key: string): Uint8Array {
   return Buffer.from(key, 'latin1');
@@ -429,7 +446,10 @@ export class Session {
         body = inflateRawSync(body, { maxOutputLength: this.maxFrameIn });
       } catch (err) {
         const tooBig = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
-        return this.abort(tooBig ? ErrorCode.TooLarge : ErrorCode.BadRequest, tooBig ? `frame inflates past ${this.maxFrameIn} bytes` : 'compressed frame does not inflate');
+        return this.abort(
+          tooBig ? ErrorCode.TooLarge : ErrorCode.BadRequest,
+          tooBig ? `frame inflates past ${this.maxFrameIn} bytes` : 'compressed frame does not inflate',
+        );
       }
       this.inflateBudget.spend(body.length, now);
     }
@@ -457,7 +477,8 @@ export class Session {
   private receiveHandshake(env: Envelope): void {
     if (this.role === 'server') {
       if (this.awaitingPskProof) return this.receivePskProof(env);
-      if (this.authenticating || this.clientHelloId !== null) return this.abort(ErrorCode.BadRequest, 'nothing but the handshake is accepted before it completes');
+      if (this.authenticating || this.clientHelloId !== null)
+        return this.abort(ErrorCode.BadRequest, 'nothing but the handshake is accepted before it completes');
       if (env.type !== MessageType.Hello || env.ref !== null || env.target !== null) {
         return this.abort(ErrorCode.BadRequest, 'the first message must be a hello');
       }

@@ -110,6 +110,8 @@ export class WebSocketTransport implements Transport {
   onClose(listener: (reason: string) => void): void {
     let error: Error | undefined;
     this.ws.on('error', (err) => (error = err));
-    this.ws.on('close', (code, reason) => listener(error ? `connection error: ${error.message}` : `connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
+    this.ws.on('close', (code, reason) =>
+      listener(error ? `connection error: ${error.message}` : `connection closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`),
+    );
   }
 }

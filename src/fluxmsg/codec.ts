@@ -14,7 +14,6 @@ function fail(field: string, message: string): never {
   throw new FluxMsgValidationError(field, message);
 }
 
-
 function checkUuid(field: string, value: unknown, nullable: boolean): void {
   if (value === null && nullable) return;
   if (!(value instanceof Uint8Array)) fail(field, `must be a ${UUID_BYTES}-byte UUID${nullable ? ' or null' : ''}`);

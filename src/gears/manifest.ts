@@ -50,23 +50,64 @@ export const GEAR_MANIFESTS: Record<string, GearManifest> = {
       type: 'object',
       description: 'FLUXAR gear',
       properties: {
-        listen: { type: 'array', description: 'endpoints to serve: tcp://host:port, tls://, ws://host:port/path, wss://, unix:///path', items: { type: 'string', description: 'endpoint URL', pattern: endpointPattern }, minItems: 1 },
+        listen: {
+          type: 'array',
+          description: 'endpoints to serve: tcp://host:port, tls://, ws://host:port/path, wss://, unix:///path',
+          items: { type: 'string', description: 'endpoint URL', pattern: endpointPattern },
+          minItems: 1,
+        },
         tls_cert: { type: 'string', description: 'PEM certificate file for tls:// and wss://' },
         tls_key: { type: 'string', description: 'PEM key file for tls:// and wss://' },
-        bearer_tokens: { type: 'object', description: 'accepted bearer tokens and the principal id each stands for', properties: {}, additionalProperties: { type: 'string', description: 'principal id' } },
-        max_frame: { type: 'integer', description: 'largest frame accepted, bytes', minimum: MIN_MAX_FRAME, maximum: MAX_FRAME_CEILING, default: DEFAULT_MAX_FRAME },
+        bearer_tokens: {
+          type: 'object',
+          description: 'accepted bearer tokens and the principal id each stands for',
+          properties: {},
+          additionalProperties: { type: 'string', description: 'principal id' },
+        },
+        max_frame: {
+          type: 'integer',
+          description: 'largest frame accepted, bytes',
+          minimum: MIN_MAX_FRAME,
+          maximum: MAX_FRAME_CEILING,
+          default: DEFAULT_MAX_FRAME,
+        },
         max_in_flight: { type: 'integer', description: 'calls in flight per connection before 429', minimum: 1, default: DEFAULT_MAX_IN_FLIGHT },
         heartbeat_ms: { type: 'integer', description: 'heartbeat interval announced to clients', minimum: 0, default: DEFAULT_HEARTBEAT_MS },
-        max_connections: { type: 'integer', description: 'connections held at once per listener; more are refused with a 503 bye (HTTP 503 on ws)', minimum: 1, default: DEFAULT_MAX_CONNECTIONS },
-        max_connections_per_ip: { type: 'integer', description: 'connections held at once from one client address, per listener', minimum: 1, default: DEFAULT_MAX_CONNECTIONS_PER_IP },
-        upgrade_timeout_ms: { type: 'integer', description: 'ws/wss: time for the HTTP upgrade (and TLS handshake) to complete', minimum: 100, default: DEFAULT_UPGRADE_TIMEOUT_MS },
-        inflate_bytes_per_s: { type: 'integer', description: 'per-connection budget of bytes inflated from compressed frames per second (429 bye past it)', minimum: 1024, default: DEFAULT_INFLATE_BYTES_PER_S },
-        decode_items_per_s: { type: 'integer', description: 'per-connection budget of CBOR items decoded per second (429 bye past it)', minimum: 1000, default: DEFAULT_DECODE_ITEMS_PER_S },
+        max_connections: {
+          type: 'integer',
+          description: 'connections held at once per listener; more are refused with a 503 bye (HTTP 503 on ws)',
+          minimum: 1,
+          default: DEFAULT_MAX_CONNECTIONS,
+        },
+        max_connections_per_ip: {
+          type: 'integer',
+          description: 'connections held at once from one client address, per listener',
+          minimum: 1,
+          default: DEFAULT_MAX_CONNECTIONS_PER_IP,
+        },
+        upgrade_timeout_ms: {
+          type: 'integer',
+          description: 'ws/wss: time for the HTTP upgrade (and TLS handshake) to complete',
+          minimum: 100,
+          default: DEFAULT_UPGRADE_TIMEOUT_MS,
+        },
+        inflate_bytes_per_s: {
+          type: 'integer',
+          description: 'per-connection budget of bytes inflated from compressed frames per second (429 bye past it)',
+          minimum: 1024,
+          default: DEFAULT_INFLATE_BYTES_PER_S,
+        },
+        decode_items_per_s: {
+          type: 'integer',
+          description: 'per-connection budget of CBOR items decoded per second (429 bye past it)',
+          minimum: 1000,
+          default: DEFAULT_DECODE_ITEMS_PER_S,
+        },
       },
       required: ['listen'],
     },
     notes: [
-      'A call, publish or stream chunk from a client becomes a fluxMsg on `out`: meta carries conn.id, fluxar.type, fluxar.target, peer.ip, peer.port (and the call\'s own meta as text); the payload goes into data when it is a map, data.payload otherwise, raw when it is bytes.',
+      "A call, publish or stream chunk from a client becomes a fluxMsg on `out`: meta carries conn.id, fluxar.type, fluxar.target, peer.ip, peer.port (and the call's own meta as text); the payload goes into data when it is a map, data.payload otherwise, raw when it is bytes.",
       'A message on `in` with conn.id and fluxar.call is the answer to that call: its data goes back as the payload. A message that carries error.reason (a rejection) is answered with FLUXAR error 403 and the reason as the message.',
       'The connection lives on the main thread; its FLUXAR session (handshake, auth, RPC) runs in the worker that owns the connection.',
     ],
@@ -112,8 +153,18 @@ export const GEAR_MANIFESTS: Record<string, GearManifest> = {
             description: 'a rule',
             properties: {
               port: { type: 'string', description: 'out port this rule sends to', pattern: '^[a-z0-9_-]+$' },
-              meta: { type: 'object', description: 'meta keys and the text they must equal', properties: {}, additionalProperties: { type: 'string', description: 'value' } },
-              data: { type: 'object', description: 'data keys and the value they must equal (text, number or boolean)', properties: {}, additionalProperties: { type: 'any', description: 'value' } },
+              meta: {
+                type: 'object',
+                description: 'meta keys and the text they must equal',
+                properties: {},
+                additionalProperties: { type: 'string', description: 'value' },
+              },
+              data: {
+                type: 'object',
+                description: 'data keys and the value they must equal (text, number or boolean)',
+                properties: {},
+                additionalProperties: { type: 'any', description: 'value' },
+              },
             },
             required: ['port'],
           },
@@ -152,7 +203,12 @@ export const GEAR_MANIFESTS: Record<string, GearManifest> = {
       properties: {
         rate_per_s: { type: 'number', description: 'messages per second', minimum: 0.001 },
         count: { type: 'integer', description: 'stop after this many (default: run until the rack stops)', minimum: 1 },
-        data: { type: 'object', description: 'data of every message; data.seq is added', properties: {}, additionalProperties: { type: 'any', description: 'value' } },
+        data: {
+          type: 'object',
+          description: 'data of every message; data.seq is added',
+          properties: {},
+          additionalProperties: { type: 'any', description: 'value' },
+        },
       },
       required: ['rate_per_s'],
     },
@@ -160,7 +216,7 @@ export const GEAR_MANIFESTS: Record<string, GearManifest> = {
   },
   nats: {
     type: 'nats',
-    summary: 'publishes messages to a NATS subject, or feeds a subject\'s messages into the scenario (core NATS or JetStream)',
+    summary: "publishes messages to a NATS subject, or feeds a subject's messages into the scenario (core NATS or JetStream)",
     placement: 'main',
     inputs: ['in'],
     outputs: ['out'],
@@ -174,7 +230,10 @@ export const GEAR_MANIFESTS: Record<string, GearManifest> = {
       },
       required: ['subject', 'mode'],
     },
-    notes: ['Needs the rack to be connected to NATS (--nats URL, FLUXRIG_NATS_URL or the rack config); without it the rack refuses the scenario and says so.', 'Messages travel as CBOR fluxMsgs.'],
+    notes: [
+      'Needs the rack to be connected to NATS (--nats URL, FLUXRIG_NATS_URL or the rack config); without it the rack refuses the scenario and says so.',
+      'Messages travel as CBOR fluxMsgs.',
+    ],
   },
 };
 
@@ -183,7 +242,7 @@ export function outputPorts(type: string, config: unknown): string[] {
   const manifest = GEAR_MANIFESTS[type];
   if (manifest === undefined) return [];
   if (type === 'router' && config !== null && typeof config === 'object' && Array.isArray((config as { routes?: unknown }).routes)) {
-    const named = ((config as { routes: Array<{ port?: unknown }> }).routes).map((r) => r.port).filter((p): p is string => typeof p === 'string');
+    const named = (config as { routes: Array<{ port?: unknown }> }).routes.map((r) => r.port).filter((p): p is string => typeof p === 'string');
     return [...new Set([...manifest.outputs, ...named])];
   }
   return manifest.outputs;

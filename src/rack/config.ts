@@ -57,7 +57,12 @@ function assign(config: RackConfig, section: string, key: string, raw: unknown, 
     const n = Number(raw);
     if (!Number.isFinite(n)) throw new RackConfigError(`${source}: ${section}.${key} must be a number, got ${JSON.stringify(raw)}`);
     target[key] = n;
-  } else if (Array.isArray(current)) target[key] = Array.isArray(raw) ? raw.map(String) : String(raw).split(',').filter((s) => s !== '');
+  } else if (Array.isArray(current))
+    target[key] = Array.isArray(raw)
+      ? raw.map(String)
+      : String(raw)
+          .split(',')
+          .filter((s) => s !== '');
   else target[key] = raw === undefined || raw === null ? undefined : String(raw);
 }
 

@@ -27,7 +27,13 @@ export function readableLogStream(out: NodeJS.WritableStream = process.stdout): 
   return new Writable({
     write(chunk, _encoding, done) {
       const text = String(chunk);
-      out.write(text.split('\n').filter((l) => l !== '').map(formatLogLine).join(''));
+      out.write(
+        text
+          .split('\n')
+          .filter((l) => l !== '')
+          .map(formatLogLine)
+          .join(''),
+      );
       done();
     },
   });

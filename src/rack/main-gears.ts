@@ -131,7 +131,9 @@ export class NatsGear implements MainGear {
       return;
     }
     // JetStream publishes are pipelined: the acks are collected, not awaited one by one.
-    const ack = this.js.publish(subject, bytes).catch((err: Error) => this.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed'));
+    const ack = this.js
+      .publish(subject, bytes)
+      .catch((err: Error) => this.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed'));
     this.acks.add(ack);
     void ack.finally(() => this.acks.delete(ack));
   }

@@ -64,7 +64,11 @@ function callKey(hex: string): string {
  */
 export function metaText(value: unknown): string {
   if (typeof value === 'string') return value;
-  return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex') : v)) ?? 'null';
+  return (
+    JSON.stringify(value, (_k, v: unknown) =>
+      typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex') : v,
+    ) ?? 'null'
+  );
 }
 
 /** The answer's payload: the message's data (all of it), or its raw bytes when it has no data. */

@@ -111,7 +111,9 @@ export class Rack extends EventEmitter {
   /** The URLs each fluxar gear is serving on (ports picked for port 0 filled in). */
   addresses(gear?: string): string[] {
     // A wildcard bind is reached through loopback from this machine.
-    return this.bound.filter((l) => gear === undefined || l.gear === gear).map(({ listener }) => listener.address.replace(/\/\/(0\.0\.0\.0|\[::\]):/, '//127.0.0.1:'));
+    return this.bound
+      .filter((l) => gear === undefined || l.gear === gear)
+      .map(({ listener }) => listener.address.replace(/\/\/(0\.0\.0\.0|\[::\]):/, '//127.0.0.1:'));
   }
 
   get workers(): number {
@@ -126,7 +128,9 @@ export class Rack extends EventEmitter {
     const natsGears = this.gears.filter((g) => g.type === 'nats');
     if (this.nats === undefined) {
       if (natsGears.length > 0) {
-        throw new RackError(`gear ${natsGears[0]!.name} (nats) needs NATS: start the rack with --nats URL (or FLUXRIG_NATS_URL, or nats.url in the rack config)`);
+        throw new RackError(
+          `gear ${natsGears[0]!.name} (nats) needs NATS: start the rack with --nats URL (or FLUXRIG_NATS_URL, or nats.url in the rack config)`,
+        );
       }
       this.log.info({ rack: this.name }, 'standalone: no NATS configured; the rack runs alone (hot lanes only, KV in memory)');
     }
@@ -142,7 +146,13 @@ export class Rack extends EventEmitter {
     const workers = this.options.workers;
     if (workers === 0) {
       // The baseline: the same handler, called directly on the main thread.
-      this.inline = buildRackHandler(handlerOptions, { send: (tag, payload) => this.onOutput(0, tag, payload, 0, payload.length), maxRecordBytes: Infinity }, undefined, Date.now(), this.log);
+      this.inline = buildRackHandler(
+        handlerOptions,
+        { send: (tag, payload) => this.onOutput(0, tag, payload, 0, payload.length), maxRecordBytes: Infinity },
+        undefined,
+        Date.now(),
+        this.log,
+      );
     } else {
       this.pool = new WorkerPool({
         handler: new URL('./rack-handler.js', import.meta.url),
@@ -223,8 +233,12 @@ export class Rack extends EventEmitter {
   private checkLanes(): void {
     const needBus = this.scenario.wires.filter((w) => w.lane === 'guaranteed' || w.crossRack);
     if (needBus.length > 0) {
-      const list = needBus.map((w) => `  ${w.at}: ${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} (${w.crossRack ? 'across racks' : 'lane: guaranteed'})`).join('\n');
-      throw new RackError(`these wires need the snake bus (NATS JetStream lanes), which this rack does not provide yet; only hot lanes within one rack run today:\n${list}`);
+      const list = needBus
+        .map((w) => `  ${w.at}: ${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} (${w.crossRack ? 'across racks' : 'lane: guaranteed'})`)
+        .join('\n');
+      throw new RackError(
+        `these wires need the snake bus (NATS JetStream lanes), which this rack does not provide yet; only hot lanes within one rack run today:\n${list}`,
+      );
     }
   }
 
@@ -238,7 +252,9 @@ export class Rack extends EventEmitter {
     for (const gear of this.gears.filter((g) => g.type === 'fluxar')) {
       const { maxFrame, maxMessage } = frameLimits(gear.config.max_frame as number | undefined);
       if (maxMessage > maxRecord) {
-        throw new RackError(`${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxMessage + RECORD_HEADER_BYTES)} or lower max_frame`);
+        throw new RackError(
+          `${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxMessage + RECORD_HEADER_BYTES)} or lower max_frame`,
+        );
       }
     }
   }
@@ -252,7 +268,11 @@ export class Rack extends EventEmitter {
     for (const gear of this.gears.filter((g) => g.type === 'wasm')) {
       const config = gear.config as unknown as WasmGearConfig;
       try {
-        modules[gear.name] = await loadModule(config, { baseDir: dirname(this.scenario.file), store: this.moduleSource, trustedKeys: this.options.trustedKeys });
+        modules[gear.name] = await loadModule(config, {
+          baseDir: dirname(this.scenario.file),
+          store: this.moduleSource,
+          trustedKeys: this.options.trustedKeys,
+        });
       } catch (err) {
         throw new RackError(`${gear.at}: gear ${gear.name}: ${(err as Error).message}`, { cause: err });
       }
@@ -322,7 +342,10 @@ export class Rack extends EventEmitter {
 
   /** Sessions lived in the replaced worker: their clients get a clean 503 bye, not a hang. */
   private onWorkerReplaced(event: WorkerReplaced): void {
-    const reason = event.timedOutTag !== undefined ? `a gear timed out and the worker serving this connection was restarted (${event.reason})` : `the worker serving this connection was restarted (${event.reason})`;
+    const reason =
+      event.timedOutTag !== undefined
+        ? `a gear timed out and the worker serving this connection was restarted (${event.reason})`
+        : `the worker serving this connection was restarted (${event.reason})`;
     for (const conn of [...this.connections.values()]) {
       if (conn.worker !== event.index) continue;
       this.connections.delete(conn.id);

@@ -155,9 +155,9 @@ export class RingProducer extends RingEnd {
       this.seenReadPos = Atomics.load(this.header, READ_POS) >>> 0;
       if (((this.writePos - this.seenReadPos) >>> 0) + total > this.capacity) return -1;
     }
-    if (((this.writeCount - this.seenReadCount) >>> 0) >= this.maxRecords) {
+    if ((this.writeCount - this.seenReadCount) >>> 0 >= this.maxRecords) {
       this.seenReadCount = Atomics.load(this.header, READ_COUNT) >>> 0;
-      if (((this.writeCount - this.seenReadCount) >>> 0) >= this.maxRecords) return -1;
+      if ((this.writeCount - this.seenReadCount) >>> 0 >= this.maxRecords) return -1;
     }
     if (need > toEnd) {
       // Not enough room before the end: mark the tail as padding and start over at 0.
@@ -212,7 +212,7 @@ export class RingProducer extends RingEnd {
     const used = (this.writePos - (Atomics.load(this.header, READ_POS) >>> 0)) >>> 0;
     const toEnd = this.capacity - (this.writePos & this.mask);
     const total = need > toEnd ? toEnd + need : need;
-    return used + total <= this.capacity && ((this.writeCount - Atomics.load(this.header, READ_COUNT)) >>> 0) < this.maxRecords;
+    return used + total <= this.capacity && (this.writeCount - Atomics.load(this.header, READ_COUNT)) >>> 0 < this.maxRecords;
   }
 
   /**
@@ -274,7 +274,7 @@ export class RingConsumer extends RingEnd {
   }
 
   isEmpty(): boolean {
-    return (Atomics.load(this.header, WRITE_POS) >>> 0) === this.readPos;
+    return Atomics.load(this.header, WRITE_POS) >>> 0 === this.readPos;
   }
 
   /**
@@ -337,7 +337,7 @@ export class RingConsumer extends RingEnd {
    */
   waitBriefly(checks: number): boolean {
     for (let i = 0; i < checks; i++) {
-      if ((Atomics.load(this.header, WRITE_POS) >>> 0) !== this.readPos) return false;
+      if (Atomics.load(this.header, WRITE_POS) >>> 0 !== this.readPos) return false;
     }
     return true;
   }

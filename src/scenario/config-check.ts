@@ -1,7 +1,12 @@
 import type { ConfigSchema } from '../gears/manifest.js';
 
 /** Checks a value against a manifest schema; calls `report(path, message)` for each problem. */
-export function checkConfig(schema: ConfigSchema, value: unknown, path: Array<string | number>, report: (path: Array<string | number>, message: string) => void): void {
+export function checkConfig(
+  schema: ConfigSchema,
+  value: unknown,
+  path: Array<string | number>,
+  report: (path: Array<string | number>, message: string) => void,
+): void {
   const where = path.length === 0 ? 'config' : `config.${path.join('.')}`;
   switch (schema.type) {
     case 'any':
@@ -13,7 +18,8 @@ export function checkConfig(schema: ConfigSchema, value: unknown, path: Array<st
       return;
     case 'integer':
     case 'number':
-      if (typeof value !== 'number' || (schema.type === 'integer' && !Number.isInteger(value))) return report(path, `${where} must be ${schema.type === 'integer' ? 'an integer' : 'a number'}`);
+      if (typeof value !== 'number' || (schema.type === 'integer' && !Number.isInteger(value)))
+        return report(path, `${where} must be ${schema.type === 'integer' ? 'an integer' : 'a number'}`);
       if (schema.minimum !== undefined && value < schema.minimum) return report(path, `${where} must be at least ${schema.minimum} (got ${value})`);
       if (schema.maximum !== undefined && value > schema.maximum) return report(path, `${where} must be at most ${schema.maximum} (got ${value})`);
       return;
@@ -22,7 +28,8 @@ export function checkConfig(schema: ConfigSchema, value: unknown, path: Array<st
       return;
     case 'array':
       if (!Array.isArray(value)) return report(path, `${where} must be a list`);
-      if (schema.minItems !== undefined && value.length < schema.minItems) return report(path, `${where} needs at least ${schema.minItems} item${schema.minItems === 1 ? '' : 's'}`);
+      if (schema.minItems !== undefined && value.length < schema.minItems)
+        return report(path, `${where} needs at least ${schema.minItems} item${schema.minItems === 1 ? '' : 's'}`);
       for (const [i, item] of value.entries()) checkConfig(schema.items, item, [...path, i], report);
       return;
     case 'object': {

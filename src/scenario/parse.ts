@@ -58,7 +58,8 @@ export function parseScenario(text: string, file: string): Scenario {
   else if (typeof top.meta !== 'object' || top.meta === null) report(['meta'], 'meta must be a map {name, version}');
   if (top.meta !== undefined && typeof meta.name !== 'string') report(['meta'], 'meta.name is required (text)');
   else if (typeof meta.name === 'string' && !NAME.test(meta.name)) report(['meta', 'name'], `meta.name ${JSON.stringify(meta.name)} must match [a-z0-9_-]+`);
-  if (meta.version !== undefined && typeof meta.version !== 'string' && typeof meta.version !== 'number') report(['meta', 'version'], 'meta.version must be text');
+  if (meta.version !== undefined && typeof meta.version !== 'string' && typeof meta.version !== 'number')
+    report(['meta', 'version'], 'meta.version must be text');
 
   // racks
   const racks: RackSpec[] = [];
@@ -76,7 +77,13 @@ export function parseScenario(text: string, file: string): Scenario {
       rackNames.add(n);
     }
     const match = (rack.match ?? {}) as Record<string, unknown>;
-    racks.push({ name, group, matchLabels: (match.labels ?? {}) as Record<string, string>, labels: (rack.labels ?? {}) as Record<string, string>, config: (rack.config ?? {}) as Record<string, unknown> });
+    racks.push({
+      name,
+      group,
+      matchLabels: (match.labels ?? {}) as Record<string, string>,
+      labels: (rack.labels ?? {}) as Record<string, string>,
+      config: (rack.config ?? {}) as Record<string, unknown>,
+    });
   }
 
   // gears
@@ -95,15 +102,28 @@ export function parseScenario(text: string, file: string): Scenario {
     const type = typeof gear.type === 'string' ? gear.type : '';
     const manifest = GEAR_MANIFESTS[type];
     if (manifest === undefined) {
-      report(gear.type === undefined ? path : [...path, 'type'], gear.type === undefined ? `gear ${gear.name} needs a type` : `unknown gear type ${JSON.stringify(gear.type)} (known: ${Object.keys(GEAR_MANIFESTS).join(', ')})`);
+      report(
+        gear.type === undefined ? path : [...path, 'type'],
+        gear.type === undefined
+          ? `gear ${gear.name} needs a type`
+          : `unknown gear type ${JSON.stringify(gear.type)} (known: ${Object.keys(GEAR_MANIFESTS).join(', ')})`,
+      );
     }
     const config = gear.config === undefined ? {} : gear.config;
     if (manifest !== undefined) {
       checkConfig(manifest.config, config, [], (p, message) => report([...path, 'config', ...p], `gear ${gear.name} (${type}): ${message}`));
     }
     const deploy = typeof gear.deploy === 'string' ? gear.deploy : undefined;
-    if (deploy !== undefined && racks.length > 0 && !rackNames.has(deploy)) report([...path, 'deploy'], `gear ${gear.name} is deployed on ${deploy}, which is not a rack of this scenario`);
-    const spec: GearSpec = { name: gear.name, type, deploy, config: (config ?? {}) as Record<string, unknown>, labels: (gear.labels ?? {}) as Record<string, string>, at: where(path) };
+    if (deploy !== undefined && racks.length > 0 && !rackNames.has(deploy))
+      report([...path, 'deploy'], `gear ${gear.name} is deployed on ${deploy}, which is not a rack of this scenario`);
+    const spec: GearSpec = {
+      name: gear.name,
+      type,
+      deploy,
+      config: (config ?? {}) as Record<string, unknown>,
+      labels: (gear.labels ?? {}) as Record<string, string>,
+      at: where(path),
+    };
     gears.push(spec);
     gearsByName.set(gear.name, spec);
   }
@@ -139,7 +159,10 @@ export function parseScenario(text: string, file: string): Scenario {
       if (manifest !== undefined) {
         const ports = side === 'from' ? outputPorts(gear.type, gear.config) : manifest.inputs;
         if (!ports.includes(end.port)) {
-          report([...path, side], `gear ${gear.name} (${gear.type}) has no ${side === 'from' ? 'output' : 'input'} port ${end.port} (it has ${ports.length > 0 ? ports.join(', ') : 'none'})`);
+          report(
+            [...path, side],
+            `gear ${gear.name} (${gear.type}) has no ${side === 'from' ? 'output' : 'input'} port ${end.port} (it has ${ports.length > 0 ? ports.join(', ') : 'none'})`,
+          );
         }
       }
       return end;
@@ -164,4 +187,3 @@ export function parseScenario(text: string, file: string): Scenario {
 export async function loadScenario(file: string): Promise<Scenario> {
   return parseScenario(await readFile(file, 'utf8'), file);
 }
-

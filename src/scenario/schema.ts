@@ -5,7 +5,12 @@ function toJsonSchema(schema: ConfigSchema): Record<string, unknown> {
     case 'any':
       return { description: schema.description };
     case 'array':
-      return { type: 'array', description: schema.description, items: toJsonSchema(schema.items), ...(schema.minItems !== undefined ? { minItems: schema.minItems } : {}) };
+      return {
+        type: 'array',
+        description: schema.description,
+        items: toJsonSchema(schema.items),
+        ...(schema.minItems !== undefined ? { minItems: schema.minItems } : {}),
+      };
     case 'object':
       return {
         type: 'object',

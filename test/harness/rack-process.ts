@@ -39,10 +39,16 @@ export function quickstartScenario(fluxar: Record<string, unknown>): Record<stri
 export async function startRackProcess(scenario: Record<string, unknown>, rack: Record<string, unknown> = {}): Promise<RackProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'fluxrig-rackproc-'));
   writeFileSync(join(dir, 'scenario.yaml'), stringify(scenario));
-  writeFileSync(join(dir, 'rack.yaml'), stringify({ rack: { scenario: join(dir, 'scenario.yaml'), workers: 2, ...rack }, log: { level: 'info' }, kv: { 'fraud/blocklist': 'm-666' } }));
+  writeFileSync(
+    join(dir, 'rack.yaml'),
+    stringify({ rack: { scenario: join(dir, 'scenario.yaml'), workers: 2, ...rack }, log: { level: 'info' }, kv: { 'fraud/blocklist': 'm-666' } }),
+  );
   // The rack reads FLUXRIG_<SECTION>_<KEY> settings: none from the test's own environment.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLUXRIG_')));
-  const child = spawn(process.execPath, [join(root, 'dist/src/cli/main.js'), 'rack', '--config', join(dir, 'rack.yaml')], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(process.execPath, [join(root, 'dist/src/cli/main.js'), 'rack', '--config', join(dir, 'rack.yaml')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
   const lines: Array<Record<string, unknown>> = [];
   let stderr = '';
   let pending = '';

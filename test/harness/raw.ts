@@ -88,7 +88,17 @@ export class RawConnection {
   /** Sends a client hello and waits for the server's answer to it. */
   async handshake(payload: Record<string, unknown> = {}): Promise<Envelope> {
     const id = uuidv7();
-    this.sendFrame(encodeEnvelope({ type: MessageType.Hello, id, ref: null, target: null, meta: null, payload: { versions: [1], caps: [], nonce: new Uint8Array(16), max_frame: 1024 * 1024, ...payload }, error: null }));
+    this.sendFrame(
+      encodeEnvelope({
+        type: MessageType.Hello,
+        id,
+        ref: null,
+        target: null,
+        meta: null,
+        payload: { versions: [1], caps: [], nonce: new Uint8Array(16), max_frame: 1024 * 1024, ...payload },
+        error: null,
+      }),
+    );
     const answer = await this.waitFor((e) => e.type === MessageType.Hello && (e.ref !== null || e.target === 'bye'), 'the server hello');
     return answer;
   }
@@ -113,7 +123,8 @@ export class RawConnection {
   async waitFor(check: (e: Envelope) => boolean, what: string, timeoutMs = 10_000): Promise<Envelope> {
     await until(() => this.received.some(check) || this.closed, what, timeoutMs);
     const found = this.received.find(check);
-    if (found === undefined) throw new Error(`connection closed before ${what} (received: ${this.received.map((e) => `${e.type}/${e.target}/${e.error?.code ?? ''}`).join(', ')})`);
+    if (found === undefined)
+      throw new Error(`connection closed before ${what} (received: ${this.received.map((e) => `${e.type}/${e.target}/${e.error?.code ?? ''}`).join(', ')})`);
     return found;
   }
 

@@ -39,10 +39,7 @@ export interface GearServices {
 }
 
 /** What a gear decided for one message. */
-export type GearOutcome =
-  | { status: 'ok'; msgs: FluxMsg[] }
-  | { status: 'reject'; reason: string }
-  | { status: 'drop' };
+export type GearOutcome = { status: 'ok'; msgs: FluxMsg[] } | { status: 'reject'; reason: string } | { status: 'drop' };
 
 export const Status = { Ok: 0, Reject: 1, Drop: 2 } as const;
 

@@ -79,7 +79,8 @@ export function prepareModule(bytes: Uint8Array, source: string, config: WasmGea
     if (imp.module !== 'env') throw new WasmModuleError(source, `imports ${name}: only "env" imports exist`);
     if (imp.kind === 'memory' && imp.name === 'memory') {
       importedMemoryPages = importedMemoryLimits(bytes)?.initial ?? 1;
-      if (importedMemoryPages > limit) throw new WasmModuleError(source, `imports a memory of ${importedMemoryPages} pages, more than memory_limit_pages ${limit}`);
+      if (importedMemoryPages > limit)
+        throw new WasmModuleError(source, `imports a memory of ${importedMemoryPages} pages, more than memory_limit_pages ${limit}`);
       continue;
     }
     if (imp.kind !== 'function') throw new WasmModuleError(source, `imports ${name} (${imp.kind}): not provided by the host`);
@@ -90,7 +91,11 @@ export function prepareModule(bytes: Uint8Array, source: string, config: WasmGea
   }
   const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
   const entrypoint = config.entrypoint ?? WASM_DEFAULTS.entrypoint;
-  for (const [name, kind] of [['alloc', 'function'], ['free', 'function'], [entrypoint, 'function']] as const) {
+  for (const [name, kind] of [
+    ['alloc', 'function'],
+    ['free', 'function'],
+    [entrypoint, 'function'],
+  ] as const) {
     if (exports.get(name) !== kind) throw new WasmModuleError(source, `must export the ${kind} ${name} (fluxrig's gear ABI, docs/wasm-abi.md)`);
   }
   if (exports.get('memory') !== 'memory' && importedMemoryPages === undefined) {

@@ -82,7 +82,7 @@ function ringPeer(): Peer {
     name: 'ring',
     async start(onReply, size) {
       pool = new WorkerPool({
-        handler: new URL('../workers/echo-handler.js', import.meta.url),
+        handler: new URL('./fixtures/echo-handler.js', import.meta.url),
         size: 1,
         ringCapacity: 1 << 22, // room for the whole window of 4 KiB records
         logger: quiet,
@@ -140,7 +140,7 @@ function piscinaPeer(): Peer {
 }
 
 async function idleCpuPercent(): Promise<number> {
-  const pool = new WorkerPool({ handler: new URL('../workers/echo-handler.js', import.meta.url), logger: quiet, onOutput: () => {} });
+  const pool = new WorkerPool({ handler: new URL('./fixtures/echo-handler.js', import.meta.url), logger: quiet, onOutput: () => {} });
   await pool.start();
   // Let every worker pass its short blocking wait and settle on the doorbell.
   await new Promise((resolve) => setTimeout(resolve, 500));

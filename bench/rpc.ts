@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
 import { connect as natsConnect } from '@nats-io/transport-node';
-import { NatsServerProcess } from '../src/bus/nats-server.js';
+import { NatsServerProcess } from '../test/harness/nats.js';
 import { connect, type Peer } from '../src/fluxar/mod.js';
 import { echoService } from './fixtures/rpc-grpc.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';

@@ -80,8 +80,11 @@ export function isAuthRefusal(value: Credentials | AuthRefusal | null): value is
   return value !== null && 'refused' in value;
 }
 
-/** Runs the configured verifier for the credentials; null means refused. */
-export async function verifyCredentials(options: AuthOptions, credentials: Credentials | null): Promise<Principal | null> {
+/**
+ * Runs the configured verifier for the credentials; null means refused. Synchronous verifiers
+ * (a table of secrets) answer synchronously: the handshake then completes in the same turn.
+ */
+export function verifyCredentials(options: AuthOptions, credentials: Credentials | null): Principal | null | Promise<Principal | null> {
   const anyVerifier = options.bearer ?? options.api_key ?? options.credentials ?? options.custom;
   if (credentials === null) {
     const allow = options.allowAnonymous ?? anyVerifier === undefined;

@@ -1,8 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
-import { type AuthOptions, type Principal, verifyCredentials } from './auth.js';
+import type { AuthOptions, Principal } from './auth.js';
 import { ERROR_NAMES, ErrorCode } from './codes.js';
 import { DEFAULT_MAX_WRITE_BUFFER } from './constants.js';
+import { SessionDriver } from './driver.js';
 import { FluxarError } from './errors.js';
 import type { Session, SessionEvent, SessionInfo } from './session.js';
 import type { Transport } from './transport.js';
@@ -46,27 +47,6 @@ interface RunningCall {
   done: boolean;
 }
 
-/** Ticks every open session: deadlines and heartbeats. One timer for the whole process. */
-const TICK_MS = 20;
-const ticking = new Set<Peer>();
-let ticker: NodeJS.Timeout | undefined;
-function track(peer: Peer): void {
-  ticking.add(peer);
-  if (ticker === undefined) {
-    ticker = setInterval(() => {
-      for (const p of ticking) p.tick();
-    }, TICK_MS);
-    ticker.unref(); // the sockets keep the process alive, not the ticker
-  }
-}
-function untrack(peer: Peer): void {
-  ticking.delete(peer);
-  if (ticking.size === 0 && ticker !== undefined) {
-    clearInterval(ticker);
-    ticker = undefined;
-  }
-}
-
 function toFluxarError(info: { code: number; message: string; data?: unknown }): FluxarError {
   return new FluxarError(info.code, info.message, { data: info.data });
 }
@@ -82,6 +62,8 @@ export class Peer extends EventEmitter {
   private readonly handlers = new Map<string, Handler>();
   private readonly pending = new Map<string, PendingCall>();
   private readonly running = new Map<string, RunningCall>();
+  private readonly driver: SessionDriver;
+  private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
   private transportEnded = false;
   private closedReason: { code: number; reason: string } | undefined;
@@ -103,10 +85,18 @@ export class Peer extends EventEmitter {
     });
     this.opened.catch(() => {}); // observed through events too; never an unhandled rejection
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
-    transport.onData((bytes) => {
-      this.session.receive(bytes);
-      this.flush();
-    });
+    this.driver = new SessionDriver(
+      session,
+      {
+        write: (frames) => {
+          if (!this.transportEnded) this.writeOut(frames);
+        },
+        onEvent: (event) => this.onEvent(event),
+        schedule: (at) => this.schedule(at),
+      },
+      { auth: options.auth, logger: options.logger, label: { peer: transport.remoteAddress } },
+    );
+    transport.onData((bytes) => this.driver.receive(bytes));
     transport.onInvalid((reason) => {
       this.session.abort(ErrorCode.BadRequest, reason);
       this.flush();
@@ -115,7 +105,6 @@ export class Peer extends EventEmitter {
       this.session.transportClosed(reason);
       this.flush();
     });
-    track(this);
     this.flush();
   }
 
@@ -175,10 +164,12 @@ export class Peer extends EventEmitter {
     this.transport.destroy();
   }
 
-  /** Called by the shared ticker. */
-  tick(): void {
-    this.session.tick();
-    if (this.session.hasWork()) this.flush();
+  /** One timer per peer, armed for the session's next deadline (deadlines, heartbeats, drain). */
+  private schedule(at: number): void {
+    clearTimeout(this.timer);
+    if (at === Number.POSITIVE_INFINITY) return;
+    this.timer = setTimeout(() => this.driver.tick(), Math.max(0, at - Date.now()));
+    this.timer.unref(); // the socket keeps the process alive, not the timer
   }
 
   private scheduleFlush(): void {
@@ -191,25 +182,8 @@ export class Peer extends EventEmitter {
     });
   }
 
-  /** Writes what the session produced and acts on its events, until it has nothing left. */
   private flush(): void {
-    for (;;) {
-      // Output before events: the last frames (an error, a bye) leave before the transport ends.
-      const out = this.session.takeOutput();
-      if (out.length > 0 && !this.transportEnded) this.writeOut(out);
-      const events = this.session.takeEvents();
-      if (events.length === 0) return;
-      for (const event of events) {
-        // Each event on its own: one that fails answers for itself, never for the ones after it.
-        try {
-          this.onEvent(event);
-        } catch (err) {
-          this.options.logger?.error({ err, event: event.type, peer: this.transport.remoteAddress }, 'FLUXAR event handling failed');
-          if (event.type === 'call') this.session.fail(event.key, ErrorCode.Internal, 'internal error');
-          else this.session.abort(ErrorCode.Internal, 'internal error');
-        }
-      }
-    }
+    this.driver.pump();
   }
 
   private writeOut(frames: Uint8Array[]): void {
@@ -223,22 +197,8 @@ export class Peer extends EventEmitter {
     }
   }
 
-  private onEvent(event: SessionEvent): void {
+  private onEvent(event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'fault' }>): void {
     switch (event.type) {
-      case 'authenticate':
-        verifyCredentials(this.options.auth ?? {}, event.credentials).then(
-          (principal) => {
-            if (principal === null) this.session.reject(ErrorCode.Unauthenticated, 'unauthenticated');
-            else this.session.accept(principal);
-            this.flush();
-          },
-          (err: unknown) => {
-            this.options.logger?.error({ err }, 'auth verifier failed');
-            this.session.reject(ErrorCode.Internal, 'authentication failed');
-            this.flush();
-          },
-        );
-        return;
       case 'open':
         this.resolveOpened(event.info);
         this.emit('open', event.info);
@@ -265,12 +225,9 @@ export class Peer extends EventEmitter {
       case 'envelope':
         this.emit('envelope', event.envelope);
         return;
-      case 'fault':
-        this.options.logger?.error({ err: event.error, peer: this.transport.remoteAddress }, 'FLUXAR session fault');
-        return;
       case 'closed':
         this.closedReason = { code: event.code, reason: event.reason };
-        untrack(this);
+        clearTimeout(this.timer);
         // No effect once opened; before that, the handshake's failure is the caller's error.
         this.rejectOpened(new FluxarError(event.code === 0 ? ErrorCode.Unavailable : event.code, event.reason));
         this.transportEnded = true;

@@ -259,6 +259,27 @@ export class Session {
     if (this.splitter !== null) this.splitter.maxFrame = agreed;
   }
 
+  /**
+   * When tick() next has something to do (a handshake timeout, a call's deadline, a heartbeat,
+   * the drain timeout), on the session's clock; Infinity when nothing is due. A host arms one
+   * timer for it, as quinn-proto's poll_timeout asks, instead of ticking on a fixed period. It
+   * may be early (a call that has finished still counts until the next tick), never late.
+   */
+  nextDeadline(): number {
+    switch (this.state) {
+      case 'closed':
+        return NO_DEADLINE;
+      case 'handshake':
+        return this.handshakeDeadline;
+      default: {
+        const heartbeatMs = this.info!.heartbeatMs;
+        const heartbeat = heartbeatMs > 0 ? this.lastHeartbeatAt + heartbeatMs : NO_DEADLINE;
+        const drain = this.state === 'closing' ? this.drainDeadline : NO_DEADLINE;
+        return Math.min(this.earliestDeadline, heartbeat, drain);
+      }
+    }
+  }
+
   /** Lets time pass: handshake timeout, deadlines, heartbeats, drain timeout. */
   tick(): void {
     if (this.state === 'closed') return;

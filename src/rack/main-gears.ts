@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { GearSpec } from '../scenario/types.js';
-import type { Pausable } from './pool.js';
+import type { Pausable } from '../ring/pool.js';
 
 /** Where a main-thread gear's output goes: into the chain, in the worker that owns `key`. */
 export type Inject = (gear: string, port: string, msg: FluxMsg, key: number, source?: Pausable) => void;

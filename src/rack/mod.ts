@@ -1,11 +1,11 @@
-export { workerForKey } from './affinity.js';
+export { workerForKey } from '../ring/affinity.js';
 export type { RackConfig } from './config.js';
 export { defaultRackConfig, loadRackConfig, RackConfigError } from './config.js';
-export type { Pausable, WorkerPoolOptions, WorkerReplaced } from './pool.js';
-export { WorkerPool } from './pool.js';
+export type { Pausable, WorkerPoolOptions, WorkerReplaced } from '../ring/pool.js';
+export { WorkerPool } from '../ring/pool.js';
 export type { RackOptions } from './rack.js';
 export { DEFAULT_RING_BYTES, Rack, RackError } from './rack.js';
-export type { HandlerFactory, RecordHandler, WorkerContext } from './worker-protocol.js';
+export type { HandlerFactory, RecordHandler, WorkerContext } from '../ring/pool-protocol.js';
 export { loadScenario, parseScenario } from '../scenario/parse.js';
 export type { GearSpec, Scenario, ScenarioIssue, WireSpec } from '../scenario/types.js';
 export { ScenarioError } from '../scenario/types.js';

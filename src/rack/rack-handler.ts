@@ -18,7 +18,7 @@ import type { GearSpec, WireSpec } from '../scenario/types.js';
 import { GearChain } from './chain.js';
 import { readableLogStream } from './log-format.js';
 import { type Lane, RackTag, sendChunked } from './rack-protocol.js';
-import { ControlTag, type HandlerFactory, type RecordHandler } from './worker-protocol.js';
+import { ControlTag, type HandlerFactory, type RecordHandler } from '../ring/pool-protocol.js';
 
 export interface RackHandlerOptions {
   gears: GearSpec[];

@@ -23,10 +23,10 @@ import { NatsKvStore } from '../bus/kv-store.js';
 import { ModuleBucket } from '../bus/module-bucket.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
 import { GeneratorGear, type Inject, LogGear, type MainGear, NatsGear } from './main-gears.js';
-import { type Pausable, WorkerPool, type WorkerReplaced } from './pool.js';
+import { type Pausable, WorkerPool, type WorkerReplaced } from '../ring/pool.js';
 import { buildRackHandler, type RackHandlerOptions } from './rack-handler.js';
 import { RackTag, sendChunked } from './rack-protocol.js';
-import { ControlTag, type RecordHandler } from './worker-protocol.js';
+import { ControlTag, type RecordHandler } from '../ring/pool-protocol.js';
 
 /** The rack cannot run this scenario as configured. */
 export class RackError extends FluxrigError {}

@@ -1,1 +1,80 @@
-export { NatsServerProcess } from '../../src/bus/nats-server.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { FluxrigError } from '../../src/errors.js';
+
+export class NatsServerError extends FluxrigError {}
+
+/** Debian installs nats-server in /usr/sbin, which is not on every user's PATH. */
+export function findNatsServer(): string {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
+  for (const dir of dirs) {
+    const candidate = join(dir, 'nats-server');
+    if (dir !== '' && existsSync(candidate)) return candidate;
+  }
+  throw new NatsServerError("nats-server not found: install it with 'sudo apt-get install nats-server' (or run 'make deps' as root)");
+}
+
+/**
+ * A nats-server child process with JetStream in a temporary directory, on a port it picks
+ * itself (no race for a "free" port). For tests, benchmarks and a standalone rack.
+ */
+export class NatsServerProcess {
+  readonly url: string;
+  readonly port: number;
+  private readonly child: ChildProcess;
+  private readonly storeDir: string;
+
+  private constructor(child: ChildProcess, port: number, storeDir: string) {
+    this.child = child;
+    this.port = port;
+    this.url = `nats://127.0.0.1:${port}`;
+    this.storeDir = storeDir;
+  }
+
+  static async start(options: { jetstream?: boolean; timeoutMs?: number } = {}): Promise<NatsServerProcess> {
+    const binary = findNatsServer();
+    const storeDir = await mkdtemp(join(tmpdir(), 'fluxrig-nats-'));
+    const args = ['-a', '127.0.0.1', '-p', '-1', '--http_port', '0'];
+    if (options.jetstream ?? true) args.push('-js', '-sd', storeDir);
+    const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        let log = '';
+        let port: number | undefined;
+        const timer = setTimeout(() => reject(new NatsServerError(`nats-server not ready within ${timeoutMs} ms:\n${log}`)), timeoutMs);
+        child.once('error', (err) => reject(new NatsServerError(`cannot start nats-server: ${err.message}`, { cause: err })));
+        child.once('exit', (code) => reject(new NatsServerError(`nats-server exited with code ${code}:\n${log}`)));
+        child.stderr!.setEncoding('utf8');
+        child.stderr!.on('data', (chunk: string) => {
+          log += chunk;
+          port ??= Number(/Listening for client connections on [^\s]*:(\d+)/.exec(log)?.[1]) || undefined;
+          if (port !== undefined && /Server is ready/.test(log)) {
+            clearTimeout(timer);
+            child.stderr!.removeAllListeners('data');
+            child.stderr!.resume();
+            resolve(port);
+          }
+        });
+      });
+      child.removeAllListeners('exit');
+      return new NatsServerProcess(child, port, storeDir);
+    } catch (err) {
+      child.kill('SIGKILL');
+      await rm(storeDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null) {
+      const exited = new Promise((resolve) => this.child.once('exit', resolve));
+      this.child.kill('SIGTERM');
+      await exited;
+    }
+    await rm(this.storeDir, { recursive: true, force: true });
+  }
+}

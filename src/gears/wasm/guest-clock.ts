@@ -1,4 +1,4 @@
-import { ControlSlot } from '../../rack/worker-protocol.js';
+import { ControlSlot } from '../../ring/pool-protocol.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 
 /** The time limit a worker enforces for its guests: the smallest timeout_ms of its wasm gears. */

@@ -1,7 +1,7 @@
 import { MessageChannel, type MessagePort, receiveMessageOnPort, Worker } from 'node:worker_threads';
 import type { HttpRequest, HttpResponse, SyncHttpClient } from './host.js';
 
-const HELPER = new URL('../../../workers/http-helper.js', import.meta.url);
+const HELPER = new URL('./http-helper.js', import.meta.url);
 
 export interface HelperRequest extends HttpRequest {
   id: number;

@@ -2,7 +2,7 @@
 // outcome goes back on the same tag. KV lives in a worker-local replica kept current through
 // the rings; the guest's time is stamped for the pool's watchdog.
 import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
-import { ControlTag, type HandlerFactory } from '../../rack/worker-protocol.js';
+import { ControlTag, type HandlerFactory } from '../../ring/pool-protocol.js';
 import { KvReplica } from '../kv.js';
 import type { WasmGearConfig } from './config.js';
 import { guestClock, shortestGuestTimeout } from './guest-clock.js';

@@ -1,9 +1,9 @@
 // The worker side of the data plane: drain the inbound ring, hand each record to the handler,
 // sleep on the ring's doorbell when there is nothing to do.
 import { parentPort, workerData } from 'node:worker_threads';
-import { HotLane } from '../src/ring/lane.js';
-import { RingConsumer } from '../src/ring/ring.js';
-import { CONTROL_BYTES, ControlSlot, type HandlerFactory, type RecordHandler, type WorkerBootData, type WorkerEvent } from '../src/rack/worker-protocol.js';
+import { HotLane } from './lane.js';
+import { RingConsumer } from './ring.js';
+import { CONTROL_BYTES, ControlSlot, type HandlerFactory, type RecordHandler, type WorkerBootData, type WorkerEvent } from './pool-protocol.js';
 
 const boot = workerData as WorkerBootData;
 const inbound = new RingConsumer(boot.inbound);

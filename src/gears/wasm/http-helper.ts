@@ -1,6 +1,6 @@
 // Runs fetch for a BlockingHttpClient and wakes its caller when the answer is on the port.
 import { type MessagePort, workerData } from 'node:worker_threads';
-import type { HelperRequest, HelperResponse } from '../src/gears/wasm/http-bridge.js';
+import type { HelperRequest, HelperResponse } from './http-bridge.js';
 
 const { port, flag } = workerData as { port: MessagePort; flag: SharedArrayBuffer };
 const wake = new Int32Array(flag);

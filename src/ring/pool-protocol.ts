@@ -1,4 +1,4 @@
-import type { HotLane } from '../ring/lane.js';
+import type { HotLane } from './lane.js';
 
 /**
  * What a rack worker is handed once, at start, in workerData. Everything on the hot path then

@@ -2,13 +2,13 @@ import { EventEmitter, once } from 'node:events';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { pino, type Logger } from 'pino';
-import { DEFAULT_LANE_SEND_TIMEOUT_MS } from '../ring/lane.js';
-import { DEFAULT_CAPACITY, DEFAULT_MAX_RECORDS } from '../ring/layout.js';
-import { createRing, type RecordVisitor, RingConsumer, RingProducer } from '../ring/ring.js';
+import { DEFAULT_LANE_SEND_TIMEOUT_MS } from './lane.js';
+import { DEFAULT_CAPACITY, DEFAULT_MAX_RECORDS } from './layout.js';
+import { createRing, type RecordVisitor, RingConsumer, RingProducer } from './ring.js';
 import { workerForKey } from './affinity.js';
-import { CONTROL_BYTES, ControlSlot, type WorkerBootData, type WorkerEvent } from './worker-protocol.js';
+import { CONTROL_BYTES, ControlSlot, type WorkerBootData, type WorkerEvent } from './pool-protocol.js';
 
-const DEFAULT_WORKER = new URL('../../workers/rack-worker.js', import.meta.url);
+const DEFAULT_WORKER = new URL('./worker.js', import.meta.url);
 
 export interface WorkerPoolOptions {
   /** Module URL (or path) exporting createHandler; imported by every worker. */

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { GEAR_MANIFESTS } from '../gears/manifest.js';
+import { GEAR_MANIFESTS } from '../gears/registry.js';
 import { loadScenario } from '../scenario/parse.js';
 import { scenarioJsonSchema } from '../scenario/schema.js';
 import { ScenarioError } from '../scenario/types.js';

@@ -2,7 +2,8 @@
 export type { KvStore } from './kv.js';
 export { KvReplica, MemoryKvStore } from './kv.js';
 export type { ConfigSchema, GearManifest } from './manifest.js';
-export { GEAR_MANIFESTS } from './manifest.js';
+export { GEAR_MANIFESTS, GEAR_TYPES } from './registry.js';
+export type { GearType } from './gear.js';
 export type { WasmGearConfig } from './wasm/config.js';
 export { WASM_DEFAULTS } from './wasm/config.js';
 export { GuestTrap, WasmModuleError } from './wasm/errors.js';

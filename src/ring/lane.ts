@@ -4,12 +4,19 @@ import { RingProducer } from './ring.js';
 /** lane_send_timeout: how long a send into a full hot lane waits before failing. */
 export const DEFAULT_LANE_SEND_TIMEOUT_MS = 5000;
 
+/** Where records go: a HotLane in a worker, a direct call on the main thread (inline mode). */
+export interface Lane {
+  send(tag: number, payload: Uint8Array): void;
+  /** The largest record the lane takes (half its ring); Infinity inline. */
+  readonly maxRecordBytes: number;
+}
+
 /**
  * A hot lane out of a worker: a ring producer whose sends wait for room (blocking the worker, up
  * to lane_send_timeout) instead of failing at once or buffering without bound. Only for worker
  * threads: the wait is Atomics.wait.
  */
-export class HotLane {
+export class HotLane implements Lane {
   readonly name: string;
   readonly producer: RingProducer;
   readonly sendTimeoutMs: number;

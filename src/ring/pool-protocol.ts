@@ -57,13 +57,3 @@ export type RecordHandler = (tag: number, bytes: Uint8Array, start: number, leng
 
 /** The export a handler module must provide. */
 export type HandlerFactory = (ctx: WorkerContext) => RecordHandler | Promise<RecordHandler>;
-
-/** Tags below zero are the data plane's own records, not application traffic. */
-export const ControlTag = {
-  /** worker -> main: a guest wrote a KV key. Payload: CBOR [key, value]. */
-  KvPut: -1,
-  /** main -> worker: the store changed. Payload: CBOR [key, value | null]. */
-  KvSet: -2,
-  /** worker -> main: a message a guest emitted by itself. Payload: CBOR [gear, fluxMsg]. */
-  Emit: -3,
-} as const;

@@ -36,6 +36,9 @@ export function checkConfig(
       if (value === null || typeof value !== 'object' || Array.isArray(value)) return report(path, `${where} must be a map`);
       const map = value as Record<string, unknown>;
       for (const key of schema.required ?? []) if (!(key in map)) report(path, `${where} needs ${key}`);
+      const alternatives = schema.oneRequired ?? [];
+      if (alternatives.length > 0 && !alternatives.some((key) => key in map))
+        report(path, `${where} needs ${alternatives.join(' (or ')}${')'.repeat(alternatives.length - 1)}`);
       for (const [key, v] of Object.entries(map)) {
         const property = schema.properties[key] ?? schema.additionalProperties;
         if (property === undefined) report([...path, key], `unknown key ${key} in ${where} (expected ${Object.keys(schema.properties).join(', ')})`);

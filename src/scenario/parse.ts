@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, type Node, parseDocument } from 'yaml';
-import { GEAR_MANIFESTS, outputPorts } from '../gears/manifest.js';
+import { GEAR_MANIFESTS, outputPorts } from '../gears/registry.js';
 import { checkConfig } from './config-check.js';
 import { type GearSpec, type Lane, type RackSpec, type Scenario, ScenarioError, type ScenarioIssue, type WireEnd, type WireSpec } from './types.js';
 

@@ -1,4 +1,5 @@
-import { type ConfigSchema, GEAR_MANIFESTS } from '../gears/manifest.js';
+import type { ConfigSchema } from '../gears/manifest.js';
+import { GEAR_MANIFESTS } from '../gears/registry.js';
 
 function toJsonSchema(schema: ConfigSchema): Record<string, unknown> {
   switch (schema.type) {
@@ -17,6 +18,7 @@ function toJsonSchema(schema: ConfigSchema): Record<string, unknown> {
         description: schema.description,
         properties: Object.fromEntries(Object.entries(schema.properties).map(([k, v]) => [k, toJsonSchema(v)])),
         ...(schema.required ? { required: schema.required } : {}),
+        ...(schema.oneRequired ? { anyOf: schema.oneRequired.map((key) => ({ required: [key] })) } : {}),
         additionalProperties: schema.additionalProperties === undefined ? false : toJsonSchema(schema.additionalProperties),
       };
     default: {

@@ -4,7 +4,7 @@ import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
 import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WorkerPool, type WorkerReplaced } from '../../ring/pool.js';
-import { ControlTag } from '../../ring/pool-protocol.js';
+import { RecordTag, Records } from '../records.js';
 import { type KvStore, MemoryKvStore } from '../kv.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { type GearOutcome, Status } from './host.js';
@@ -63,7 +63,7 @@ export class WasmGearPool extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    this.unwatch = this.kv.watch((key, value) => this.pool.broadcast(ControlTag.KvSet, encodeCbor([key, value ?? null])));
+    this.unwatch = this.kv.watch((key, value) => this.pool.broadcast(RecordTag.KvSet, Records.kvSet.encode({ key, value: value ?? null })));
     await this.pool.start();
   }
 
@@ -86,14 +86,15 @@ export class WasmGearPool extends EventEmitter {
   }
 
   private onOutput(_worker: number, tag: number, payload: Uint8Array): void {
-    if (tag === ControlTag.KvPut) {
-      const [key, value] = decodeCbor(payload, true) as [string, Uint8Array];
-      this.kv.put(key, value);
+    if (tag === RecordTag.KvPut) {
+      const { key, value } = Records.kvPut.decode(payload);
+      if (value === null) this.kv.delete(key);
+      else this.kv.put(key, value);
       return;
     }
-    if (tag === ControlTag.Emit) {
-      const [gear, msg] = decodeCbor(payload, true) as [string, unknown];
-      this.emit('emit', gear, fluxMsgFromValue(msg));
+    if (tag === RecordTag.Emit) {
+      const { gear, msg } = Records.emit.decode(payload);
+      this.emit('emit', gear, msg);
       return;
     }
     const entry = this.pending.get(tag);

@@ -1,8 +1,11 @@
 // Runs one wasm gear inside a rack worker: each inbound record is an encoded fluxMsg, each
 // outcome goes back on the same tag. KV lives in a worker-local replica kept current through
 // the rings; the guest's time is stamped for the pool's watchdog.
-import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
-import { ControlTag, type HandlerFactory } from '../../ring/pool-protocol.js';
+import { pino } from 'pino';
+import { encodeCbor } from '../../cbor/profile.js';
+import type { HandlerFactory } from '../../ring/pool-protocol.js';
+import { RecordTag, Records } from '../records.js';
+import { gearServices } from '../wasm.js';
 import { KvReplica } from '../kv.js';
 import type { WasmGearConfig } from './config.js';
 import { guestClock, shortestGuestTimeout } from './guest-clock.js';
@@ -31,17 +34,24 @@ export function encodeOutcome(outcome: GearOutcome): Uint8Array {
 
 export const createHandler: HandlerFactory = ({ options, out, control, epochMs }) => {
   const { name, prepared, config, kvSnapshot } = options as WasmGearWorkerOptions;
-  const replica = new KvReplica(kvSnapshot ?? [], (key, value) => out.send(ControlTag.KvPut, encodeCbor([key, value])));
+  const replica = new KvReplica(kvSnapshot ?? [], (key, value) => out.send(RecordTag.KvPut, Records.kvPut.encode({ key, value })));
   let currentTag = 0;
-  const gear = new WasmGear(name, prepared, config, {
-    kv: config.allow_kv ? replica : undefined,
-    http: config.allow_http ? new BlockingHttpClient() : undefined,
-    emit: (msg) => out.send(ControlTag.Emit, encodeCbor([name, msg])),
-    guestClock: guestClock(control, epochMs, shortestGuestTimeout([config])!, () => currentTag),
-  });
+  let http: BlockingHttpClient | undefined;
+  const services = gearServices(
+    name,
+    config,
+    {
+      logger: pino({ name: `fluxrig.gear.${name}` }),
+      kv: replica,
+      http: () => (http ??= new BlockingHttpClient()),
+      guestClock: guestClock(control, epochMs, shortestGuestTimeout([config])!, () => currentTag),
+    },
+    (msg) => out.send(RecordTag.Emit, Records.emit.encode({ gear: name, msg })),
+  );
+  const gear = new WasmGear(name, prepared, config, services);
   return (tag, bytes, start, length) => {
-    if (tag === ControlTag.KvSet) {
-      const [key, value] = decodeCbor(bytes.subarray(start, start + length), true) as [string, Uint8Array | null];
+    if (tag === RecordTag.KvSet) {
+      const { key, value } = Records.kvSet.decode(bytes.subarray(start, start + length));
       replica.apply(key, value ?? undefined);
       return;
     }

@@ -1,0 +1,74 @@
+import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import type { GearSpec, WireSpec } from '../scenario/types.js';
+import type { ConnectionHost, WorkerGearContext } from './gear.js';
+import { gearType } from './registry.js';
+
+/** What the chain needs from the thread it runs in, beyond what it builds itself. */
+export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute'> & {
+  /** A message for a gear that lives on the main thread (log, nats, ...). */
+  toMain(gear: string, port: string, msg: FluxMsg): void;
+};
+
+export interface ChainStats {
+  delivered: number;
+  unrouted: number;
+}
+
+type Input = (port: string, msg: FluxMsg) => void;
+
+/**
+ * The scenario's gear graph inside one thread. Hot-lane hops between gears are plain function
+ * calls; a message for a main-thread gear leaves through the env. Each gear is built by its type
+ * (registry.ts) from what the main thread prepared for it.
+ */
+export class GearChain {
+  readonly stats: ChainStats = { delivered: 0, unrouted: 0 };
+  /** The gears that host connections' sessions, by gear name. */
+  readonly connectionHosts = new Map<string, ConnectionHost>();
+  private readonly inputs = new Map<string, Input>();
+  private readonly wires = new Map<string, Array<{ gear: string; port: string }>>();
+
+  constructor(gears: GearSpec[], wires: WireSpec[], prepared: Record<string, unknown>, env: ChainEnv) {
+    for (const w of wires) {
+      const key = `${w.from.gear}.${w.from.port}`;
+      const list = this.wires.get(key) ?? [];
+      list.push({ gear: w.to.gear, port: w.to.port });
+      this.wires.set(key, list);
+    }
+    const ctx: WorkerGearContext = { ...env, emit: (gear, port, msg) => this.emit(gear, port, msg), hasRoute: (gear, port) => this.hasRoute(gear, port) };
+    for (const spec of gears) {
+      const type = gearType(spec);
+      if (type.worker === undefined) {
+        this.inputs.set(spec.name, (port, msg) => env.toMain(spec.name, port, msg));
+        continue;
+      }
+      const gear = type.worker(spec, prepared[spec.name], ctx);
+      this.inputs.set(spec.name, gear.input);
+      if (gear.connections !== undefined) this.connectionHosts.set(spec.name, gear.connections);
+    }
+  }
+
+  /** Whether anything is wired from gear.port. */
+  hasRoute(gear: string, port: string): boolean {
+    return this.wires.has(`${gear}.${port}`);
+  }
+
+  /** Sends `msg` out of gear.port, along every wire from it. */
+  emit(gear: string, port: string, msg: FluxMsg): void {
+    const targets = this.wires.get(`${gear}.${port}`);
+    if (targets === undefined) {
+      this.stats.unrouted++;
+      return;
+    }
+    // Fan-out along several wires: each target gets its own copy of the mutable parts.
+    for (let i = 0; i < targets.length; i++) {
+      const t = targets[i]!;
+      this.deliver(t.gear, t.port, i === targets.length - 1 ? msg : { ...msg, meta: { ...msg.meta }, data: { ...msg.data }, path: [...msg.path] });
+    }
+  }
+
+  deliver(gear: string, port: string, msg: FluxMsg): void {
+    this.stats.delivered++;
+    this.inputs.get(gear)!(port, msg);
+  }
+}

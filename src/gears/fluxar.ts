@@ -1,0 +1,515 @@
+// The fluxar gear: FLUXAR clients in, answers out. Its main-thread half binds the listeners and
+// hands each accepted connection to the rack; its worker half runs the connections' sessions
+// (handshake, auth, RPC), turns calls into fluxMsgs on `out`, and answers them from `in`.
+import { readFileSync } from 'node:fs';
+import { isAbsolute, join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { type AuthOptions, type Principal, secretsEqual, secretTable } from '../fluxar/auth.js';
+import { ErrorCode } from '../fluxar/codes.js';
+import {
+  DEFAULT_DECODE_ITEMS_PER_S,
+  DEFAULT_HEARTBEAT_MS,
+  DEFAULT_INFLATE_BYTES_PER_S,
+  DEFAULT_MAX_CONNECTIONS,
+  DEFAULT_MAX_CONNECTIONS_PER_IP,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_UPGRADE_TIMEOUT_MS,
+  MAX_FRAME_CEILING,
+  MIN_MAX_FRAME,
+} from '../fluxar/constants.js';
+import { SessionDriver } from '../fluxar/driver.js';
+import { parseEndpoint } from '../fluxar/endpoint.js';
+import { FluxarListener } from '../fluxar/listener.js';
+import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
+import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { BYTE_HEX } from '../fluxmsg/uuid.js';
+import type { GearSpec } from '../scenario/types.js';
+import { type ConnectionHost, configOf, type GearType, type MainGear, type MainGearContext, type PrepareContext, type WorkerGearContext } from './gear.js';
+import type { GearManifest } from './manifest.js';
+import { Records } from './records.js';
+
+const endpointPattern = '^(tcp|tls|ws|wss|unix)://';
+const secretRef = 'file:PATH (relative to the scenario) or env:NAME';
+
+export const manifest: GearManifest = {
+  type: 'fluxar',
+  summary: 'FLUXAR I/O: serves clients (server mode) over tcp/tls/ws/wss/unix; calls become fluxMsgs',
+  placement: 'main',
+  inputs: ['in'],
+  outputs: ['out'],
+  config: {
+    type: 'object',
+    description: 'FLUXAR gear',
+    properties: {
+      listen: {
+        type: 'array',
+        description: 'endpoints to serve: tcp://host:port, tls://, ws://host:port/path, wss://, unix:///path',
+        items: { type: 'string', description: 'endpoint URL', pattern: endpointPattern },
+        minItems: 1,
+      },
+      tls_cert: { type: 'string', description: 'PEM certificate file for tls:// and wss://' },
+      tls_key: { type: 'string', description: 'PEM key file for tls:// and wss://' },
+      tls_ca: { type: 'string', description: 'PEM file of the CAs trusted for client certificates' },
+      require_client_cert: { type: 'boolean', description: 'refuse TLS clients without a certificate signed by tls_ca', default: false },
+      auth: {
+        type: 'object',
+        description: 'verifiers per scheme (spec section 9); each table is read at start from a file or an environment variable',
+        properties: {
+          bearer: { type: 'string', description: `${secretRef} holding a map: token -> principal id` },
+          api_key: { type: 'string', description: `${secretRef} holding a map: key -> principal id` },
+          credentials: { type: 'string', description: `${secretRef} holding a map: username -> password` },
+          custom: {
+            type: 'object',
+            description: 'custom schemes by name',
+            properties: {},
+            additionalProperties: { type: 'string', description: `${secretRef} holding a map: data (text) -> principal id` },
+          },
+          allow_anonymous: { type: 'boolean', description: 'accept clients that present no credentials (default: only when no verifier is set)' },
+        },
+      },
+      bearer_tokens: {
+        type: 'object',
+        description: 'inline bearer tokens and the principal id each stands for (for tests; use auth.bearer for real secrets)',
+        properties: {},
+        additionalProperties: { type: 'string', description: 'principal id' },
+      },
+      psk: { type: 'string', description: `${secretRef} holding the pre-shared key (spec section 10)` },
+      max_frame: {
+        type: 'integer',
+        description: 'largest frame accepted, bytes',
+        minimum: MIN_MAX_FRAME,
+        maximum: MAX_FRAME_CEILING,
+        default: DEFAULT_MAX_FRAME,
+      },
+      max_in_flight: { type: 'integer', description: 'calls in flight per connection before 429', minimum: 1, default: DEFAULT_MAX_IN_FLIGHT },
+      heartbeat_ms: { type: 'integer', description: 'heartbeat interval announced to clients', minimum: 0, default: DEFAULT_HEARTBEAT_MS },
+      max_connections: {
+        type: 'integer',
+        description: 'connections held at once per listener; more are refused with a 503 bye (HTTP 503 on ws)',
+        minimum: 1,
+        default: DEFAULT_MAX_CONNECTIONS,
+      },
+      max_connections_per_ip: {
+        type: 'integer',
+        description: 'connections held at once from one client address, per listener',
+        minimum: 1,
+        default: DEFAULT_MAX_CONNECTIONS_PER_IP,
+      },
+      upgrade_timeout_ms: {
+        type: 'integer',
+        description: 'ws/wss: time for the HTTP upgrade (and TLS handshake) to complete',
+        minimum: 100,
+        default: DEFAULT_UPGRADE_TIMEOUT_MS,
+      },
+      inflate_bytes_per_s: {
+        type: 'integer',
+        description: 'per-connection budget of bytes inflated from compressed frames per second (429 bye past it)',
+        minimum: 1024,
+        default: DEFAULT_INFLATE_BYTES_PER_S,
+      },
+      decode_items_per_s: {
+        type: 'integer',
+        description: 'per-connection budget of CBOR items decoded per second (429 bye past it)',
+        minimum: 1000,
+        default: DEFAULT_DECODE_ITEMS_PER_S,
+      },
+    },
+    required: ['listen'],
+  },
+  notes: [
+    "A call from a client becomes a fluxMsg on `out`: meta carries conn.id, fluxar.type, fluxar.target, fluxar.call, peer.ip, peer.port (and the call's own meta as text); the payload goes into data when it is a map, data.payload otherwise, raw when it is bytes.",
+    'A message on `in` with conn.id and fluxar.call is the answer to that call: its data goes back as the payload. A message that carries error.reason (a rejection) is answered with FLUXAR error 403 and the reason as the message.',
+    'Secrets (auth tables, psk) come from files or environment variables, read once at start: auth.bearer: file:secrets/tokens.yaml, psk: env:FLUXAR_PSK.',
+    'The connection lives on the main thread; its FLUXAR session (handshake, auth, RPC) runs in the worker that owns the connection.',
+  ],
+};
+
+export interface FluxarConfig {
+  listen: string[];
+  tls_cert?: string;
+  tls_key?: string;
+  tls_ca?: string;
+  require_client_cert: boolean;
+  auth?: { bearer?: string; api_key?: string; credentials?: string; custom?: Record<string, string>; allow_anonymous?: boolean };
+  bearer_tokens?: Record<string, string>;
+  psk?: string;
+  max_frame: number;
+  max_in_flight: number;
+  heartbeat_ms: number;
+  max_connections: number;
+  max_connections_per_ip: number;
+  upgrade_timeout_ms: number;
+  inflate_bytes_per_s: number;
+  decode_items_per_s: number;
+}
+
+/** The gear's secrets, read on the main thread at start and handed to every worker. */
+export interface FluxarSecrets {
+  bearer?: Record<string, string>;
+  api_key?: Record<string, string>;
+  credentials?: Record<string, string>;
+  custom?: Record<string, Record<string, string>>;
+  allowAnonymous?: boolean;
+  psk?: string;
+}
+
+/** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
+export const REJECT_CODE = ErrorCode.Forbidden;
+
+function resolvePath(baseDir: string, file: string): string {
+  return isAbsolute(file) ? file : join(baseDir, file);
+}
+
+/** The text behind `file:PATH` or `env:NAME`. */
+function readSecret(ref: string, ctx: PrepareContext, what: string): string {
+  if (ref.startsWith('env:')) {
+    const value = ctx.env[ref.slice(4)];
+    if (value === undefined) throw new Error(`${what}: environment variable ${ref.slice(4)} is not set`);
+    return value;
+  }
+  if (ref.startsWith('file:')) {
+    const path = resolvePath(ctx.baseDir, ref.slice(5));
+    try {
+      // One trailing newline is what editors add; it is not part of the secret.
+      return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
+    } catch (err) {
+      throw new Error(`${what}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  throw new Error(`${what} must be file:PATH or env:NAME (secrets are not written in the scenario)`);
+}
+
+/** A secret holding a map of text to text (YAML or JSON). */
+function readTable(ref: string, ctx: PrepareContext, what: string): Record<string, string> {
+  const doc = parseYaml(readSecret(ref, ctx, what)) as unknown;
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new Error(`${what}: ${ref} must hold a map`);
+  const table: Record<string, string> = {};
+  for (const [k, v] of Object.entries(doc)) {
+    if (typeof v !== 'string' && typeof v !== 'number') throw new Error(`${what}: ${ref}: the value of each entry must be text`);
+    table[k] = String(v);
+  }
+  return table;
+}
+
+async function prepare(spec: GearSpec, ctx: PrepareContext): Promise<FluxarSecrets> {
+  const config = configOf<FluxarConfig>(spec, manifest);
+  const where = (key: string) => `gear ${spec.name}: ${key}`;
+  const secrets: FluxarSecrets = {};
+  const a = config.auth ?? {};
+  if (a.bearer !== undefined || config.bearer_tokens !== undefined) {
+    secrets.bearer = { ...config.bearer_tokens, ...(a.bearer === undefined ? {} : readTable(a.bearer, ctx, where('auth.bearer'))) };
+  }
+  if (a.api_key !== undefined) secrets.api_key = readTable(a.api_key, ctx, where('auth.api_key'));
+  if (a.credentials !== undefined) secrets.credentials = readTable(a.credentials, ctx, where('auth.credentials'));
+  if (a.custom !== undefined) {
+    secrets.custom = {};
+    for (const [name, ref] of Object.entries(a.custom)) secrets.custom[name] = readTable(ref, ctx, where(`auth.custom.${name}`));
+  }
+  if (a.allow_anonymous !== undefined) secrets.allowAnonymous = a.allow_anonymous;
+  if (config.psk !== undefined) secrets.psk = readSecret(config.psk, ctx, where('psk'));
+  return secrets;
+}
+
+const principalTable = (table: Record<string, string>) => secretTable(Object.fromEntries(Object.entries(table).map(([secret, id]) => [secret, { id }])));
+
+/** The verifiers a session runs, from the gear's secret tables (all compared in constant time). */
+export function authFromSecrets(secrets: FluxarSecrets): AuthOptions {
+  const auth: AuthOptions = {};
+  if (secrets.bearer !== undefined) {
+    const verify = principalTable(secrets.bearer);
+    auth.bearer = ({ token }) => verify(token);
+  }
+  if (secrets.api_key !== undefined) {
+    const verify = principalTable(secrets.api_key);
+    auth.api_key = ({ key }) => verify(key);
+  }
+  if (secrets.credentials !== undefined) {
+    const users = secrets.credentials;
+    auth.credentials = ({ username, password }) => {
+      // An unknown user costs the same comparison, so timing does not tell who exists.
+      const known = Object.hasOwn(users, username);
+      const ok = secretsEqual(known ? users[username]! : '\u0000unknown', password);
+      return known && ok ? ({ id: username } satisfies Principal) : null;
+    };
+  }
+  if (secrets.custom !== undefined) {
+    auth.custom = {};
+    for (const [name, table] of Object.entries(secrets.custom)) {
+      const verify = principalTable(table);
+      auth.custom[name] = ({ data }) => (typeof data === 'string' ? verify(data) : null);
+    }
+  }
+  if (secrets.allowAnonymous !== undefined) auth.allowAnonymous = secrets.allowAnonymous;
+  return auth;
+}
+
+/** Main thread: the listeners. Accepted connections go to the rack; nothing here parses a frame. */
+class FluxarListeners implements MainGear {
+  private readonly listeners: FluxarListener[] = [];
+  private closing: Promise<unknown> | undefined;
+
+  constructor(
+    private readonly spec: GearSpec,
+    private readonly ctx: MainGearContext,
+  ) {}
+
+  async start(): Promise<void> {
+    const c = configOf<FluxarConfig>(this.spec, manifest);
+    const read = (file: string) => readFileSync(resolvePath(this.ctx.baseDir, file));
+    const tls =
+      c.tls_cert !== undefined && c.tls_key !== undefined
+        ? { cert: read(c.tls_cert), key: read(c.tls_key), ca: c.tls_ca === undefined ? undefined : read(c.tls_ca), requireClientCert: c.require_client_cert }
+        : undefined;
+    for (const url of c.listen) {
+      const endpoint = parseEndpoint(url);
+      if ((endpoint.kind === 'tls' || endpoint.kind === 'wss') && tls === undefined) throw new Error(`${url} needs tls_cert and tls_key`);
+      const listener = new FluxarListener(
+        endpoint,
+        {
+          tls,
+          maxFrame: c.max_frame,
+          maxConnections: c.max_connections,
+          maxConnectionsPerIp: c.max_connections_per_ip,
+          upgradeTimeoutMs: c.upgrade_timeout_ms,
+          logger: this.ctx.logger,
+        },
+        (transport) => this.ctx.accept(this.spec.name, transport),
+      );
+      await listener.start();
+      this.listeners.push(listener);
+    }
+  }
+
+  addresses(): string[] {
+    // A wildcard bind is reached through loopback from this machine.
+    return this.listeners.map((l) => l.address.replace(/\/\/(0\.0\.0\.0|\[::\]):/, '//127.0.0.1:'));
+  }
+
+  receive(): void {}
+
+  async quiesce(): Promise<void> {
+    // Stops accepting now; the promise settles once every accepted connection has closed.
+    this.closing ??= Promise.all(this.listeners.map((l) => l.close()));
+  }
+
+  async stop(): Promise<void> {
+    await this.quiesce();
+    await this.closing;
+  }
+}
+
+interface Conn {
+  id: number;
+  driver: SessionDriver;
+  ip: string;
+  port: string;
+}
+
+/** A session key (one char per id byte) as the hex text meta fluxar.call carries. */
+function keyToHex(key: string): string {
+  let hex = '';
+  for (let i = 0; i < key.length; i++) hex += BYTE_HEX[key.charCodeAt(i)]!;
+  return hex;
+}
+
+/** The session key of a call id written as hex in meta fluxar.call. */
+function callKey(hex: string): string {
+  let key = '';
+  for (let i = 0; i < hex.length; i += 2) key += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
+  return key;
+}
+
+/**
+ * A call's meta value as fluxMsg meta text: text as is, numbers (bigints too) and booleans
+ * written out, byte strings as hex, maps and arrays as JSON with the same rules inside.
+ */
+export function metaText(value: unknown): string {
+  if (typeof value === 'string') return value;
+  return (
+    JSON.stringify(value, (_k, v: unknown) =>
+      typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex') : v,
+    ) ?? 'null'
+  );
+}
+
+/** The answer's payload: the message's data (all of it), or its raw bytes when it has no data. */
+function answerPayload(msg: FluxMsg): unknown {
+  for (const _ in msg.data) return msg.data;
+  return msg.raw ?? msg.data;
+}
+
+/** Worker: the sessions of this gear's connections owned by this worker. */
+export class FluxarSessions implements ConnectionHost {
+  private readonly conns = new Map<number, Conn>();
+  private readonly config: FluxarConfig;
+  private readonly auth: AuthOptions;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Number.POSITIVE_INFINITY;
+
+  constructor(
+    private readonly spec: GearSpec,
+    private readonly secrets: FluxarSecrets,
+    private readonly ctx: WorkerGearContext,
+  ) {
+    this.config = configOf<FluxarConfig>(spec, manifest);
+    this.auth = authFromSecrets(secrets);
+  }
+
+  open(id: number, framing: Framing, ip: string, port: number): void {
+    const c = this.config;
+    const session = new Session({
+      role: 'server',
+      framing,
+      copyBuffers: true,
+      psk: this.secrets.psk,
+      maxFrame: c.max_frame,
+      maxInFlight: c.max_in_flight,
+      heartbeatMs: c.heartbeat_ms,
+      inflateBytesPerSecond: c.inflate_bytes_per_s,
+      decodeItemsPerSecond: c.decode_items_per_s,
+      drainTimeoutMs: this.ctx.drainTimeoutMs,
+    });
+    const lane = this.ctx.lane;
+    const conn: Conn = { id, ip, port: String(port), driver: undefined as unknown as SessionDriver };
+    conn.driver = new SessionDriver(
+      session,
+      {
+        write: (frames) => {
+          const bytes = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+          // A WebSocket frame is one message: it must fit one record (the rack checks max_frame
+          // at start). A byte stream may be cut anywhere.
+          if (framing === 'message') for (const frame of frames) lane.send(id, frame);
+          else if (bytes.length <= lane.maxRecordBytes) lane.send(id, bytes);
+          else
+            for (let at = 0; at < bytes.length; at += lane.maxRecordBytes) lane.send(id, bytes.subarray(at, Math.min(at + lane.maxRecordBytes, bytes.length)));
+        },
+        onEvent: (event) => this.onEvent(conn, event),
+        schedule: (at) => this.schedule(at),
+      },
+      { auth: this.auth, logger: this.ctx.logger, label: { conn: id, gear: this.spec.name } },
+    );
+    this.conns.set(id, conn);
+    this.ctx.claimConnection(id, this);
+    conn.driver.pump();
+  }
+
+  receive(id: number, bytes: Uint8Array): void {
+    this.conns.get(id)?.driver.receive(bytes);
+  }
+
+  closed(id: number): void {
+    const conn = this.conns.get(id);
+    if (conn === undefined) return;
+    conn.driver.session.transportClosed('connection closed by the peer');
+    conn.driver.pump();
+  }
+
+  invalid(id: number, reason: string): void {
+    const conn = this.conns.get(id);
+    if (conn === undefined) return;
+    conn.driver.session.abort(ErrorCode.BadRequest, reason);
+    conn.driver.pump();
+  }
+
+  drain(): void {
+    for (const conn of this.conns.values()) {
+      conn.driver.session.close();
+      conn.driver.pump();
+    }
+  }
+
+  /** One timer for all of this worker's sessions, armed for the earliest deadline among them. */
+  private schedule(at: number): void {
+    if (at >= this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.tick(), Math.max(0, at - Date.now()));
+    this.timer.unref();
+  }
+
+  private tick(): void {
+    this.timerAt = Number.POSITIVE_INFINITY;
+    const now = Date.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const conn of this.conns.values()) {
+      const at = conn.driver.session.nextDeadline();
+      if (at <= now) conn.driver.tick();
+      else if (at < next) next = at;
+    }
+    if (next < Number.POSITIVE_INFINITY) this.schedule(next);
+  }
+
+  private onEvent(conn: Conn, event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'fault' }>): void {
+    switch (event.type) {
+      case 'call':
+        return this.onCall(conn, event.key, event.target, event.payload, event.meta);
+      case 'closed':
+        this.conns.delete(conn.id);
+        this.ctx.releaseConnection(conn.id);
+        this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.id, code: event.code, reason: event.reason }));
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onCall(conn: Conn, key: string, target: string, payload: unknown, callMeta: Record<string, unknown> | null): void {
+    const gear = this.spec.name;
+    const session = conn.driver.session;
+    if (!this.ctx.hasRoute(gear, 'out')) {
+      session.fail(key, ErrorCode.NotFound, `nothing is wired from ${gear}.out`);
+      return;
+    }
+    const meta: Record<string, string> = {};
+    if (callMeta !== null) for (const [k, v] of Object.entries(callMeta)) meta[k] = metaText(v);
+    meta['conn.id'] = String(conn.id);
+    meta['fluxar.type'] = 'call';
+    meta['fluxar.target'] = target;
+    meta['fluxar.call'] = keyToHex(key);
+    meta['peer.ip'] = conn.ip;
+    meta['peer.port'] = conn.port;
+    let data: Record<string, unknown> = {};
+    let raw: Uint8Array | null = null;
+    if (payload instanceof Uint8Array) raw = payload;
+    else if (payload !== null && typeof payload === 'object' && !Array.isArray(payload)) data = payload as Record<string, unknown>;
+    else if (payload !== null && payload !== undefined) data = { payload };
+    const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
+    const msg = createFluxMsg({ meta, data, raw, trace });
+    try {
+      this.ctx.emit(gear, 'out', msg);
+    } catch (err) {
+      this.ctx.logger.error({ err, gear }, 'gear chain failed');
+      session.fail(key, ErrorCode.Internal, `the rack failed to process the call: ${(err as Error).message}`);
+    }
+  }
+
+  /** A message on the gear's `in` port: the answer to one of our connections' calls. */
+  answer(msg: FluxMsg): void {
+    const conn = this.conns.get(Number(msg.meta['conn.id']));
+    const call = msg.meta['fluxar.call'];
+    if (conn === undefined || call === undefined) return;
+    const key = callKey(call);
+    const session = conn.driver.session;
+    const reason = msg.meta['error.reason'];
+    if (reason !== undefined) session.fail(key, REJECT_CODE, reason, { gear: msg.meta['error.gear'] ?? null });
+    else {
+      try {
+        session.respond(key, answerPayload(msg));
+      } catch (err) {
+        session.fail(key, (err as { code?: number }).code ?? ErrorCode.Internal, (err as Error).message);
+      }
+    }
+    conn.driver.pump();
+  }
+}
+
+export const fluxarGear: GearType = {
+  manifest,
+  prepare,
+  main: (spec, ctx) => new FluxarListeners(spec, ctx),
+  worker: (spec, prepared, ctx) => {
+    const sessions = new FluxarSessions(spec, prepared as FluxarSecrets, ctx);
+    return { input: (_port, msg) => sessions.answer(msg), connections: sessions };
+  },
+};

@@ -1,0 +1,112 @@
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import type { Transport } from '../fluxar/transport.js';
+import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import type { Lane } from '../ring/lane.js';
+import type { Pausable } from '../ring/pool.js';
+import type { GearSpec } from '../scenario/types.js';
+import type { KvReplica } from './kv.js';
+import type { ConfigSchema, GearManifest } from './manifest.js';
+import type { SyncHttpClient } from './wasm/host.js';
+
+/**
+ * A gear type: its manifest, and the factories that build it where it runs. Every type lives in
+ * one file of this folder (fluxar.ts, wasm.ts, ...) and is listed in registry.ts; validation,
+ * `fluxrig gears list|doc`, the JSON Schema and the rack all read the registry.
+ *
+ * A gear's life in a rack:
+ * 1. prepare (main thread, before the workers start): whatever must be read or loaded once (a
+ *    Wasm module, secret files), returned as structured-cloneable data for every worker;
+ * 2. worker (in each worker): builds its input from the spec and what prepare returned;
+ * 3. main (main thread): gears that do I/O (sockets, NATS, logs, timers).
+ */
+export interface GearType {
+  readonly manifest: GearManifest;
+  prepare?(spec: GearSpec, ctx: PrepareContext): Promise<unknown>;
+  worker?(spec: GearSpec, prepared: unknown, ctx: WorkerGearContext): WorkerGear;
+  main?(spec: GearSpec, ctx: MainGearContext): MainGear;
+}
+
+export interface PrepareContext {
+  /** Where relative paths in the scenario are resolved from. */
+  baseDir: string;
+  /** Where `env:NAME` secret references are read. */
+  env: NodeJS.ProcessEnv;
+  /** Loads a Wasm module (the rack's module source, trusted keys and limits). */
+  loadModule(spec: GearSpec): Promise<unknown>;
+}
+
+/** What a gear built in a worker gets from the worker it runs in. */
+export interface WorkerGearContext {
+  logger: Logger;
+  /** Sends a message out of gear.port along every wire (function calls inside this worker). */
+  emit(gear: string, port: string, msg: FluxMsg): void;
+  hasRoute(gear: string, port: string): boolean;
+  /** Records back to the main thread. */
+  lane: Lane;
+  /** This worker's copy of the KV store. */
+  kv: KvReplica;
+  /** This worker's HTTP client for guests (made on first use). */
+  http(): SyncHttpClient;
+  /** Times guest calls for the pool's watchdog (undefined without a time limit). */
+  guestClock: { enter(): void; leave(): void } | undefined;
+  /** Connection records (ids >= 1) for this gear's connections go to `host`. */
+  claimConnection(id: number, host: ConnectionHost): void;
+  releaseConnection(id: number): void;
+  /** How long a session waits for its calls after bye. */
+  drainTimeoutMs: number;
+}
+
+/** A gear in a worker: where messages to its input ports go. */
+export interface WorkerGear {
+  input(port: string, msg: FluxMsg): void;
+  /** Gears that host connections' sessions (fluxar): how the worker reaches them. */
+  connections?: ConnectionHost;
+}
+
+/** The worker half of a gear that serves connections. */
+export interface ConnectionHost {
+  open(id: number, framing: 'stream' | 'message', ip: string, port: number): void;
+  receive(id: number, bytes: Uint8Array): void;
+  closed(id: number): void;
+  invalid(id: number, reason: string): void;
+  /** Graceful stop: every session says bye. */
+  drain(): void;
+}
+
+/** Where a main-thread gear's output goes: into the chain, in the worker that owns `key`. */
+export type Inject = (gear: string, port: string, msg: FluxMsg, key: number, source?: Pausable) => void;
+
+/** What a gear built on the main thread gets from the rack. */
+export interface MainGearContext {
+  logger: Logger;
+  inject: Inject;
+  nats: NatsConnection | undefined;
+  baseDir: string;
+  /** Hands an accepted connection to the rack: its session runs in the worker that owns it. */
+  accept(gear: string, transport: Transport): void;
+}
+
+/** A gear on the main thread (it does I/O). */
+export interface MainGear {
+  start(): Promise<void>;
+  /** A message for one of its input ports. */
+  receive(port: string, msg: FluxMsg): void;
+  /** First step of a graceful stop: accept and produce no new work. */
+  quiesce(): Promise<void>;
+  /** Last step, once the workers are done: flush and release everything. */
+  stop(): Promise<void>;
+  /** The URLs it serves on, if it listens. */
+  addresses?(): string[];
+}
+
+/** A gear's config with the manifest's defaults filled in, as its type. */
+export function configOf<C>(spec: GearSpec, manifest: GearManifest): C {
+  const config: Record<string, unknown> = { ...spec.config };
+  for (const [key, schema] of Object.entries(manifest.config.properties)) {
+    const fallback = (schema as ConfigSchema & { default?: unknown }).default;
+    if (config[key] === undefined && fallback !== undefined) config[key] = fallback;
+  }
+  // Scenario validation has checked the config against the manifest's schema: it has this shape.
+  return config as C;
+}

@@ -1,0 +1,131 @@
+import { decodeCbor, encodeCbor } from '../cbor/profile.js';
+import { fluxMsgFromValue } from '../fluxmsg/codec.js';
+import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+
+/**
+ * The records the main thread and the workers exchange through the rings, besides a
+ * connection's bytes: one tag space, and one encode/decode pair per kind. A record whose tag is
+ * >= 1 is the bytes of the connection with that id (received bytes towards a worker, frames to
+ * write towards the main thread); every other kind has a negative tag, here.
+ *
+ * Both ends are our own threads, so the payloads are plain CBOR arrays decoded with cbor-x;
+ * nothing from outside the process is ever in them undecoded.
+ */
+export const RecordTag = {
+  /** worker -> main: a guest wrote a KV key. */
+  KvPut: -1,
+  /** main -> worker: the store changed (value null: deleted). */
+  KvSet: -2,
+  /** worker -> main: a message a guest emitted by itself (the gear pool's records). */
+  Emit: -3,
+  /** worker -> main: a message for a gear on the main thread (log, nats, ...). */
+  ToMain: -4,
+  /** main -> worker: a main-thread gear's output, into the chain. */
+  Inject: -5,
+  /** main -> worker: a connection was accepted; its session starts in this worker. */
+  ConnOpen: -10,
+  /** main -> worker: the socket closed. */
+  ConnClosed: -11,
+  /** main -> worker: say bye on every session (graceful stop). */
+  Drain: -12,
+  /** worker -> main: close the socket after what was written. */
+  ConnEnd: -13,
+  /** main -> worker: bytes that cannot be a FLUXAR frame (a WebSocket text message). */
+  ConnInvalid: -14,
+} as const;
+
+export interface KvRecord {
+  key: string;
+  /** Null: the key was deleted. */
+  value: Uint8Array | null;
+}
+export interface GearPortRecord {
+  gear: string;
+  port: string;
+  msg: FluxMsg;
+}
+export interface ConnOpenRecord {
+  id: number;
+  gear: string;
+  framing: 'stream' | 'message';
+  ip: string;
+  port: number;
+}
+export interface ConnReasonRecord {
+  id: number;
+  reason: string;
+}
+export interface ConnEndRecord {
+  id: number;
+  code: number;
+  reason: string;
+}
+
+/** One kind of record: its tag and how its payload is written and read. */
+export interface RecordKind<T> {
+  readonly tag: number;
+  encode(value: T): Uint8Array;
+  /** Reads a payload; `bytes` may be a ring slot, so nothing returned refers to it. */
+  decode(bytes: Uint8Array): T;
+}
+
+function kind<T, A extends unknown[]>(tag: number, toItems: (value: T) => A, fromItems: (items: A) => T): RecordKind<T> {
+  return {
+    tag,
+    encode: (value) => encodeCbor(toItems(value)),
+    decode: (bytes) => fromItems(decodeCbor(bytes, true) as A),
+  };
+}
+
+export const Records = {
+  kvPut: kind<KvRecord, [string, Uint8Array | null]>(
+    RecordTag.KvPut,
+    (r) => [r.key, r.value],
+    ([key, value]) => ({ key, value }),
+  ),
+  kvSet: kind<KvRecord, [string, Uint8Array | null]>(
+    RecordTag.KvSet,
+    (r) => [r.key, r.value],
+    ([key, value]) => ({ key, value }),
+  ),
+  emit: kind<{ gear: string; msg: FluxMsg }, [string, unknown]>(
+    RecordTag.Emit,
+    (r) => [r.gear, r.msg],
+    ([gear, msg]) => ({ gear, msg: fluxMsgFromValue(msg) }),
+  ),
+  toMain: kind<GearPortRecord, [string, string, unknown]>(
+    RecordTag.ToMain,
+    (r) => [r.gear, r.port, r.msg],
+    ([gear, port, msg]) => ({ gear, port, msg: fluxMsgFromValue(msg) }),
+  ),
+  inject: kind<GearPortRecord, [string, string, unknown]>(
+    RecordTag.Inject,
+    (r) => [r.gear, r.port, r.msg],
+    ([gear, port, msg]) => ({ gear, port, msg: fluxMsgFromValue(msg) }),
+  ),
+  connOpen: kind<ConnOpenRecord, [number, string, 'stream' | 'message', string, number]>(
+    RecordTag.ConnOpen,
+    (r) => [r.id, r.gear, r.framing, r.ip, r.port],
+    ([id, gear, framing, ip, port]) => ({ id, gear, framing, ip, port }),
+  ),
+  connClosed: kind<{ id: number }, [number]>(
+    RecordTag.ConnClosed,
+    (r) => [r.id],
+    ([id]) => ({ id }),
+  ),
+  connInvalid: kind<ConnReasonRecord, [number, string]>(
+    RecordTag.ConnInvalid,
+    (r) => [r.id, r.reason],
+    ([id, reason]) => ({ id, reason }),
+  ),
+  drain: kind<Record<string, never>, []>(
+    RecordTag.Drain,
+    () => [],
+    () => ({}),
+  ),
+  connEnd: kind<ConnEndRecord, [number, number, string]>(
+    RecordTag.ConnEnd,
+    (r) => [r.id, r.code, r.reason],
+    ([id, code, reason]) => ({ id, code, reason }),
+  ),
+} as const;

@@ -1,0 +1,26 @@
+import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MAX_WRITE_BUFFER } from '../fluxar/constants.js';
+import { DEFAULT_LANE_SEND_TIMEOUT_MS } from '../ring/lane.js';
+import { DEFAULT_MAX_RECORDS } from '../ring/layout.js';
+
+/**
+ * A rack's defaults, named once: the rack config (config.ts), `fluxrig rack --help` and the
+ * Rack class read them; test/defaults.test.ts holds docs/rack.md to them.
+ */
+export const RACK_DEFAULTS = {
+  scenario: 'scenarios/quickstart.yaml',
+  /** How long a stop waits for calls in flight before each session closes with a 503 bye. */
+  drain_timeout_ms: DEFAULT_DRAIN_TIMEOUT_MS,
+  /** Records in flight per ring. */
+  lane_queue_size: DEFAULT_MAX_RECORDS,
+  /** How long a send into a full lane waits before it fails. */
+  lane_send_timeout_ms: DEFAULT_LANE_SEND_TIMEOUT_MS,
+  /** Bytes per ring: room for a full 1 MiB FLUXAR frame per record, and 1024 small records. */
+  ring_bytes: 4 * 1024 * 1024,
+  /** Bytes queued for a client that does not read before it is disconnected. */
+  max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
+  kv_bucket: 'fluxrig-kv',
+  log_level: 'info',
+} as const;
+
+/** How long the main thread waits past the sessions' drain timeout before it cuts connections. */
+export const DRAIN_GRACE_MS = 1000;

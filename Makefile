@@ -66,7 +66,7 @@ run-rack: deps build gears
 
 # Biome checks formatting and lint first: a style slip fails fast, before the long suites.
 lint: $(DEPS_STAMP)
-	$(NODE_BIN)/biome ci --colors=off .
+	$(NODE_BIN)/biome ci --colors=off --error-on-warnings .
 
 test: deps build gears $(TEST_GEARS) lint
 	node --test --test-reporter=spec --test-timeout=$(TEST_TIMEOUT_MS) $$(find dist/test -name '*.test.js' | sort)

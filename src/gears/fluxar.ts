@@ -118,7 +118,7 @@ export const manifest: GearManifest = {
     required: ['listen'],
   },
   notes: [
-    "A call from a client becomes a fluxMsg on `out`: meta carries conn.id, fluxar.type, fluxar.target, fluxar.call, peer.ip, peer.port (and the call's own meta as text); the payload goes into data when it is a map, data.payload otherwise, raw when it is bytes.",
+    "A call from a client becomes a fluxMsg on `out`: meta carries conn.id, fluxar.type, fluxar.target, fluxar.call, peer.ip, peer.port, peer.principal (the authenticated id) and the call's own meta as text; the payload goes into data when it is a map, data.payload otherwise, raw when it is bytes.",
     'A message on `in` with conn.id and fluxar.call is the answer to that call: its data goes back as the payload. A message that carries error.reason (a rejection) is answered with FLUXAR error 403 and the reason as the message.',
     'Secrets (auth tables, psk) come from files or environment variables, read once at start: auth.bearer: file:secrets/tokens.yaml, psk: env:FLUXAR_PSK.',
     'The connection lives on the main thread; its FLUXAR session (handshake, auth, RPC) runs in the worker that owns the connection.',
@@ -469,6 +469,7 @@ export class FluxarSessions implements ConnectionHost {
     meta['fluxar.call'] = keyToHex(key);
     meta['peer.ip'] = conn.ip;
     meta['peer.port'] = conn.port;
+    meta['peer.principal'] = session.principal?.id ?? '';
     let data: Record<string, unknown> = {};
     let raw: Uint8Array | null = null;
     if (payload instanceof Uint8Array) raw = payload;

@@ -45,7 +45,6 @@ export function wasmConfig(spec: GearSpec): WasmGearConfig {
  * the gear pool: log, KV (allow_kv), HTTP (allow_http), emit (to `out`) and the guest clock.
  */
 export function gearServices(
-  name: string,
   config: WasmGearConfig,
   ctx: Pick<WorkerGearContext, 'logger' | 'kv' | 'http' | 'guestClock'>,
   emit: GearServices['emit'],
@@ -69,7 +68,7 @@ export const wasmGear: GearType = {
       name,
       prepared as PreparedModule,
       config,
-      gearServices(name, config, ctx, (msg) => ctx.emit(name, 'out', msg)),
+      gearServices(config, ctx, (msg) => ctx.emit(name, 'out', msg)),
     );
     return {
       input: (_port, msg) => {

@@ -39,6 +39,7 @@ function handle(msg: FluxMsg): Result {
     while (x >= 0) x = (x + 1) & 0xffff; // never ends
     return ok(msg);
   }
+  if (action == 'whoami') return ok(msg.setString('principal', msg.getMeta('peer.principal')));
   if (action == 'abort') {
     throw new Error('probe asked to abort');
   }

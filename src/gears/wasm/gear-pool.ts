@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
-import { decodeCbor, encodeCbor } from '../../cbor/profile.js';
+import { decodeCbor } from '../../cbor/profile.js';
 import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WorkerPool, type WorkerReplaced } from '../../ring/pool.js';

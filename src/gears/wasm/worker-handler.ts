@@ -38,7 +38,6 @@ export const createHandler: HandlerFactory = ({ options, out, control, epochMs }
   let currentTag = 0;
   let http: BlockingHttpClient | undefined;
   const services = gearServices(
-    name,
     config,
     {
       logger: pino({ name: `fluxrig.gear.${name}` }),

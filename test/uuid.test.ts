@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { entityId, EntityType, entityTypeOf, isUuidV7, parseUuid, uuidToString, uuidv7, uuidv7Time } from '../src/fluxmsg/mod.js';
+import { entityId, EntityType, entityTypeOf, isUuidV7, machineHintOf, parseUuid, setMachineId, uuidToString, uuidv7, uuidv7Time } from '../src/fluxmsg/mod.js';
 
 function compare(a: Uint8Array, b: Uint8Array): number {
   return Buffer.compare(a, b);
@@ -47,6 +47,28 @@ describe('entityId', () => {
       assert.ok(isUuidV7(id), name);
       assert.equal(entityTypeOf(id), type, name);
     }
+  });
+
+  it("is laid out as fluxrig's: the type in byte 13, the machine id's last 4 bytes in bytes 9-12", () => {
+    const machine = parseUuid('0190a1b2-c3d4-7e5f-8a6b-7c8d9eafb0c1');
+    setMachineId(machine);
+    try {
+      const id = entityId(EntityType.Rack);
+      assert.equal(id[13], EntityType.Rack);
+      assert.deepEqual([...machineHintOf(id)], [...machine.subarray(12, 16)]);
+      assert.ok(isUuidV7(id));
+      // A nil machine id (a rack not enrolled yet) leaves those bytes random, as fluxrig does.
+      setMachineId(new Uint8Array(16));
+      const ids = Array.from({ length: 8 }, () => machineHintOf(entityId(EntityType.Gear)).join(','));
+      assert.ok(new Set(ids).size > 1);
+    } finally {
+      setMachineId(new Uint8Array(16));
+    }
+  });
+
+  it('entity ids made in the same millisecond still sort in creation order', () => {
+    const ids = Array.from({ length: 2000 }, (_, i) => entityId(i % 2 ? EntityType.Gear : EntityType.Mixer));
+    for (let i = 1; i < ids.length; i++) assert.ok(compare(ids[i - 1]!, ids[i]!) < 0, `id ${i}`);
   });
 
   it('refuses an unknown type', () => {

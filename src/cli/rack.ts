@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { ModuleStore } from '../gears/wasm/store.js';
 import { loadRackConfig } from '../rack/config.js';
+import { RACK_DEFAULTS } from '../rack/defaults.js';
 import { Rack } from '../rack/rack.js';
 import { readableLogStream } from '../rack/log-format.js';
 import { loadScenario } from '../scenario/parse.js';
@@ -12,12 +13,12 @@ export const RACK_USAGE = `usage: fluxrig rack [options]
 Starts a rack on a scenario and runs until SIGINT or SIGTERM (then drains and exits).
 
 options:
-  --scenario FILE     scenario to run (default scenarios/quickstart.yaml)
+  --scenario FILE     scenario to run (default ${RACK_DEFAULTS.scenario})
   --config FILE       rack config (YAML: sections rack, nats, log, wasm, kv)
   --nats URL          connect to NATS (enables nats gears); default: standalone
   --workers N         worker threads (default: cores; 0 = gears on the main thread)
   --name NAME         this rack's name in the scenario
-  --log-level LEVEL   debug, info, warn, error
+  --log-level LEVEL   debug, info, warn, error (default ${RACK_DEFAULTS.log_level})
 
 Every setting can also come from the environment as FLUXRIG_<SECTION>_<KEY>, for example
 FLUXRIG_RACK_WORKERS=2 or FLUXRIG_NATS_URL=nats://127.0.0.1:4222. Flags win over the

@@ -14,6 +14,8 @@ export {
   NIL_UUID,
   parseUuid,
   UUID_BYTES,
+  machineHintOf,
+  setMachineId,
   uuidToString,
   uuidv7,
   uuidv7Time,

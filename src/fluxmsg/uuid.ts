@@ -91,21 +91,49 @@ export function uuidv7(): Uint8Array {
   return id;
 }
 
+/** Bytes of the machine id carried in every entity id (fluxrig's machine_id hint); none until set. */
+let machineHint: Uint8Array | null = null;
+
 /**
- * An entity id: a UUID v7 whose last byte carries the entity type, so any id seen in a log or on
- * the wire says what it names. Ordering and uniqueness come from the leading 15 bytes.
+ * Sets the machine this process runs as (a rack's machine_id, once enrolled): entity ids made
+ * from then on carry its last 4 bytes. A nil id (not enrolled yet) sets none, as fluxrig does.
+ */
+export function setMachineId(machineId: Uint8Array): void {
+  if (machineId.length !== UUID_BYTES) throw new RangeError(`a machine id is ${UUID_BYTES} bytes, got ${machineId.length}`);
+  machineHint = machineId.every((b) => b === 0) ? null : machineId.slice(12, 16);
+}
+
+/** Where an entity id keeps the machine hint (4 bytes) and the entity type (1 byte). */
+const HINT_AT = 9;
+const TYPE_AT = 13;
+/** Counter bits that bytes 9 and 10 would carry in a plain UUID v7; entity ids overwrite them. */
+const LOW_COUNTER_BITS = 0xfff;
+
+/**
+ * An entity id, laid out as fluxrig's (pkg/idgen): a UUID v7 whose byte 13 is the entity type
+ * and whose bytes 9 to 12 are the last 4 bytes of the machine id (left random before one is
+ * set), so an id seen in a log or on the wire says what it names and where it was made.
+ * The counter is stepped past the bits the hint overwrites, so entity ids still sort in
+ * creation order.
  */
 export function entityId(type: EntityType): Uint8Array {
   if (!ENTITY_TYPES.has(type)) throw new RangeError(`unknown entity type 0x${Number(type).toString(16)}`);
+  counter |= LOW_COUNTER_BITS;
   const id = uuidv7();
-  id[15] = type;
+  if (machineHint !== null) id.set(machineHint, HINT_AT);
+  id[TYPE_AT] = type;
   return id;
 }
 
-/** The entity type carried by an entity id, or undefined when the last byte names none. */
+/** The entity type carried by an entity id, or undefined when byte 13 names none. */
 export function entityTypeOf(id: Uint8Array): EntityType | undefined {
-  const t = id[15];
+  const t = id[TYPE_AT];
   return t !== undefined && ENTITY_TYPES.has(t) && isUuidV7(id) ? (t as EntityType) : undefined;
+}
+
+/** The machine hint of an entity id: the last 4 bytes of the machine id that made it. */
+export function machineHintOf(id: Uint8Array): Uint8Array {
+  return id.slice(HINT_AT, HINT_AT + 4);
 }
 
 export function isUuidV7(id: Uint8Array): boolean {

@@ -24,8 +24,16 @@ import { FluxarListener } from '../fluxar/listener.js';
 import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { BYTE_HEX } from '../fluxmsg/uuid.js';
-import type { GearSpec } from '../scenario/types.js';
-import { type ConnectionHost, configOf, type GearType, type MainGear, type MainGearContext, type PrepareContext, type WorkerGearContext } from './gear.js';
+import {
+  type ConnectionHost,
+  configOf,
+  type GearType,
+  type MainGear,
+  type MainGearContext,
+  type PrepareContext,
+  type WorkerGearContext,
+  type GearSpec,
+} from './gear.js';
 import type { GearManifest } from './manifest.js';
 import { Records } from './records.js';
 

@@ -4,10 +4,21 @@ import type { Transport } from '../fluxar/transport.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { Lane } from '../ring/lane.js';
 import type { Pausable } from '../ring/pool.js';
-import type { GearSpec } from '../scenario/types.js';
 import type { KvReplica } from './kv.js';
 import type { ConfigSchema, GearManifest } from './manifest.js';
 import type { SyncHttpClient } from './wasm/host.js';
+
+/** One gear of a scenario, as configured: what a gear type builds a gear from. */
+export interface GearSpec {
+  name: string;
+  type: string;
+  /** Rack (or rack group) the gear is deployed on; undefined: every rack of the scenario. */
+  deploy: string | undefined;
+  config: Record<string, unknown>;
+  labels: Record<string, string>;
+  /** "file:line:column" of the gear in its scenario, for messages. */
+  at: string;
+}
 
 /**
  * A gear type: its manifest, and the factories that build it where it runs. Every type lives in

@@ -2,8 +2,7 @@
 // pauses while the lanes it feeds are full, so a source never outruns the rack.
 import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { Pausable } from '../ring/pool.js';
-import type { GearSpec } from '../scenario/types.js';
-import { configOf, type GearType, type Inject, type MainGear } from './gear.js';
+import { configOf, type GearType, type Inject, type MainGear, type GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 
 export const manifest: GearManifest = {

@@ -4,8 +4,7 @@ import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
-import type { GearSpec } from '../scenario/types.js';
-import { configOf, type GearType, type MainGear, type MainGearContext } from './gear.js';
+import { configOf, type GearType, type MainGear, type MainGearContext, type GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 
 export const manifest: GearManifest = {

@@ -1,6 +1,5 @@
-import type { GearSpec } from '../scenario/types.js';
 import { fluxarGear } from './fluxar.js';
-import type { GearType } from './gear.js';
+import type { GearType, GearSpec } from './gear.js';
 import { generatorGear } from './generator.js';
 import { logGear } from './log.js';
 import type { GearManifest } from './manifest.js';

@@ -1,8 +1,7 @@
 // The wasm gear: a Wasm logic gear (docs/wasm-abi.md) in every worker. OK sends the message(s)
 // to `out`; Reject sends the message to `error` with meta error.reason and error.gear; Drop is
 // counted.
-import type { GearSpec } from '../scenario/types.js';
-import type { GearType, WorkerGearContext } from './gear.js';
+import type { GearType, WorkerGearContext, GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './wasm/config.js';
 import { type GearServices, WasmGear } from './wasm/host.js';

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { FluxrigError } from '../errors.js';
+import { RACK_DEFAULTS } from './defaults.js';
 
 /** A rack's settings. Sources, later ones winning: defaults, the config file, FLUXRIG_<SECTION>_<KEY>, flags. */
 export interface RackConfig {
@@ -27,15 +28,15 @@ export function defaultRackConfig(): RackConfig {
   return {
     rack: {
       name: undefined,
-      scenario: 'scenarios/quickstart.yaml',
+      scenario: RACK_DEFAULTS.scenario,
       workers: availableParallelism(),
-      drain_timeout_ms: 10_000,
-      lane_queue_size: 1024,
-      lane_send_timeout_ms: 5000,
-      ring_bytes: 4 * 1024 * 1024,
+      drain_timeout_ms: RACK_DEFAULTS.drain_timeout_ms,
+      lane_queue_size: RACK_DEFAULTS.lane_queue_size,
+      lane_send_timeout_ms: RACK_DEFAULTS.lane_send_timeout_ms,
+      ring_bytes: RACK_DEFAULTS.ring_bytes,
     },
-    nats: { url: undefined, kv_bucket: 'fluxrig-kv', module_bucket: undefined },
-    log: { level: 'info' },
+    nats: { url: undefined, kv_bucket: RACK_DEFAULTS.kv_bucket, module_bucket: undefined },
+    log: { level: RACK_DEFAULTS.log_level },
     wasm: { module_store: undefined, trusted_keys: [] },
     kv: {},
   };

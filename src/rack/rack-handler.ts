@@ -3,7 +3,7 @@
 // dispatched to them. Connection bytes go to the gear hosting that connection's session.
 import type { Logger } from 'pino';
 import { pino } from 'pino';
-import { GearChain } from '../gears/chain.js';
+import { GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
 import { RecordTag, Records } from '../gears/records.js';

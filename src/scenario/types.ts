@@ -1,4 +1,7 @@
 import { FluxrigError } from '../errors.js';
+import type { GearSpec } from '../gears/gear.js';
+
+export type { GearSpec };
 
 export interface WireEnd {
   /** Set for the rack.gear.port form. */
@@ -16,16 +19,6 @@ export interface WireSpec {
   /** The two ends are deployed on different racks. */
   crossRack: boolean;
   /** "file:line:column" of the wire, for messages at run time. */
-  at: string;
-}
-
-export interface GearSpec {
-  name: string;
-  type: string;
-  /** Rack (or rack group) the gear is deployed on; undefined: every rack of the scenario. */
-  deploy: string | undefined;
-  config: Record<string, unknown>;
-  labels: Record<string, string>;
   at: string;
 }
 

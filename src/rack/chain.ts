@@ -1,7 +1,7 @@
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
-import type { ConnectionHost, WorkerGearContext } from './gear.js';
-import { gearType } from './registry.js';
+import type { ConnectionHost, WorkerGearContext } from '../gears/gear.js';
+import { gearType } from '../gears/registry.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
 export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute'> & {

@@ -1,0 +1,100 @@
+// The layering of src/, read from the imports themselves (docs/architecture.md draws it). A lower
+// layer never imports a higher one, folders never import each other in a cycle, and nothing in
+// src/ reaches outside it.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { dirname, join, normalize, relative } from 'node:path';
+import { describe, it } from 'node:test';
+
+const root = new URL('../../', import.meta.url).pathname;
+const src = join(root, 'src');
+
+/** What each folder may import, besides itself and src/errors.ts. Everything else is refused. */
+const ALLOWED: Record<string, string[]> = {
+  cbor: [],
+  fluxmsg: ['cbor'],
+  fluxar: ['cbor', 'fluxmsg'],
+  ring: [],
+  gears: ['cbor', 'fluxmsg', 'fluxar', 'ring'],
+  scenario: ['gears'],
+  bus: ['cbor', 'fluxmsg', 'gears', 'scenario'],
+  rack: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus'],
+  mixer: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus'],
+  cli: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus', 'rack', 'mixer'],
+};
+/** Files at the top of src/: the package's root surface and the base error. */
+const ROOT_ALLOWED = ['fluxmsg'];
+
+function files(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? files(join(dir, e.name)) : e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') ? [join(dir, e.name)] : [],
+  );
+}
+
+/** Relative module references: import/export ... from '...', import('...'), new URL('...', import.meta.url). */
+function references(file: string): string[] {
+  const text = readFileSync(file, 'utf8');
+  const found = [
+    ...text.matchAll(/(?:import|export)\s[^'"]*?from\s+'(\.[^']+)'/g),
+    ...text.matchAll(/import\('(\.[^']+)'\)/g),
+    ...text.matchAll(/new URL\('(\.[^']+)',\s*import\.meta\.url\)/g),
+  ];
+  return found.map((m) => m[1]!);
+}
+
+function folderOf(path: string): string | null {
+  const rel = relative(src, path);
+  if (rel.startsWith('..')) return null;
+  const parts = rel.split('/');
+  return parts.length === 1 ? '' : parts[0]!;
+}
+
+const edges: Array<{ file: string; from: string; to: string | null; spec: string }> = [];
+for (const file of files(src)) {
+  const from = folderOf(file)!;
+  for (const spec of references(file)) edges.push({ file: relative(root, file), from, to: folderOf(normalize(join(dirname(file), spec))), spec });
+}
+
+describe('architecture', () => {
+  it('reads the imports of every file in src/', () => {
+    assert.ok(edges.length > 200, `${edges.length} imports read`);
+  });
+
+  it('every folder of src/ has a place in the layering', () => {
+    const folders = new Set(edges.map((e) => e.from).filter((f) => f !== ''));
+    for (const folder of folders) assert.ok(folder in ALLOWED, `src/${folder} is not in the layering (test/architecture.test.ts, docs/architecture.md)`);
+  });
+
+  it('nothing in src/ reaches outside it (no workers/, test/ or bench/ code)', () => {
+    // The package's own metadata (the CLI's --version) is the one thing read from outside.
+    const outside = edges.filter((e) => e.to === null && !e.spec.endsWith('/package.json')).map((e) => `${e.file} -> ${e.spec}`);
+    assert.deepEqual(outside, []);
+  });
+
+  it('no layer imports a higher one', () => {
+    const wrong = edges
+      .filter((e) => e.to !== null && e.to !== e.from && e.to !== '')
+      .filter((e) => !(e.from === '' ? ROOT_ALLOWED : (ALLOWED[e.from] ?? [])).includes(e.to!))
+      .map((e) => `${e.file} (${e.from}) -> ${e.spec} (${e.to})`);
+    assert.deepEqual(wrong, []);
+  });
+
+  it('imports of the top of src/ are the base error only', () => {
+    const wrong = edges.filter((e) => e.to === '' && e.from !== '' && !e.spec.endsWith('errors.js')).map((e) => `${e.file} -> ${e.spec}`);
+    assert.deepEqual(wrong, []);
+  });
+
+  it('the layering has no cycle', () => {
+    const visiting = new Set<string>();
+    const done = new Set<string>();
+    const visit = (folder: string, path: string[]): void => {
+      assert.ok(!visiting.has(folder), `cycle: ${[...path, folder].join(' -> ')}`);
+      if (done.has(folder)) return;
+      visiting.add(folder);
+      for (const next of ALLOWED[folder] ?? []) visit(next, [...path, folder]);
+      visiting.delete(folder);
+      done.add(folder);
+    };
+    for (const folder of Object.keys(ALLOWED)) visit(folder, []);
+  });
+});

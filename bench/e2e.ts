@@ -15,10 +15,10 @@ import { printTable, writeResult } from './harness/report.js';
 const root = new URL('../../', import.meta.url).pathname;
 const cli = join(root, 'dist/src/cli/main.js');
 const loadScript = join(root, 'dist/bench/fixtures/e2e-load.js');
-const RATES = (process.env.FLUXRIG_BENCH_RATES ?? '10000,25000,50000').split(',').map(Number);
+const RATES = (process.env.BENCH_RATES ?? '10000,25000,50000').split(',').map(Number);
 const DEFAULT_RATE = 50_000;
 const P99_BUDGET_MS = 500;
-const DURATION_MS = Number(process.env.FLUXRIG_BENCH_DURATION_MS ?? 5000);
+const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
 const CONNECTIONS = 8;
 
 interface LoadResult {
@@ -74,7 +74,7 @@ function load(url: string, rate: number | 'max'): LoadResult {
 
 const runs: Record<string, LoadResult[]> = { workers: [], mainthread: [] };
 try {
-  const rack = await startRack(Number(process.env.FLUXRIG_BENCH_WORKERS ?? 0) || (await import('node:os')).availableParallelism());
+  const rack = await startRack(Number(process.env.BENCH_WORKERS ?? 0) || (await import('node:os')).availableParallelism());
   try {
     for (const rate of RATES) runs.workers!.push(load(rack.url, rate));
     runs.workers!.push(load(rack.url, 'max'));

@@ -379,8 +379,7 @@ export class FluxarSessions implements ConnectionHost {
       drainTimeoutMs: this.ctx.drainTimeoutMs,
     });
     const lane = this.ctx.lane;
-    const conn: Conn = { id, ip, port: String(port), driver: undefined as unknown as SessionDriver };
-    conn.driver = new SessionDriver(
+    const driver = new SessionDriver(
       session,
       {
         write: (frames) => {
@@ -397,6 +396,8 @@ export class FluxarSessions implements ConnectionHost {
       },
       { auth: this.auth, logger: this.ctx.logger, label: { conn: id, gear: this.spec.name } },
     );
+    // Events only arrive once bytes do, after conn exists.
+    const conn: Conn = { id, ip, port: String(port), driver };
     this.conns.set(id, conn);
     this.ctx.claimConnection(id, this);
     conn.driver.pump();

@@ -45,6 +45,13 @@ function okMsgs(outcome: GearOutcome): FluxMsg[] {
   return outcome.msgs;
 }
 
+/** A gear that broke (not a business reject): its kind and the detail for the log. */
+function failure(outcome: GearOutcome, kind: string): string {
+  if (outcome.status !== 'fail') assert.fail(`expected a failure, got ${show(outcome)}`);
+  assert.equal(outcome.kind, kind);
+  return outcome.detail;
+}
+
 function rejection(outcome: GearOutcome): string {
   if (outcome.status !== 'reject') assert.fail(`expected a rejection, got ${show(outcome)}`);
   return outcome.reason;
@@ -99,9 +106,9 @@ describe('wasm gears', () => {
       );
     });
 
-    it('an aborting guest is rejected with its message and the gear goes on', () => {
+    it('an aborting guest fails (a trap, not a reject) with its message for the log, and the gear goes on', () => {
       const g = probe();
-      assert.match(rejection(g.process(msg({ action: 'abort' }))), /gear probe aborted: probe asked to abort at test\/gears\/probe\.ts:\d+:\d+/);
+      assert.match(failure(g.process(msg({ action: 'abort' })), 'trap'), /gear probe aborted: probe asked to abort at test\/gears\/probe\.ts:\d+:\d+/);
       okMsgs(g.process(msg({ action: 'ok' })));
       assert.equal(g.stats.traps, 1);
     });
@@ -178,9 +185,9 @@ describe('wasm gears', () => {
   });
 
   describe('limits', () => {
-    it('memory_limit_pages: growth past it traps, the message is rejected, the gear goes on', () => {
+    it('memory_limit_pages: growth past it fails the message as out of memory, the gear goes on', () => {
       const g = gear('probe', { memory_limit_pages: 64 });
-      assert.match(rejection(g.process(msg({ action: 'hog', count: 16 }))), /gear probe (aborted|trapped)/);
+      assert.match(failure(g.process(msg({ action: 'hog', count: 16 })), 'memory'), /gear probe (aborted|trapped)/);
       const [out] = okMsgs(g.process(msg({ action: 'hog', count: 1 })));
       assert.equal(out!.data.held_mib, 1, 'a fresh instance after the trap');
       assert.throws(() => prepareModule(gearBytes('probe'), 'probe', { module: 'x', memory_limit_pages: 0 }), /more than memory_limit_pages 0/);
@@ -188,20 +195,20 @@ describe('wasm gears', () => {
   });
 
   describe('garbage from the guest', () => {
-    it('an out-of-bounds result is rejected with a reason', async () => {
+    it('an out-of-bounds result is a failure of its output', async () => {
       const g = gear('oob', {}, {}, await watGear('(i64.const 0x7ffffff000000010)'));
-      assert.match(rejection(g.processEncoded(new Uint8Array([0xa0]))), /out-of-bounds buffer/);
+      assert.match(failure(g.processEncoded(new Uint8Array([0xa0])), 'output'), /out-of-bounds buffer/);
     });
 
-    it('invalid CBOR is rejected with a reason, and the next message still runs', async () => {
+    it('invalid CBOR is a failure of its output, and the next message still runs', async () => {
       const g = gear('badcbor', {}, {}, await watGear('(i64.const 0x1000000002)'));
-      assert.match(rejection(g.processEncoded(new Uint8Array([0xa0]))), /returned invalid CBOR/);
-      assert.match(rejection(g.processEncoded(new Uint8Array([0xa0]))), /returned invalid CBOR/);
+      assert.match(failure(g.processEncoded(new Uint8Array([0xa0])), 'output'), /returned invalid CBOR/);
+      assert.match(failure(g.processEncoded(new Uint8Array([0xa0])), 'output'), /returned invalid CBOR/);
     });
 
-    it('a result that is CBOR but not a fluxMsg is rejected', async () => {
+    it('a result that is CBOR but not a fluxMsg is a failure of its output', async () => {
       const g = gear('notamsg', {}, {}, await watGear(WAT_PASSTHROUGH));
-      assert.match(rejection(g.processEncoded(new Uint8Array([0x83, 1, 2, 3]))), /returned an invalid message/);
+      assert.match(failure(g.processEncoded(new Uint8Array([0x83, 1, 2, 3])), 'output'), /returned an invalid message/);
     });
   });
 
@@ -283,7 +290,7 @@ describe('wasm gears', () => {
     });
     after(() => http.close());
 
-    it('a guest stuck in a loop is stopped at timeout_ms: its message is rejected, the other worker keeps serving, the gear recovers', async () => {
+    it('a guest stuck in a loop is stopped at timeout_ms: its message fails as a timeout, the other worker keeps serving, the gear recovers', async () => {
       const config: WasmGearConfig = { module: 'probe', timeout_ms: 100 };
       const pool = new WasmGearPool({ name: 'probe', prepared: prepareModule(gearBytes('probe'), 'probe', config), config, size: 2, logger: quiet });
       await pool.start();
@@ -295,7 +302,7 @@ describe('wasm gears', () => {
           'worker 1 served while worker 0 was stuck',
         );
         const started = Date.now();
-        assert.match(rejection(await stuck), /gear probe timed out: a guest ran \d+ ms, past its timeout_ms of 100/);
+        assert.match(failure(await stuck, 'timeout'), /gear probe timed out: a guest ran \d+ ms, past its timeout_ms of 100/);
         assert.ok(Date.now() - started < 2000);
         okMsgs(await pool.process(msg({ after: true }), 0));
         assert.equal(pool.pool.stats().replacements, 1);

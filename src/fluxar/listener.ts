@@ -182,17 +182,15 @@ export class FluxarListener {
   async start(): Promise<void> {
     const { endpoint, server } = this;
     if (endpoint.kind === 'unix') await rm(endpoint.path, { force: true });
+    // once() rejects on 'error' too: a port in use or a bad address ends up in the catch.
     const listening = once(server, 'listening');
-    const failed = once(server, 'error').then(([err]) => {
-      throw new FluxarError(ErrorCode.Unavailable, `cannot listen on ${endpoint.url}: ${(err as Error).message}`, { cause: err });
-    });
     try {
       if (endpoint.kind === 'unix') server.listen(endpoint.path);
       else server.listen(endpoint.port, endpoint.host);
+      await listening;
     } catch (err) {
       throw new FluxarError(ErrorCode.Unavailable, `cannot listen on ${endpoint.url}: ${(err as Error).message}`, { cause: err });
     }
-    await Promise.race([listening, failed]);
   }
 
   /** The URL actually bound (with the port picked for port 0). */

@@ -385,6 +385,11 @@ export class Session {
     this.checkDrained();
   }
 
+  /** Whether a call from the peer still waits for its answer (not answered, cancelled or expired). */
+  isPending(key: string): boolean {
+    return this.incoming.has(key);
+  }
+
   /** Answers a call from the peer. Ignored if the call was cancelled or timed out meanwhile. */
   respond(key: string, payload: unknown): void {
     const call = this.incoming.get(key);

@@ -25,11 +25,13 @@ import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { BYTE_HEX } from '../fluxmsg/uuid.js';
 import {
+  type CallTrace,
   type ConnectionHost,
   configOf,
   type GearType,
   type MainGear,
   type MainGearContext,
+  type MessageEnd,
   type PrepareContext,
   type WorkerGearContext,
   type GearSpec,
@@ -354,6 +356,9 @@ export class FluxarSessions implements ConnectionHost {
   private readonly auth: AuthOptions;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
+  /** Answers that came for calls no longer waiting for one. */
+  extraAnswers = 0;
+  private lastExtraLog = 0;
 
   constructor(
     private readonly spec: GearSpec,
@@ -486,11 +491,36 @@ export class FluxarSessions implements ConnectionHost {
     else if (payload !== null && payload !== undefined) data = { payload };
     const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
     const msg = createFluxMsg({ meta, data, raw, trace });
+    let sent: CallTrace;
     try {
-      this.ctx.emit(gear, 'out', msg);
+      sent = this.ctx.track(() => this.ctx.emit(gear, 'out', msg));
     } catch (err) {
       this.ctx.logger.error({ err, gear }, 'gear chain failed');
       session.fail(key, ErrorCode.Internal, `the rack failed to process the call: ${(err as Error).message}`);
+      return;
+    }
+    // Answered already (the usual case), or on its way through the main thread: nothing to do.
+    if (!session.isPending(key) || sent.leftWorker) return;
+    this.answerEnded(session, key, sent.ends);
+  }
+
+  /**
+   * The call's message stopped in this worker without reaching a gear that answers: answer now,
+   * rather than leave the caller waiting for its deadline. A deliberate drop is answered with a
+   * null payload; a reject with its code and reason; anything else is a 500 that says where the
+   * message stopped.
+   */
+  private answerEnded(session: Session, key: string, ends: MessageEnd[]): void {
+    const end = ends.find((e) => e.why === 'rejected' || e.why === 'failed') ?? ends.find((e) => e.why === 'unrouted') ?? ends[0];
+    if (end === undefined) return session.fail(key, ErrorCode.Internal, 'the gear chain ended without an answer');
+    switch (end.why) {
+      case 'dropped':
+        return session.respond(key, null);
+      case 'rejected':
+      case 'failed':
+        return session.fail(key, end.code ?? ErrorCode.Internal, end.reason ?? 'failed', { gear: end.gear });
+      case 'unrouted':
+        return session.fail(key, ErrorCode.Internal, `the message reached ${end.gear}.${end.port}, which is wired to nothing`, { gear: end.gear });
     }
   }
 
@@ -501,9 +531,12 @@ export class FluxarSessions implements ConnectionHost {
     if (conn === undefined || call === undefined) return;
     const key = callKey(call);
     const session = conn.driver.session;
+    if (!session.isPending(key)) return this.secondAnswer(conn, call);
     const reason = msg.meta['error.reason'];
-    if (reason !== undefined) session.fail(key, REJECT_CODE, reason, { gear: msg.meta['error.gear'] ?? null });
-    else {
+    if (reason !== undefined) {
+      const code = Number(msg.meta['error.code'] ?? REJECT_CODE);
+      session.fail(key, Number.isInteger(code) ? code : REJECT_CODE, reason, { gear: msg.meta['error.gear'] ?? null });
+    } else {
       try {
         session.respond(key, answerPayload(msg));
       } catch (err) {
@@ -512,7 +545,26 @@ export class FluxarSessions implements ConnectionHost {
     }
     conn.driver.pump();
   }
+
+  /**
+   * A call answered (or cancelled, or timed out) already gets another answer: a fan-out wired
+   * back to this gear, say. It is discarded, counted, and logged naming where it came from.
+   */
+  private secondAnswer(conn: Conn, call: string): void {
+    this.extraAnswers++;
+    const now = Date.now();
+    if (now - this.lastExtraLog < EXTRA_ANSWER_LOG_INTERVAL_MS) return;
+    this.lastExtraLog = now;
+    const from = this.ctx.lastHop();
+    this.ctx.logger.warn(
+      { gear: this.spec.name, from: `${from.gear}.${from.port}`, conn: conn.id, call, discarded: this.extraAnswers },
+      `a second answer to a call reached ${this.spec.name}.in from ${from.gear}.${from.port}; discarded`,
+    );
+  }
 }
+
+/** Second answers are logged at most this often per gear and worker (all are counted). */
+const EXTRA_ANSWER_LOG_INTERVAL_MS = 1000;
 
 export const fluxarGear: GearType = {
   manifest,

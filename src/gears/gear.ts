@@ -66,6 +66,30 @@ export interface WorkerGearContext {
   releaseConnection(id: number): void;
   /** How long a session waits for its calls after bye. */
   drainTimeoutMs: number;
+  /** A message stopped here without going on (dropped, rejected or failed with `error` unwired). */
+  ended(end: MessageEnd): void;
+  /** Runs `send` and reports how the messages it started ended in this worker. */
+  track(send: () => void): CallTrace;
+  /** The gear and port the message being delivered now came from. */
+  lastHop(): { gear: string; port: string };
+}
+
+/** How a message stopped in a worker, short of a gear that answers it. */
+export interface MessageEnd {
+  gear: string;
+  /** The port it was sent to, for a message sent to a port wired to nothing. */
+  port?: string;
+  why: 'dropped' | 'unrouted' | 'rejected' | 'failed';
+  /** What the caller is told, for rejected and failed. */
+  reason?: string;
+  code?: number;
+}
+
+/** What became of the messages one send started, as far as this worker saw. */
+export interface CallTrace {
+  ends: MessageEnd[];
+  /** Some went on to the main thread (log, nats, ...): their fate is decided there. */
+  leftWorker: boolean;
 }
 
 /** A gear in a worker: where messages to its input ports go. */

@@ -4,7 +4,8 @@
 import type { GearType, WorkerGearContext, GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './wasm/config.js';
-import { type GearServices, WasmGear } from './wasm/host.js';
+import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { type FailureKind, type GearServices, WasmGear } from './wasm/host.js';
 import type { PreparedModule } from './wasm/loader.js';
 
 export const manifest: GearManifest = {
@@ -69,19 +70,64 @@ export const wasmGear: GearType = {
       config,
       gearServices(config, ctx, (msg) => ctx.emit(name, 'out', msg)),
     );
+    let lastFailureLog = 0;
     return {
       input: (_port, msg) => {
         const outcome = gear.process(msg);
-        if (outcome.status === 'ok') {
-          for (const out of outcome.msgs) ctx.emit(name, 'out', out);
-        } else if (outcome.status === 'reject') {
-          msg.meta['error.reason'] = outcome.reason;
-          msg.meta['error.gear'] = name;
-          if (ctx.hasRoute(name, 'error')) ctx.emit(name, 'error', msg);
+        switch (outcome.status) {
+          case 'ok':
+            for (const out of outcome.msgs) ctx.emit(name, 'out', out);
+            return;
+          case 'drop':
+            return ctx.ended({ gear: name, why: 'dropped' });
+          case 'reject':
+            return toErrorPort(msg, outcome.reason, FAILURE_CODES.reject, 'rejected');
+          case 'fail': {
+            // The detail (pointers, offsets, source positions) is for the operator, once a second.
+            const now = Date.now();
+            if (now - lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
+              lastFailureLog = now;
+              ctx.logger.error({ gear: name, kind: outcome.kind, detail: outcome.detail, failed: gear.stats.failed }, `wasm gear ${name} failed`);
+            }
+            return toErrorPort(msg, failureReason(name, outcome.kind), FAILURE_CODES[outcome.kind], 'failed');
+          }
         }
       },
     };
+
+    /** A rejected or failed message goes to `error` with its reason; with `error` unwired it ends here. */
+    function toErrorPort(msg: FluxMsg, reason: string, code: number, why: 'rejected' | 'failed'): void {
+      msg.meta['error.reason'] = reason;
+      msg.meta['error.gear'] = name;
+      msg.meta['error.code'] = String(code);
+      if (ctx.hasRoute(name, 'error')) ctx.emit(name, 'error', msg);
+      else ctx.ended({ gear: name, why, reason, code });
+    }
   },
 };
+
+/** FLUXAR codes a caller gets: a business reject is 403; a gear that breaks is a server error. */
+export const FAILURE_CODES: Readonly<Record<'reject' | FailureKind, number>> = {
+  reject: 403,
+  trap: 500,
+  output: 500,
+  memory: 500,
+  timeout: 503,
+};
+const FAILURE_LOG_INTERVAL_MS = 1000;
+
+/** What a caller is told when a gear breaks: which gear, and the kind, never the guest's internals. */
+export function failureReason(gear: string, kind: FailureKind): string {
+  switch (kind) {
+    case 'memory':
+      return `gear ${gear} ran out of memory near its limit (memory_limit_pages)`;
+    case 'timeout':
+      return `gear ${gear} ran past its time limit (timeout_ms)`;
+    case 'output':
+      return `gear ${gear} failed: it returned output the host cannot read`;
+    default:
+      return `gear ${gear} failed`;
+  }
+}
 
 export { WASM_DEFAULTS };

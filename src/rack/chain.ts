@@ -1,10 +1,10 @@
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
-import type { ConnectionHost, WorkerGearContext } from '../gears/gear.js';
+import type { CallTrace, ConnectionHost, WorkerGearContext } from '../gears/gear.js';
 import { gearType } from '../gears/registry.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
-export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute'> & {
+export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'track' | 'lastHop'> & {
   /** A message for a gear that lives on the main thread (log, nats, ...). */
   toMain(gear: string, port: string, msg: FluxMsg): void;
 };
@@ -27,6 +27,10 @@ export class GearChain {
   readonly connectionHosts = new Map<string, ConnectionHost>();
   private readonly inputs = new Map<string, Input>();
   private readonly wires = new Map<string, Array<{ gear: string; port: string }>>();
+  /** The sends being tracked (nested when a tracked send reaches another tracked send). */
+  private readonly traces: CallTrace[] = [];
+  private hopGear = '';
+  private hopPort = '';
 
   constructor(gears: GearSpec[], wires: WireSpec[], prepared: Record<string, unknown>, env: ChainEnv) {
     for (const w of wires) {
@@ -35,11 +39,22 @@ export class GearChain {
       list.push({ gear: w.to.gear, port: w.to.port });
       this.wires.set(key, list);
     }
-    const ctx: WorkerGearContext = { ...env, emit: (gear, port, msg) => this.emit(gear, port, msg), hasRoute: (gear, port) => this.hasRoute(gear, port) };
+    const ctx: WorkerGearContext = {
+      ...env,
+      emit: (gear, port, msg) => this.emit(gear, port, msg),
+      hasRoute: (gear, port) => this.hasRoute(gear, port),
+      ended: (end) => this.traces.at(-1)?.ends.push(end),
+      track: (send) => this.track(send),
+      lastHop: () => ({ gear: this.hopGear, port: this.hopPort }),
+    };
     for (const spec of gears) {
       const type = gearType(spec);
       if (type.worker === undefined) {
-        this.inputs.set(spec.name, (port, msg) => env.toMain(spec.name, port, msg));
+        this.inputs.set(spec.name, (port, msg) => {
+          const trace = this.traces.at(-1);
+          if (trace !== undefined) trace.leftWorker = true;
+          env.toMain(spec.name, port, msg);
+        });
         continue;
       }
       const gear = type.worker(spec, prepared[spec.name], ctx);
@@ -58,11 +73,14 @@ export class GearChain {
     const targets = this.wires.get(`${gear}.${port}`);
     if (targets === undefined) {
       this.stats.unrouted++;
+      this.traces.at(-1)?.ends.push({ gear, port, why: 'unrouted' });
       return;
     }
     // Fan-out along several wires: each target gets its own copy of the mutable parts.
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]!;
+      this.hopGear = gear;
+      this.hopPort = port;
       this.deliver(t.gear, t.port, i === targets.length - 1 ? msg : { ...msg, meta: { ...msg.meta }, data: { ...msg.data }, path: [...msg.path] });
     }
   }
@@ -70,5 +88,17 @@ export class GearChain {
   deliver(gear: string, port: string, msg: FluxMsg): void {
     this.stats.delivered++;
     this.inputs.get(gear)!(port, msg);
+  }
+
+  /** Runs `send`, recording how the messages it starts end in this worker. */
+  track(send: () => void): CallTrace {
+    const trace: CallTrace = { ends: [], leftWorker: false };
+    this.traces.push(trace);
+    try {
+      send();
+    } finally {
+      this.traces.pop();
+    }
+    return trace;
   }
 }

@@ -7,9 +7,9 @@ import { WorkerPool, type WorkerReplaced } from '../../ring/pool.js';
 import { RecordTag, Records } from '../records.js';
 import { type KvStore, MemoryKvStore } from '../kv.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
-import { type GearOutcome, Status } from './host.js';
+import { type FailureKind, type GearOutcome, Status } from './host.js';
 import type { PreparedModule } from './loader.js';
-import type { WasmGearWorkerOptions } from './worker-handler.js';
+import { FAILED, type WasmGearWorkerOptions } from './worker-handler.js';
 
 export interface WasmGearPoolOptions {
   name: string;
@@ -22,9 +22,10 @@ export interface WasmGearPoolOptions {
 }
 
 function decodeOutcome(bytes: Uint8Array): GearOutcome {
-  const [status, reason, msgs] = decodeCbor(bytes, true) as [number, string | null, unknown[]];
+  const [status, reason, msgs, kind] = decodeCbor(bytes, true) as [number, string | null, unknown[], FailureKind | undefined];
   if (status === Status.Ok) return { status: 'ok', msgs: msgs.map((m) => fluxMsgFromValue(m)) };
   if (status === Status.Reject) return { status: 'reject', reason: reason ?? 'rejected' };
+  if (status === FAILED) return { status: 'fail', kind: kind ?? 'trap', detail: reason ?? 'failed' };
   return { status: 'drop' };
 }
 
@@ -103,16 +104,16 @@ export class WasmGearPool extends EventEmitter {
     entry.resolve(decodeOutcome(payload));
   }
 
-  /** A replaced worker took its unfinished messages with it: each gets a clear rejection. */
+  /** A replaced worker took its unfinished messages with it: each gets a failure saying why. */
   private onReplaced(event: WorkerReplaced): void {
     for (const [tag, entry] of this.pending) {
       if (entry.worker !== event.index) continue;
       this.pending.delete(tag);
-      const reason =
+      entry.resolve(
         tag === event.timedOutTag
-          ? `gear ${this.options.name} timed out: ${event.reason}`
-          : `gear ${this.options.name} unavailable: its worker was restarted (${event.reason})`;
-      entry.resolve({ status: 'reject', reason });
+          ? { status: 'fail', kind: 'timeout', detail: `gear ${this.options.name} timed out: ${event.reason}` }
+          : { status: 'fail', kind: 'trap', detail: `gear ${this.options.name} unavailable: its worker was restarted (${event.reason})` },
+      );
     }
   }
 }

@@ -5,6 +5,9 @@ import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { GuestTrap } from './errors.js';
+
+/** The guest's output cannot be read (out of bounds): a failure of the gear, not a trap. */
+class OutputError extends GuestTrap {}
 import type { PreparedModule } from './loader.js';
 
 /** Read and write access to the rack's KV store, synchronous for the guest. */
@@ -39,14 +42,36 @@ export interface GearServices {
 }
 
 /** What a gear decided for one message. */
-export type GearOutcome = { status: 'ok'; msgs: FluxMsg[] } | { status: 'reject'; reason: string } | { status: 'drop' };
+/**
+ * How a gear failed, as opposed to rejecting a message on business grounds: a trap (an abort, an
+ * unreachable), memory past its limit, output the host cannot read, or a guest past timeout_ms.
+ */
+export type FailureKind = 'trap' | 'memory' | 'output' | 'timeout';
+
+/**
+ * What a gear decided for one message. `reject` is the gear's own business decision (its reason
+ * goes to the caller); `fail` is the gear breaking (the caller gets a generic 5xx naming the gear;
+ * `detail`, with pointers and source positions, is for the log only).
+ */
+export type GearOutcome =
+  | { status: 'ok'; msgs: FluxMsg[] }
+  | { status: 'reject'; reason: string }
+  | { status: 'drop' }
+  | { status: 'fail'; kind: FailureKind; detail: string };
 
 export const Status = { Ok: 0, Reject: 1, Drop: 2 } as const;
+
+/** A failure's detail reads like memory exhaustion (a grow past the limit, or the runtime's own OOM abort). */
+const MEMORY_FAILURE = /out of memory|maximum memory/i;
+const WASM_PAGE_BYTES = 65536;
+const NEAR_MEMORY_LIMIT = 0.75;
 
 export interface GearStats {
   processed: number;
   ok: number;
   rejected: number;
+  /** Messages the gear failed on (traps, memory, unreadable output). */
+  failed: number;
   dropped: number;
   traps: number;
   emitted: number;
@@ -70,7 +95,7 @@ const SPLIT32 = new Uint32Array(SPLIT64.buffer); // little-endian: [low, high]
  */
 export class WasmGear {
   readonly name: string;
-  readonly stats: GearStats = { processed: 0, ok: 0, rejected: 0, dropped: 0, traps: 0, emitted: 0, logsSuppressed: 0 };
+  readonly stats: GearStats = { processed: 0, ok: 0, rejected: 0, failed: 0, dropped: 0, traps: 0, emitted: 0, logsSuppressed: 0 };
   private readonly prepared: PreparedModule;
   private readonly config: WasmGearConfig;
   private readonly services: GearServices;
@@ -140,12 +165,18 @@ export class WasmGear {
       output = this.invoke(input);
     } catch (err) {
       this.stats.traps++;
-      this.stats.rejected++;
+      this.stats.failed++;
+      // A guest whose memory.grow fails traps in its own runtime (AssemblyScript hits unreachable);
+      // the host never sees the failed grow. Memory within a quarter of the ceiling at the trap
+      // is taken as the cause: the grow that failed was asking for more than was left.
+      const limitBytes = (this.config.memory_limit_pages ?? WASM_DEFAULTS.memory_limit_pages) * WASM_PAGE_BYTES;
+      const used = this.memory.buffer.byteLength;
+      const atLimit = used >= NEAR_MEMORY_LIMIT * limitBytes;
+      const detail = `gear ${this.name} ${err instanceof GuestTrap ? err.message : `trapped: ${(err as Error).message}`} (memory ${used} of ${limitBytes} bytes)`;
       // The guest's state is suspect after a trap: start a fresh instance for the next message.
       this.instantiate();
-      const reason = err instanceof GuestTrap ? err.message : `trapped: ${(err as Error).message}`;
-      this.services.logger?.warn({ gear: this.name, reason }, 'wasm guest failed');
-      return { status: 'reject', reason: `gear ${this.name} ${reason}` };
+      const kind = err instanceof OutputError ? 'output' : atLimit || MEMORY_FAILURE.test(detail) ? 'memory' : 'trap';
+      return { status: 'fail', kind, detail };
     }
     if (output === null) {
       this.stats.dropped++;
@@ -154,6 +185,7 @@ export class WasmGear {
     const outcome = this.interpret(output);
     if (outcome.status === 'ok') this.stats.ok++;
     else if (outcome.status === 'reject') this.stats.rejected++;
+    else if (outcome.status === 'fail') this.stats.failed++;
     else this.stats.dropped++;
     return outcome;
   }
@@ -184,7 +216,7 @@ export class WasmGear {
     const outPtr = SPLIT32[1]!;
     const mem = this.view();
     if (outPtr === 0 || outPtr + outLen > mem.length) {
-      throw new GuestTrap(`returned an out-of-bounds buffer (ptr ${outPtr}, len ${outLen}, memory ${mem.length} bytes)`);
+      throw new OutputError(`returned an out-of-bounds buffer (ptr ${outPtr}, len ${outLen}, memory ${mem.length} bytes)`);
     }
     // Buffer.allocUnsafe takes small buffers from Node's pool; a fresh ArrayBuffer per message
     // (what slice() makes) costs more than the whole rest of the call.
@@ -199,7 +231,11 @@ export class WasmGear {
     try {
       value = decodeStrict(output);
     } catch (err) {
-      return { status: 'reject', reason: `gear ${this.name} returned invalid CBOR: ${err instanceof CborProfileError ? err.message : String(err)}` };
+      return {
+        status: 'fail',
+        kind: 'output',
+        detail: `gear ${this.name} returned invalid CBOR: ${err instanceof CborProfileError ? err.message : String(err)}`,
+      };
     }
     try {
       if (isCborMap(value) && 'status' in value) {
@@ -210,13 +246,13 @@ export class WasmGear {
           return { status: 'reject', reason };
         }
         if (status !== Status.Ok || !Array.isArray(value.msgs)) {
-          return { status: 'reject', reason: `gear ${this.name} returned an unknown status ${describeValue(status)}` };
+          return { status: 'fail', kind: 'output', detail: `gear ${this.name} returned an unknown status ${describeValue(status)}` };
         }
         return { status: 'ok', msgs: value.msgs.map((m) => fluxMsgFromValue(m)) };
       }
       return { status: 'ok', msgs: [fluxMsgFromValue(value)] };
     } catch (err) {
-      return { status: 'reject', reason: `gear ${this.name} returned an invalid message: ${(err as Error).message}` };
+      return { status: 'fail', kind: 'output', detail: `gear ${this.name} returned an invalid message: ${(err as Error).message}` };
     }
   }
 

@@ -20,7 +20,10 @@ export interface WasmGearWorkerOptions {
   kvSnapshot?: Array<[string, Uint8Array]>;
 }
 
-/** Outcome records: CBOR [status, reason, [fluxMsg, ...]] (status as in Status). */
+/** The pool's outcome records also carry failures (not a guest status: the host's own). */
+export const FAILED = 3;
+
+/** Outcome records: CBOR [status, reason or detail, [fluxMsg, ...], failure kind]. */
 export function encodeOutcome(outcome: GearOutcome): Uint8Array {
   switch (outcome.status) {
     case 'ok':
@@ -29,6 +32,8 @@ export function encodeOutcome(outcome: GearOutcome): Uint8Array {
       return encodeCbor([Status.Reject, outcome.reason, []]);
     case 'drop':
       return encodeCbor([Status.Drop, null, []]);
+    case 'fail':
+      return encodeCbor([FAILED, outcome.detail, [], outcome.kind]);
   }
 }
 

@@ -216,13 +216,18 @@ describe('rack behaviour', () => {
     try {
       const stuck = await connect(rack.addresses()[0]!);
       const other = await connect(rack.addresses()[0]!); // the next connection id: the other worker
+      const neighbour = await connect(rack.addresses()[0]!); // the same worker as `stuck`
+      const neighbourClosed = neighbour.closed;
       const started = Date.now();
       await assert.rejects(
         stuck.call('x', { action: 'spin' }),
-        (err: unknown) => err instanceof FluxarError && err.code === 503 && /timed out/.test(err.message),
+        (err: unknown) => err instanceof FluxarError && err.code === 503 && /gear probe ran \d+ ms, past its timeout_ms of 100/.test(err.message),
       );
       assert.ok(Date.now() - started < 3000);
       assert.equal(((await other.call('x', { action: 'ok' })) as Record<string, unknown>).action, 'ok', 'the other worker never noticed');
+      const { code, reason } = await neighbourClosed;
+      assert.equal(code, 503);
+      assert.match(reason, /gear probe ran \d+ ms, past its timeout_ms of 100/, 'a connection sharing the worker is told precisely why');
       const again = await connect(rack.addresses()[0]!);
       assert.equal(((await again.call('x', { action: 'ok' })) as Record<string, unknown>).action, 'ok');
       await Promise.all([other.close(), again.close()]);

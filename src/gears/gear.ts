@@ -59,8 +59,8 @@ export interface WorkerGearContext {
   kv: KvReplica;
   /** This worker's HTTP client for guests (made on first use). */
   http(): SyncHttpClient;
-  /** Times guest calls for the pool's watchdog (undefined without a time limit). */
-  guestClock: { enter(): void; leave(): void } | undefined;
+  /** Times this gear's guest calls for the pool's watchdog (undefined without a time limit). */
+  guestClockFor(gear: string): { enter(): void; leave(): void } | undefined;
   /** Connection records (ids >= 1) for this gear's connections go to `host`. */
   claimConnection(id: number, host: ConnectionHost): void;
   releaseConnection(id: number): void;

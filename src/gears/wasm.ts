@@ -45,8 +45,9 @@ export function wasmConfig(spec: GearSpec): WasmGearConfig {
  * the gear pool: log, KV (allow_kv), HTTP (allow_http), emit (to `out`) and the guest clock.
  */
 export function gearServices(
+  name: string,
   config: WasmGearConfig,
-  ctx: Pick<WorkerGearContext, 'logger' | 'kv' | 'http' | 'guestClock'>,
+  ctx: Pick<WorkerGearContext, 'logger' | 'kv' | 'http' | 'guestClockFor'>,
   emit: GearServices['emit'],
 ): GearServices {
   return {
@@ -54,7 +55,7 @@ export function gearServices(
     kv: config.allow_kv ? ctx.kv : undefined,
     http: config.allow_http ? ctx.http() : undefined,
     emit,
-    guestClock: ctx.guestClock,
+    guestClock: ctx.guestClockFor(name),
   };
 }
 
@@ -68,7 +69,7 @@ export const wasmGear: GearType = {
       name,
       prepared as PreparedModule,
       config,
-      gearServices(config, ctx, (msg) => ctx.emit(name, 'out', msg)),
+      gearServices(name, config, ctx, (msg) => ctx.emit(name, 'out', msg)),
     );
     let lastFailureLog = 0;
     return {

@@ -2,9 +2,12 @@ import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import type { CallTrace, ConnectionHost, WorkerGearContext } from '../gears/gear.js';
 import { gearType } from '../gears/registry.js';
+import type { GuestClock } from '../gears/wasm/guest-clock.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
-export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'track' | 'lastHop'> & {
+export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'track' | 'lastHop' | 'guestClockFor'> & {
+  /** The worker's guest clock; a gear's guest id is its index in the chain's gears. */
+  guestClock: GuestClock | undefined;
   /** A message for a gear that lives on the main thread (log, nats, ...). */
   toMain(gear: string, port: string, msg: FluxMsg): void;
 };
@@ -46,6 +49,11 @@ export class GearChain {
       ended: (end) => this.traces.at(-1)?.ends.push(end),
       track: (send) => this.track(send),
       lastHop: () => ({ gear: this.hopGear, port: this.hopPort }),
+      guestClockFor: (gear) => {
+        const clock = env.guestClock;
+        const guest = gears.findIndex((g) => g.name === gear);
+        return clock === undefined ? undefined : { enter: () => clock.enter(guest), leave: () => clock.leave() };
+      },
     };
     for (const spec of gears) {
       const type = gearType(spec);

@@ -216,6 +216,8 @@ export class Rack extends EventEmitter {
       laneQueueSize: this.options.laneQueueSize,
       laneSendTimeoutMs: this.options.laneSendTimeoutMs,
       guestTimeoutMs: shortestGuestTimeout(this.gears.filter((g) => g.type === 'wasm').map(wasmConfig)),
+      // A guest's id is its gear's index in the chain, which is built from this same list.
+      guestNames: this.gears.map((g) => g.name),
       batchDoorbells: true,
       logger: this.log,
       onOutput: (_worker, tag, bytes, start, length) => onOutput(tag, bytes, start, length),

@@ -35,6 +35,8 @@ export const ControlSlot = {
   GuestTag: 4,
   /** The worker's guest time limit (smallest timeout_ms of its gears); 0 = none. */
   GuestTimeoutMs: 5,
+  /** Which guest is running (its index in the pool's guestNames, +1; 0 = unknown), to name a hung one. */
+  GuestId: 6,
 } as const;
 export const CONTROL_BYTES = 64;
 

@@ -41,6 +41,8 @@ export interface WorkerPoolOptions {
    * watchdog runs often enough to enforce it.
    */
   guestTimeoutMs?: number;
+  /** Names of the guests the workers run, by the id their guest clock stamps (to name a hung one). */
+  guestNames?: string[];
   logger?: Logger;
   /** The worker entry point; the rack's own by default. */
   workerUrl?: URL;
@@ -59,6 +61,8 @@ export interface WorkerReplaced {
   lostRecords: number;
   /** When a guest ran past its time limit: the tag of the record it was handling. */
   timedOutTag?: number;
+  /** When a guest ran past its time limit: its name (guestNames), if known. */
+  timedOutGuest?: string;
 }
 
 interface PendingRecord {
@@ -401,7 +405,9 @@ export class WorkerPool extends EventEmitter {
         const running = now - (slot.epochMs + guestSince - 1);
         if (running > guestLimit) {
           const tag = Atomics.load(slot.control, ControlSlot.GuestTag);
-          this.replace(slot, `a guest ran ${running} ms, past its timeout_ms of ${guestLimit}`, tag);
+          const guest = this.options.guestNames?.[Atomics.load(slot.control, ControlSlot.GuestId) - 1];
+          const who = guest === undefined ? 'a guest' : `gear ${guest}`;
+          this.replace(slot, `${who} ran ${running} ms, past its timeout_ms of ${guestLimit}`, tag, guest);
           continue;
         }
       }
@@ -427,7 +433,7 @@ export class WorkerPool extends EventEmitter {
    * records it held and had not finished are counted and logged as lost; records the pool held
    * for it go to the new worker.
    */
-  private replace(old: Slot, reason: string, timedOutTag?: number): void {
+  private replace(old: Slot, reason: string, timedOutTag?: number, timedOutGuest?: string): void {
     if (this.closed || this.slots[old.index] !== old) return;
     old.stopping = true;
     const lostRecords = old.inbound.pendingRecords();
@@ -439,7 +445,8 @@ export class WorkerPool extends EventEmitter {
     this.replacements++;
     const event: WorkerReplaced = { index: old.index, reason, lostRecords };
     if (timedOutTag !== undefined) event.timedOutTag = timedOutTag;
-    this.log.warn({ worker: old.index, generation: fresh.generation, reason, lostRecords }, 'worker replaced');
+    if (timedOutGuest !== undefined) event.timedOutGuest = timedOutGuest;
+    this.log.warn({ worker: old.index, generation: fresh.generation, reason, lostRecords, gear: timedOutGuest }, 'worker replaced');
     // Announced at once, so owners can fail what the old worker held without waiting for the new one.
     this.emit('worker-replaced', event);
     this.ready(fresh).then(

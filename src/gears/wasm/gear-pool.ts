@@ -57,6 +57,7 @@ export class WasmGearPool extends EventEmitter {
       } satisfies WasmGearWorkerOptions,
       size: options.size,
       guestTimeoutMs: options.config.timeout_ms ?? WASM_DEFAULTS.timeout_ms,
+      guestNames: [options.name],
       logger: log,
       onOutput: (worker, tag, bytes, start, length) => this.onOutput(worker, tag, bytes.subarray(start, start + length)),
     });
@@ -111,7 +112,7 @@ export class WasmGearPool extends EventEmitter {
       this.pending.delete(tag);
       entry.resolve(
         tag === event.timedOutTag
-          ? { status: 'fail', kind: 'timeout', detail: `gear ${this.options.name} timed out: ${event.reason}` }
+          ? { status: 'fail', kind: 'timeout', detail: event.reason }
           : { status: 'fail', kind: 'trap', detail: `gear ${this.options.name} unavailable: its worker was restarted (${event.reason})` },
       );
     }

@@ -11,10 +11,17 @@ export function shortestGuestTimeout(configs: WasmGearConfig[]): number | undefi
  * Stamps each guest call's start (and the record it handles) in the worker's control block, and
  * announces the time limit there, so the pool's watchdog can stop a guest that runs too long.
  */
-export function guestClock(control: Int32Array, epochMs: number, timeoutMs: number, currentTag: () => number): { enter(): void; leave(): void } {
+export interface GuestClock {
+  /** A guest call starts; `guest` names the gear (its index in the pool's guestNames). */
+  enter(guest: number): void;
+  leave(): void;
+}
+
+export function guestClock(control: Int32Array, epochMs: number, timeoutMs: number, currentTag: () => number): GuestClock {
   Atomics.store(control, ControlSlot.GuestTimeoutMs, timeoutMs);
   return {
-    enter() {
+    enter(guest) {
+      Atomics.store(control, ControlSlot.GuestId, guest + 1);
       Atomics.store(control, ControlSlot.GuestTag, currentTag());
       Atomics.store(control, ControlSlot.GuestSince, Date.now() - epochMs + 1);
     },

@@ -42,13 +42,16 @@ export const createHandler: HandlerFactory = ({ options, out, control, epochMs }
   const replica = new KvReplica(kvSnapshot ?? [], (key, value) => out.send(RecordTag.KvPut, Records.kvPut.encode({ key, value })));
   let currentTag = 0;
   let http: BlockingHttpClient | undefined;
+  const clock = guestClock(control, epochMs, shortestGuestTimeout([config])!, () => currentTag);
   const services = gearServices(
+    name,
     config,
     {
       logger: pino({ name: `fluxrig.gear.${name}` }),
       kv: replica,
       http: () => (http ??= new BlockingHttpClient()),
-      guestClock: guestClock(control, epochMs, shortestGuestTimeout([config])!, () => currentTag),
+      // The pool runs this one gear: guest 0.
+      guestClockFor: () => ({ enter: () => clock.enter(0), leave: () => clock.leave() }),
     },
     (msg) => out.send(RecordTag.Emit, Records.emit.encode({ gear: name, msg })),
   );

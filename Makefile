@@ -10,12 +10,10 @@ BENCHES := $(filter-out e2e,$(patsubst bench/%.ts,%,$(wildcard bench/*.ts))) e2e
 GEARS := $(patsubst wasm-gears/examples/%.ts,wasm-gears/build/%.wasm,$(wildcard wasm-gears/examples/*.ts))
 GEAR_SDK := $(wildcard wasm-gears/sdk/*.ts)
 TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/gears/*.ts))
-# Runtimes chosen by measurement (bench/wasm.ts, docs/writing-gears.md): the minimal runtime
-# (collected by the SDK every 256 messages) beat the incremental one by 1.4-1.6x; a gear that
-# declares `// fluxrig: arena` (no heap state between messages) gets the stub runtime, reset by
-# the host before each message, which halves the SDK's cost again.
-ASC_FLAGS := -O3 --noAssert
-asc_runtime = $(if $(shell grep -l 'fluxrig: arena' $(1)),stub,minimal)
+# Gears are built by `fluxrig gear build` (src/gears/wasm/build.ts): the runtime follows the
+# gear's marker (// fluxrig: arena -> stub, reset by the host; else minimal), chosen by measurement
+# in bench/wasm.ts, and the exports the ABI needs are checked.
+GEAR_BUILD = node dist/src/cli/main.js gear build
 TEST_TIMEOUT_MS ?= 120000
 
 .PHONY: help deps nats-server build gears lint test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
@@ -53,13 +51,13 @@ build: $(DEPS_STAMP)
 
 gears: $(GEARS)
 
-wasm-gears/build/%.wasm: wasm-gears/examples/%.ts $(GEAR_SDK) | $(DEPS_STAMP)
+wasm-gears/build/%.wasm: wasm-gears/examples/%.ts $(GEAR_SDK) | build
 	@mkdir -p wasm-gears/build
-	$(NODE_BIN)/asc $< --outFile $@ $(ASC_FLAGS) --runtime $(call asc_runtime,$<)
+	$(GEAR_BUILD) $< -o $@
 
-dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | $(DEPS_STAMP)
+dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | build
 	@mkdir -p dist/test-gears
-	$(NODE_BIN)/asc $< --outFile $@ $(ASC_FLAGS) --runtime $(call asc_runtime,$<)
+	$(GEAR_BUILD) $< -o $@
 
 run-rack: deps build gears
 	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml

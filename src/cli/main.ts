@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
+import { runGear } from './gear.js';
 import { runWasm } from './wasm.js';
 import { runRack } from './rack.js';
 import { runGears, runScenario } from './scenario.js';
@@ -13,6 +14,7 @@ commands:
   scenario validate FILE   check a scenario; every problem with file:line:column
   scenario schema [OUT]    print (or write) the JSON Schema of scenario files
   gears list | doc TYPE    the gear types and their ports and config
+  gear build|new|test      write, build and try a Wasm gear without a rack (fluxrig gear help)
   call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
   wasm keygen|sign|verify|import   manage Wasm gear modules (fluxrig wasm help)
   uuid       print a new UUID v7
@@ -31,6 +33,8 @@ async function main(argv: string[]): Promise<number> {
       return runCall(argv.slice(1));
     case 'wasm':
       return runWasm(argv.slice(1));
+    case 'gear':
+      return runGear(argv.slice(1));
     case 'rack':
       return runRack(argv.slice(1));
     case 'scenario':

@@ -1,6 +1,6 @@
 // A test gear for HTTP: GETs data.url, reports status, body and error in data.
-import { FluxMsg, httpRequest, ok, processWith, Result } from '../../wasm-gears/sdk';
-export { alloc, free } from '../../wasm-gears/sdk';
+import { FluxMsg, httpRequest, ok, processWith, Result } from '@fluxrig/gear-sdk';
+export { alloc, free } from '@fluxrig/gear-sdk';
 
 export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);

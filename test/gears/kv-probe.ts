@@ -1,6 +1,6 @@
 // A test gear for KV: writes data.put_key = data.put_value, reads data.get_key into data.got.
-import { FluxMsg, kvGetString, kvPutString, ok, processWith, Result, Value } from '../../wasm-gears/sdk';
-export { alloc, free } from '../../wasm-gears/sdk';
+import { FluxMsg, kvGetString, kvPutString, ok, processWith, Result, Value } from '@fluxrig/gear-sdk';
+export { alloc, free } from '@fluxrig/gear-sdk';
 
 export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);

@@ -1,6 +1,6 @@
 // A test gear: data.action says what to do with the message.
-import { drop, emit, fanout, FluxMsg, logInfo, ok, processWith, reject, Result, Value } from '../../wasm-gears/sdk';
-export { alloc, free } from '../../wasm-gears/sdk';
+import { drop, emit, fanout, FluxMsg, logInfo, ok, processWith, reject, Result, Value } from '@fluxrig/gear-sdk';
+export { alloc, free } from '@fluxrig/gear-sdk';
 
 const hoard = new Array<Uint8Array>();
 

@@ -1,7 +1,7 @@
 // fluxrig: arena (keeps nothing on the heap between messages)
 // Adds fields: a risk band from the amount, the gear's stamp in meta, and a normalised currency.
-import { FluxMsg, ok, processWith, Result } from '../sdk';
-export { alloc, free, reset } from '../sdk';
+import { FluxMsg, ok, processWith, Result } from '@fluxrig/gear-sdk';
+export { alloc, free, reset } from '@fluxrig/gear-sdk';
 
 export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);

@@ -1,7 +1,7 @@
 // fluxrig: arena (keeps nothing on the heap between messages)
 // Drops test traffic and zero or negative amounts; passes the rest.
-import { drop, FluxMsg, ok, processWith, Result } from '../sdk';
-export { alloc, free, reset } from '../sdk';
+import { drop, FluxMsg, ok, processWith, Result } from '@fluxrig/gear-sdk';
+export { alloc, free, reset } from '@fluxrig/gear-sdk';
 
 export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);

@@ -3,8 +3,8 @@
 //   amount > 1000: +40, > 500: +20      card_country != country: +25
 //   merchant on the blocklist: +60      hour < 6: +10      tx_last_hour > 5: +20
 // The blocklist is KV key "fraud/blocklist": merchant ids separated by commas.
-import { FluxMsg, kvGet, ok, processWith, reject, Result } from '../sdk';
-export { alloc, free, reset } from '../sdk';
+import { FluxMsg, kvGet, ok, processWith, reject, Result } from '@fluxrig/gear-sdk';
+export { alloc, free, reset } from '@fluxrig/gear-sdk';
 
 const THRESHOLD: i64 = 70;
 

@@ -1,8 +1,8 @@
 // fluxrig: arena (keeps nothing on the heap between messages)
 // Fans a batch out: one message per element of data.items, each carrying its index and the
 // batch's meta; a message without items passes unchanged.
-import { fanout, FluxMsg, Kind, ok, processWith, Result, Value } from '../sdk';
-export { alloc, free, reset } from '../sdk';
+import { fanout, FluxMsg, Kind, ok, processWith, Result, Value } from '@fluxrig/gear-sdk';
+export { alloc, free, reset } from '@fluxrig/gear-sdk';
 
 export function process(ptr: usize, len: i32): i64 {
   return processWith(ptr, len, handle);

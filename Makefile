@@ -59,7 +59,8 @@ dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | build
 	@mkdir -p dist/test-gears
 	$(GEAR_BUILD) $< -o $@
 
-run-rack: deps build gears
+# A standalone rack needs no nats-server; only the tests (and a rack on the bus) do.
+run-rack: $(DEPS_STAMP) build gears
 	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
 
 # Biome checks formatting and lint first: a style slip fails fast, before the long suites.

@@ -236,7 +236,12 @@ describe('wasm gears', () => {
       assert.ok(prepareModule(signed, 'signed', { module: 'x' }, { trustedKeys: trusted }).signer);
       assert.throws(() => prepareModule(bytes, 'unsigned', { module: 'x' }, { trustedKeys: trusted }), /refused: the module is not signed/);
       const tampered = Buffer.concat([signed, Buffer.from([0x00, 0x04, 0x03, 0x61, 0x62, 0x63])]); // an extra custom section
-      assert.throws(() => prepareModule(tampered, 'tampered', { module: 'x' }, { trustedKeys: trusted }), /does not match the module/);
+      assert.throws(
+        () => prepareModule(tampered, 'tampered', { module: 'x' }, { trustedKeys: trusted }),
+        /does not match the module: it was changed after it was signed/,
+      );
+      // Tampered and signed by someone else is still reported as tampered, not as untrusted.
+      assert.throws(() => prepareModule(tampered, 'tampered', { module: 'x' }, { trustedKeys: [Buffer.alloc(32, 7)] }), /changed after it was signed/);
       const foreign = signModule(bytes, other.privateKey.export({ format: 'pem', type: 'pkcs8' }));
       assert.throws(() => prepareModule(foreign, 'foreign', { module: 'x' }, { trustedKeys: trusted }), /signed by an untrusted key/);
       assert.ok(prepareModule(bytes, 'unsigned, no keys', { module: 'x' }), 'without trusted keys signatures are not required');

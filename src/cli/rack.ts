@@ -19,6 +19,8 @@ options:
   --workers N         worker threads (default: cores; 0 = gears on the main thread)
   --name NAME         this rack's name in the scenario
   --log-level LEVEL   debug, info, warn, error (default ${RACK_DEFAULTS.log_level})
+  --module-store DIR  the content-addressed module store urn:wasm: modules come from
+  --trusted-key FILE  a PEM public key; with any, only modules signed by one of them load (repeatable)
 
 Every setting can also come from the environment as FLUXRIG_<SECTION>_<KEY>, for example
 FLUXRIG_RACK_WORKERS=2 or FLUXRIG_NATS_URL=nats://127.0.0.1:4222. Flags win over the
@@ -38,6 +40,8 @@ export async function runRack(argv: string[]): Promise<number> {
       workers: { type: 'string' },
       name: { type: 'string' },
       'log-level': { type: 'string' },
+      'module-store': { type: 'string' },
+      'trusted-key': { type: 'string', multiple: true },
     },
   });
   const config = loadRackConfig({
@@ -49,6 +53,8 @@ export async function runRack(argv: string[]): Promise<number> {
       'rack.workers': values.workers,
       'rack.name': values.name,
       'log.level': values['log-level'],
+      'wasm.module_store': values['module-store'],
+      'wasm.trusted_keys': values['trusted-key'],
     },
   });
   // Readable lines in a terminal, pino's JSON lines otherwise (files, collectors, pipes).
@@ -64,7 +70,7 @@ export async function runRack(argv: string[]): Promise<number> {
     moduleBucket: config.nats.module_bucket,
     kv: config.kv,
     moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
-    trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f, 'utf8')),
+    trustedKeys: config.wasm.trusted_keys.map(readTrustedKey),
     laneQueueSize: config.rack.lane_queue_size,
     laneSendTimeoutMs: config.rack.lane_send_timeout_ms,
     ringBytes: config.rack.ring_bytes,
@@ -97,4 +103,12 @@ export async function runRack(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
   return 0;
+}
+
+function readTrustedKey(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read the trusted key ${file} (wasm.trusted_keys): ${(err as Error).message}`, { cause: err });
+  }
 }

@@ -42,7 +42,11 @@ export const manifest: GearManifest = {
     },
     required: ['routes'],
   },
-  notes: ['Its out ports are `default` plus every `port` named in routes.'],
+  notes: [
+    'Its out ports are `default` plus every `port` named in routes.',
+    "A rule matches when every data field it lists equals the message's (text, number or boolean, compared exactly) and every meta header it lists equals the message's (text). The first matching rule wins; a message matching none goes to `default`.",
+    'Example: routes: [{ port: big, data: { tier: gold } }, { port: eu, meta: { region: eu } }]',
+  ],
 };
 
 export interface RouterConfig {

@@ -35,7 +35,8 @@ export interface PreparedModule {
 export async function readModuleBytes(source: string, options: LoadOptions = {}): Promise<Uint8Array> {
   const urn = parseModuleUrn(source);
   if (urn !== undefined) {
-    if (options.store === undefined) throw new WasmModuleError(source, 'a urn:wasm: module needs a module store (--module-store)');
+    if (options.store === undefined)
+      throw new WasmModuleError(source, 'a urn:wasm: module needs a module store (fluxrig rack --module-store DIR, or wasm.module_store in the rack config)');
     return options.store.resolve(urn.name, urn.version);
   }
   if (source.startsWith('urn:')) throw new WasmModuleError(source, 'expected urn:wasm:NAME:VERSION');

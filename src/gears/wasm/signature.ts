@@ -43,11 +43,19 @@ export function verifyModule(bytes: Uint8Array, trustedKeys: Array<string | Uint
   if (section === undefined) return { ok: false, reason: 'the module is not signed' };
   if (section.length !== SIGNATURE_BYTES + PUBLIC_KEY_BYTES) return { ok: false, reason: 'malformed signature section' };
   const signer = Buffer.from(section.subarray(SIGNATURE_BYTES));
+  // The signature is checked first, against the key the section names: a module changed after it
+  // was signed is reported as tampered, whoever signed it.
+  let good: boolean;
+  try {
+    good = verify(null, moduleDigest(bytes), publicKeyFromRaw(signer), section.subarray(0, SIGNATURE_BYTES));
+  } catch {
+    good = false;
+  }
+  if (!good) return { ok: false, reason: 'the signature does not match the module: it was changed after it was signed' };
   const trusted = trustedKeys.some((k) => {
     const raw = typeof k === 'string' ? rawPublicKey(createPublicKey(k)) : Buffer.from(k);
     return raw.equals(signer);
   });
   if (!trusted) return { ok: false, reason: `signed by an untrusted key ${signer.toString('hex').slice(0, 16)}…` };
-  const good = verify(null, moduleDigest(bytes), publicKeyFromRaw(signer), section.subarray(0, SIGNATURE_BYTES));
-  return good ? { ok: true, signer: signer.toString('hex') } : { ok: false, reason: 'the signature does not match the module (tampered or re-signed)' };
+  return { ok: true, signer: signer.toString('hex') };
 }

@@ -1,0 +1,42 @@
+// What the command line says to a newcomer: help exits 0, and a mistake gets one clear line.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const root = new URL('../../', import.meta.url).pathname;
+const cli = join(root, 'dist/src/cli/main.js');
+const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLUXRIG_')));
+const fluxrig = (...args: string[]) => run(process.execPath, [cli, ...args], { env });
+
+describe('the command line', () => {
+  for (const args of [['help'], ['wasm', 'help'], ['gear', 'help'], ['rack', '--help']]) {
+    it(`fluxrig ${args.join(' ')} exits 0`, async () => {
+      const { stdout } = await fluxrig(...args);
+      assert.match(stdout, /usage: fluxrig/);
+    });
+  }
+
+  it('fluxrig rack takes --module-store and --trusted-key, as the errors suggest', async () => {
+    const { stdout } = await fluxrig('rack', '--help');
+    assert.match(stdout, /--module-store DIR/);
+    assert.match(stdout, /--trusted-key FILE/);
+  });
+
+  it('a missing trusted-key file is named, not a bare ENOENT', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxrig-cli-'));
+    writeFileSync(join(dir, 's.yaml'), 'meta: { name: s, version: "1" }\ngears: []\nwires: []\n');
+    await assert.rejects(
+      fluxrig('rack', '--scenario', join(dir, 's.yaml'), '--trusted-key', join(dir, 'nope.pub')),
+      (err: { code: number; stderr: string }) => {
+        assert.equal(err.code, 1);
+        assert.match(err.stderr, /cannot read the trusted key .*nope\.pub \(wasm\.trusted_keys\)/);
+        return true;
+      },
+    );
+  });
+});

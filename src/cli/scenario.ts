@@ -1,39 +1,25 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ModuleStore } from '../gears/wasm/store.js';
+import { loadRackConfig } from '../rack/config.js';
+import { preflight } from '../rack/preflight.js';
 import { GEAR_MANIFESTS } from '../gears/registry.js';
 import { loadScenario } from '../scenario/parse.js';
 import { scenarioJsonSchema } from '../scenario/schema.js';
-import { ScenarioError } from '../scenario/types.js';
+import { formatIssue, type Scenario, ScenarioError } from '../scenario/types.js';
 
 export async function runScenario(argv: string[]): Promise<number> {
   const [command, file] = argv;
-  if (command === 'validate' && file !== undefined) {
-    try {
-      const scenario = await loadScenario(file);
-      console.log(`${file}: valid (${scenario.gears.length} gears, ${scenario.wires.length} wires)`);
-      for (const w of scenario.wires.filter((x) => x.lane === 'guaranteed' || x.crossRack)) {
-        console.log(`${w.at}: note: ${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} needs the snake bus (not available in this rack yet)`);
-      }
-      return 0;
-    } catch (err) {
-      if (err instanceof ScenarioError) {
-        for (const issue of err.issues) console.error(`${issue.file}:${issue.line}:${issue.column}: ${issue.message}`);
-        console.error(`${err.issues.length} ${err.issues.length === 1 ? 'problem' : 'problems'}`);
-        return 1;
-      }
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-        console.error(`${file}: no such file`);
-        return 1;
-      }
-      throw err;
-    }
-  }
+  if (command === 'validate' && file !== undefined) return validate(file, argv.slice(2));
   if (command === 'schema') {
     const text = `${JSON.stringify(scenarioJsonSchema(), null, 2)}\n`;
     if (file === undefined) process.stdout.write(text);
     else writeFileSync(file, text);
     return 0;
   }
-  console.error('usage: fluxrig scenario validate FILE | fluxrig scenario schema [OUT]');
+  console.error(
+    `usage: fluxrig scenario validate FILE [--config RACK.yaml] [--module-store DIR] [--trusted-key FILE ...]\n       fluxrig scenario schema [OUT]`,
+  );
   return 2;
 }
 
@@ -65,4 +51,51 @@ export function runGears(argv: string[]): number {
   }
   console.error('usage: fluxrig gears list | fluxrig gears doc TYPE');
   return 2;
+}
+
+/**
+ * Checks a scenario the way a rack would before starting it: the document (every problem at
+ * file:line:column), then each gear's preparation (modules found, parsed, signed, within their
+ * grants and memory limit; secrets readable; endpoints valid) with the rack config's module
+ * store and trusted keys.
+ */
+async function validate(file: string, argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string' }, 'module-store': { type: 'string' }, 'trusted-key': { type: 'string', multiple: true } },
+  });
+  let scenario: Scenario;
+  try {
+    scenario = await loadScenario(file);
+  } catch (err) {
+    if (err instanceof ScenarioError) {
+      for (const issue of err.issues) console.error(formatIssue(issue));
+      console.error(`${err.issues.length} ${err.issues.length === 1 ? 'problem' : 'problems'}`);
+      return 1;
+    }
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+      console.error(`${file}: no such file`);
+      return 1;
+    }
+    throw err;
+  }
+  const config = loadRackConfig({
+    file: values.config,
+    env: process.env,
+    flags: { 'wasm.module_store': values['module-store'], 'wasm.trusted_keys': values['trusted-key'] },
+  });
+  const { problems } = await preflight(scenario, scenario.gears, {
+    env: process.env,
+    moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
+    trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f, 'utf8')),
+    ringBytes: config.rack.ring_bytes,
+  });
+  for (const w of scenario.warnings) console.log(formatIssue(w));
+  if (problems.length > 0) {
+    for (const p of problems) console.error(`${p.at}: ${p.message}`);
+    console.error(`${problems.length} ${problems.length === 1 ? 'problem' : 'problems'}: a rack would refuse to start`);
+    return 1;
+  }
+  console.log(`${file}: valid (${scenario.gears.length} gears, ${scenario.wires.length} wires)`);
+  return 0;
 }

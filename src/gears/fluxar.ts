@@ -1,7 +1,7 @@
 // The fluxar gear: FLUXAR clients in, answers out. Its main-thread half binds the listeners and
 // hands each accepted connection to the rack; its worker half runs the connections' sessions
 // (handshake, auth, RPC), turns calls into fluxMsgs on `out`, and answers them from `in`.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { type AuthOptions, type Principal, secretsEqual, secretTable } from '../fluxar/auth.js';
@@ -205,6 +205,14 @@ function readTable(ref: string, ctx: PrepareContext, what: string): Record<strin
 async function prepare(spec: GearSpec, ctx: PrepareContext): Promise<FluxarSecrets> {
   const config = configOf<FluxarConfig>(spec, manifest);
   const where = (key: string) => `gear ${spec.name}: ${key}`;
+  for (const url of config.listen) {
+    const endpoint = parseEndpoint(url);
+    if ((endpoint.kind === 'tls' || endpoint.kind === 'wss') && (config.tls_cert === undefined || config.tls_key === undefined))
+      throw new Error(`${url} needs tls_cert and tls_key`);
+    for (const file of [config.tls_cert, config.tls_key, config.tls_ca]) {
+      if (file !== undefined && !existsSync(resolvePath(ctx.baseDir, file))) throw new Error(`${where('TLS')}: no such file ${resolvePath(ctx.baseDir, file)}`);
+    }
+  }
   const secrets: FluxarSecrets = {};
   const a = config.auth ?? {};
   if (a.bearer !== undefined || config.bearer_tokens !== undefined) {

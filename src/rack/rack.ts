@@ -3,23 +3,21 @@ import { dirname } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { connectRackBus, type RackBus } from '../bus/rack-bus.js';
 import { FluxrigError } from '../errors.js';
-import { frameLimits } from '../fluxar/constants.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
-import type { MainGear, MainGearContext, PrepareContext } from '../gears/gear.js';
+import type { MainGear, MainGearContext } from '../gears/gear.js';
 import type { KvStore } from '../gears/kv.js';
 import { RecordTag, Records } from '../gears/records.js';
 import { gearType } from '../gears/registry.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
-import { loadModule } from '../gears/wasm/loader.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
-import { maxRecordBytes, RECORD_HEADER_BYTES } from '../ring/layout.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from '../ring/pool.js';
 import type { RecordHandler } from '../ring/pool-protocol.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
 import { ConnectionTable, type WorkerLink } from './connections.js';
 import { RACK_DEFAULTS } from './defaults.js';
 import { drain } from './drain.js';
+import { preflight } from './preflight.js';
 import { buildRackHandler, type RackHandlerOptions } from './rack-handler.js';
 
 /** The rack cannot run this scenario as configured. */
@@ -104,8 +102,6 @@ export class Rack extends EventEmitter {
   }
 
   async start(): Promise<void> {
-    this.checkLanes();
-    this.checkFrameSizes();
     try {
       await this.startParts();
     } catch (err) {
@@ -133,10 +129,17 @@ export class Rack extends EventEmitter {
       throw new RackError(`cannot use NATS at ${this.options.natsUrl}: ${(err as Error).message}`, { cause: err });
     }
     const bus = this.bus;
+    const { prepared, problems } = await preflight(this.scenario, this.gears, {
+      env: this.options.env ?? process.env,
+      moduleStore: bus.modules,
+      trustedKeys: this.options.trustedKeys,
+      ringBytes: this.options.ringBytes,
+    });
+    if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
     const handlerOptions: RackHandlerOptions = {
       gears: this.gears,
       wires: this.scenario.wires,
-      prepared: await this.prepareGears(bus),
+      prepared,
       kvSnapshot: [...bus.kv.entries()],
       logLevel: this.log.level,
       readableLogs: this.options.readableLogs ?? false,
@@ -171,27 +174,6 @@ export class Rack extends EventEmitter {
         throw new RackError(`${spec.at}: gear ${name}: ${(err as Error).message}`, { cause: err });
       }
     }
-  }
-
-  /** Runs each gear type's prepare() on the main thread: modules loaded, secrets read. */
-  private async prepareGears(bus: RackBus): Promise<Record<string, unknown>> {
-    const baseDir = dirname(this.scenario.file);
-    const ctx: PrepareContext = {
-      baseDir,
-      env: this.options.env ?? process.env,
-      loadModule: (spec) => loadModule(wasmConfig(spec), { baseDir, store: bus.modules, trustedKeys: this.options.trustedKeys }),
-    };
-    const prepared: Record<string, unknown> = {};
-    for (const spec of this.gears) {
-      const type = gearType(spec);
-      if (type.prepare === undefined) continue;
-      try {
-        prepared[spec.name] = await type.prepare(spec, ctx);
-      } catch (err) {
-        throw new RackError(`${spec.at}: gear ${spec.name}: ${(err as Error).message}`, { cause: err });
-      }
-    }
-    return prepared;
   }
 
   /** The worker pool, or with workers: 0 the same handler called on the main thread. */
@@ -258,36 +240,6 @@ export class Rack extends EventEmitter {
       this.log.info({ rack: this.name }, 'rack stopped');
     })();
     return this.stopping;
-  }
-
-  /** Hot lanes only until the bus lands: say so instead of pretending. */
-  private checkLanes(): void {
-    const needBus = this.scenario.wires.filter((w) => w.lane === 'guaranteed' || w.crossRack);
-    if (needBus.length > 0) {
-      const list = needBus
-        .map((w) => `  ${w.at}: ${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} (${w.crossRack ? 'across racks' : 'lane: guaranteed'})`)
-        .join('\n');
-      throw new RackError(
-        `these wires need the snake bus (NATS JetStream lanes), which this rack does not provide yet; only hot lanes within one rack run today:\n${list}`,
-      );
-    }
-  }
-
-  /**
-   * A WebSocket message travels as one ring record: the largest one the listener lets through
-   * (frameLimits: the flags byte and max_frame) must fit in half a ring.
-   */
-  private checkFrameSizes(): void {
-    const ringBytes = this.options.ringBytes ?? RACK_DEFAULTS.ring_bytes;
-    const maxRecord = maxRecordBytes(ringBytes);
-    for (const gear of this.gears.filter((g) => g.type === 'fluxar')) {
-      const { maxFrame, maxMessage } = frameLimits(gear.config.max_frame as number | undefined);
-      if (maxMessage > maxRecord) {
-        throw new RackError(
-          `${gear.at}: gear ${gear.name}: max_frame ${maxFrame} does not fit the rack's rings (ring_bytes ${ringBytes} takes records up to ${maxRecord} bytes); raise rack.ring_bytes to at least ${2 * (maxMessage + RECORD_HEADER_BYTES)} or lower max_frame`,
-        );
-      }
-    }
   }
 
   private broadcast(tag: number, payload: Uint8Array): void {

@@ -1,4 +1,5 @@
 import type { ConfigSchema } from '../gears/manifest.js';
+import { didYouMean } from './suggest.js';
 
 /** Checks a value against a manifest schema; calls `report(path, message)` for each problem. */
 export function checkConfig(
@@ -41,7 +42,11 @@ export function checkConfig(
         report(path, `${where} needs ${alternatives.join(' (or ')}${')'.repeat(alternatives.length - 1)}`);
       for (const [key, v] of Object.entries(map)) {
         const property = schema.properties[key] ?? schema.additionalProperties;
-        if (property === undefined) report([...path, key], `unknown key ${key} in ${where} (expected ${Object.keys(schema.properties).join(', ')})`);
+        if (property === undefined)
+          report(
+            [...path, key],
+            `unknown key ${key} in ${where}${didYouMean(key, Object.keys(schema.properties))} (expected ${Object.keys(schema.properties).join(', ')})`,
+          );
         else checkConfig(property, v, [...path, key], report);
       }
       return;

@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { LineCounter, type Node, parseDocument } from 'yaml';
 import { GEAR_MANIFESTS, outputPorts } from '../gears/registry.js';
 import { checkConfig } from './config-check.js';
+import { didYouMean } from './suggest.js';
 import { type GearSpec, type Lane, type RackSpec, type Scenario, ScenarioError, type ScenarioIssue, type WireEnd, type WireSpec } from './types.js';
 
 const NAME = /^[a-z0-9_-]+$/;
@@ -106,7 +107,7 @@ export function parseScenario(text: string, file: string): Scenario {
         gear.type === undefined ? path : [...path, 'type'],
         gear.type === undefined
           ? `gear ${gear.name} needs a type`
-          : `unknown gear type ${JSON.stringify(gear.type)} (known: ${Object.keys(GEAR_MANIFESTS).join(', ')})`,
+          : `unknown gear type ${JSON.stringify(gear.type)}${typeof gear.type === 'string' ? didYouMean(gear.type, Object.keys(GEAR_MANIFESTS)) : ''} (known: ${Object.keys(GEAR_MANIFESTS).join(', ')})`,
       );
     }
     const config = gear.config === undefined ? {} : gear.config;
@@ -151,7 +152,7 @@ export function parseScenario(text: string, file: string): Scenario {
       const end: WireEnd = { rack, gear: gearName!, port: port! };
       const gear = gearsByName.get(end.gear);
       if (gear === undefined) {
-        report([...path, side], `unknown gear ${end.gear} in ${side} ${JSON.stringify(text)}`);
+        report([...path, side], `unknown gear ${end.gear} in ${side} ${JSON.stringify(text)}${didYouMean(end.gear, gearsByName.keys())}`);
         return undefined;
       }
       if (rack !== undefined && racks.length > 0 && !rackNames.has(rack)) report([...path, side], `unknown rack ${rack} in ${side} ${JSON.stringify(text)}`);
@@ -161,7 +162,7 @@ export function parseScenario(text: string, file: string): Scenario {
         if (!ports.includes(end.port)) {
           report(
             [...path, side],
-            `gear ${gear.name} (${gear.type}) has no ${side === 'from' ? 'output' : 'input'} port ${end.port} (it has ${ports.length > 0 ? ports.join(', ') : 'none'})`,
+            `gear ${gear.name} (${gear.type}) has no ${side === 'from' ? 'output' : 'input'} port ${end.port}${didYouMean(end.port, ports)} (it has ${ports.length > 0 ? ports.join(', ') : 'none'})`,
           );
         }
       }
@@ -181,9 +182,37 @@ export function parseScenario(text: string, file: string): Scenario {
   }
 
   if (issues.length > 0) throw new ScenarioError(issues);
-  return { file, meta: { name: String(meta.name), version: String(meta.version ?? '0') }, racks, gears, wires };
+  const warnings = unwiredErrorPorts(gears, wires).map((gear) => {
+    const [line, column] = gear.at
+      .slice(file.length + 1)
+      .split(':')
+      .map(Number) as [number, number];
+    return {
+      file,
+      line,
+      column,
+      message: `warning: gear ${gear.name} is on a call path and its error port is wired to nothing: its rejects are answered directly (403), out of the chain's sight`,
+    };
+  });
+  return { file, meta: { name: String(meta.name), version: String(meta.version ?? '0') }, racks, gears, wires, warnings };
 }
 
 export async function loadScenario(file: string): Promise<Scenario> {
   return parseScenario(await readFile(file, 'utf8'), file);
+}
+
+/** Gears with an `error` port that a fluxar gear's calls reach, whose `error` is wired to nothing. */
+function unwiredErrorPorts(gears: GearSpec[], wires: WireSpec[]): GearSpec[] {
+  const next = new Map<string, string[]>();
+  for (const w of wires) next.set(w.from.gear, [...(next.get(w.from.gear) ?? []), w.to.gear]);
+  const reached = new Set<string>();
+  const queue = gears.filter((g) => g.type === 'fluxar').flatMap((g) => next.get(g.name) ?? []);
+  while (queue.length > 0) {
+    const name = queue.shift()!;
+    if (reached.has(name)) continue;
+    reached.add(name);
+    queue.push(...(next.get(name) ?? []));
+  }
+  const wiredErrors = new Set(wires.filter((w) => w.from.port === 'error').map((w) => w.from.gear));
+  return gears.filter((g) => reached.has(g.name) && outputPorts(g.type, g.config).includes('error') && !wiredErrors.has(g.name));
 }

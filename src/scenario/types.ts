@@ -36,6 +36,8 @@ export interface Scenario {
   racks: RackSpec[];
   gears: GearSpec[];
   wires: WireSpec[];
+  /** What is allowed but probably not meant (shown by `fluxrig scenario validate`). */
+  warnings: ScenarioIssue[];
 }
 
 export interface ScenarioIssue {

@@ -501,7 +501,7 @@ export class FluxarSessions implements ConnectionHost {
     const msg = createFluxMsg({ meta, data, raw, trace });
     let sent: CallTrace;
     try {
-      sent = this.ctx.track(() => this.ctx.emit(gear, 'out', msg));
+      sent = this.ctx.emitTracked(gear, 'out', msg);
     } catch (err) {
       this.ctx.logger.error({ err, gear }, 'gear chain failed');
       session.fail(key, ErrorCode.Internal, `the rack failed to process the call: ${(err as Error).message}`);

@@ -68,8 +68,11 @@ export interface WorkerGearContext {
   drainTimeoutMs: number;
   /** A message stopped here without going on (dropped, rejected or failed with `error` unwired). */
   ended(end: MessageEnd): void;
-  /** Runs `send` and reports how the messages it started ended in this worker. */
-  track(send: () => void): CallTrace;
+  /**
+   * Emits like emit() and reports how the messages it started ended in this worker. The trace is
+   * reused by the next call: read it before emitting again.
+   */
+  emitTracked(gear: string, port: string, msg: FluxMsg): CallTrace;
   /** The gear and port the message being delivered now came from. */
   lastHop(): { gear: string; port: string };
 }

@@ -5,7 +5,7 @@ import { gearType } from '../gears/registry.js';
 import type { GuestClock } from '../gears/wasm/guest-clock.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
-export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'track' | 'lastHop' | 'guestClockFor'> & {
+export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor'> & {
   /** The worker's guest clock; a gear's guest id is its index in the chain's gears. */
   guestClock: GuestClock | undefined;
   /** A message for a gear that lives on the main thread (log, nats, ...). */
@@ -32,6 +32,7 @@ export class GearChain {
   private readonly wires = new Map<string, Array<{ gear: string; port: string }>>();
   /** The sends being tracked (nested when a tracked send reaches another tracked send). */
   private readonly traces: CallTrace[] = [];
+  private readonly tracePool: CallTrace[] = [];
   private hopGear = '';
   private hopPort = '';
 
@@ -47,7 +48,7 @@ export class GearChain {
       emit: (gear, port, msg) => this.emit(gear, port, msg),
       hasRoute: (gear, port) => this.hasRoute(gear, port),
       ended: (end) => this.traces.at(-1)?.ends.push(end),
-      track: (send) => this.track(send),
+      emitTracked: (gear, port, msg) => this.emitTracked(gear, port, msg),
       lastHop: () => ({ gear: this.hopGear, port: this.hopPort }),
       guestClockFor: (gear) => {
         const clock = env.guestClock;
@@ -98,12 +99,18 @@ export class GearChain {
     this.inputs.get(gear)!(port, msg);
   }
 
-  /** Runs `send`, recording how the messages it starts end in this worker. */
-  track(send: () => void): CallTrace {
-    const trace: CallTrace = { ends: [], leftWorker: false };
+  /**
+   * Emits, recording how the messages it starts end in this worker. Traces are reused (one per
+   * nesting depth), so a call on the hot path allocates nothing for them.
+   */
+  emitTracked(gear: string, port: string, msg: FluxMsg): CallTrace {
+    const depth = this.traces.length;
+    const trace = (this.tracePool[depth] ??= { ends: [], leftWorker: false });
+    trace.ends.length = 0;
+    trace.leftWorker = false;
     this.traces.push(trace);
     try {
-      send();
+      this.emit(gear, port, msg);
     } finally {
       this.traces.pop();
     }

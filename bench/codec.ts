@@ -1,6 +1,7 @@
-// cbor-x (our wire profile, with validation) against JSON for a typical fluxMsg and the FLUXAR
-// homepage envelope, in one run. JSON needs bytes as base64 and int64 as text, so its path does
-// that conversion; the fluxMsg CBOR path also validates every field, which the JSON path does not.
+// For a typical fluxMsg and the FLUXAR homepage envelope, in one run: our CBOR against JSON, and
+// the strict profile every received byte goes through against plain cbor-x on the same bytes.
+// JSON needs bytes as base64 and int64 as text, so its path does that conversion; the fluxMsg
+// CBOR path also validates every field, which the JSON path does not.
 import { Bench } from 'tinybench';
 import { decodeCbor, encodeCbor } from '../src/cbor/profile.js';
 import { decodeEnvelope, encodeEnvelope, type Envelope, MessageType } from '../src/fluxar/mod.js';
@@ -73,6 +74,7 @@ bench
   .add('envelope encode cbor', () => void (sink = encodeEnvelope(envelope)))
   .add('envelope encode json', () => void (sink = Buffer.from(envToJson(envelope))))
   .add('envelope decode cbor', () => void (sink = decodeEnvelope(envCbor)))
+  .add('envelope decode cbor-x, no profile checks', () => void (sink = decodeCbor(envCbor)))
   .add('envelope decode json', () => void (sink = envFromJson(envJson)));
 
 await bench.run();
@@ -100,6 +102,10 @@ const result = {
   fluxmsg_decode_cbor_vs_json: ratio('fluxMsg decode'),
   envelope_encode_cbor_vs_json: ratio('envelope encode'),
   envelope_decode_cbor_vs_json: ratio('envelope decode'),
+  // The strict profile (src/cbor/strict.ts, every received byte) against plain cbor-x on the
+  // same bytes; > 1 means the strict decode costs that many times cbor-x's.
+  fluxmsg_decode_strict_vs_cborx: ns('fluxMsg decode cbor') / ns('fluxMsg decode cbor, no validation'),
+  envelope_decode_strict_vs_cborx: ns('envelope decode cbor') / ns('envelope decode cbor-x, no profile checks'),
 };
 
 printTable(bench.tasks.map((t) => ({ task: t.name, 'ns/op': ns(t.name) })));

@@ -27,18 +27,20 @@ function frame(body: Uint8Array, flags = 0): Buffer {
   return Buffer.concat([head, body]);
 }
 
+function helloBody(payload: Record<string, unknown>): Uint8Array {
+  return encodeEnvelope({
+    type: MessageType.Hello,
+    id: uuidv7(),
+    ref: null,
+    target: null,
+    meta: null,
+    payload: { versions: [1], caps: [], nonce: new Uint8Array(16), ...payload },
+    error: null,
+  });
+}
+
 function hello(payload: Record<string, unknown>): Buffer {
-  return frame(
-    encodeEnvelope({
-      type: MessageType.Hello,
-      id: uuidv7(),
-      ref: null,
-      target: null,
-      meta: null,
-      payload: { versions: [1], caps: [], nonce: new Uint8Array(16), ...payload },
-      error: null,
-    }),
-  );
+  return frame(helloBody(payload));
 }
 
 function call(target: string, payload: unknown, meta: Record<string, unknown> | null = null): { id: Uint8Array; bytes: Buffer } {
@@ -117,17 +119,7 @@ describe('FLUXAR session under hostile input', () => {
 
   it('refuses a float version even when it is whole (1.0)', () => {
     const s = server();
-    const body = Buffer.from(
-      encodeEnvelope({
-        type: MessageType.Hello,
-        id: uuidv7(),
-        ref: null,
-        target: null,
-        meta: null,
-        payload: { versions: [9], caps: [], nonce: new Uint8Array(16) },
-        error: null,
-      }),
-    );
+    const body = Buffer.from(helloBody({ versions: [9] }));
     // versions: [9] is 0x81 0x09; write it as [1.0], a half float.
     const at = body.indexOf(Buffer.from([0x81, 0x09]));
     const patched = Buffer.concat([body.subarray(0, at), Buffer.from([0x81, 0xf9, 0x3c, 0x00]), body.subarray(at + 2)]);

@@ -14,10 +14,10 @@ import { after, before, describe, it } from 'node:test';
 import { deflateRawSync } from 'node:zlib';
 import fc from 'fast-check';
 import { encodeCbor } from '../src/cbor/profile.js';
-import { connect, encodeEnvelope, ERROR_NAMES, MessageType, type Peer } from '../src/fluxar/mod.js';
+import { encodeEnvelope, ERROR_NAMES, MessageType, type Peer } from '../src/fluxar/mod.js';
 import { uuidv7 } from '../src/fluxmsg/mod.js';
 import { RawConnection as Raw, type RawKind } from './harness/raw.js';
-import { quickstartScenario, type RackProcess, startRackProcess } from './harness/rack-process.js';
+import { type RackProcess, startCanaryRack } from './harness/rack-process.js';
 import { until } from './harness/wait.js';
 
 const RUNS = Number(process.env.FUZZ_RUNS ?? 300);
@@ -147,9 +147,7 @@ describe('fuzzing a rack over real sockets', { timeout: Math.max(120_000, RUNS *
   const tally = new Map<string, number>();
 
   before(async () => {
-    rack = await startRackProcess(quickstartScenario({ listen: ['tcp://127.0.0.1:0', 'ws://127.0.0.1:0/fluxar'] }));
-    [tcp, ws] = rack.addresses as [string, string];
-    canary = await connect(tcp);
+    ({ rack, canary, tcp, ws } = await startCanaryRack());
   });
   after(async () => {
     await canary.close();

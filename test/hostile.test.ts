@@ -7,10 +7,10 @@ import { connect as netConnect } from 'node:net';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { WebSocket } from 'ws';
 import { encodeCbor } from '../src/cbor/profile.js';
-import { connect, MessageType, type Peer } from '../src/fluxar/mod.js';
+import { MessageType, type Peer } from '../src/fluxar/mod.js';
 import { uuidv7 } from '../src/fluxmsg/mod.js';
 import { RawConnection } from './harness/raw.js';
-import { quickstartScenario, type RackProcess, startRackProcess } from './harness/rack-process.js';
+import { quickstartScenario, type RackProcess, startCanaryRack, startRackProcess } from './harness/rack-process.js';
 import { until } from './harness/wait.js';
 
 const approved = { amount: 100, merchant: 'm-1', country: 'FR', card_country: 'FR' };
@@ -36,9 +36,7 @@ describe('a rack under hostile input', () => {
   let ws: string;
 
   before(async () => {
-    rack = await startRackProcess(quickstartScenario({ listen: ['tcp://127.0.0.1:0', 'ws://127.0.0.1:0/fluxar'] }));
-    [tcp, ws] = rack.addresses as [string, string];
-    canary = await connect(tcp);
+    ({ rack, canary, tcp, ws } = await startCanaryRack());
   });
   after(async () => {
     await canary.close();

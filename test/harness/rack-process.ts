@@ -5,6 +5,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { connect, type Peer } from '../../src/fluxar/mod.js';
 import { until } from './wait.js';
 
 const root = new URL('../../../', import.meta.url).pathname;
@@ -87,4 +88,14 @@ export async function startRackProcess(scenario: Record<string, unknown>, rack: 
       return code;
     },
   };
+}
+
+/**
+ * The quickstart rack as a process, on tcp and ws, with a canary connection that hostile tests
+ * check after each case: the process must still run and the canary must still get answers.
+ */
+export async function startCanaryRack(fluxar: Record<string, unknown> = {}): Promise<{ rack: RackProcess; canary: Peer; tcp: string; ws: string }> {
+  const rack = await startRackProcess(quickstartScenario({ listen: ['tcp://127.0.0.1:0', 'ws://127.0.0.1:0/fluxar'], ...fluxar }));
+  const [tcp, ws] = rack.addresses as [string, string];
+  return { rack, canary: await connect(tcp), tcp, ws };
 }

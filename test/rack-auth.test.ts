@@ -154,6 +154,32 @@ runMatrix(
   clientCerts,
 );
 
+describe('a rack with no verifiers', () => {
+  it('refuses credentials it cannot verify with 401 (spec section 9), and accepts anonymous clients', async () => {
+    const doc = {
+      meta: { name: 'open', version: '1' },
+      gears: [
+        { name: 'api', type: 'fluxar', config: { listen: ['tcp://127.0.0.1:0'] } },
+        { name: 'who', type: 'wasm', config: { module: join(root, 'dist/test-gears/probe.wasm') } },
+      ],
+      wires: [
+        { from: 'api.out', to: 'who.in' },
+        { from: 'who.out', to: 'api.in' },
+      ],
+    };
+    const file = join(dir, 'open.yaml');
+    writeFileSync(file, stringify(doc));
+    const rack = new Rack({ scenario: parseScenario(stringify(doc), file), workers: 1, logger: quiet });
+    await rack.start();
+    try {
+      assert.equal(await outcome(rack.addresses()[0]!, { credentials: { scheme: 'bearer', token: 'anything' } }), 401);
+      assert.equal(await outcome(rack.addresses()[0]!, {}), 'anonymous');
+    } finally {
+      await rack.stop();
+    }
+  });
+});
+
 describe('a Wasm gear with allow_http in a rack', () => {
   let http: Server;
   let url: string;

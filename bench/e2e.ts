@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { availableParallelism } from 'node:os';
 import { parse, stringify } from 'yaml';
 import { latencyReport } from './harness/report-html.js';
 import { printTable, writeResult } from './harness/report.js';
@@ -33,6 +34,8 @@ interface LoadResult {
   p999_ms: number;
   max_ms: number;
   percentiles: Array<[number, number]>;
+  /** CPU the load generator itself used over the measured window, in cores. */
+  generator_cores: number;
 }
 
 // The quickstart scenario on a port of its own, so a rack already running on 7420 is no obstacle.
@@ -103,6 +106,9 @@ const summary = {
   max_calls_per_s: maxWorkers,
   mainthread_max_calls_per_s: maxMain,
   workers_vs_mainthread: Math.round((maxWorkers / maxMain) * 100) / 100,
+  // Share of the machine's cores the generator used at the workers' maximum: load generation
+  // competes with the rack on this 2-core machine.
+  generator_cpu_share: Math.round((runs.workers!.find((r) => r.rate === 'max')!.generator_cores / availableParallelism()) * 100) / 100,
   runs,
 };
 const row = (mode: string, r: LoadResult) => ({
@@ -114,6 +120,7 @@ const row = (mode: string, r: LoadResult) => ({
   'p99.9 ms': r.p999_ms,
   'max ms': r.max_ms,
   errors: r.errors + r.unfinished,
+  'generator cores': r.generator_cores,
 });
 printTable([...runs.workers!.map((r) => row('workers', r)), ...runs.mainthread!.map((r) => row('main thread', r))]);
 console.log(

@@ -9,13 +9,12 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { connect, FluxarError, type Peer } from '../src/fluxar/mod.js';
 import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
+import { captureLogs } from './harness/logs.js';
 import { until } from './harness/wait.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -43,20 +42,13 @@ async function errorOf(call: Promise<unknown>): Promise<FluxarError> {
 // the rack's logger, which the test reads.
 for (const workers of [2, 0])
   describe(`every call answered, every failure named (workers: ${workers})`, () => {
-    const lines: Array<Record<string, unknown>> = [];
+    let lines: Array<Record<string, unknown>> = [];
     let rack: Rack;
     let peer: Peer;
 
     before(async () => {
-      const logger = pino(
-        { level: 'info' },
-        new Writable({
-          write(chunk, _encoding, done) {
-            lines.push(JSON.parse(String(chunk)));
-            done();
-          },
-        }),
-      );
+      const { logger, lines: logged } = captureLogs();
+      lines = logged;
       rack = new Rack({
         scenario: scenarioOf({
           meta: { name: 'answers', version: '1' },

@@ -5,13 +5,12 @@ import { connect as netConnect } from 'node:net';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { ModuleBucket } from '../src/bus/module-bucket.js';
-import { pino, type Logger } from 'pino';
+import { pino } from 'pino';
 import { stringify } from 'yaml';
 import { connect, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
 import { createFluxMsg, decodeFluxMsg, encodeFluxMsg } from '../src/mod.js';
@@ -19,6 +18,7 @@ import { Rack, RackError } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { makeTestCerts } from './harness/tls.js';
+import { captureLogs } from './harness/logs.js';
 import { until } from './harness/wait.js';
 
 const root = new URL('../../', import.meta.url).pathname;
@@ -26,19 +26,7 @@ const dir = mkdtempSync(join(tmpdir(), 'fluxrig-rack-'));
 const fraudWasm = join(root, 'wasm-gears/build/fraud-scorer.wasm');
 const probeWasm = join(root, 'dist/test-gears/probe.wasm');
 
-function capture(): { logger: Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = pino(
-    { level: 'info' },
-    new Writable({
-      write(chunk, _e, cb) {
-        lines.push(JSON.parse(String(chunk)));
-        cb();
-      },
-    }),
-  );
-  return { logger, lines };
-}
+const capture = () => captureLogs();
 
 function scenario(doc: Record<string, unknown>, name = 'test') {
   const file = join(dir, `${name}-${Math.random().toString(36).slice(2)}.yaml`);

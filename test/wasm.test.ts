@@ -9,7 +9,6 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -23,6 +22,7 @@ import { WasmModuleError } from '../src/gears/wasm/errors.js';
 import { signModule } from '../src/gears/wasm/signature.js';
 import { ModuleStore } from '../src/gears/wasm/store.js';
 import type { WasmGearConfig } from '../src/gears/wasm/config.js';
+import { captureLogs } from './harness/logs.js';
 import { gearBytes, gearPath, WAT_PASSTHROUGH, watGear } from './harness/gears.js';
 import { until } from './harness/wait.js';
 
@@ -152,16 +152,7 @@ describe('wasm gears', () => {
     });
 
     it('log: lines reach the logger with the gear name, rate-limited', () => {
-      const lines: Array<Record<string, unknown>> = [];
-      const logger = pino(
-        { level: 'debug' },
-        new Writable({
-          write(chunk, _enc, cb) {
-            lines.push(JSON.parse(String(chunk)));
-            cb();
-          },
-        }),
-      );
+      const { logger, lines } = captureLogs('debug');
       const g = gear('probe', { log_rate_per_s: 5 }, { logger });
       okMsgs(g.process(msg({ action: 'log', count: 20 })));
       const probeLines = lines.filter((l) => l.gear === 'probe');

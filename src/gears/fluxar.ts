@@ -23,6 +23,7 @@ import { parseEndpoint } from '../fluxar/endpoint.js';
 import { FluxarListener } from '../fluxar/listener.js';
 import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { sendStreamBytes } from '../ring/lane.js';
 import { BYTE_HEX } from '../fluxmsg/uuid.js';
 import {
   type CallTrace,
@@ -392,17 +393,15 @@ export class FluxarSessions implements ConnectionHost {
       drainTimeoutMs: this.ctx.drainTimeoutMs,
     });
     const lane = this.ctx.lane;
+    const toMain = (piece: Uint8Array) => lane.send(id, piece);
     const driver = new SessionDriver(
       session,
       {
         write: (frames) => {
-          const bytes = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
           // A WebSocket frame is one message: it must fit one record (the rack checks max_frame
-          // at start). A byte stream may be cut anywhere.
-          if (framing === 'message') for (const frame of frames) lane.send(id, frame);
-          else if (bytes.length <= lane.maxRecordBytes) lane.send(id, bytes);
-          else
-            for (let at = 0; at < bytes.length; at += lane.maxRecordBytes) lane.send(id, bytes.subarray(at, Math.min(at + lane.maxRecordBytes, bytes.length)));
+          // at start). The frames of a byte stream leave together, cut to the record size.
+          if (framing === 'message') for (const frame of frames) toMain(frame);
+          else sendStreamBytes(frames.length === 1 ? frames[0]! : Buffer.concat(frames), lane.maxRecordBytes, toMain);
         },
         onEvent: (event) => this.onEvent(conn, event),
         schedule: (at) => this.schedule(at),

@@ -3,6 +3,7 @@ import { ErrorCode } from '../fluxar/codes.js';
 import { encodeByeFrame } from '../fluxar/session.js';
 import type { Transport } from '../fluxar/transport.js';
 import { Records } from '../gears/records.js';
+import { sendStreamBytes } from '../ring/lane.js';
 import type { Pausable } from '../ring/pool.js';
 
 /** How the table reaches the workers: the pool's rings, or the inline handler. */
@@ -58,16 +59,14 @@ export class ConnectionTable {
       Records.connOpen.encode({ id, gear, framing: transport.framing, ip: transport.remoteAddress ?? '', port: transport.remotePort ?? 0 }),
     );
     const max = this.link.maxRecordBytes;
+    const toWorker = (piece: Uint8Array) => this.link.send(worker, id, piece, transport);
     transport.onData((bytes) => {
       try {
-        if (transport.framing === 'message') {
-          // The listener's message limit keeps WebSocket frames within a record (the rack checks
-          // max_frame against ring_bytes at start); this guards the invariant.
-          if (bytes.length > max) return this.invalid(conn, `message of ${bytes.length} bytes is over the limit`);
-          return this.link.send(worker, id, bytes, transport);
-        }
-        if (bytes.length <= max) return this.link.send(worker, id, bytes, transport);
-        for (let at = 0; at < bytes.length; at += max) this.link.send(worker, id, bytes.subarray(at, Math.min(at + max, bytes.length)), transport);
+        if (transport.framing === 'stream') return sendStreamBytes(bytes, max, toWorker);
+        // The listener's message limit keeps WebSocket frames within a record (the rack checks
+        // max_frame against ring_bytes at start); this guards the invariant.
+        if (bytes.length > max) return this.invalid(conn, `message of ${bytes.length} bytes is over the limit`);
+        toWorker(bytes);
       } catch (err) {
         this.fail(conn, err);
       }

@@ -12,6 +12,15 @@ export interface Lane {
 }
 
 /**
+ * Sends the bytes of a byte stream as records of at most `max` bytes (a ring record is at most
+ * half its ring): a stream may be cut anywhere, its reader reassembles frames across records.
+ */
+export function sendStreamBytes(bytes: Uint8Array, max: number, send: (piece: Uint8Array) => void): void {
+  if (bytes.length <= max) return send(bytes);
+  for (let at = 0; at < bytes.length; at += max) send(bytes.subarray(at, Math.min(at + max, bytes.length)));
+}
+
+/**
  * A hot lane out of a worker: a ring producer whose sends wait for room (blocking the worker, up
  * to lane_send_timeout) instead of failing at once or buffering without bound. Only for worker
  * threads: the wait is Atomics.wait.

@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
 import { uuidv7 } from '../fluxmsg/uuid.js';
-import { CborFloat, describeValue, unmarkFloats } from '../cbor/strict.js';
+import { isCborMap } from '../cbor/profile.js';
+import { describeValue, unmarkFloats } from '../cbor/strict.js';
 import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
 import {
@@ -221,7 +222,8 @@ export class Session {
   /** Bytes from the transport: any slice of the stream, or one whole WebSocket message. */
   receive(bytes: Uint8Array): void {
     if (this.state === 'closed') return;
-    this.lastReceivedAt = this.clock();
+    const now = this.clock();
+    this.lastReceivedAt = now;
     let frames: Frame[];
     try {
       if (this.splitter !== null) frames = this.splitter.push(bytes);
@@ -238,7 +240,7 @@ export class Session {
     for (const frame of frames) {
       if ((this.state as SessionState) === 'closed') return;
       try {
-        this.receiveFrame(frame);
+        this.receiveFrame(frame, now);
       } catch (err) {
         // Nothing a peer sends may escape as an exception: the connection fails, the host logs.
         this.events.push({ type: 'fault', error: err });
@@ -460,13 +462,13 @@ export class Session {
     this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
   }
 
-  private receiveFrame(frame: Frame): void {
+  /** One frame; `now` is when its bytes arrived (the budgets are charged at that time). */
+  private receiveFrame(frame: Frame, now: number): void {
     if ((frame.flags & ~KNOWN_FLAGS) !== 0) return this.abort(ErrorCode.BadRequest, `unknown frame flags 0x${frame.flags.toString(16)}`);
     if (frame.flags & FrameFlag.Encrypted) return this.abort(ErrorCode.Unsupported, 'encrypted frames are not supported (use TLS)');
     let body = frame.body;
     if (frame.flags & FrameFlag.Compressed) {
       if (!this.deflate) return this.abort(ErrorCode.BadRequest, 'compressed frame, but deflate was not agreed');
-      const now = this.clock();
       if (!this.inflateBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the inflate budget of ${this.inflateBudget.rate} bytes per second`);
       try {
         body = inflateRawSync(body, { maxOutputLength: this.maxFrameIn });
@@ -480,7 +482,6 @@ export class Session {
       this.inflateBudget.spend(body.length, now);
     }
     let env: Envelope;
-    const now = this.clock();
     if (!this.decodeBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the decode budget of ${this.decodeBudget.rate} CBOR items per second`);
     this.decodeWork.items = 0;
     try {
@@ -509,7 +510,7 @@ export class Session {
         return this.abort(ErrorCode.BadRequest, 'the first message must be a hello');
       }
       const p = env.payload as Record<string, unknown> | null;
-      if (!isMap(p)) return this.abort(ErrorCode.BadRequest, 'hello payload must be a map');
+      if (!isCborMap(p)) return this.abort(ErrorCode.BadRequest, 'hello payload must be a map');
       this.clientHelloId = env.id;
       const versions = Array.isArray(p.versions) ? p.versions : [];
       if (!versions.includes(PROTOCOL_VERSION)) {
@@ -539,10 +540,10 @@ export class Session {
     }
     if (env.error !== null) return this.terminate(env.error.code, env.error.message, false);
     const p = env.payload as Record<string, unknown> | null;
-    const s = isMap(p) && isMap(p.session) ? p.session : null;
+    const s = isCborMap(p) && isCborMap(p.session) ? p.session : null;
     const serverMax = s === null ? '' : readMaxFrame(s.max_frame);
     const heartbeat = s?.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS;
-    if (!isMap(p) || s === null || p.version !== PROTOCOL_VERSION || !(s.id instanceof Uint8Array) || typeof serverMax === 'string' || !isUint(heartbeat)) {
+    if (!isCborMap(p) || s === null || p.version !== PROTOCOL_VERSION || !(s.id instanceof Uint8Array) || typeof serverMax === 'string' || !isUint(heartbeat)) {
       return this.abort(ErrorCode.BadRequest, 'malformed server hello');
     }
     const caps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
@@ -753,10 +754,6 @@ function encodeEnvelopeFrame(framing: Framing, env: Envelope): Buffer {
   if (framing === 'stream') frame.writeUInt32BE(frame.length - STREAM_HEADER_BYTES + 1, 0);
   frame[room - 1] = 0;
   return frame;
-}
-
-function isMap(value: unknown): value is Record<string, unknown> {
-  return value !== null && typeof value === 'object' && !Array.isArray(value) && !(value instanceof Uint8Array) && !(value instanceof CborFloat);
 }
 
 function isUint(value: unknown): value is number {

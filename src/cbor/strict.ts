@@ -409,14 +409,21 @@ export class StrictReader {
       }
       if (same) return entry.key;
     }
-    let key = '';
+    const key = this.ascii(from, length);
+    if (key !== undefined) keyCache[slot] = { bytes: b.slice(from, from + length), key };
+    return key;
+  }
+
+  /** The text at [from, from + length) built in JS when it is all ASCII, else undefined. */
+  private ascii(from: number, length: number): string | undefined {
+    const b = this.bytes;
+    let s = '';
     for (let i = from; i < from + length; i++) {
       const c = b[i]!;
       if (c >= 0x80) return undefined;
-      key += String.fromCharCode(c);
+      s += String.fromCharCode(c);
     }
-    keyCache[slot] = { bytes: b.slice(from, from + length), key };
-    return key;
+    return s;
   }
 
   private float(value: number): number | CborFloat {
@@ -466,18 +473,8 @@ export class StrictReader {
   }
 
   private text(from: number, length: number, start: number): string {
-    const b = this.bytes;
     // Short ASCII text (keys, targets, most values) is built in JS: cheaper than a native call.
-    if (length <= 32) {
-      let s = '';
-      for (let i = from; i < from + length; i++) {
-        const c = b[i]!;
-        if (c >= 0x80) return this.utf8(from, length, start);
-        s += String.fromCharCode(c);
-      }
-      return s;
-    }
-    return this.utf8(from, length, start);
+    return (length <= 32 ? this.ascii(from, length) : undefined) ?? this.utf8(from, length, start);
   }
 
   private utf8(from: number, length: number, start: number): string {

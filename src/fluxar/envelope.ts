@@ -204,12 +204,10 @@ export function decodeEnvelope(bytes: Uint8Array, options: DecodeEnvelopeOptions
     field = 'error';
     const error = r.nullNext() ? null : readErrorItem(r);
     field = 'envelope';
-    if (options.work !== undefined) options.work.items = r.items;
     if (count === -1 && !r.breakNext()) throw new EnvelopeError('envelope', `must have exactly ${ENVELOPE_ITEMS} items, got more`);
     r.end();
     return { type: type as MessageType, id, ref, target, meta, payload, error };
   } catch (err) {
-    if (options.work !== undefined) options.work.items = r.items;
     // The envelope ended badly after its header: say which envelope, so it can be answered.
     if (field === 'envelope') header = undefined;
     if (err instanceof EnvelopeError) throw header === undefined ? err : new EnvelopeError(err.field, err.reason, { cause: err.cause, header });
@@ -219,6 +217,8 @@ export function decodeEnvelope(bytes: Uint8Array, options: DecodeEnvelopeOptions
       throw new EnvelopeError(field, own, { cause: err, header });
     }
     throw new EnvelopeError(field, `could not be decoded: ${(err as Error).message}`, { cause: err, header });
+  } finally {
+    if (options.work !== undefined) options.work.items = r.items;
   }
 }
 

@@ -25,7 +25,7 @@ function credentialsFrom(values: Record<string, string | boolean | undefined>): 
 }
 
 /** Bytes become {"$bytes": "<base64>"} so any answer prints as JSON. */
-function printable(_key: string, value: unknown): unknown {
+export function printable(_key: string, value: unknown): unknown {
   if (value instanceof Uint8Array) return { $bytes: Buffer.from(value).toString('base64') };
   if (typeof value === 'bigint') return value.toString();
   return value;

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
+import { printable } from './call.js';
 import { MemoryKvStore } from '../gears/kv.js';
 import { buildGear } from '../gears/wasm/build.js';
 import type { WasmGearConfig } from '../gears/wasm/config.js';
@@ -22,9 +23,6 @@ commands:
 A gear whose source holds the marker "// fluxrig: arena" keeps nothing on the heap between
 messages: it is built with the stub runtime, reset by the host before each message, and must
 export reset (export { alloc, free, reset } from '@fluxrig/gear-sdk').`;
-
-/** JSON that shows bytes as hex and bigints as numbers in text. */
-const printable = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v);
 
 export async function runGear(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;

@@ -3,7 +3,7 @@
 // counted.
 import type { GearType, WorkerGearContext, GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
-import { WASM_DEFAULTS, type WasmGearConfig } from './wasm/config.js';
+import type { WasmGearConfig } from './wasm/config.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { type FailureKind, type GearServices, WasmGear } from './wasm/host.js';
 import type { PreparedModule } from './wasm/loader.js';
@@ -130,5 +130,3 @@ export function failureReason(gear: string, kind: FailureKind): string {
       return `gear ${gear} failed`;
   }
 }
-
-export { WASM_DEFAULTS };

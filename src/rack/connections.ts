@@ -10,6 +10,10 @@ import type { Pausable } from '../ring/pool.js';
 export interface WorkerLink {
   /** Sends a record; pauses `source` while the worker's ring is full. */
   send(worker: number, tag: number, payload: Uint8Array, source: Pausable): void;
+  /** Sends a record now if there is room; false when the worker's ring is full. */
+  trySend(worker: number, tag: number, payload: Uint8Array): boolean;
+  /** Sends a record to every worker. */
+  broadcast(tag: number, payload: Uint8Array): void;
   workerFor(key: number): number;
   /** The largest record a ring takes (Infinity inline). */
   readonly maxRecordBytes: number;

@@ -12,7 +12,6 @@ import { wasmConfig } from '../gears/wasm.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from '../ring/pool.js';
-import type { RecordHandler } from '../ring/pool-protocol.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
 import { ConnectionTable, type WorkerLink } from './connections.js';
 import { RACK_DEFAULTS } from './defaults.js';
@@ -67,7 +66,7 @@ export class Rack extends EventEmitter {
   private readonly gears: GearSpec[];
   private bus: RackBus | undefined;
   private pool: WorkerPool | undefined;
-  private inline: RecordHandler | undefined;
+  private link: WorkerLink | undefined;
   private connections: ConnectionTable | undefined;
   private readonly mainGears = new Map<string, MainGear>();
   private stopping: Promise<void> | undefined;
@@ -146,6 +145,7 @@ export class Rack extends EventEmitter {
       drainTimeoutMs: this.drainTimeoutMs,
     };
     const link = this.startWorkers(handlerOptions);
+    this.link = link;
     this.connections = new ConnectionTable(link, this.log, this.options.maxWriteBuffer ?? RACK_DEFAULTS.max_write_buffer);
     if (this.pool !== undefined) await this.pool.start();
     bus.kv.watch((key, value) => this.broadcast(RecordTag.KvSet, Records.kvSet.encode({ key, value: value ?? null })));
@@ -187,8 +187,17 @@ export class Rack extends EventEmitter {
         Date.now(),
         this.log,
       );
-      this.inline = inline;
-      return { send: (_worker, tag, payload) => inline(tag, payload, 0, payload.length), workerFor: () => 0, maxRecordBytes: Infinity };
+      const deliver = (tag: number, payload: Uint8Array) => inline(tag, payload, 0, payload.length);
+      return {
+        send: (_worker, tag, payload) => deliver(tag, payload),
+        trySend: (_worker, tag, payload) => {
+          deliver(tag, payload);
+          return true;
+        },
+        broadcast: deliver,
+        workerFor: () => 0,
+        maxRecordBytes: Infinity,
+      };
     }
     const pool = new WorkerPool({
       handler: new URL('./rack-handler.js', import.meta.url),
@@ -215,6 +224,8 @@ export class Rack extends EventEmitter {
     this.pool = pool;
     return {
       send: (worker, tag, payload, source) => pool.sendOrPause(worker, tag, payload, source),
+      trySend: (worker, tag, payload) => pool.send(worker, tag, payload),
+      broadcast: (tag, payload) => pool.broadcast(tag, payload),
       workerFor: (key) => pool.workerFor(key),
       // Read when used: the pool knows its rings' size once it has started.
       get maxRecordBytes() {
@@ -243,16 +254,15 @@ export class Rack extends EventEmitter {
   }
 
   private broadcast(tag: number, payload: Uint8Array): void {
-    if (this.inline !== undefined) this.inline(tag, payload, 0, payload.length);
-    else this.pool?.broadcast(tag, payload);
+    this.link?.broadcast(tag, payload);
   }
 
   private inject(gear: string, port: string, msg: FluxMsg, key: number, source?: Pausable): void {
+    const link = this.link!;
     const payload = Records.inject.encode({ gear, port, msg });
-    if (this.inline !== undefined) return this.inline(RecordTag.Inject, payload, 0, payload.length);
-    const worker = this.pool!.workerFor(key);
-    if (source !== undefined) this.pool!.sendOrPause(worker, RecordTag.Inject, payload, source);
-    else if (!this.pool!.send(worker, RecordTag.Inject, payload)) this.log.warn({ gear }, 'lane full: message from a main-thread gear dropped');
+    const worker = link.workerFor(key);
+    if (source !== undefined) link.send(worker, RecordTag.Inject, payload, source);
+    else if (!link.trySend(worker, RecordTag.Inject, payload)) this.log.warn({ gear }, 'lane full: message from a main-thread gear dropped');
   }
 
   private onOutput(tag: number, bytes: Uint8Array, start: number, length: number): void {

@@ -1,4 +1,5 @@
-import { encodeCbor, isCborMap } from '../cbor/profile.js';
+import { isCborMap } from '../cbor/profile.js';
+import { CborWriter, MAJOR_ARRAY, MAJOR_MAP, MAJOR_UINT } from '../cbor/writer.js';
 import { CborProfileError, StrictReader, unmarkFloats } from '../cbor/strict.js';
 import { UUID_BYTES } from '../fluxmsg/uuid.js';
 import { MessageType } from './codes.js';
@@ -56,98 +57,35 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
   return encodeEnvelopeWithRoom(env, 0);
 }
 
-/** Bytes of a CBOR head (major type + argument) for an argument below 2^32. */
-function headSize(argument: number): number {
-  return argument < 24 ? 1 : argument < 0x100 ? 2 : argument < 0x10000 ? 3 : 5;
-}
-
-function writeHead(buf: Buffer, at: number, major: number, argument: number): number {
-  const m = major << 5;
-  if (argument < 24) {
-    buf[at] = m | argument;
-    return at + 1;
-  }
-  if (argument < 0x100) {
-    buf[at] = m | 24;
-    buf[at + 1] = argument;
-    return at + 2;
-  }
-  if (argument < 0x10000) {
-    buf[at] = m | 25;
-    buf.writeUInt16BE(argument, at + 1);
-    return at + 3;
-  }
-  buf[at] = m | 26;
-  buf.writeUInt32BE(argument, at + 1);
-  return at + 5;
-}
-
-const CBOR_NULL = 0xf6;
-const MAJOR_BYTES = 2;
-const MAJOR_TEXT = 3;
+/** The thread's envelope writer: an envelope is written here, then copied out in one piece. */
+const scratch = new CborWriter();
 
 /**
- * Encodes an envelope with `room` bytes free in front (for a frame header), in one allocation.
- * The fixed part of the envelope (array head, type, id, ref, target, byte-string payloads) is
- * written here; only general CBOR values (meta, structured payloads, error) go through cbor-x.
- * The bytes are exactly what cbor-x writes for the whole array (a property test holds it to that).
+ * Encodes an envelope with `room` bytes free in front (for a frame header), into one buffer of
+ * its own. Everything is written by the hot-path writer (../cbor/writer.ts); the bytes are what
+ * cbor-x writes for the whole array (a property test holds it to that).
  */
 export function encodeEnvelopeWithRoom(env: Envelope, room: number): Buffer {
   validateEnvelope(env);
-  const targetBytes = env.target === null ? 0 : Buffer.byteLength(env.target, 'utf8');
-  const meta = env.meta === null ? null : encodeCbor(env.meta);
-  const payload = env.payload ?? null;
-  const rawPayload = payload instanceof Uint8Array ? payload : null;
-  const encodedPayload = payload === null || rawPayload !== null ? null : encodeCbor(payload);
-  let error: Uint8Array | null = null;
-  if (env.error !== null) {
+  const w = scratch.reset(room);
+  w.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
+  w.head(MAJOR_UINT, env.type);
+  w.bytes(env.id);
+  if (env.ref === null) w.null();
+  else w.bytes(env.ref);
+  if (env.target === null) w.null();
+  else w.text(env.target);
+  if (env.meta === null) w.null();
+  else w.map(env.meta);
+  w.value(env.payload ?? null);
+  if (env.error === null) w.null();
+  else {
     const info: EnvelopeErrorInfo = { code: env.error.code, message: env.error.message };
     if (env.error.data !== undefined) info.data = env.error.data;
-    error = encodeCbor(info);
+    w.map(info as unknown as Record<string, unknown>);
   }
-  const size =
-    1 + // array(7)
-    1 + // type 1..7
-    17 + // id: bytes(16)
-    (env.ref === null ? 1 : 17) +
-    (env.target === null ? 1 : headSize(targetBytes) + targetBytes) +
-    (meta === null ? 1 : meta.length) +
-    (rawPayload !== null ? headSize(rawPayload.length) + rawPayload.length : encodedPayload !== null ? encodedPayload.length : 1) +
-    (error === null ? 1 : error.length);
-  const buf = Buffer.allocUnsafe(room + size);
-  let at = room;
-  buf[at++] = 0x80 | ENVELOPE_ITEMS;
-  buf[at++] = env.type;
-  buf[at++] = 0x40 | 16;
-  buf.set(env.id, at);
-  at += 16;
-  if (env.ref === null) buf[at++] = CBOR_NULL;
-  else {
-    buf[at++] = 0x40 | 16;
-    buf.set(env.ref, at);
-    at += 16;
-  }
-  if (env.target === null) buf[at++] = CBOR_NULL;
-  else {
-    at = writeHead(buf, at, MAJOR_TEXT, targetBytes);
-    at += buf.write(env.target, at, 'utf8');
-  }
-  if (meta === null) buf[at++] = CBOR_NULL;
-  else {
-    buf.set(meta, at);
-    at += meta.length;
-  }
-  if (rawPayload !== null) {
-    at = writeHead(buf, at, MAJOR_BYTES, rawPayload.length);
-    buf.set(rawPayload, at);
-    at += rawPayload.length;
-  } else if (encodedPayload !== null) {
-    buf.set(encodedPayload, at);
-    at += encodedPayload.length;
-  } else buf[at++] = CBOR_NULL;
-  if (error === null) buf[at++] = CBOR_NULL;
-  else buf.set(error, at);
-  return buf;
+  // The room in front is copied unwritten: the caller fills it.
+  return w.take();
 }
 
 export interface DecodeEnvelopeOptions {
@@ -221,9 +159,6 @@ export function decodeEnvelope(bytes: Uint8Array, options: DecodeEnvelopeOptions
     if (options.work !== undefined) options.work.items = r.items;
   }
 }
-
-const MAJOR_ARRAY = 4;
-const MAJOR_MAP = 5;
 
 /** {code: uint, message: text, data?: any}; other keys are ignored (spec section 2). */
 function readErrorItem(r: StrictReader): EnvelopeErrorInfo {

@@ -1,4 +1,5 @@
-import { encodeCbor, isCborMap } from '../cbor/profile.js';
+import { isCborMap } from '../cbor/profile.js';
+import { CborWriter, MAJOR_ARRAY, MAJOR_MAP, MAJOR_UINT } from '../cbor/writer.js';
 import { CborProfileError, decodeStrict } from '../cbor/strict.js';
 import { FluxMsgDecodeError, FluxMsgValidationError } from './errors.js';
 import type { FluxMsg, Hop } from './fluxmsg.js';
@@ -62,27 +63,71 @@ export function validateFluxMsg(msg: FluxMsg): void {
   checkInt64('ts', msg.ts);
 }
 
+/** The ten keys of the fluxMsg map, in fluxrig's order, each as encoded text. */
+const KEYS = Object.fromEntries(
+  ['id', 'ref_id', 'trace', 'src_id', 'meta', 'data', 'flags', 'raw', 'path', 'ts', 'g', 'p', 't'].map((k) => {
+    const w = new CborWriter(16);
+    w.text(k);
+    return [k, w.take()];
+  }),
+) as Record<string, Buffer>;
+const FLUXMSG_FIELDS = 10;
+const HOP_FIELDS = 3;
+
+/**
+ * Writes a fluxMsg as a CBOR map with fluxrig's ten keys, in fluxrig's order, into `w`. Validates
+ * first; throws FluxMsgValidationError, never writes an invalid message.
+ */
+export function writeFluxMsg(w: CborWriter, msg: FluxMsg): void {
+  validateFluxMsg(msg);
+  const start = w.pos;
+  w.head(MAJOR_MAP, FLUXMSG_FIELDS);
+  w.raw(KEYS.id!);
+  w.bytes(msg.id);
+  w.raw(KEYS.ref_id!);
+  if (msg.ref_id === null) w.null();
+  else w.bytes(msg.ref_id);
+  w.raw(KEYS.trace!);
+  w.text(msg.trace);
+  w.raw(KEYS.src_id!);
+  if (msg.src_id === null) w.null();
+  else w.bytes(msg.src_id);
+  w.raw(KEYS.meta!);
+  w.map(msg.meta);
+  w.raw(KEYS.data!);
+  w.map(msg.data);
+  w.raw(KEYS.flags!);
+  w.head(MAJOR_UINT, msg.flags);
+  w.raw(KEYS.raw!);
+  if (msg.raw === null) w.null();
+  else w.bytes(msg.raw);
+  w.raw(KEYS.path!);
+  w.head(MAJOR_ARRAY, msg.path.length);
+  for (const hop of msg.path) {
+    w.head(MAJOR_MAP, HOP_FIELDS);
+    w.raw(KEYS.g!);
+    w.bytes(hop.g);
+    w.raw(KEYS.p!);
+    w.bytes(hop.p);
+    w.raw(KEYS.t!);
+    w.bigint(hop.t);
+  }
+  w.raw(KEYS.ts!);
+  w.bigint(msg.ts);
+  const { maxBytes } = fluxMsgLimits();
+  if (w.pos - start > maxBytes) fail('(message)', `encodes to ${w.pos - start} bytes, more than the limit of ${maxBytes}`);
+}
+
+/** This thread's writer for encodeFluxMsg: the bytes are copied out, the buffer reused. */
+const scratch = new CborWriter();
+
 /**
  * Encodes a fluxMsg as a CBOR map with fluxrig's ten keys, in fluxrig's order. Validates first;
  * throws FluxMsgValidationError, never writes an invalid message.
  */
 export function encodeFluxMsg(msg: FluxMsg): Uint8Array {
-  validateFluxMsg(msg);
-  const bytes = encodeCbor({
-    id: msg.id,
-    ref_id: msg.ref_id,
-    trace: msg.trace,
-    src_id: msg.src_id,
-    meta: msg.meta,
-    data: msg.data,
-    flags: msg.flags,
-    raw: msg.raw,
-    path: msg.path,
-    ts: msg.ts,
-  });
-  const { maxBytes } = fluxMsgLimits();
-  if (bytes.length > maxBytes) fail('(message)', `encodes to ${bytes.length} bytes, more than the limit of ${maxBytes}`);
-  return bytes;
+  writeFluxMsg(scratch.reset(), msg);
+  return scratch.take();
 }
 
 export interface DecodeFluxMsgOptions {

@@ -1,7 +1,8 @@
 import type { Logger } from 'pino';
 import { encodeCbor, isCborMap } from '../../cbor/profile.js';
 import { CborProfileError, decodeStrict, describeValue } from '../../cbor/strict.js';
-import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
+import { CborWriter } from '../../cbor/writer.js';
+import { fluxMsgFromValue, writeFluxMsg } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { GuestTrap } from './errors.js';
@@ -86,6 +87,8 @@ const LOG_LEVELS = ['debug', 'debug', 'info', 'warn', 'error'] as const;
 const utf8 = new TextDecoder();
 const SPLIT64 = new BigUint64Array(1);
 const SPLIT32 = new Uint32Array(SPLIT64.buffer); // little-endian: [low, high]
+/** The message handed to a guest is written here first (one per thread: it is copied into guest memory before the guest runs, so a nested call can reuse it). */
+const guestInput = new CborWriter();
 
 /**
  * One instance of a wasm gear: fluxrig's ABI on the plain WebAssembly API. The host writes the
@@ -154,7 +157,9 @@ export class WasmGear {
 
   /** Runs the gear on one message. */
   process(msg: FluxMsg): GearOutcome {
-    return this.processEncoded(encodeFluxMsg(msg));
+    // Written into this thread's scratch buffer and copied from there into guest memory.
+    writeFluxMsg(guestInput.reset(), msg);
+    return this.processEncoded(guestInput.view());
   }
 
   /** Runs the gear on an encoded fluxMsg. */

@@ -1,0 +1,197 @@
+import { encodeCbor, isCborMap } from './profile.js';
+
+export const MAJOR_UINT = 0;
+export const MAJOR_NINT = 1;
+export const MAJOR_BYTES = 2;
+export const MAJOR_TEXT = 3;
+export const MAJOR_ARRAY = 4;
+export const MAJOR_MAP = 5;
+const CBOR_FALSE = 0xf4;
+const CBOR_TRUE = 0xf5;
+const CBOR_NULL = 0xf6;
+const CBOR_UNDEFINED = 0xf7;
+const FLOAT64 = 0xfb;
+const TWO_32 = 0x1_0000_0000;
+const TWO_64 = 1n << 64n;
+/** Text up to this many UTF-16 units is checked for ASCII and written in JS: cheaper than a native call. */
+const ASCII_IN_JS = 64;
+
+/**
+ * A hand-written CBOR encoder for the shapes on the hot path (the FLUXAR envelope, the fluxMsg
+ * map, the data of a message): heads, text, numbers, byte strings, arrays and maps written
+ * straight into one reusable buffer, in JavaScript with no per-item allocation. Values of any
+ * other kind go through cbor-x (./profile.ts) and are spliced in. The bytes are what cbor-x
+ * writes for the same value (shortest heads; integers beyond 32 bits as float64 and bigints in
+ * the 8-byte form, as cbor-x does; a property test holds it to that), at a fraction of the cost.
+ *
+ * One writer per thread is enough: encode, use or copy the bytes, then reset.
+ */
+export class CborWriter {
+  buf: Buffer;
+  pos = 0;
+
+  constructor(initialBytes = 16 * 1024) {
+    this.buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  /** Starts over, leaving `room` bytes free at the front (for a frame header). */
+  reset(room = 0): this {
+    this.pos = room;
+    return this;
+  }
+
+  /** The bytes written so far (a view: valid until the next reset). */
+  view(from = 0): Buffer {
+    return this.buf.subarray(from, this.pos);
+  }
+
+  /** A copy of the bytes written so far, in a buffer of its own (small ones from Node's pool). */
+  take(from = 0): Buffer {
+    const out = Buffer.allocUnsafe(this.pos - from);
+    this.buf.copy(out, 0, from, this.pos);
+    return out;
+  }
+
+  private ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(grown, 0, 0, this.pos);
+    this.buf = grown;
+  }
+
+  /** A head: major type and argument (a non-negative safe integer). */
+  head(major: number, argument: number): void {
+    this.ensure(9);
+    const b = this.buf;
+    const m = major << 5;
+    if (argument < 24) b[this.pos++] = m | argument;
+    else if (argument < 0x100) {
+      b[this.pos++] = m | 24;
+      b[this.pos++] = argument;
+    } else if (argument < 0x10000) {
+      b[this.pos++] = m | 25;
+      b[this.pos++] = argument >>> 8;
+      b[this.pos++] = argument & 0xff;
+    } else if (argument < TWO_32) {
+      b[this.pos++] = m | 26;
+      b.writeUInt32BE(argument, this.pos);
+      this.pos += 4;
+    } else {
+      b[this.pos++] = m | 27;
+      b.writeUInt32BE(Math.floor(argument / TWO_32), this.pos);
+      b.writeUInt32BE(argument % TWO_32, this.pos + 4);
+      this.pos += 8;
+    }
+  }
+
+  null(): void {
+    this.ensure(1);
+    this.buf[this.pos++] = CBOR_NULL;
+  }
+
+  /** A bigint that fits 64 bits, signed or not (an int64 timestamp, say): always the 8-byte form, as cbor-x writes it. */
+  bigint(n: bigint): void {
+    if (n < -TWO_64 || n >= TWO_64) throw new RangeError(`${n} does not fit a CBOR integer head`);
+    this.ensure(9);
+    if (n >= 0n) {
+      this.buf[this.pos++] = (MAJOR_UINT << 5) | 27;
+      this.buf.writeBigUInt64BE(n, this.pos);
+    } else {
+      this.buf[this.pos++] = (MAJOR_NINT << 5) | 27;
+      this.buf.writeBigUInt64BE(-1n - n, this.pos);
+    }
+    this.pos += 8;
+  }
+
+  text(s: string): void {
+    const length = s.length;
+    if (length <= ASCII_IN_JS) {
+      // All ASCII (nearly every key and short value): the length is the byte count.
+      let ascii = true;
+      for (let i = 0; i < length; i++) {
+        if (s.charCodeAt(i) >= 0x80) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) {
+        this.head(MAJOR_TEXT, length);
+        this.ensure(length);
+        const b = this.buf;
+        let at = this.pos;
+        for (let i = 0; i < length; i++) b[at++] = s.charCodeAt(i);
+        this.pos = at;
+        return;
+      }
+    }
+    const bytes = Buffer.byteLength(s, 'utf8');
+    this.head(MAJOR_TEXT, bytes);
+    this.ensure(bytes);
+    this.pos += this.buf.write(s, this.pos, bytes, 'utf8');
+  }
+
+  bytes(b: Uint8Array): void {
+    this.head(MAJOR_BYTES, b.length);
+    this.raw(b);
+  }
+
+  /** Bytes that are already CBOR, spliced in as they are. */
+  raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /**
+   * Any value. Text, numbers, booleans, null, bigints of 64 bits, byte strings, arrays and plain
+   * maps (what a message's data holds) are written here, as cbor-x would write them; anything
+   * else is encoded by cbor-x and spliced in.
+   */
+  value(v: unknown): void {
+    switch (typeof v) {
+      case 'string':
+        return this.text(v);
+      case 'number':
+        // Integers of 32 bits as integers, everything else as a float64: what cbor-x writes.
+        if (Number.isInteger(v) && v >= -TWO_32 && v < TWO_32) return v >= 0 ? this.head(MAJOR_UINT, v === 0 ? 0 : v) : this.head(MAJOR_NINT, -1 - v);
+        this.ensure(9);
+        this.buf[this.pos++] = FLOAT64;
+        this.buf.writeDoubleBE(v, this.pos);
+        this.pos += 8;
+        return;
+      case 'boolean':
+        this.ensure(1);
+        this.buf[this.pos++] = v ? CBOR_TRUE : CBOR_FALSE;
+        return;
+      case 'undefined':
+        this.ensure(1);
+        this.buf[this.pos++] = CBOR_UNDEFINED;
+        return;
+      case 'bigint':
+        if (v >= -TWO_64 && v < TWO_64) return this.bigint(v);
+        break;
+      case 'object':
+        if (v === null) return this.null();
+        if (v instanceof Uint8Array) return this.bytes(v);
+        if (Array.isArray(v)) {
+          this.head(MAJOR_ARRAY, v.length);
+          for (let i = 0; i < v.length; i++) this.value(v[i]);
+          return;
+        }
+        if (isCborMap(v)) return this.map(v);
+        break;
+    }
+    this.raw(encodeCbor(v));
+  }
+
+  /** A plain object as a map with text keys, in the object's key order. */
+  map(m: Record<string, unknown>): void {
+    let entries = 0;
+    for (const _ in m) entries++;
+    this.head(MAJOR_MAP, entries);
+    for (const key in m) {
+      this.text(key);
+      this.value(m[key]);
+    }
+  }
+}

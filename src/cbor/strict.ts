@@ -78,6 +78,8 @@ const MAJOR_NAMES = ['unsigned integer', 'negative integer', 'byte string', 'tex
 const WITH_ARTICLE = ['an unsigned integer', 'a negative integer', 'a byte string', 'a text string', 'an array', 'a map', 'a tag', 'a simple value'];
 const TWO_32 = 0x1_0000_0000;
 const KEY_CACHE_BITS = 12;
+/** Text up to this many bytes goes through the key cache (map keys of any length up to 23 do). */
+const CACHED_TEXT_BYTES = 24;
 /** Short ASCII map keys seen recently, by a hash of their bytes (process-wide, bounded). */
 const keyCache: Array<{ bytes: Uint8Array; key: string } | undefined> = new Array(1 << KEY_CACHE_BITS);
 /** An 8-byte argument whose high word is below this is a safe integer. */
@@ -305,43 +307,65 @@ export class StrictReader {
     return out;
   }
 
-  /** Reads a map into a plain object; `at` is where the map starts (for messages). */
+  /** Reads a map into a plain object; `start` is where the map starts (for messages). */
   private map(count: number, depth: number, start: number): Record<string, unknown> {
     this.nesting(depth, start);
-    const out: Record<string, unknown> = {};
-    // A key whose value is undefined reads as absent; only then is the cheap duplicate test blind.
-    let sawUndefined = false;
+    // Keys and values are gathered first and the object made in one step (see objectOf). Small
+    // maps reuse this level's arrays; a big one gets its own, so none stay alive afterwards.
+    const reuse = count >= 0 && count <= SMALL_MAP;
+    const entries = reuse ? (mapEntries[depth] ??= { keys: [], values: [] }) : { keys: [] as string[], values: [] as unknown[] };
+    const { keys, values } = entries;
+    let seen: Set<string> | undefined;
+    let n = 0;
+    // A hash of the key sequence, from the key cache's slots; no shape once a key is not from it.
+    let shape = 0;
+    let shapeable = true;
     for (let i = 0; count < 0 || i < count; i++) {
       if (count < 0) {
         if (this.breakNext()) break;
         if (i >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
       }
       const keyAt = this.pos;
-      const initial = this.bytes[this.pos];
-      // Short definite keys (nearly all) come from the key cache: the same string object each
-      // time, already internalized, which is what makes adding it to an object cheap.
-      if (initial !== undefined && initial >= 0x60 && initial < 0x60 + 24 && keyAt + 1 + (initial - 0x60) <= this.bytes.length) {
-        const key = this.cachedKey(keyAt + 1, initial - 0x60);
-        if (key !== undefined) {
-          this.pos = keyAt + 1 + (initial - 0x60);
-          if (key === '__proto__') this.fail('map key "__proto__" is not allowed', keyAt);
-          if ((out[key] !== undefined || sawUndefined) && Object.hasOwn(out, key)) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
-          const v = this.value(depth);
-          if (v === undefined) sawUndefined = true;
-          out[key] = v;
-          continue;
-        }
-      }
-      if (this.peekMajor() !== MAJOR_TEXT)
-        this.fail(`map keys must be text strings, got ${this.describe(this.bytes[this.pos]! >> 5, this.bytes[this.pos]! & 31)}`);
-      const key = this.textString('a map key');
+      const key = this.mapKey(keyAt);
+      if (this.keySlot < 0) shapeable = false;
+      shape = (Math.imul(shape, 31) + this.keySlot) | 0;
       if (key === '__proto__') this.fail('map key "__proto__" is not allowed', keyAt);
-      if ((out[key] !== undefined || sawUndefined) && Object.hasOwn(out, key)) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
-      const v = this.value(depth);
-      if (v === undefined) sawUndefined = true;
-      out[key] = v;
+      // Small maps (nearly all) are checked for a repeated key by comparing; big ones by a set.
+      if (n < SMALL_MAP) {
+        for (let j = 0; j < n; j++) if (keys[j] === key) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
+      } else {
+        if (seen === undefined) seen = new Set(keys.slice(0, n));
+        if (seen.has(key)) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
+        seen.add(key);
+      }
+      keys[n] = key;
+      values[n] = this.value(depth);
+      n++;
     }
+    const out = objectOf(keys, values, n, shapeable ? shape : null);
+    if (reuse) for (let i = 0; i < n; i++) values[i] = undefined; // not kept alive past this map
     return out;
+  }
+
+  /** The key cache's slot of the last key mapKey read, or -1 when it did not come from there. */
+  private keySlot = -1;
+
+  /** A map key: text only. */
+  private mapKey(keyAt: number): string {
+    this.keySlot = -1;
+    const initial = this.bytes[keyAt];
+    // Short definite keys (nearly all) come from the key cache: the same string object each
+    // time, which is what makes the shape lookup in objectOf cheap.
+    if (initial !== undefined && initial >= 0x60 && initial < 0x60 + 24 && keyAt + 1 + (initial - 0x60) <= this.bytes.length) {
+      const key = this.cachedKey(keyAt + 1, initial - 0x60);
+      if (key !== undefined) {
+        this.pos = keyAt + 1 + (initial - 0x60);
+        return key;
+      }
+    }
+    if (this.peekMajor() !== MAJOR_TEXT)
+      this.fail(`map keys must be text strings, got ${this.describe(this.bytes[this.pos]! >> 5, this.bytes[this.pos]! & 31)}`);
+    return this.textString('a map key');
   }
 
   private tagged(tag: number | bigint, depth: number, start: number): unknown {
@@ -397,8 +421,10 @@ export class StrictReader {
   /** The key at [from, from + length) from the cache, or undefined if it is not ASCII. */
   private cachedKey(from: number, length: number): string | undefined {
     const b = this.bytes;
-    const slot = ((length * 31 + (length > 0 ? b[from]! * 7 + b[from + length - 1]! : 0)) * 2654435761) >>> (32 - KEY_CACHE_BITS);
+    const slot =
+      length === 0 ? 0 : Math.imul(length * 31 + b[from]! * 7 + b[from + (length >> 1)]! * 3 + b[from + length - 1]!, 2654435761) >>> (32 - KEY_CACHE_BITS);
     const entry = keyCache[slot];
+    this.keySlot = slot;
     if (entry !== undefined && entry.bytes.length === length) {
       let same = true;
       for (let i = 0; i < length; i++) {
@@ -411,6 +437,7 @@ export class StrictReader {
     }
     const key = this.ascii(from, length);
     if (key !== undefined) keyCache[slot] = { bytes: b.slice(from, from + length), key };
+    else this.keySlot = -1;
     return key;
   }
 
@@ -473,8 +500,10 @@ export class StrictReader {
   }
 
   private text(from: number, length: number, start: number): string {
-    // Short ASCII text (keys, targets, most values) is built in JS: cheaper than a native call.
-    return (length <= 32 ? this.ascii(from, length) : undefined) ?? this.utf8(from, length, start);
+    // Short ASCII text (targets, countries, addresses, most values) repeats from message to
+    // message: the cache hands back the same string without building it.
+    if (length <= CACHED_TEXT_BYTES) return this.cachedKey(from, length) ?? this.utf8(from, length, start);
+    return this.utf8(from, length, start);
   }
 
   private utf8(from: number, length: number, start: number): string {
@@ -482,6 +511,54 @@ export class StrictReader {
     if (!isUtf8(slice)) this.fail('invalid UTF-8 in a text string', start);
     return Buffer.from(slice.buffer, slice.byteOffset, length).toString('utf8');
   }
+}
+
+/** Maps up to this many entries look for a repeated key by comparing; bigger ones use a set. */
+const SMALL_MAP = 16;
+/** The keys and values of the map being read at each nesting level, reused from map to map. */
+const mapEntries: Array<{ keys: string[]; values: unknown[] }> = [];
+
+/**
+ * Objects are made by shape. Adding keys one by one to `{}` makes V8 look each one up in its
+ * transition tree through a megamorphic store (about 60 ns a key, most of a fluxMsg's decode);
+ * an object literal with the same keys is one allocation (about 25 ns for 8 keys). So a sequence
+ * of keys seen twice gets a small function returning that literal, found by a hash of the key
+ * cache's slots and confirmed key by key. The table and the number of functions are bounded,
+ * since the keys come from outside; past the bounds objects are made key by key as before. Key
+ * names reach the function's source only through JSON.stringify (a string literal), and
+ * "__proto__" never reaches it (map() refuses it).
+ */
+interface Shape {
+  keys: string[];
+  make: ((values: unknown[]) => Record<string, unknown>) | undefined;
+}
+const MAX_SHAPE_KEYS = 32;
+const SHAPE_BITS = 12;
+const MAX_SHAPES = 1024;
+const shapeTable: Array<Shape | undefined> = new Array(1 << SHAPE_BITS);
+let shapesMade = 0;
+
+/** `hash` identifies the key sequence; null when it has no shape to look up. */
+function objectOf(keys: string[], values: unknown[], n: number, hash: number | null): Record<string, unknown> {
+  if (n === 0) return {};
+  if (hash !== null && n <= MAX_SHAPE_KEYS) {
+    const slot = (Math.imul(hash, 2654435761) >>> (32 - SHAPE_BITS)) | 0;
+    const shape = shapeTable[slot];
+    let same = shape !== undefined && shape.keys.length === n;
+    for (let i = 0; same && i < n; i++) same = shape!.keys[i] === keys[i];
+    if (same) {
+      if (shape!.make !== undefined) return shape!.make(values);
+      if (shapesMade < MAX_SHAPES) {
+        shapesMade++;
+        const fields = shape!.keys.map((k, i) => `${JSON.stringify(k)}: v[${i}]`);
+        shape!.make = new Function('v', `return { ${fields.join(', ')} };`) as Shape['make'];
+        return shape!.make!(values);
+      }
+    } else shapeTable[slot] = { keys: keys.slice(0, n), make: undefined };
+  }
+  const out: Record<string, unknown> = {};
+  for (let i = 0; i < n; i++) out[keys[i]!] = values[i];
+  return out;
 }
 
 /** IEEE 754 half precision (RFC 8949 appendix D). */

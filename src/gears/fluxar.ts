@@ -332,11 +332,25 @@ function keyToHex(key: string): string {
   return hex;
 }
 
-/** The session key of a call id written as hex in meta fluxar.call. */
+/** The value of each hex digit by its char code (-1: not a hex digit). */
+const HEX_VALUE = new Int8Array(128).fill(-1);
+for (let i = 0; i < 16; i++) {
+  HEX_VALUE['0123456789abcdef'.charCodeAt(i)] = i;
+  HEX_VALUE['0123456789ABCDEF'.charCodeAt(i)] = i;
+}
+const keyUnits: number[] = [];
+
+/** The session key of a call id written as hex in meta fluxar.call ('' when it is not hex). */
 function callKey(hex: string): string {
-  let key = '';
-  for (let i = 0; i < hex.length; i += 2) key += String.fromCharCode(parseInt(hex.slice(i, i + 2), 16));
-  return key;
+  if (hex.length % 2 !== 0) return '';
+  keyUnits.length = hex.length / 2;
+  for (let i = 0; i < hex.length; i += 2) {
+    const high = HEX_VALUE[hex.charCodeAt(i)] ?? -1;
+    const low = HEX_VALUE[hex.charCodeAt(i + 1)] ?? -1;
+    if (high < 0 || low < 0) return '';
+    keyUnits[i / 2] = (high << 4) | low;
+  }
+  return String.fromCharCode.apply(null, keyUnits);
 }
 
 /**

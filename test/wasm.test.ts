@@ -90,6 +90,30 @@ describe('wasm gears', () => {
       assert.equal(out!.ts, input.ts);
     });
 
+    it('meta: entries added, replaced and read in any order come out as a map would have them', () => {
+      const cases: Array<[string, Record<string, string>, Record<string, unknown>]> = [
+        ['', { 'conn.id': 'c1', a: 'b' }, {}],
+        ['n', { 'conn.id': 'c1', a: 'b', added: 'new' }, {}],
+        ['r', { 'conn.id': 'c1', a: 'replaced' }, {}],
+        ['rn', { 'conn.id': 'c1', a: 'replaced', added: 'new' }, {}],
+        ['ng', { 'conn.id': 'c1', a: 'b', added: 'new' }, { got: 'b/new' }],
+        ['gn', { 'conn.id': 'c1', a: 'b', added: 'new' }, { got: 'b/none' }],
+        ['nrg', { 'conn.id': 'c1', a: 'replaced', added: 'new' }, { got: 'replaced/new' }],
+        ['nm', { 'conn.id': 'c1', a: 'b', added: 'new' }, { entries: 3 }],
+        ['mn', { 'conn.id': 'c1', a: 'b', added: 'new' }, { entries: 2 }],
+      ];
+      const probe = gear('probe');
+      for (const [steps, meta, data] of cases) {
+        const input = createFluxMsg({ data: { action: 'meta', steps }, meta: { 'conn.id': 'c1', a: 'b' } });
+        const [out] = okMsgs(probe.process(input));
+        assert.deepEqual(out!.meta, meta, `steps "${steps}"`);
+        for (const [k, v] of Object.entries(data)) assert.equal(out!.data[k], v, `steps "${steps}": data.${k}`);
+      }
+      // A message without meta at all, given an entry.
+      const bare = createFluxMsg({ data: { action: 'meta', steps: 'n' } });
+      assert.deepEqual(okMsgs(probe.process(bare))[0]!.meta, { added: 'new' });
+    });
+
     it('reject (1) carries the reason; drop (2) is counted', () => {
       const g = probe();
       assert.equal(rejection(g.process(msg({ action: 'reject', reason: 'card blocked' }))), 'card blocked');

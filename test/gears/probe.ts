@@ -40,6 +40,18 @@ function handle(msg: FluxMsg): Result {
     return ok(msg);
   }
   if (action == 'whoami') return ok(msg.setString('principal', msg.getMeta('peer.principal')));
+  if (action == 'meta') {
+    // Meta as gears use it: replace an entry, read one back, add one, in the order data.steps says.
+    const steps = msg.getString('steps');
+    for (let i = 0; i < steps.length; i++) {
+      const step = steps.charAt(i);
+      if (step == 'r') msg.setMeta('a', 'replaced');
+      else if (step == 'g') msg.setString('got', msg.getMeta('a', 'none') + '/' + msg.getMeta('added', 'none'));
+      else if (step == 'n') msg.setMeta('added', 'new');
+      else if (step == 'm') msg.setInt('entries', msg.meta.size);
+    }
+    return ok(msg);
+  }
   if (action == 'abort') {
     throw new Error('probe asked to abort');
   }

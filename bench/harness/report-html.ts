@@ -7,7 +7,17 @@ export interface Series {
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#17becf'];
 
-export function latencyReport(title: string, series: Series[], notes: string[]): string {
+/** A page of latency-by-percentile plots, one per heading. */
+export function latencyReport(title: string, plots: Array<{ heading: string; series: Series[] }>, notes: string[]): string {
+  const escapeHtml = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
+<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:820px}li{margin:.2em 0}</style></head><body>
+<h1>${escapeHtml(title)}</h1>
+${plots.map((p) => `<h2>${escapeHtml(p.heading)}</h2>${percentilePlot(p.series)}`).join('\n')}
+<ul>${notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul></body></html>\n`;
+}
+
+function percentilePlot(series: Series[]): string {
   const W = 760;
   const H = 420;
   const left = 70;
@@ -46,13 +56,8 @@ export function latencyReport(title: string, series: Series[], notes: string[]):
       return `<path d="${d}" fill="none" stroke="${COLORS[i % COLORS.length]}" stroke-width="2"/><text x="${W - right - 4}" y="${top + 16 + i * 16}" text-anchor="end" font-size="12" fill="${COLORS[i % COLORS.length]}">${s.label}</text>`;
     })
     .join('');
-  const escapeHtml = (t: string) => t.replace(/&/g, '&amp;').replace(/</g, '&lt;');
-  return `<!doctype html><html><head><meta charset="utf-8"><title>${escapeHtml(title)}</title>
-<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:820px}li{margin:.2em 0}</style></head><body>
-<h1>${escapeHtml(title)}</h1>
-<svg width="${W}" height="${H}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency by percentile">
+  return `<svg width="${W}" height="${H}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="latency by percentile">
 <rect x="0" y="0" width="${W}" height="${H}" fill="white"/>${grid}${yTicks}
 <text x="${left}" y="${top - 6}" font-size="12">latency (ms)</text>
-<text x="${(W + left) / 2}" y="${H - 10}" text-anchor="middle" font-size="12">percentile</text>${lines}</svg>
-<ul>${notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('')}</ul></body></html>\n`;
+<text x="${(W + left) / 2}" y="${H - 10}" text-anchor="middle" font-size="12">percentile</text>${lines}</svg>`;
 }

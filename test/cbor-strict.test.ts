@@ -112,6 +112,27 @@ describe('strict CBOR profile', () => {
     assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 
+  it('makes objects by shape for repeated key sequences, whatever the key text', () => {
+    // Quotes, backslashes, braces and code-like text in keys reach the shape's generated
+    // literal only as JSON string literals: the second decode (by shape) equals the first.
+    const tricky = { 'a"b': 1, 'c\\d': 2, '}': 3, '__proto': 4, "'); x(": 5, 'v[0]': 6, '': 7, '1': 8, constructor: 9 };
+    const bytes = encodeCbor(tricky);
+    const first = decodeStrict(bytes);
+    const second = decodeStrict(bytes);
+    const third = decodeStrict(bytes);
+    assert.deepEqual(first, tricky);
+    assert.deepEqual(second, tricky);
+    assert.deepEqual(third, tricky);
+    assert.equal(Object.getPrototypeOf(third), Object.prototype);
+    // Far more key sequences than the shape table holds: the overflow is made key by key, alike.
+    for (let i = 0; i < 5000; i++) {
+      const value = { [`k${i}`]: i, [`j${i % 7}`]: 'x', nested: { [`n${i}`]: [i] } };
+      const b = encodeCbor(value);
+      assert.deepEqual(decodeStrict(b), value);
+      assert.deepEqual(decodeStrict(b), value);
+    }
+  });
+
   it('decodes what the encoder writes exactly as cbor-x does (property)', () => {
     const reference = new Decoder({ useRecords: false, mapsAsObjects: true });
     const json = fc.jsonValue({ maxDepth: 6 });

@@ -551,8 +551,14 @@ function objectOf(keys: string[], values: unknown[], n: number, hash: number | n
       if (shapesMade < MAX_SHAPES) {
         shapesMade++;
         const fields = shape!.keys.map((k, i) => `${JSON.stringify(k)}: v[${i}]`);
-        shape!.make = new Function('v', `return { ${fields.join(', ')} };`) as Shape['make'];
-        return shape!.make!(values);
+        try {
+          shape!.make = new Function('v', `return { ${fields.join(', ')} };`) as Shape['make'];
+          return shape!.make!(values);
+        } catch {
+          // Code generation is off in this process (--disallow-code-generation-from-strings):
+          // objects are made key by key from now on.
+          shapesMade = MAX_SHAPES;
+        }
       }
     } else shapeTable[slot] = { keys: keys.slice(0, n), make: undefined };
   }

@@ -115,7 +115,7 @@ describe('strict CBOR profile', () => {
   it('makes objects by shape for repeated key sequences, whatever the key text', () => {
     // Quotes, backslashes, braces and code-like text in keys reach the shape's generated
     // literal only as JSON string literals: the second decode (by shape) equals the first.
-    const tricky = { 'a"b': 1, 'c\\d': 2, '}': 3, '__proto': 4, "'); x(": 5, 'v[0]': 6, '': 7, '1': 8, constructor: 9 };
+    const tricky = { 'a"b': 1, 'c\\d': 2, '}': 3, __proto: 4, "'); x(": 5, 'v[0]': 6, '': 7, '1': 8, constructor: 9 };
     const bytes = encodeCbor(tricky);
     const first = decodeStrict(bytes);
     const second = decodeStrict(bytes);

@@ -421,8 +421,11 @@ export class StrictReader {
   /** The key at [from, from + length) from the cache, or undefined if it is not ASCII. */
   private cachedKey(from: number, length: number): string | undefined {
     const b = this.bytes;
-    const slot =
-      length === 0 ? 0 : Math.imul(length * 31 + b[from]! * 7 + b[from + (length >> 1)]! * 3 + b[from + length - 1]!, 2654435761) >>> (32 - KEY_CACHE_BITS);
+    // FNV-1a over every byte: keys that share a length and ends (fluxar.type, fluxar.call)
+    // must not keep evicting each other.
+    let h = 0x811c9dc5;
+    for (let i = from; i < from + length; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+    const slot = h >>> (32 - KEY_CACHE_BITS);
     const entry = keyCache[slot];
     this.keySlot = slot;
     if (entry !== undefined && entry.bytes.length === length) {
@@ -435,9 +438,11 @@ export class StrictReader {
       }
       if (same) return entry.key;
     }
-    const key = this.ascii(from, length);
-    if (key !== undefined) keyCache[slot] = { bytes: b.slice(from, from + length), key };
-    else this.keySlot = -1;
+    let key = this.ascii(from, length);
+    if (key !== undefined) {
+      key = internalized(key);
+      keyCache[slot] = { bytes: b.slice(from, from + length), key };
+    } else this.keySlot = -1;
     return key;
   }
 
@@ -507,10 +512,27 @@ export class StrictReader {
   }
 
   private utf8(from: number, length: number, start: number): string {
-    const slice = this.bytes.subarray(from, from + length);
-    if (!isUtf8(slice)) this.fail('invalid UTF-8 in a text string', start);
-    return Buffer.from(slice.buffer, slice.byteOffset, length).toString('utf8');
+    // One Buffer view of the input per reader; a string is then one native call, without a
+    // view of its own. Text that is all ASCII (ids in hex, names) needs no UTF-8 check.
+    const all = (this.buffer ??= Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength));
+    const to = from + length;
+    for (let i = from; i < to; i++) {
+      if (all[i]! >= 0x80) {
+        if (!isUtf8(all.subarray(from, to))) this.fail('invalid UTF-8 in a text string', start);
+        return all.toString('utf8', from, to);
+      }
+    }
+    return all.toString('latin1', from, to);
   }
+  private buffer: Buffer | undefined;
+}
+
+/**
+ * The engine's own copy of a string (the one its property names use): comparing two of them is
+ * comparing pointers, and a built-up string stops being a chain of pieces. For the key cache.
+ */
+function internalized(s: string): string {
+  return Object.keys({ [s]: 0 })[0] ?? s;
 }
 
 /** Maps up to this many entries look for a repeated key by comparing; bigger ones use a set. */

@@ -47,6 +47,15 @@ describe('CborWriter (the hot-path encoder)', () => {
     );
   });
 
+  it('writes the edges of the 64-bit range as cbor-x does', () => {
+    const w = new CborWriter();
+    for (const v of [-(2n ** 64n), -(2n ** 64n) + 1n, -(2n ** 63n), 2n ** 64n - 1n, 2n ** 64n, -1n, 0n]) {
+      w.reset();
+      w.value(v);
+      assert.equal(w.view().toString('hex'), Buffer.from(encodeCbor(v)).toString('hex'), String(v));
+    }
+  });
+
   it('leaves room in front and copies out only what was written', () => {
     const w = new CborWriter(4);
     w.reset(5);

@@ -91,7 +91,7 @@ export class CborWriter {
 
   /** A bigint that fits 64 bits, signed or not (an int64 timestamp, say): always the 8-byte form, as cbor-x writes it. */
   bigint(n: bigint): void {
-    if (n < -TWO_64 || n >= TWO_64) throw new RangeError(`${n} does not fit a CBOR integer head`);
+    if (n <= -TWO_64 || n >= TWO_64) throw new RangeError(`${n} does not fit a CBOR integer head`);
     this.ensure(9);
     if (n >= 0n) {
       this.buf[this.pos++] = (MAJOR_UINT << 5) | 27;
@@ -168,7 +168,7 @@ export class CborWriter {
         this.buf[this.pos++] = CBOR_UNDEFINED;
         return;
       case 'bigint':
-        if (v >= -TWO_64 && v < TWO_64) return this.bigint(v);
+        if (v > -TWO_64 && v < TWO_64) return this.bigint(v);
         break;
       case 'object':
         if (v === null) return this.null();

@@ -1,6 +1,7 @@
 // fluxrig's message, field for field, and its CBOR form (the same map fluxrig-ts and fluxrig write).
 import { MAJOR_ARRAY, MAJOR_MAP, MAJOR_TEXT, Reader, Writer } from './cbor';
-import { readMapInto, Value, writeMap } from './value';
+import { Value } from './value';
+import { WireMap } from './wire-map';
 
 export class Hop {
   constructor(
@@ -16,22 +17,11 @@ export class FluxMsg {
   trace: string = '';
   srcId: Uint8Array | null = null;
   /**
-   * Meta and data stay the CBOR they arrived as until something asks for the whole map: most
-   * gears read a few fields and add one or two, and decoding every entry into strings and
-   * values (and writing them all back) was most of a gear's cost per message. `metaWire` and
-   * `dataWire` are the map items as received; get() and getMeta() find one entry in them;
-   * entries set meanwhile wait in `metaAdded` / `dataAdded` and are written after the received
-   * ones. Reading `meta` or `data` (the whole map) decodes it once, and from then on it is an
-   * ordinary Map.
+   * Meta and data stay the CBOR they arrived as until something asks for the whole map (see
+   * WireMap): most gears read a few fields and add one or two.
    */
-  metaWire: Uint8Array | null = null;
-  metaAdded: Map<string, string> | null = null;
-  private metaMap: Map<string, string> | null;
-  private metaIndex: WireIndex | null = null;
-  dataWire: Uint8Array | null = null;
-  dataAdded: Map<string, Value> | null = null;
-  private dataMap: Map<string, Value> | null;
-  private dataIndex: WireIndex | null = null;
+  private metaEntries: WireMap<string>;
+  private dataEntries: WireMap<Value>;
   flags: u32 = 0;
   raw: Uint8Array | null = null;
   path: Array<Hop>;
@@ -43,109 +33,34 @@ export class FluxMsg {
    */
   constructor(blank: bool = false) {
     this.id = new Uint8Array(blank ? 0 : 16);
-    this.metaMap = blank ? null : new Map<string, string>();
-    this.dataMap = blank ? null : new Map<string, Value>();
+    this.metaEntries = new WireMap<string>(blank);
+    this.dataEntries = new WireMap<Value>(blank);
     this.path = new Array<Hop>();
   }
 
   /** The meta entries, decoded from the wire on first use. */
   get meta(): Map<string, string> {
-    let m = this.metaMap;
-    if (m != null) return m;
-    m = new Map<string, string>();
-    const wire = this.metaWire;
-    if (wire != null) {
-      const r = new Reader(wire);
-      const n = r.head();
-      for (let i: u64 = 0; i < n && r.ok; i++) {
-        const k = r.text();
-        m.set(k, r.text());
-      }
-    }
-    const added = this.metaAdded;
-    if (added != null) {
-      const keys = added.keys();
-      for (let i = 0; i < keys.length; i++) m.set(keys[i], added.get(keys[i]));
-    }
-    this.metaMap = m;
-    this.metaWire = null;
-    this.metaIndex = null;
-    this.metaAdded = null;
-    return m;
+    return this.metaEntries.all();
   }
   set meta(m: Map<string, string>) {
-    this.metaMap = m;
-    this.metaWire = null;
-    this.metaIndex = null;
-    this.metaAdded = null;
-  }
-  /** Whether meta is still (partly) the bytes it arrived as. */
-  get metaOnWire(): bool {
-    return this.metaMap == null;
+    this.metaEntries.replace(m);
   }
 
   /** The data fields, decoded from the wire on first use. */
   get data(): Map<string, Value> {
-    let m = this.dataMap;
-    if (m != null) return m;
-    m = new Map<string, Value>();
-    const wire = this.dataWire;
-    if (wire != null) readMapInto(new Reader(wire), m, 0);
-    const added = this.dataAdded;
-    if (added != null) {
-      const keys = added.keys();
-      for (let i = 0; i < keys.length; i++) m.set(keys[i], added.get(keys[i]));
-    }
-    this.dataMap = m;
-    this.dataWire = null;
-    this.dataIndex = null;
-    this.dataAdded = null;
-    return m;
+    return this.dataEntries.all();
   }
   set data(m: Map<string, Value>) {
-    this.dataMap = m;
-    this.dataWire = null;
-    this.dataIndex = null;
-    this.dataAdded = null;
-  }
-  /** Whether data is still (partly) the bytes it arrived as. */
-  get dataOnWire(): bool {
-    return this.dataMap == null;
+    this.dataEntries.replace(m);
   }
 
-  /** The value of data field `key`, or null when there is none: one entry read, not the map. */
-  private lookup(key: string): Value | null {
-    const map = this.dataMap;
-    if (map != null) return map.has(key) ? map.get(key) : null;
-    const added = this.dataAdded;
-    if (added != null && added.has(key)) return added.get(key);
-    const index = this.dataWireIndex;
-    if (index == null) return null;
-    const at = index.find(key);
-    if (at < 0) return null;
-    const r = new Reader(index.wire);
-    r.pos = at;
-    return Value.read(r, 1);
+  /** Meta as received, for the decoder: the map item, not yet read. */
+  receiveMeta(wire: Uint8Array): void {
+    this.metaEntries.receive(wire);
   }
-
-  /** The index of data still on the wire (built on first use), or null. */
-  get dataWireIndex(): WireIndex | null {
-    let index = this.dataIndex;
-    if (index == null && this.dataMap == null && this.dataWire != null) {
-      index = new WireIndex(this.dataWire!);
-      this.dataIndex = index;
-    }
-    return index;
-  }
-
-  /** The index of meta still on the wire (built on first use), or null. */
-  get metaWireIndex(): WireIndex | null {
-    let index = this.metaIndex;
-    if (index == null && this.metaMap == null && this.metaWire != null) {
-      index = new WireIndex(this.metaWire!);
-      this.metaIndex = index;
-    }
-    return index;
+  /** Data as received, for the decoder: the map item, not yet read. */
+  receiveData(wire: Uint8Array): void {
+    this.dataEntries.receive(wire);
   }
 
   /** A copy sharing nothing mutable with this message (for fan-out). */
@@ -168,37 +83,30 @@ export class FluxMsg {
 
   // Convenience accessors for data fields.
   has(key: string): bool {
-    return this.lookup(key) != null;
+    return this.dataEntries.get(key) != null;
   }
   get(key: string): Value {
-    const v = this.lookup(key);
+    const v = this.dataEntries.get(key);
     return v == null ? Value.nil() : v;
   }
   getFloat(key: string, fallback: f64 = 0): f64 {
-    const v = this.lookup(key);
+    const v = this.dataEntries.get(key);
     return v == null ? fallback : v.asFloat(fallback);
   }
   getInt(key: string, fallback: i64 = 0): i64 {
-    const v = this.lookup(key);
+    const v = this.dataEntries.get(key);
     return v == null ? fallback : v.asInt(fallback);
   }
   getString(key: string, fallback: string = ''): string {
-    const v = this.lookup(key);
+    const v = this.dataEntries.get(key);
     return v == null ? fallback : v.asString(fallback);
   }
   getBool(key: string, fallback: bool = false): bool {
-    const v = this.lookup(key);
+    const v = this.dataEntries.get(key);
     return v == null ? fallback : v.asBool(fallback);
   }
   set(key: string, value: Value): FluxMsg {
-    if (this.dataMap == null) {
-      let added = this.dataAdded;
-      if (added == null) {
-        added = new Map<string, Value>();
-        this.dataAdded = added;
-      }
-      added.set(key, value);
-    } else this.dataMap!.set(key, value);
+    this.dataEntries.set(key, value);
     return this;
   }
   setFloat(key: string, v: f64): FluxMsg {
@@ -214,28 +122,19 @@ export class FluxMsg {
     return this.set(key, Value.bool(v));
   }
   getMeta(key: string, fallback: string = ''): string {
-    const map = this.metaMap;
-    if (map != null) return map.has(key) ? map.get(key) : fallback;
-    const added = this.metaAdded;
-    if (added != null && added.has(key)) return added.get(key);
-    const index = this.metaWireIndex;
-    if (index == null) return fallback;
-    const at = index.find(key);
-    if (at < 0) return fallback;
-    const r = new Reader(index.wire);
-    r.pos = at;
-    return r.text();
+    const v = this.metaEntries.get(key);
+    return v == null ? fallback : v;
   }
   setMeta(key: string, v: string): FluxMsg {
-    if (this.metaMap == null) {
-      let added = this.metaAdded;
-      if (added == null) {
-        added = new Map<string, string>();
-        this.metaAdded = added;
-      }
-      added.set(key, v);
-    } else this.metaMap!.set(key, v);
+    this.metaEntries.set(key, v);
     return this;
+  }
+  /** Writes meta and data, for encodeFluxMsg. */
+  writeMeta(w: Writer): void {
+    this.metaEntries.write(w);
+  }
+  writeData(w: Writer): void {
+    this.dataEntries.write(w);
   }
 }
 
@@ -309,17 +208,9 @@ export function encodeFluxMsg(msg: FluxMsg, w: Writer): void {
   w.rawBytes(K_SRC_ID, 7);
   writeUuid(w, msg.srcId);
   w.rawBytes(K_META, 5);
-  if (!writeMetaWire(msg, w)) {
-    const meta = msg.meta;
-    const mk = meta.keys();
-    w.head(MAJOR_MAP, <u64>mk.length);
-    for (let i = 0; i < mk.length; i++) {
-      w.text(mk[i]);
-      w.text(meta.get(mk[i]));
-    }
-  }
+  msg.writeMeta(w);
   w.rawBytes(K_DATA, 5);
-  if (!writeDataWire(msg, w)) writeMap(w, msg.data);
+  msg.writeData(w);
   w.rawBytes(K_FLAGS, 6);
   w.int(<i64>msg.flags);
   w.rawBytes(K_RAW, 4);
@@ -340,115 +231,6 @@ export function encodeFluxMsg(msg: FluxMsg, w: Writer): void {
   }
   w.rawBytes(K_TS, 3);
   w.int(msg.ts);
-}
-
-/** Whether the UTF-8 bytes at `ptr` spell `key` (compared char by char while ASCII). */
-function keyIs(ptr: usize, len: i32, key: string): bool {
-  const n = key.length;
-  if (n > len) return false;
-  for (let i = 0; i < n; i++) {
-    const c = <u32>key.charCodeAt(i);
-    if (c >= 0x80) {
-      const encoded = String.UTF8.encode(key);
-      return encoded.byteLength == len && memory.compare(ptr, changetype<usize>(encoded), len) == 0;
-    }
-    if (<u32>load<u8>(ptr + i) != c) return false;
-  }
-  return n == len;
-}
-
-/**
- * The entries of a map item as received: where each key's bytes are and where its value starts,
- * found in one pass, so that looking up several fields reads the map once. The map came from
- * the host, which checked it (text keys, no key twice).
- */
-class WireIndex {
-  keyAt: Array<i32> = new Array<i32>();
-  keyLen: Array<i32> = new Array<i32>();
-  valueAt: Array<i32> = new Array<i32>();
-
-  constructor(public wire: Uint8Array) {
-    const r = new Reader(wire);
-    const n = r.head();
-    for (let i: u64 = 0; i < n && r.ok; i++) {
-      const len = <i32>r.head();
-      this.keyAt.push(r.pos);
-      this.keyLen.push(len);
-      r.pos += len;
-      this.valueAt.push(r.pos);
-      r.skip();
-    }
-  }
-
-  /** Where the value of `key` starts, or -1 when the key is not there. */
-  find(key: string): i32 {
-    const base = this.wire.dataStart;
-    for (let i = 0; i < this.keyAt.length; i++) {
-      if (keyIs(base + <usize>unchecked(this.keyAt[i]), unchecked(this.keyLen[i]), key)) return unchecked(this.valueAt[i]);
-    }
-    return -1;
-  }
-}
-
-/**
- * Starts writing a map still on the wire with `added` entries after the received ones: the head
- * and the received entries. False (nothing written) when an added key is among the received
- * ones; the caller then writes the decoded map.
- */
-function spliceWire(w: Writer, index: WireIndex, added: Array<string>): bool {
-  for (let k = 0; k < added.length; k++) if (index.find(added[k]) >= 0) return false;
-  const wire = index.wire;
-  const r = new Reader(wire);
-  const n = r.head();
-  w.head(MAJOR_MAP, n + <u64>added.length);
-  w.rawBytes(wire.dataStart + r.pos, wire.length - r.pos);
-  return true;
-}
-
-/** Writes meta still on the wire, with the entries set since; false when it must be decoded. */
-function writeMetaWire(msg: FluxMsg, w: Writer): bool {
-  if (!msg.metaOnWire) return false;
-  const wire = msg.metaWire;
-  const added = msg.metaAdded;
-  const keys = added == null ? new Array<string>(0) : added.keys();
-  if (wire == null) {
-    if (keys.length > 0) return false;
-    w.head(MAJOR_MAP, 0);
-    return true;
-  }
-  if (keys.length == 0) {
-    w.rawBytes(wire.dataStart, wire.length);
-    return true;
-  }
-  if (!spliceWire(w, msg.metaWireIndex!, keys)) return false;
-  for (let k = 0; k < keys.length; k++) {
-    w.text(keys[k]);
-    w.text(added!.get(keys[k]));
-  }
-  return true;
-}
-
-/** Writes data still on the wire, with the fields set since; false when it must be decoded. */
-function writeDataWire(msg: FluxMsg, w: Writer): bool {
-  if (!msg.dataOnWire) return false;
-  const wire = msg.dataWire;
-  const added = msg.dataAdded;
-  const keys = added == null ? new Array<string>(0) : added.keys();
-  if (wire == null) {
-    if (keys.length > 0) return false;
-    w.head(MAJOR_MAP, 0);
-    return true;
-  }
-  if (keys.length == 0) {
-    w.rawBytes(wire.dataStart, wire.length);
-    return true;
-  }
-  if (!spliceWire(w, msg.dataWireIndex!, keys)) return false;
-  for (let k = 0; k < keys.length; k++) {
-    w.text(keys[k]);
-    added!.get(keys[k]).write(w);
-  }
-  return true;
 }
 
 /** Skips a map of text to text (fluxMsg meta), checking each entry's types. */
@@ -497,14 +279,14 @@ export function decodeFluxMsg(r: Reader): FluxMsg {
       if (r.nil()) continue;
       const at = r.pos;
       skipTextMap(r);
-      msg.metaWire = r.buf.subarray(at, r.pos);
+      msg.receiveMeta(r.buf.subarray(at, r.pos));
     } else if (field == F_DATA) {
       if (r.nil()) continue;
       if (r.peekMajor() != MAJOR_MAP) r.fail('data must be a map');
       else {
         const at = r.pos;
         r.skip();
-        msg.dataWire = r.buf.subarray(at, r.pos);
+        msg.receiveData(r.buf.subarray(at, r.pos));
       }
     } else if (field == F_FLAGS) msg.flags = <u32>r.int();
     else if (field == F_RAW) msg.raw = r.nil() ? null : r.bytes();

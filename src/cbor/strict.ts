@@ -80,7 +80,7 @@ const TWO_32 = 0x1_0000_0000;
 const KEY_CACHE_BITS = 12;
 /** Text up to this many bytes goes through the key cache (map keys of any length up to 23 do). */
 const CACHED_TEXT_BYTES = 24;
-/** Short ASCII map keys seen recently, by a hash of their bytes (process-wide, bounded). */
+/** Short ASCII text seen recently (map keys, and values up to CACHED_TEXT_BYTES), by a hash of its bytes (process-wide, bounded). */
 const keyCache: Array<{ bytes: Uint8Array; key: string } | undefined> = new Array(1 << KEY_CACHE_BITS);
 /** An 8-byte argument whose high word is below this is a safe integer. */
 const SAFE_HIGH_WORD = 0x20_0000;
@@ -564,7 +564,7 @@ let shapesMade = 0;
 function objectOf(keys: string[], values: unknown[], n: number, hash: number | null): Record<string, unknown> {
   if (n === 0) return {};
   if (hash !== null && n <= MAX_SHAPE_KEYS) {
-    const slot = (Math.imul(hash, 2654435761) >>> (32 - SHAPE_BITS)) | 0;
+    const slot = Math.imul(hash, 2654435761) >>> (32 - SHAPE_BITS);
     const shape = shapeTable[slot];
     let same = shape !== undefined && shape.keys.length === n;
     for (let i = 0; same && i < n; i++) same = shape!.keys[i] === keys[i];

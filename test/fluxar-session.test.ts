@@ -2,44 +2,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { decodeEnvelope, encodeEnvelope, encodeStreamFrame, MessageType, Session, type SessionEvent, type SessionOptions } from '../src/fluxar/mod.js';
+import { encodeEnvelope, encodeStreamFrame, MessageType, Session } from '../src/fluxar/mod.js';
 import { uuidv7 } from '../src/fluxmsg/mod.js';
-
-class Clock {
-  t = 1_000_000;
-  now = () => this.t;
-}
-
-/** Two sessions wired back to back; `pump` moves bytes until both are quiet. */
-function pair(clientOptions: Partial<SessionOptions> = {}, serverOptions: Partial<SessionOptions> = {}, clock = new Clock()) {
-  const client = new Session({ role: 'client', framing: 'stream', clock: clock.now, ...clientOptions });
-  const server = new Session({ role: 'server', framing: 'stream', clock: clock.now, ...serverOptions });
-  const events = { client: [] as SessionEvent[], server: [] as SessionEvent[] };
-  const pump = (autoAccept = true) => {
-    for (let i = 0; i < 100; i++) {
-      const a = client.takeOutput();
-      const b = server.takeOutput();
-      for (const bytes of a) server.receive(bytes);
-      for (const bytes of b) client.receive(bytes);
-      const ce = client.takeEvents();
-      const se = server.takeEvents();
-      events.client.push(...ce);
-      events.server.push(...se);
-      for (const e of se) if (e.type === 'authenticate' && autoAccept) server.accept({ id: 'test' });
-      if (a.length === 0 && b.length === 0 && ce.length === 0 && se.length === 0) return;
-    }
-  };
-  return { client, server, events, pump, clock };
-}
-
-/** The error codes of the envelopes in a batch of stream frames. */
-function errorsIn(frames: Uint8Array[]): number[] {
-  return frames.map((f) => decodeEnvelope(f.subarray(5))).flatMap((e) => (e.error ? [e.error.code] : []));
-}
-
-function ofType<T extends SessionEvent['type']>(events: SessionEvent[], type: T): Array<Extract<SessionEvent, { type: T }>> {
-  return events.filter((e): e is Extract<SessionEvent, { type: T }> => e.type === type);
-}
+import { Clock, errorsIn, ofType, pair } from './harness/session-pair.js';
 
 describe('FLUXAR session (sans-I/O)', () => {
   it('handshakes and agrees on version, caps and max frame', () => {

@@ -7,7 +7,7 @@ import { ErrorCode } from './codes.js';
 import { MAX_FRAME_CEILING } from './constants.js';
 import { parseEndpoint } from './endpoint.js';
 import { FluxarError } from './errors.js';
-import { type Handler, Peer } from './peer.js';
+import { type Handler, Peer, type StreamHandler } from './peer.js';
 import { Session } from './session.js';
 import { SocketTransport, type Transport, WebSocketTransport } from './transport.js';
 
@@ -20,6 +20,10 @@ export interface ConnectOptions {
   timeoutMs?: number;
   /** Handlers for calls the server makes to this client. */
   handlers?: Record<string, Handler>;
+  /** Handlers for streams the server opens to this client. */
+  streamHandlers?: Record<string, StreamHandler>;
+  /** Streams the server may open to this client at once (max_streams in the hello; default 128). */
+  maxStreams?: number;
   maxWriteBuffer?: number;
   logger?: Logger;
 }
@@ -94,10 +98,12 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
       credentials: options.credentials,
       psk: options.psk,
       maxFrame: options.maxFrame,
+      maxStreams: options.maxStreams,
       handshakeTimeoutMs: timeoutMs,
     });
     const peer = new Peer(session, transport, { maxWriteBuffer: options.maxWriteBuffer, logger: options.logger });
     for (const [target, handler] of Object.entries(options.handlers ?? {})) peer.handle(target, handler);
+    for (const [target, handler] of Object.entries(options.streamHandlers ?? {})) peer.handleStream(target, handler);
     try {
       await Promise.race([peer.opened, timeout]);
     } catch (err) {

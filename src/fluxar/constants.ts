@@ -25,10 +25,23 @@ export const DEFAULT_HEARTBEAT_MS = 15_000;
 /** Heartbeat intervals without a single frame from the peer before it is declared gone. */
 export const MISSED_HEARTBEATS_LIMIT = 3;
 export const DEFAULT_MAX_IN_FLIGHT = 1024;
+/** Streams a peer may open at once, unless its hello says otherwise (spec section 13.6). */
+export const DEFAULT_MAX_STREAMS = 128;
+/**
+ * A stream producer holding credit still waits while this many bytes sit unsent on its
+ * transport (spec section 13.3): credit bounds the receiver's memory, this the sender's.
+ */
+export const STREAM_HIGH_WATER_MARK = 1024 * 1024;
+/** Down (or up) chunks a stream endpoint keeps granted ahead of its reader, by default. */
+export const DEFAULT_STREAM_WINDOW = 64;
 /** How long a graceful close (bye) waits for in-flight calls before closing anyway. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 /** Frames at least this large are compressed when both sides agreed on deflate. */
 export const COMPRESS_THRESHOLD = 1024;
+/** A frame whose deflate output is over this share of its size did not compress. */
+export const COMPRESS_MIN_GAIN = 0.9;
+/** After frames that did not compress, at most this many are sent before deflate is tried again. */
+export const COMPRESS_MAX_BACKOFF = 64;
 /** Bytes queued for a peer that does not read before it is disconnected. */
 export const DEFAULT_MAX_WRITE_BUFFER = 8 * 1024 * 1024;
 

@@ -4,12 +4,24 @@ export { decodeEnvelope, encodeEnvelope, ENVELOPE_ITEMS, validateEnvelope } from
 export { EnvelopeError, FluxarError } from './errors.js';
 export type { AuthOptions, AuthScheme, Credentials, Principal, Verifier } from './auth.js';
 export { pskProof, secretsEqual, secretTable } from './auth.js';
-export { Capability, DEFAULT_MAX_FRAME, FrameFlag, MAX_FRAME_CEILING, PROTOCOL_VERSION } from './constants.js';
+export {
+  Capability,
+  DEFAULT_MAX_FRAME,
+  DEFAULT_MAX_STREAMS,
+  DEFAULT_STREAM_WINDOW,
+  FrameFlag,
+  MAX_FRAME_CEILING,
+  PROTOCOL_VERSION,
+  STREAM_HIGH_WATER_MARK,
+} from './constants.js';
 export type { Frame } from './framing.js';
 export { encodeMessageFrame, encodeStreamFrame, StreamFrameSplitter } from './framing.js';
-export type { CallOptions, Framing, Role, SessionEvent, SessionInfo, SessionOptions, SessionState } from './session.js';
+export type { CallOptions, Framing, OpenStreamOptions, Role, SessionEvent, SessionInfo, SessionOptions, SessionState } from './session.js';
+export type { StreamMode } from './stream-state.js';
+export type { StreamOptions } from './stream.js';
+export { FluxarStream, MAX_QUEUED_WRITES } from './stream.js';
 export { idKey, Session } from './session.js';
-export type { CallContext, Handler, PeerCallOptions, PeerOptions } from './peer.js';
+export type { CallContext, Handler, PeerCallOptions, PeerOptions, StreamContext, StreamHandler } from './peer.js';
 export { Peer } from './peer.js';
 export type { Transport, TransportKind } from './transport.js';
 export type { Endpoint } from './endpoint.js';

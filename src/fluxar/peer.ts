@@ -2,10 +2,12 @@ import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AuthOptions, Principal } from './auth.js';
 import { ERROR_NAMES, ErrorCode } from './codes.js';
-import { DEFAULT_MAX_WRITE_BUFFER } from './constants.js';
+import { DEFAULT_MAX_WRITE_BUFFER, DEFAULT_STREAM_WINDOW } from './constants.js';
 import { SessionDriver } from './driver.js';
 import { FluxarError } from './errors.js';
 import type { Session, SessionEvent, SessionInfo } from './session.js';
+import { FluxarStream, StreamChannel, type StreamHost, type StreamOptions } from './stream.js';
+import type { StreamMode } from './stream-state.js';
 import type { Transport } from './transport.js';
 
 export interface CallContext {
@@ -20,6 +22,23 @@ export interface CallContext {
 /** Returns the answer payload (or a promise of it); throw a FluxarError to answer with its code. */
 export type Handler = (payload: unknown, ctx: CallContext) => unknown;
 
+export interface StreamContext extends CallContext {
+  /** The opening request's payload. */
+  payload: unknown;
+  mode: StreamMode;
+  /** Sends a chunk down ("out" and "bidi"), as yielding from the handler does. */
+  write(chunk: unknown, meta?: Record<string, unknown>): Promise<void>;
+}
+
+/**
+ * Serves a stream. `chunks` yields what the opener streams up ("in", "bidi"). Return an async
+ * iterable (an async generator) to stream its values down; its return value, or the value the
+ * handler resolves with, is the final payload of the response. Throw a FluxarError to end the
+ * stream with its code. ctx.signal fires when the opener cancels, the deadline passes or the
+ * connection drops; nothing the handler sends after that leaves.
+ */
+export type StreamHandler = (chunks: AsyncIterable<unknown>, ctx: StreamContext) => unknown;
+
 export interface PeerCallOptions {
   /** Caller-side timeout: sent as the deadline and enforced locally; rejects with 408. */
   timeoutMs?: number;
@@ -32,6 +51,9 @@ export interface PeerOptions {
   auth?: AuthOptions;
   /** Handlers shared by every peer of a server; a peer's own handle() takes precedence. */
   sharedHandlers?: Map<string, Handler>;
+  sharedStreamHandlers?: Map<string, StreamHandler>;
+  /** Up chunks a stream handler keeps granted ahead of its reader (default 64). */
+  streamWindow?: number;
   maxWriteBuffer?: number;
   logger?: Logger;
 }
@@ -55,13 +77,16 @@ function toFluxarError(info: { code: number; message: string; data?: unknown }):
  * One end of a FLUXAR connection: a Session bound to a transport, with timers and handlers.
  * Symmetric: once open, either side may handle() and call().
  */
-export class Peer extends EventEmitter {
+export class Peer extends EventEmitter implements StreamHost {
   readonly session: Session;
   readonly transport: Transport;
   private readonly options: PeerOptions;
   private readonly handlers = new Map<string, Handler>();
   private readonly pending = new Map<string, PendingCall>();
   private readonly running = new Map<string, RunningCall>();
+  private readonly streamHandlers = new Map<string, StreamHandler>();
+  /** Streams of this connection, either side's: the opener's handle, or the handler's channel. */
+  private readonly openStreams = new Map<string, { channel: StreamChannel; opened?: FluxarStream; controller?: AbortController }>();
   private readonly driver: SessionDriver;
   private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
@@ -97,6 +122,9 @@ export class Peer extends EventEmitter {
       { auth: options.auth, logger: options.logger, label: { peer: transport.remoteAddress } },
     );
     transport.onData((bytes) => this.driver.receive(bytes));
+    transport.onDrain(() => {
+      for (const s of this.openStreams.values()) s.channel.flushWrites();
+    });
     transport.onInvalid((reason) => {
       this.session.abort(ErrorCode.BadRequest, reason);
       this.flush();
@@ -120,6 +148,51 @@ export class Peer extends EventEmitter {
   handle(target: string, handler: Handler): this {
     this.handlers.set(target, handler);
     return this;
+  }
+
+  /** Registers the handler for streams opened to `target` on this connection. */
+  handleStream(target: string, handler: StreamHandler): this {
+    this.streamHandlers.set(target, handler);
+    return this;
+  }
+
+  /**
+   * Opens a stream to `target` (spec section 13). Iterate the result for the chunks the other
+   * side sends; write() and end() stream up; `result` is the final response. Fails at once (in
+   * `result` and the iteration) when the stream cannot be opened here: session closing, or the
+   * peer's max_streams reached (429).
+   */
+  stream(target: string, payload: unknown = null, options: StreamOptions = {}): FluxarStream {
+    const mode = options.mode ?? 'out';
+    const window = options.credit ?? DEFAULT_STREAM_WINDOW;
+    let key: string;
+    let failure: FluxarError | null = null;
+    try {
+      if (options.signal?.aborted) throw new FluxarError(ErrorCode.Cancelled, 'cancelled before it was sent');
+      key = this.session.openStream(target, payload, {
+        mode,
+        credit: mode === 'in' ? 0 : window,
+        meta: options.meta ?? null,
+        deadlineMs: options.timeoutMs,
+      });
+      this.scheduleFlush();
+    } catch (err) {
+      key = '';
+      failure = err instanceof FluxarError ? err : new FluxarError(ErrorCode.Internal, (err as Error).message);
+    }
+    const channel = new StreamChannel(this, key, mode, { window: options.manualCredit ? 0 : window });
+    const stream = new FluxarStream(channel, this, failure === null ? options.signal : undefined);
+    if (failure !== null) stream.finish(null, failure);
+    else this.openStreams.set(key, { channel, opened: stream });
+    return stream;
+  }
+
+  transportBacklog(): number {
+    return this.transport.backlog;
+  }
+
+  flushNow(): void {
+    this.flush();
   }
 
   /** Calls `target` on the other side; resolves with its payload or rejects with a FluxarError. */
@@ -172,7 +245,7 @@ export class Peer extends EventEmitter {
     this.timer.unref(); // the socket keeps the process alive, not the timer
   }
 
-  private scheduleFlush(): void {
+  scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // Everything queued in this turn of the event loop leaves in one write.
@@ -205,7 +278,26 @@ export class Peer extends EventEmitter {
         return;
       case 'call':
         return this.runHandler(event.key, event.target, event.payload, event.meta);
+      case 'stream':
+        return this.runStreamHandler(event.key, event.target, event.mode, event.payload, event.meta);
+      case 'chunk':
+        this.openStreams.get(event.key)?.channel.push(event.payload);
+        return;
+      case 'credit':
+        this.openStreams.get(event.key)?.channel.flushWrites();
+        return;
+      case 'end':
+        this.openStreams.get(event.key)?.channel.endInput();
+        return;
       case 'cancel': {
+        const stream = this.openStreams.get(event.key);
+        if (stream !== undefined) {
+          this.openStreams.delete(event.key);
+          const err = new FluxarError(event.code, ERROR_NAMES[event.code as ErrorCode] ?? 'cancelled');
+          stream.channel.close(err, true);
+          stream.controller?.abort(err);
+          return;
+        }
         const running = this.running.get(event.key);
         if (running === undefined) return;
         this.running.delete(event.key);
@@ -214,6 +306,12 @@ export class Peer extends EventEmitter {
         return;
       }
       case 'result': {
+        const stream = this.openStreams.get(event.key);
+        if (stream?.opened !== undefined) {
+          this.openStreams.delete(event.key);
+          stream.opened.finish(event.payload, event.error === null ? null : toFluxarError(event.error));
+          return;
+        }
         const call = this.pending.get(event.key);
         if (call === undefined) return;
         this.pending.delete(event.key);
@@ -285,6 +383,67 @@ export class Peer extends EventEmitter {
     this.session.respond(key, result);
   }
 
+  private runStreamHandler(key: string, target: string, mode: StreamMode, payload: unknown, meta: Record<string, unknown> | null): void {
+    const handler = this.streamHandlers.get(target) ?? this.options.sharedStreamHandlers?.get(target);
+    if (handler === undefined) {
+      this.session.fail(key, ErrorCode.NotFound, `no stream handler for ${target}`);
+      return;
+    }
+    const window = this.options.streamWindow ?? DEFAULT_STREAM_WINDOW;
+    const channel = new StreamChannel(this, key, mode, { window: mode === 'out' ? 0 : window });
+    const controller = new AbortController();
+    this.openStreams.set(key, { channel, controller });
+    if (mode !== 'out') channel.grant(window);
+    const ctx: StreamContext = {
+      target,
+      meta,
+      payload,
+      mode,
+      principal: this.session.principal,
+      peer: this,
+      signal: controller.signal,
+      write: (chunk, chunkMeta) => channel.write(chunk, chunkMeta ?? null),
+    };
+    void this.serveStream(key, channel, controller.signal, () => handler(channel, ctx));
+  }
+
+  /** Runs a stream handler to its end and answers the stream with its outcome. */
+  private async serveStream(key: string, channel: StreamChannel, signal: AbortSignal, run: () => unknown): Promise<void> {
+    let final: unknown;
+    try {
+      const result = run();
+      if (isAsyncIterable(result)) {
+        const it = result[Symbol.asyncIterator]();
+        try {
+          for (;;) {
+            const step = await it.next();
+            if (step.done) {
+              final = step.value;
+              break;
+            }
+            await channel.write(step.value);
+          }
+        } finally {
+          // Cancelled or failed part way: let the generator run its finally blocks.
+          if (signal.aborted) await it.return?.().catch(() => {});
+        }
+      } else final = await result;
+    } catch (err) {
+      if (signal.aborted) return; // the session has answered the cancel already
+      this.openStreams.delete(key);
+      channel.close(null);
+      if (err instanceof FluxarError) this.session.fail(key, err.code, err.message, err.data);
+      else this.session.fail(key, ErrorCode.Internal, err instanceof Error ? err.message : String(err));
+      this.scheduleFlush();
+      return;
+    }
+    if (signal.aborted) return;
+    this.openStreams.delete(key);
+    channel.close(null);
+    this.session.respond(key, final ?? null);
+    this.scheduleFlush();
+  }
+
   private answerError(key: string, running: RunningCall, err: unknown): void {
     if (running.done) return;
     this.running.delete(key);
@@ -292,4 +451,8 @@ export class Peer extends EventEmitter {
     if (err instanceof FluxarError) this.session.fail(key, err.code, err.message, err.data);
     else this.session.fail(key, ErrorCode.Internal, err instanceof Error ? err.message : String(err));
   }
+}
+
+function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
 }

@@ -3,7 +3,7 @@ import { pino, type Logger } from 'pino';
 import type { AuthOptions } from './auth.js';
 import { parseEndpoint } from './endpoint.js';
 import { FluxarListener, type ListenerLimits } from './listener.js';
-import { type Handler, Peer } from './peer.js';
+import { type Handler, Peer, type StreamHandler } from './peer.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Transport } from './transport.js';
 
@@ -11,7 +11,7 @@ export type { TlsOptions } from './listener.js';
 /** The session settings a server applies to every connection. */
 type ServerSessionOptions = Pick<
   SessionOptions,
-  'psk' | 'maxFrame' | 'heartbeatMs' | 'handshakeTimeoutMs' | 'maxInFlight' | 'drainTimeoutMs' | 'inflateBytesPerSecond' | 'decodeItemsPerSecond'
+  'psk' | 'maxFrame' | 'heartbeatMs' | 'handshakeTimeoutMs' | 'maxInFlight' | 'maxStreams' | 'drainTimeoutMs' | 'inflateBytesPerSecond' | 'decodeItemsPerSecond'
 >;
 
 export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits, 'maxFrame' | 'logger'> {
@@ -25,6 +25,7 @@ export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits
 /** A FLUXAR listener over any mix of transports; application code is the same on all of them. */
 export class FluxarServer extends EventEmitter {
   readonly handlers = new Map<string, Handler>();
+  readonly streamHandlers = new Map<string, StreamHandler>();
   readonly peers = new Set<Peer>();
   private readonly bound: FluxarListener[] = [];
   private readonly options: ListenOptions;
@@ -39,6 +40,12 @@ export class FluxarServer extends EventEmitter {
   /** Registers a handler for every connection. */
   handle(target: string, handler: Handler): this {
     this.handlers.set(target, handler);
+    return this;
+  }
+
+  /** Registers a stream handler for every connection (spec section 13). */
+  handleStream(target: string, handler: StreamHandler): this {
+    this.streamHandlers.set(target, handler);
     return this;
   }
 
@@ -63,7 +70,8 @@ export class FluxarServer extends EventEmitter {
   }
 
   private accept(transport: Transport): void {
-    const { psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, drainTimeoutMs, inflateBytesPerSecond, decodeItemsPerSecond } = this.options;
+    const { psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, maxStreams, drainTimeoutMs, inflateBytesPerSecond, decodeItemsPerSecond } =
+      this.options;
     const sessionOptions: SessionOptions = {
       role: 'server',
       framing: transport.framing,
@@ -72,6 +80,7 @@ export class FluxarServer extends EventEmitter {
       heartbeatMs,
       handshakeTimeoutMs,
       maxInFlight,
+      maxStreams,
       drainTimeoutMs,
       inflateBytesPerSecond,
       decodeItemsPerSecond,
@@ -79,6 +88,7 @@ export class FluxarServer extends EventEmitter {
     const peer = new Peer(new Session(sessionOptions), transport, {
       auth: this.options.auth,
       sharedHandlers: this.handlers,
+      sharedStreamHandlers: this.streamHandlers,
       maxWriteBuffer: this.options.maxWriteBuffer,
       logger: this.log,
     });

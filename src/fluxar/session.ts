@@ -8,6 +8,8 @@ import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Princ
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
 import {
   Capability,
+  COMPRESS_MAX_BACKOFF,
+  COMPRESS_MIN_GAIN,
   COMPRESS_THRESHOLD,
   DEFAULT_DRAIN_TIMEOUT_MS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -16,6 +18,7 @@ import {
   DEFAULT_INFLATE_BYTES_PER_S,
   DEFAULT_MAX_FRAME,
   DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_STREAMS,
   FrameFlag,
   frameLimits,
   KNOWN_FLAGS,
@@ -30,6 +33,7 @@ import { decodeEnvelope, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErr
 import { EnvelopeError, FluxarError } from './errors.js';
 import { encodeMessageFrame, encodeStreamFrame, type Frame, StreamFrameSplitter } from './framing.js';
 import { TokenBucket } from './budget.js';
+import { addCredit, cannotSend, isCreditGrant, isCreditTotal, newStreamRecord, STREAM_MODES, type StreamMode, type StreamRecord } from './stream-state.js';
 
 export type Role = 'client' | 'server';
 export type Framing = 'stream' | 'message';
@@ -54,6 +58,8 @@ export interface SessionOptions {
   handshakeTimeoutMs?: number;
   /** Calls from the peer that may be in flight at once; more are answered 429. */
   maxInFlight?: number;
+  /** Streams the peer may open at once (declared in our hello); more are answered 429. Default 128. */
+  maxStreams?: number;
   drainTimeoutMs?: number;
   /** Copy byte strings out of received frames (when the input memory is reused, as a ring slot is). */
   copyBuffers?: boolean;
@@ -62,8 +68,8 @@ export interface SessionOptions {
   /** Budget of CBOR items decoded from received envelopes, per second (429 bye when spent). */
   decodeItemsPerSecond?: number;
   /**
-   * Pass envelopes of the types this core does not handle (stream, subscribe, unsubscribe,
-   * publish, message) to the host as 'envelope' events instead of answering 501.
+   * Pass envelopes of the types this core does not handle (subscribe, unsubscribe, publish,
+   * message) to the host as 'envelope' events instead of answering 501.
    */
   extensions?: boolean;
 }
@@ -74,6 +80,8 @@ export interface SessionInfo {
   heartbeatMs: number;
   maxFrame: number;
   caps: string[];
+  /** Streams this side may open to the peer at once (the peer's max_streams). */
+  maxStreams: number;
 }
 
 export type SessionEvent =
@@ -84,8 +92,16 @@ export type SessionEvent =
   | { type: 'call'; key: string; target: string; payload: unknown; meta: Record<string, unknown> | null }
   /** A call from the peer that must stop: cancelled by the caller (499) or past its deadline (408). */
   | { type: 'cancel'; key: string; code: number }
-  /** The outcome of one of our calls. */
+  /** The outcome of one of our calls, or the response that ends a stream we opened. */
   | { type: 'result'; key: string; payload: unknown; error: EnvelopeErrorInfo | null }
+  /** The peer opened a stream: answer it (respond() or fail()) when it ends. */
+  | { type: 'stream'; key: string; target: string; mode: StreamMode; payload: unknown; meta: Record<string, unknown> | null }
+  /** A chunk of a stream, in order; `seq` counts from 0. */
+  | { type: 'chunk'; key: string; seq: number; payload: unknown; meta: Record<string, unknown> | null }
+  /** The peer granted credit on a stream: chunks may be sent again (streamCredit() says how many). */
+  | { type: 'credit'; key: string }
+  /** The opener ended its direction of a stream we respond to. */
+  | { type: 'end'; key: string }
   | { type: 'envelope'; envelope: Envelope }
   /** The session failed on something it did not expect (a bug, never the peer's input): log it. */
   | { type: 'fault'; error: unknown }
@@ -95,6 +111,12 @@ export interface CallOptions {
   meta?: Record<string, unknown> | null;
   /** Budget in ms: sent as meta deadline_ms, and enforced locally (408). */
   deadlineMs?: number;
+}
+
+export interface OpenStreamOptions extends CallOptions {
+  mode: StreamMode;
+  /** Down chunks granted with the opening request (meta.credit). Default 0. */
+  credit?: number;
 }
 
 interface OutgoingCall {
@@ -148,12 +170,21 @@ export class Session {
   private readonly clock: () => number;
   private readonly splitter: StreamFrameSplitter | null;
   private output: Uint8Array[] = [];
+  /** Bytes in `output`: what a stream producer adds to its transport's backlog before a flush. */
+  outputBytes = 0;
   private events: SessionEvent[] = [];
   state: SessionState = 'handshake';
   info: SessionInfo | null = null;
   principal: Principal | null = null;
   private readonly outgoing = new Map<string, OutgoingCall>();
   private readonly incoming = new Map<string, IncomingCall>();
+  /** Streams we opened and streams the peer opened, by the opening request's key. */
+  private readonly streams = new Map<string, StreamRecord>();
+  /** Streams the peer opened that are not closed: the count its max_streams limits. */
+  private streamsFromPeer = 0;
+  private streamsToPeer = 0;
+  /** The peer's max_streams: how many we may open. */
+  private peerMaxStreams = DEFAULT_MAX_STREAMS;
   /** The earliest deadline among calls; tick() scans only once it has passed. */
   private earliestDeadline = NO_DEADLINE;
   /** The largest frame we send: the agreed maximum once the handshake has said it. */
@@ -164,6 +195,9 @@ export class Session {
   private readonly decodeBudget: TokenBucket;
   private readonly decodeWork = { items: 0 };
   private deflate = false;
+  /** Frames over the threshold still to send uncompressed, and the current wait between tries. */
+  private compressSkips = 0;
+  private compressBackoff = 0;
   // Handshake.
   private readonly handshakeDeadline: number;
   private clientHelloId: Uint8Array | null = null;
@@ -206,6 +240,7 @@ export class Session {
   takeOutput(): Uint8Array[] {
     const out = this.output;
     this.output = [];
+    this.outputBytes = 0;
     return out;
   }
 
@@ -330,12 +365,19 @@ export class Session {
       heartbeatMs: this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       maxFrame: this.maxFrameOut,
       caps,
+      maxStreams: this.peerMaxStreams,
     };
     this.serverNonce = newNonce();
     const payload: Record<string, unknown> = {
       version: PROTOCOL_VERSION,
       caps,
-      session: { id: info.id, resume_token: info.resumeToken, heartbeat_ms: info.heartbeatMs, max_frame: info.maxFrame },
+      session: {
+        id: info.id,
+        resume_token: info.resumeToken,
+        heartbeat_ms: info.heartbeatMs,
+        max_frame: info.maxFrame,
+        max_streams: this.options.maxStreams ?? DEFAULT_MAX_STREAMS,
+      },
       nonce: this.serverNonce,
     };
     if (this.options.psk !== undefined) {
@@ -387,14 +429,17 @@ export class Session {
     this.checkDrained();
   }
 
-  /** Whether a call from the peer still waits for its answer (not answered, cancelled or expired). */
+  /** Whether a call or stream from the peer still waits for its answer (not answered, cancelled or expired). */
   isPending(key: string): boolean {
-    return this.incoming.has(key);
+    return this.incoming.has(key) || this.streams.get(key)?.role === 'responder';
   }
 
-  /** Answers a call from the peer. Ignored if the call was cancelled or timed out meanwhile. */
+  /**
+   * Answers a call from the peer, or ends a stream it opened with the final payload. Ignored if
+   * the call or stream was cancelled or timed out meanwhile.
+   */
   respond(key: string, payload: unknown): void {
-    const call = this.incoming.get(key);
+    const call = this.incoming.get(key) ?? this.takeRespondedStream(key);
     if (call === undefined) return;
     this.incoming.delete(key);
     try {
@@ -406,9 +451,9 @@ export class Session {
     this.checkDrained();
   }
 
-  /** Answers a call from the peer with an error. */
+  /** Answers a call from the peer with an error, or ends a stream it opened with one. */
   fail(key: string, code: number, message: string, data?: unknown): void {
-    const call = this.incoming.get(key);
+    const call = this.incoming.get(key) ?? this.takeRespondedStream(key);
     if (call === undefined) return;
     this.incoming.delete(key);
     this.sendError(MessageType.Call, call.id, code, message, data);
@@ -420,8 +465,228 @@ export class Session {
     this.sendEnvelope(envelope);
   }
 
-  get inFlight(): { outgoing: number; incoming: number } {
-    return { outgoing: this.outgoing.size, incoming: this.incoming.size };
+  get inFlight(): { outgoing: number; incoming: number; streams: number } {
+    return { outgoing: this.outgoing.size, incoming: this.incoming.size, streams: this.streams.size };
+  }
+
+  // ---- streams (spec section 13) -------------------------------------------------------
+
+  /**
+   * Opens a stream; returns its key. Chunks arrive as 'chunk' events, credit as 'credit' events,
+   * and the response that ends it as a 'result' event.
+   */
+  openStream(target: string, payload: unknown, options: OpenStreamOptions): string {
+    if (this.state === 'handshake') throw new FluxarError(ErrorCode.BadRequest, 'session not open yet');
+    if (this.state !== 'open' || this.weSaidBye) throw new FluxarError(ErrorCode.Unavailable, 'session is closing');
+    if (!STREAM_MODES.includes(options.mode))
+      throw new FluxarError(ErrorCode.BadRequest, `stream mode must be "out", "in" or "bidi", got ${describeValue(options.mode)}`);
+    const credit = options.credit ?? 0;
+    if (!isCreditTotal(credit)) throw new FluxarError(ErrorCode.BadRequest, `credit must be an integer from 0 to 2^53 - 1, got ${describeValue(credit)}`);
+    if (this.streamsToPeer >= this.peerMaxStreams) {
+      throw new FluxarError(ErrorCode.Overloaded, `the peer accepts ${this.peerMaxStreams} streams at once (max_streams), all open`);
+    }
+    const id = uuidv7();
+    const meta: Record<string, unknown> = { ...options.meta, stream: options.mode };
+    if (options.mode !== 'in') meta.credit = credit;
+    let deadline = NO_DEADLINE;
+    if (options.deadlineMs !== undefined) {
+      meta.deadline_ms = options.deadlineMs;
+      deadline = this.clock() + options.deadlineMs;
+    }
+    this.sendEnvelope({ type: MessageType.Call, id, ref: null, target, meta, payload, error: null });
+    const key = idKey(id);
+    this.streams.set(key, newStreamRecord(id, 'opener', options.mode, credit, deadline));
+    this.streamsToPeer++;
+    if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    return key;
+  }
+
+  /** Chunks we may send on the stream now (0 when it is not ours to send on, or closed). */
+  streamCredit(key: string): number {
+    const s = this.streams.get(key);
+    return s === undefined || s.state !== 'active' || !s.sendOpen ? 0 : s.sendCredit;
+  }
+
+  /** Whether the stream is open on this side (ACTIVE or CANCELLING). */
+  hasStream(key: string): boolean {
+    return this.streams.has(key);
+  }
+
+  /**
+   * Sends one chunk. Throws FluxarError: 413 when it does not fit the peer's max_frame (nothing
+   * is spent; the stream carries on), 429 without credit, 400 when this side has no direction
+   * to send on, 499 once cancelled, 404 for a closed stream.
+   */
+  sendChunk(key: string, payload: unknown, meta: Record<string, unknown> | null = null): void {
+    const s = this.streams.get(key);
+    if (s === undefined) throw new FluxarError(ErrorCode.NotFound, 'the stream is closed');
+    const refused = cannotSend(s);
+    if (refused !== null) throw refused;
+    this.sendEnvelope({ type: MessageType.Stream, id: uuidv7(), ref: s.id, target: null, meta, payload, error: null });
+    s.sendCredit--;
+    s.sent++;
+  }
+
+  /** Grants the peer `credit` more chunks on the stream (resume). */
+  grantCredit(key: string, credit: number): void {
+    const s = this.streams.get(key);
+    if (s === undefined || s.state !== 'active' || !s.receiveOpen) return;
+    if (!isCreditGrant(credit)) throw new FluxarError(ErrorCode.BadRequest, `a grant must be an integer from 1 to 2^53 - 1, got ${describeValue(credit)}`);
+    const window = addCredit(s.receiveWindow, credit, 'the window');
+    if (typeof window === 'string') throw new FluxarError(ErrorCode.BadRequest, window);
+    s.receiveWindow = window;
+    this.sendStreamControl(s, ControlTarget.Resume, { credit });
+  }
+
+  /** The peer's direction: credit granted and not yet used. */
+  streamWindow(key: string): number {
+    return this.streams.get(key)?.receiveWindow ?? 0;
+  }
+
+  /** Asks the producer to stop: its unspent credit drops to 0 (chunks in flight still arrive). */
+  pauseStream(key: string): void {
+    const s = this.streams.get(key);
+    if (s === undefined || s.state !== 'active' || !s.receiveOpen) return;
+    this.sendStreamControl(s, ControlTarget.Pause, null);
+  }
+
+  /** Opener: no more up chunks. */
+  endStream(key: string): void {
+    const s = this.streams.get(key);
+    if (s === undefined || s.role !== 'opener' || s.state !== 'active' || !s.sendOpen) return;
+    s.sendOpen = false;
+    this.sendStreamControl(s, ControlTarget.End, null);
+  }
+
+  /**
+   * Gives up on a stream. The opener sends cancel and waits (CANCELLING) for the response that
+   * confirms it; no event of the stream follows. The responder answers with 499.
+   */
+  cancelStream(key: string, code: number = ErrorCode.Cancelled, message = 'cancelled'): void {
+    const s = this.streams.get(key);
+    if (s === undefined) return;
+    if (s.role === 'responder') return this.fail(key, code, message);
+    if (s.state !== 'active') return;
+    s.state = 'cancelling';
+    s.deadline = NO_DEADLINE;
+    if (this.state !== 'closed') this.sendStreamControl(s, ControlTarget.Cancel, null);
+  }
+
+  private sendStreamControl(s: StreamRecord, target: string, payload: unknown): void {
+    this.sendEnvelope({ type: MessageType.Stream, id: uuidv7(), ref: s.id, target, meta: null, payload, error: null });
+  }
+
+  /** The responder's stream `key`, closed because it is being answered; in the shape of a call. */
+  private takeRespondedStream(key: string): IncomingCall | undefined {
+    const s = this.streams.get(key);
+    if (s === undefined || s.role !== 'responder') return undefined;
+    this.closeStream(key, s);
+    return { id: s.id, deadline: NO_DEADLINE };
+  }
+
+  private closeStream(key: string, s: StreamRecord): void {
+    this.streams.delete(key);
+    if (s.role === 'responder') this.streamsFromPeer--;
+    else this.streamsToPeer--;
+  }
+
+  /** A request with meta.stream: the peer opens a stream (spec section 13.1). */
+  private receiveStreamOpen(env: Envelope, target: string, meta: Record<string, unknown>): void {
+    const mode = meta.stream as StreamMode;
+    if (!STREAM_MODES.includes(mode)) {
+      return this.sendError(MessageType.Call, env.id, ErrorCode.BadRequest, `meta.stream must be "out", "in" or "bidi", got ${describeValue(meta.stream)}`);
+    }
+    const credit = mode === 'in' ? 0 : (meta.credit ?? 0);
+    if (!isCreditTotal(credit)) {
+      return this.sendError(
+        MessageType.Call,
+        env.id,
+        ErrorCode.BadRequest,
+        `meta.credit must be an integer from 0 to 2^53 - 1, got ${describeValue(meta.credit)}`,
+      );
+    }
+    const key = idKey(env.id);
+    if (this.streams.has(key) || this.incoming.has(key)) {
+      return this.sendError(MessageType.Call, env.id, ErrorCode.Conflict, 'a call with this id is already in flight');
+    }
+    const limit = this.options.maxStreams ?? DEFAULT_MAX_STREAMS;
+    if (this.streamsFromPeer >= limit) {
+      return this.sendError(MessageType.Call, env.id, ErrorCode.Overloaded, `more than ${limit} streams open on this connection (max_streams)`);
+    }
+    let deadline = NO_DEADLINE;
+    const budget = meta.deadline_ms;
+    if (typeof budget === 'number' && Number.isFinite(budget) && budget >= 0) {
+      deadline = this.clock() + budget;
+      if (deadline < this.earliestDeadline) this.earliestDeadline = deadline;
+    }
+    this.streams.set(key, newStreamRecord(env.id, 'responder', mode, credit, deadline));
+    this.streamsFromPeer++;
+    this.events.push({ type: 'stream', key, target, mode, payload: env.payload, meta });
+  }
+
+  /** A type 3 envelope: a chunk or a stream's control (spec sections 13.2 to 13.4). */
+  private receiveStreamEnvelope(env: Envelope): void {
+    if (env.ref === null)
+      return this.sendError(MessageType.Stream, env.id, ErrorCode.BadRequest, 'a stream envelope needs ref: the id of the request that opened the stream');
+    const key = idKey(env.ref);
+    const s = this.streams.get(key);
+    switch (env.target) {
+      case null:
+      case ControlTarget.Resume:
+      case ControlTarget.Pause:
+      case ControlTarget.End:
+      case ControlTarget.Cancel:
+        break;
+      default:
+        return this.abort(ErrorCode.BadRequest, `unknown stream control ${describeValue(env.target)}`);
+    }
+    // Late frames crossed a response or a cancel on the wire: not wrong, ignored.
+    if (s === undefined) return;
+    switch (env.target) {
+      case null: {
+        if (s.state === 'cancelling') return;
+        if (!s.receiveOpen) return this.abort(ErrorCode.BadRequest, 'a stream chunk after its direction ended (or on a direction the stream does not have)');
+        if (s.receiveWindow === 0) return this.abort(ErrorCode.BadRequest, 'a stream chunk without credit');
+        s.receiveWindow--;
+        this.events.push({ type: 'chunk', key, seq: s.received++, payload: env.payload, meta: env.meta });
+        return;
+      }
+      case ControlTarget.Resume: {
+        const p = env.payload as Record<string, unknown> | null;
+        const credit = isCborMap(p) ? p.credit : undefined;
+        if (!isCreditGrant(credit)) return this.abort(ErrorCode.BadRequest, `resume needs {credit: n} with n from 1 to 2^53 - 1, got ${describeValue(credit)}`);
+        const total = addCredit(s.sendCredit, credit, 'stream credit');
+        if (typeof total === 'string') return this.abort(ErrorCode.BadRequest, total);
+        if (s.state !== 'active' || !s.sendOpen) return;
+        s.sendCredit = total;
+        this.events.push({ type: 'credit', key });
+        return;
+      }
+      case ControlTarget.Pause:
+        s.sendCredit = 0;
+        return;
+      case ControlTarget.End:
+        if (s.role !== 'responder') return this.abort(ErrorCode.BadRequest, 'end comes from the opener: a responder ends a stream with its response');
+        if (!s.receiveOpen) return;
+        s.receiveOpen = false;
+        this.events.push({ type: 'end', key });
+        return;
+      case ControlTarget.Cancel:
+        return this.receiveStreamCancel(key, s);
+    }
+  }
+
+  /** A cancel of stream `key`: from the opener, or read as the responder's 499 response. */
+  private receiveStreamCancel(key: string, s: StreamRecord): void {
+    if (s.role === 'responder') {
+      this.fail(key, ErrorCode.Cancelled, 'cancelled by the opener');
+      this.events.push({ type: 'cancel', key, code: ErrorCode.Cancelled });
+      return;
+    }
+    this.closeStream(key, s);
+    if (s.state === 'active')
+      this.events.push({ type: 'result', key, payload: null, error: { code: ErrorCode.Cancelled, message: 'cancelled by the responder' } });
+    this.checkDrained();
   }
 
   // ---- close ---------------------------------------------------------------------------
@@ -457,7 +722,13 @@ export class Session {
     this.clientHelloId = uuidv7();
     const caps = [...(this.options.caps ?? [Capability.Deflate])];
     if (this.options.psk !== undefined && !caps.includes(Capability.Psk)) caps.push(Capability.Psk);
-    const payload: Record<string, unknown> = { versions: [...SUPPORTED_VERSIONS], caps, nonce: this.clientNonce, max_frame: this.maxFrameIn };
+    const payload: Record<string, unknown> = {
+      versions: [...SUPPORTED_VERSIONS],
+      caps,
+      nonce: this.clientNonce,
+      max_frame: this.maxFrameIn,
+      max_streams: this.options.maxStreams ?? DEFAULT_MAX_STREAMS,
+    };
     if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
     this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
   }
@@ -522,6 +793,9 @@ export class Session {
       const clientMax = readMaxFrame(p.max_frame);
       if (typeof clientMax === 'string') return this.refuseHello(ErrorCode.BadRequest, clientMax);
       this.agreeMaxFrame(Math.min(clientMax, this.maxFrameIn));
+      const clientStreams = readMaxStreams(p.max_streams);
+      if (typeof clientStreams === 'string') return this.refuseHello(ErrorCode.BadRequest, clientStreams);
+      this.peerMaxStreams = clientStreams;
       if (this.options.psk !== undefined && !this.offeredCaps.includes(Capability.Psk)) {
         return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust');
       }
@@ -543,7 +817,16 @@ export class Session {
     const s = isCborMap(p) && isCborMap(p.session) ? p.session : null;
     const serverMax = s === null ? '' : readMaxFrame(s.max_frame);
     const heartbeat = s?.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS;
-    if (!isCborMap(p) || s === null || p.version !== PROTOCOL_VERSION || !(s.id instanceof Uint8Array) || typeof serverMax === 'string' || !isUint(heartbeat)) {
+    const serverStreams = s === null ? '' : readMaxStreams(s.max_streams);
+    if (
+      !isCborMap(p) ||
+      s === null ||
+      p.version !== PROTOCOL_VERSION ||
+      !(s.id instanceof Uint8Array) ||
+      typeof serverMax === 'string' ||
+      typeof serverStreams === 'string' ||
+      !isUint(heartbeat)
+    ) {
       return this.abort(ErrorCode.BadRequest, 'malformed server hello');
     }
     const caps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
@@ -568,7 +851,9 @@ export class Session {
       heartbeatMs: heartbeat,
       maxFrame: this.maxFrameOut,
       caps,
+      maxStreams: serverStreams,
     };
+    this.peerMaxStreams = serverStreams;
     this.deflate = caps.includes(Capability.Deflate);
     this.open();
   }
@@ -605,6 +890,8 @@ export class Session {
         if (env.ref === null) return this.receiveCall(env);
         if (env.target === ControlTarget.Cancel) return this.receiveCancel(env.ref);
         return this.receiveResult(env);
+      case MessageType.Stream:
+        return this.receiveStreamEnvelope(env);
       default:
         if (this.options.extensions) {
           this.events.push({ type: 'envelope', envelope: env });
@@ -640,8 +927,10 @@ export class Session {
     if (this.state !== 'open' && (this.state !== 'closing' || this.peerSaidBye)) {
       return this.sendError(MessageType.Call, env.id, ErrorCode.Unavailable, 'session is closing');
     }
+    if (env.meta !== null && env.meta.stream !== undefined) return this.receiveStreamOpen(env, env.target, env.meta);
     const key = idKey(env.id);
-    if (this.incoming.has(key)) return this.sendError(MessageType.Call, env.id, ErrorCode.Conflict, 'a call with this id is already in flight');
+    if (this.incoming.has(key) || this.streams.has(key))
+      return this.sendError(MessageType.Call, env.id, ErrorCode.Conflict, 'a call with this id is already in flight');
     const limit = this.options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (this.incoming.size >= limit) {
       return this.sendError(MessageType.Call, env.id, ErrorCode.Overloaded, `more than ${limit} calls in flight on this connection`);
@@ -658,6 +947,8 @@ export class Session {
 
   private receiveCancel(ref: Uint8Array): void {
     const key = idKey(ref);
+    const s = this.streams.get(key);
+    if (s !== undefined) return this.receiveStreamCancel(key, s);
     if (!this.incoming.delete(key)) return;
     this.events.push({ type: 'cancel', key, code: ErrorCode.Cancelled });
     this.checkDrained();
@@ -665,6 +956,13 @@ export class Session {
 
   private receiveResult(env: Envelope): void {
     const key = idKey(env.ref!);
+    const s = this.streams.get(key);
+    if (s !== undefined && s.role === 'opener') {
+      this.closeStream(key, s);
+      // A cancelled stream's response only confirms the cancel: the application has its outcome.
+      if (s.state === 'active') this.events.push({ type: 'result', key, payload: env.payload, error: env.error });
+      return this.checkDrained();
+    }
     if (!this.outgoing.delete(key)) return; // late answer to a call we cancelled or timed out
     this.events.push({ type: 'result', key, payload: env.payload, error: env.error });
     this.checkDrained();
@@ -686,6 +984,19 @@ export class Session {
         this.events.push({ type: 'result', key, payload: null, error: { code: ErrorCode.DeadlineExceeded, message: 'deadline exceeded' } });
       } else if (call.deadline < earliest) earliest = call.deadline;
     }
+    for (const [key, s] of this.streams) {
+      if (s.deadline > now) {
+        if (s.deadline < earliest) earliest = s.deadline;
+        continue;
+      }
+      if (s.role === 'responder') {
+        this.fail(key, ErrorCode.DeadlineExceeded, 'deadline exceeded');
+        this.events.push({ type: 'cancel', key, code: ErrorCode.DeadlineExceeded });
+      } else {
+        this.cancelStream(key);
+        this.events.push({ type: 'result', key, payload: null, error: { code: ErrorCode.DeadlineExceeded, message: 'deadline exceeded' } });
+      }
+    }
     this.earliestDeadline = earliest;
     this.checkDrained();
   }
@@ -697,7 +1008,9 @@ export class Session {
   }
 
   private checkDrained(): void {
-    if (this.state === 'closing' && this.weSaidBye && this.peerSaidBye && this.outgoing.size === 0 && this.incoming.size === 0) this.finish(0, 'closed');
+    if (this.state === 'closing' && this.weSaidBye && this.peerSaidBye && this.outgoing.size === 0 && this.incoming.size === 0 && this.streams.size === 0) {
+      this.finish(0, 'closed');
+    }
   }
 
   /** Ends the session: our calls fail with `code`, calls from the peer are cancelled. */
@@ -708,8 +1021,15 @@ export class Session {
       this.events.push({ type: 'result', key, payload: null, error: { code: failCode, message: reason } });
     }
     for (const key of this.incoming.keys()) this.events.push({ type: 'cancel', key, code: ErrorCode.Unavailable });
+    for (const [key, s] of this.streams) {
+      if (s.role === 'responder') this.events.push({ type: 'cancel', key, code: ErrorCode.Unavailable });
+      else if (s.state === 'active') this.events.push({ type: 'result', key, payload: null, error: { code: failCode, message: reason } });
+    }
     this.outgoing.clear();
     this.incoming.clear();
+    this.streams.clear();
+    this.streamsFromPeer = 0;
+    this.streamsToPeer = 0;
     this.finish(code, reason);
   }
 
@@ -737,13 +1057,21 @@ export class Session {
     if (bodyLength > this.maxFrameOut) {
       throw new FluxarError(ErrorCode.TooLarge, `message of ${bodyLength} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
     }
-    if (this.deflate && bodyLength >= COMPRESS_THRESHOLD) {
+    if (this.deflate && bodyLength >= COMPRESS_THRESHOLD && this.compressSkips-- <= 0) {
       const packed = deflateRawSync(frame.subarray(room));
+      // Data that does not shrink (media, ciphertext, a stream of random bytes) costs a deflate
+      // per frame for nothing: after such a frame the next ones are sent as they are, and the
+      // wait before the next try doubles while it keeps failing.
+      if (packed.length > bodyLength * COMPRESS_MIN_GAIN) {
+        this.compressBackoff = Math.min(this.compressBackoff * 2 || 1, COMPRESS_MAX_BACKOFF);
+        this.compressSkips = this.compressBackoff;
+      } else this.compressBackoff = 0;
       if (packed.length < bodyLength) {
         frame = this.options.framing === 'stream' ? encodeStreamFrame(FrameFlag.Compressed, packed) : encodeMessageFrame(FrameFlag.Compressed, packed);
       }
     }
     this.output.push(frame);
+    this.outputBytes += frame.length;
   }
 }
 
@@ -771,6 +1099,14 @@ function readMaxFrame(value: unknown): number | string {
   if (!isUint(value)) return 'max_frame must be an unsigned integer';
   if (value < MIN_MAX_FRAME) return `max_frame must be at least ${MIN_MAX_FRAME} (got ${value})`;
   return Math.min(value, MAX_FRAME_CEILING);
+}
+
+/** A hello's max_streams (spec section 13.6): missing means the default; else an unsigned integer. */
+function readMaxStreams(value: unknown): number | string {
+  if (value === undefined) return DEFAULT_MAX_STREAMS;
+  if (typeof value === 'bigint' && value > 0n) return Number.MAX_SAFE_INTEGER;
+  if (!isUint(value)) return 'max_streams must be an unsigned integer';
+  return value;
 }
 
 /** A bye carrying an error (spec section 11): the sender closes right after it. Its ref is null. */

@@ -12,6 +12,10 @@ export interface Transport {
   readonly remotePort: number | undefined;
   /** Writes frames; returns the bytes queued and not yet sent. */
   write(frames: Uint8Array[]): number;
+  /** Bytes queued and not yet sent. */
+  readonly backlog: number;
+  /** Called when queued bytes were sent (the backlog shrank): stream producers go on. */
+  onDrain(listener: () => void): void;
   /** Flushes, then closes. */
   end(): void;
   destroy(): void;
@@ -43,6 +47,12 @@ export class SocketTransport implements Transport {
     // One write per flush: frames gathered in one turn leave in one syscall.
     this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
     return this.socket.writableLength;
+  }
+  get backlog(): number {
+    return this.socket.writableLength;
+  }
+  onDrain(listener: () => void): void {
+    this.socket.on('drain', listener);
   }
   end(): void {
     this.socket.end();
@@ -82,8 +92,22 @@ export class WebSocketTransport implements Transport {
     return this.remote.port;
   }
   write(frames: Uint8Array[]): number {
-    for (const frame of frames) this.ws.send(frame, { binary: true });
+    const last = frames.length - 1;
+    if (last < 0) return this.ws.bufferedAmount;
+    // ws has no drain event: the callback of a write's last message says its bytes went out.
+    for (let i = 0; i < last; i++) this.ws.send(frames[i]!, { binary: true });
+    this.ws.send(frames[last]!, { binary: true }, this.drained);
     return this.ws.bufferedAmount;
+  }
+  get backlog(): number {
+    return this.ws.bufferedAmount;
+  }
+  private drainListeners: Array<() => void> = [];
+  private readonly drained = (err?: Error) => {
+    if (err === undefined) for (const listener of this.drainListeners) listener();
+  };
+  onDrain(listener: () => void): void {
+    this.drainListeners.push(listener);
   }
   end(): void {
     this.ws.close(1000);

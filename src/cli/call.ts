@@ -5,17 +5,24 @@ import { connect } from '../fluxar/client.js';
 import { FluxarError } from '../fluxar/errors.js';
 
 export const CALL_USAGE = `usage: fluxrig call URL TARGET [JSON] [options]
+       fluxrig call --stream URL TARGET [JSON] [options]
 
 Calls TARGET on the FLUXAR server at URL with JSON as the payload (default null) and prints the
 answer as JSON. URL: tcp://host:port, tls://host:port, ws://host:port/path, wss://..., unix:///path
 
+With --stream, opens a stream instead (the server streams back) and prints each chunk as one
+line of JSON as it arrives, then the final payload of the response.
+
 options:
+  --stream           open a stream ("out") and print its chunks as they arrive
   --token T          bearer token            --api-key K     API key
   --user U --password P                      credentials
   --psk SECRET       pre-shared key (PSK peer trust)
-  --timeout MS       deadline for the call (default 10000)
+  --timeout MS       deadline for the call (default 10000); for a stream, the whole stream (default none)
   --ca FILE          CA certificate for tls:// and wss://
   --insecure         do not verify the server certificate`;
+
+const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 
 function credentialsFrom(values: Record<string, string | boolean | undefined>): Credentials | undefined {
   if (typeof values.token === 'string') return { scheme: 'bearer', token: values.token };
@@ -45,9 +52,10 @@ export async function runCall(argv: string[]): Promise<number> {
       user: { type: 'string' },
       password: { type: 'string' },
       psk: { type: 'string' },
-      timeout: { type: 'string', default: '10000' },
+      timeout: { type: 'string' },
       ca: { type: 'string' },
       insecure: { type: 'boolean', default: false },
+      stream: { type: 'boolean', default: false },
     },
   });
   const [url, target, json] = positionals;
@@ -64,7 +72,12 @@ export async function runCall(argv: string[]): Promise<number> {
       return 2;
     }
   }
-  const timeoutMs = Number(values.timeout);
+  const givenTimeout = values.timeout === undefined ? undefined : Number(values.timeout);
+  if (givenTimeout !== undefined && !(givenTimeout > 0)) {
+    console.error(`fluxrig call: --timeout must be a positive number of milliseconds, got ${values.timeout}`);
+    return 2;
+  }
+  const timeoutMs = givenTimeout ?? DEFAULT_CALL_TIMEOUT_MS;
   try {
     const peer = await connect(url, {
       credentials: credentialsFrom(values),
@@ -73,6 +86,13 @@ export async function runCall(argv: string[]): Promise<number> {
       tls: { ca: values.ca ? readFileSync(values.ca) : undefined, rejectUnauthorized: !values.insecure },
     });
     try {
+      if (values.stream) {
+        // A stream may rightly run long: it has a deadline only when one is asked for.
+        const stream = peer.stream(target, payload, { mode: 'out', timeoutMs: givenTimeout });
+        for await (const chunk of stream) console.log(JSON.stringify(chunk, printable));
+        console.log(JSON.stringify(await stream.result, printable, 2));
+        return 0;
+      }
       const answer = await peer.call(target, payload, { timeoutMs });
       console.log(JSON.stringify(answer, printable, 2));
       return 0;

@@ -14,6 +14,8 @@ import {
   DEFAULT_MAX_CONNECTIONS_PER_IP,
   DEFAULT_MAX_FRAME,
   DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_STREAMS,
+  DEFAULT_STREAM_WINDOW,
   DEFAULT_UPGRADE_TIMEOUT_MS,
   MAX_FRAME_CEILING,
   MIN_MAX_FRAME,
@@ -21,7 +23,9 @@ import {
 import { SessionDriver } from '../fluxar/driver.js';
 import { parseEndpoint } from '../fluxar/endpoint.js';
 import { FluxarListener } from '../fluxar/listener.js';
+import { FluxarError } from '../fluxar/errors.js';
 import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
+import type { StreamMode } from '../fluxar/stream-state.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { sendStreamBytes } from '../ring/lane.js';
 import { BYTE_HEX } from '../fluxmsg/uuid.js';
@@ -94,6 +98,13 @@ export const manifest: GearManifest = {
         default: DEFAULT_MAX_FRAME,
       },
       max_in_flight: { type: 'integer', description: 'calls in flight per connection before 429', minimum: 1, default: DEFAULT_MAX_IN_FLIGHT },
+      max_streams: { type: 'integer', description: 'streams a client may open at once per connection before 429', minimum: 1, default: DEFAULT_MAX_STREAMS },
+      stream_window: {
+        type: 'integer',
+        description: "chunks a client may stream up ahead of the scenario (credit granted at a time); none while the client's down chunks wait",
+        minimum: 1,
+        default: DEFAULT_STREAM_WINDOW,
+      },
       heartbeat_ms: { type: 'integer', description: 'heartbeat interval announced to clients', minimum: 0, default: DEFAULT_HEARTBEAT_MS },
       max_connections: {
         type: 'integer',
@@ -133,6 +144,8 @@ export const manifest: GearManifest = {
     'A message on `in` with conn.id and fluxar.call is the answer to that call: its data goes back as the payload. A message that carries error.reason (a rejection) is answered with FLUXAR error 403 and the reason as the message.',
     'Secrets (auth tables, psk) come from files or environment variables, read once at start: auth.bearer: file:secrets/tokens.yaml, psk: env:FLUXAR_PSK.',
     'The connection lives on the main thread; its FLUXAR session (handshake, auth, RPC) runs in the worker that owns the connection.',
+    'A stream (spec section 13) becomes messages on `out` with meta fluxar.stream (the stream id) and fluxar.type: "stream" for the opening (data from its payload; fluxar.mode says out, in or bidi), "chunk" for each chunk up (fluxar.seq from 0), "end" when the client ends its direction.',
+    'A message on `in` with fluxar.stream is a chunk down; with meta fluxar.end = "true" it ends the stream, its data (if any) being the final payload; with error.reason it fails the stream. A fan-out is several chunks. Chunks wait for the client\'s credit and for its socket; while they wait, the client gets no credit to stream up, so a slow client stops the chunks at the gear.',
   ],
 };
 
@@ -147,6 +160,8 @@ export interface FluxarConfig {
   psk?: string;
   max_frame: number;
   max_in_flight: number;
+  max_streams: number;
+  stream_window: number;
   heartbeat_ms: number;
   max_connections: number;
   max_connections_per_ip: number;
@@ -323,7 +338,29 @@ interface Conn {
   driver: SessionDriver;
   ip: string;
   port: string;
+  /** Streams the client opened, by session key. */
+  streams: Map<string, RackStream>;
+  /** The socket is over the stream high-water mark (main thread's word): chunks wait. */
+  blocked: boolean;
 }
+
+/** A client's stream, as the worker bridges it to the scenario's messages. */
+interface RackStream {
+  key: string;
+  mode: StreamMode;
+  /** Meta every message of the stream starts from: the connection's, the opening's, fluxar.stream. */
+  meta: Record<string, string>;
+  trace: string;
+  /** Chunks down that wait for credit or for the socket, in order. */
+  pending: unknown[];
+  /** The final payload, waiting behind `pending` (undefined: not ended yet). */
+  final: { payload: unknown } | undefined;
+  /** Messages for this stream that reached `in`: tells whether a message was answered. */
+  answered: number;
+}
+
+/** Chunks down that may wait for one stream, a safety net past which the stream fails (429). */
+const MAX_PENDING_CHUNKS = 100_000;
 
 /** A session key (one char per id byte) as the hex text meta fluxar.call carries. */
 function keyToHex(key: string): string {
@@ -366,6 +403,14 @@ export function metaText(value: unknown): string {
   );
 }
 
+/** A call's or chunk's payload as fluxMsg body: a map is the data, bytes are raw, anything else data.payload. */
+function bodyOf(payload: unknown): { data: Record<string, unknown>; raw: Uint8Array | null } {
+  if (payload instanceof Uint8Array) return { data: {}, raw: payload };
+  if (payload !== null && typeof payload === 'object' && !Array.isArray(payload)) return { data: payload as Record<string, unknown>, raw: null };
+  if (payload !== null && payload !== undefined) return { data: { payload }, raw: null };
+  return { data: {}, raw: null };
+}
+
 /** The answer's payload: the message's data (all of it), or its raw bytes when it has no data. */
 function answerPayload(msg: FluxMsg): unknown {
   for (const _ in msg.data) return msg.data;
@@ -401,6 +446,7 @@ export class FluxarSessions implements ConnectionHost {
       psk: this.secrets.psk,
       maxFrame: c.max_frame,
       maxInFlight: c.max_in_flight,
+      maxStreams: c.max_streams,
       heartbeatMs: c.heartbeat_ms,
       inflateBytesPerSecond: c.inflate_bytes_per_s,
       decodeItemsPerSecond: c.decode_items_per_s,
@@ -423,7 +469,7 @@ export class FluxarSessions implements ConnectionHost {
       { auth: this.auth, logger: this.ctx.logger, label: { conn: id, gear: this.spec.name } },
     );
     // Events only arrive once bytes do, after conn exists.
-    const conn: Conn = { id, ip, port: String(port), driver };
+    const conn: Conn = { id, ip, port: String(port), driver, streams: new Map(), blocked: false };
     this.conns.set(id, conn);
     this.ctx.claimConnection(id, this);
     conn.driver.pump();
@@ -444,6 +490,14 @@ export class FluxarSessions implements ConnectionHost {
     const conn = this.conns.get(id);
     if (conn === undefined) return;
     conn.driver.session.abort(ErrorCode.BadRequest, reason);
+    conn.driver.pump();
+  }
+
+  writable(id: number, writable: boolean): void {
+    const conn = this.conns.get(id);
+    if (conn === undefined) return;
+    conn.blocked = !writable;
+    if (writable) for (const s of conn.streams.values()) this.flushStream(conn, s);
     conn.driver.pump();
   }
 
@@ -479,6 +533,27 @@ export class FluxarSessions implements ConnectionHost {
     switch (event.type) {
       case 'call':
         return this.onCall(conn, event.key, event.target, event.payload, event.meta);
+      case 'stream':
+        return this.onStreamOpen(conn, event.key, event.target, event.mode, event.payload, event.meta);
+      case 'chunk': {
+        const s = conn.streams.get(event.key);
+        if (s !== undefined) this.emitStream(conn, s, 'chunk', event.payload, String(event.seq));
+        return;
+      }
+      case 'end': {
+        const s = conn.streams.get(event.key);
+        if (s !== undefined) this.emitStream(conn, s, 'end', null, undefined);
+        return;
+      }
+      case 'credit': {
+        const s = conn.streams.get(event.key);
+        if (s !== undefined) this.flushStream(conn, s);
+        return;
+      }
+      case 'cancel':
+        // A stream's: what waited for the client is dropped; a call's needs nothing.
+        conn.streams.delete(event.key);
+        return;
       case 'closed':
         this.conns.delete(conn.id);
         this.ctx.releaseConnection(conn.id);
@@ -496,22 +571,11 @@ export class FluxarSessions implements ConnectionHost {
       session.fail(key, ErrorCode.NotFound, `nothing is wired from ${gear}.out`);
       return;
     }
-    const meta: Record<string, string> = {};
-    if (callMeta !== null) for (const [k, v] of Object.entries(callMeta)) meta[k] = metaText(v);
-    meta['conn.id'] = String(conn.id);
+    const meta = this.baseMeta(conn, callMeta, target);
     meta['fluxar.type'] = 'call';
-    meta['fluxar.target'] = target;
     meta['fluxar.call'] = keyToHex(key);
-    meta['peer.ip'] = conn.ip;
-    meta['peer.port'] = conn.port;
-    meta['peer.principal'] = session.principal?.id ?? '';
-    let data: Record<string, unknown> = {};
-    let raw: Uint8Array | null = null;
-    if (payload instanceof Uint8Array) raw = payload;
-    else if (payload !== null && typeof payload === 'object' && !Array.isArray(payload)) data = payload as Record<string, unknown>;
-    else if (payload !== null && payload !== undefined) data = { payload };
     const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
-    const msg = createFluxMsg({ meta, data, raw, trace });
+    const msg = createFluxMsg({ meta, ...bodyOf(payload), trace });
     let sent: CallTrace;
     try {
       sent = this.ctx.emitTracked(gear, 'out', msg);
@@ -523,6 +587,148 @@ export class FluxarSessions implements ConnectionHost {
     // Answered already (the usual case), or on its way through the main thread: nothing to do.
     if (!session.isPending(key) || sent.leftWorker) return;
     this.answerEnded(session, key, sent.ends);
+  }
+
+  /** The meta every message from this connection's calls and streams starts from. */
+  private baseMeta(conn: Conn, callMeta: Record<string, unknown> | null, target: string): Record<string, string> {
+    const meta: Record<string, string> = {};
+    if (callMeta !== null) for (const [k, v] of Object.entries(callMeta)) meta[k] = metaText(v);
+    meta['conn.id'] = String(conn.id);
+    meta['fluxar.target'] = target;
+    meta['peer.ip'] = conn.ip;
+    meta['peer.port'] = conn.port;
+    meta['peer.principal'] = conn.driver.session.principal?.id ?? '';
+    return meta;
+  }
+
+  // ---- streams (spec section 13) -----------------------------------------------------------
+
+  private onStreamOpen(conn: Conn, key: string, target: string, mode: StreamMode, payload: unknown, callMeta: Record<string, unknown> | null): void {
+    const gear = this.spec.name;
+    const session = conn.driver.session;
+    if (!this.ctx.hasRoute(gear, 'out')) {
+      session.fail(key, ErrorCode.NotFound, `nothing is wired from ${gear}.out`);
+      return;
+    }
+    const meta = this.baseMeta(conn, callMeta, target);
+    delete meta.stream;
+    delete meta.credit;
+    meta['fluxar.stream'] = keyToHex(key);
+    meta['fluxar.mode'] = mode;
+    const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
+    const s: RackStream = { key, mode, meta, trace, pending: [], final: undefined, answered: 0 };
+    conn.streams.set(key, s);
+    if (mode !== 'out') session.grantCredit(key, this.config.stream_window);
+    this.emitStream(conn, s, 'stream', payload, undefined);
+  }
+
+  /**
+   * One message of a stream into the scenario. When it stops in this worker without anything
+   * reaching `in` for the stream, the stream is answered where an answer is due: a rejection or
+   * failure fails it; the opening of an "out" stream and the end of the client's chunks are
+   * answered as a call would be (a drop ends the stream with no final payload).
+   */
+  private emitStream(conn: Conn, s: RackStream, type: 'stream' | 'chunk' | 'end', payload: unknown, seq: string | undefined): void {
+    const meta: Record<string, string> = { ...s.meta, 'fluxar.type': type };
+    if (seq !== undefined) meta['fluxar.seq'] = seq;
+    const msg = createFluxMsg({ meta, ...bodyOf(payload), trace: s.trace });
+    const session = conn.driver.session;
+    const answered = s.answered;
+    let sent: CallTrace;
+    try {
+      sent = this.ctx.emitTracked(this.spec.name, 'out', msg);
+    } catch (err) {
+      this.ctx.logger.error({ err, gear: this.spec.name }, 'gear chain failed');
+      this.endStream(conn, s, new FluxarError(ErrorCode.Internal, `the rack failed to process the stream: ${(err as Error).message}`));
+      return;
+    }
+    if (!session.isPending(s.key) || sent.leftWorker || s.answered !== answered) return this.topUp(conn, s);
+    const dueAnswer = type === 'end' || (type === 'stream' && s.mode === 'out');
+    const failed = sent.ends.find((e) => e.why === 'rejected' || e.why === 'failed');
+    if (failed !== undefined || dueAnswer) {
+      conn.streams.delete(s.key);
+      return this.answerEnded(session, s.key, sent.ends);
+    }
+    this.topUp(conn, s);
+  }
+
+  /**
+   * Grants the client more chunks up, only while nothing waits to go down: a client that does
+   * not read gets no credit to write, so the scenario is not fed faster than it is drained.
+   */
+  private topUp(conn: Conn, s: RackStream): void {
+    if (s.mode === 'out' || s.pending.length > 0 || conn.blocked || !conn.streams.has(s.key)) return;
+    const session = conn.driver.session;
+    const window = this.config.stream_window;
+    const left = session.streamWindow(s.key);
+    if (left <= window / 2) session.grantCredit(s.key, window - left);
+  }
+
+  /** A message on `in` for one of this connection's streams: a chunk down, or its end. */
+  private streamAnswer(conn: Conn, msg: FluxMsg, hex: string): void {
+    const s = conn.streams.get(callKey(hex));
+    if (s === undefined) return this.secondAnswer(conn, hex);
+    s.answered++;
+    const reason = msg.meta['error.reason'];
+    if (reason !== undefined) {
+      const code = Number(msg.meta['error.code'] ?? REJECT_CODE);
+      const err = new FluxarError(Number.isInteger(code) ? code : REJECT_CODE, reason, { data: { gear: msg.meta['error.gear'] ?? null } });
+      return this.endStream(conn, s, err);
+    }
+    if (msg.meta['fluxar.end'] === 'true') {
+      // An end without data or raw bytes carries no final payload.
+      const empty = msg.raw === null && Object.keys(msg.data).length === 0;
+      return this.finishStream(conn, s, empty ? null : answerPayload(msg));
+    }
+    if (s.pending.length >= MAX_PENDING_CHUNKS) {
+      return this.endStream(conn, s, new FluxarError(ErrorCode.Overloaded, `the client does not read: ${MAX_PENDING_CHUNKS} chunks wait for it`));
+    }
+    s.pending.push(answerPayload(msg));
+    this.flushStream(conn, s);
+  }
+
+  /** Sends what waits while the client's credit and socket allow; then the end, if it came. */
+  private flushStream(conn: Conn, s: RackStream): void {
+    const session = conn.driver.session;
+    let sent = 0;
+    while (sent < s.pending.length && !conn.blocked && session.streamCredit(s.key) > 0) {
+      try {
+        session.sendChunk(s.key, s.pending[sent]);
+      } catch (err) {
+        s.pending.length = 0;
+        return this.endStream(conn, s, err instanceof FluxarError ? err : new FluxarError(ErrorCode.Internal, (err as Error).message));
+      }
+      sent++;
+    }
+    if (sent > 0) s.pending.splice(0, sent);
+    if (s.pending.length === 0) {
+      if (s.final !== undefined) return this.finishStream(conn, s, s.final.payload);
+      this.topUp(conn, s);
+    }
+    conn.driver.pump();
+  }
+
+  /** The scenario ended the stream: after the chunks that wait, the final payload. */
+  private finishStream(conn: Conn, s: RackStream, payload: unknown): void {
+    if (s.pending.length > 0) {
+      s.final = { payload };
+      return;
+    }
+    conn.streams.delete(s.key);
+    const session = conn.driver.session;
+    try {
+      session.respond(s.key, payload);
+    } catch (err) {
+      session.fail(s.key, (err as { code?: number }).code ?? ErrorCode.Internal, (err as Error).message);
+    }
+    conn.driver.pump();
+  }
+
+  /** The stream failed: at once, ahead of chunks that still wait (they are dropped). */
+  private endStream(conn: Conn, s: RackStream, err: FluxarError): void {
+    conn.streams.delete(s.key);
+    conn.driver.session.fail(s.key, err.code, err.message, err.data);
+    conn.driver.pump();
   }
 
   /**
@@ -548,8 +754,11 @@ export class FluxarSessions implements ConnectionHost {
   /** A message on the gear's `in` port: the answer to one of our connections' calls. */
   answer(msg: FluxMsg): void {
     const conn = this.conns.get(Number(msg.meta['conn.id']));
+    if (conn === undefined) return;
+    const stream = msg.meta['fluxar.stream'];
+    if (stream !== undefined) return this.streamAnswer(conn, msg, stream);
     const call = msg.meta['fluxar.call'];
-    if (conn === undefined || call === undefined) return;
+    if (call === undefined) return;
     const key = callKey(call);
     const session = conn.driver.session;
     if (!session.isPending(key)) return this.secondAnswer(conn, call);

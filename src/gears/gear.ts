@@ -108,6 +108,8 @@ export interface ConnectionHost {
   receive(id: number, bytes: Uint8Array): void;
   closed(id: number): void;
   invalid(id: number, reason: string): void;
+  /** The socket's unsent bytes are over (false) or back under (true) the stream high-water mark. */
+  writable(id: number, writable: boolean): void;
   /** Graceful stop: every session says bye. */
   drain(): void;
 }

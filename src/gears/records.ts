@@ -32,6 +32,11 @@ export const RecordTag = {
   ConnEnd: -13,
   /** main -> worker: bytes that cannot be a FLUXAR frame (a WebSocket text message). */
   ConnInvalid: -14,
+  /**
+   * main -> worker: the socket's unsent bytes crossed the stream high-water mark (writable
+   * false), or drained below it (true). Stream chunks wait for it; credit alone does not suffice.
+   */
+  ConnWritable: -15,
 } as const;
 
 export interface KvRecord {
@@ -122,6 +127,11 @@ export const Records = {
     RecordTag.Drain,
     () => [],
     () => ({}),
+  ),
+  connWritable: kind<{ id: number; writable: boolean }, [number, boolean]>(
+    RecordTag.ConnWritable,
+    (r) => [r.id, r.writable],
+    ([id, writable]) => ({ id, writable }),
   ),
   connEnd: kind<ConnEndRecord, [number, number, string]>(
     RecordTag.ConnEnd,

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { ErrorCode } from '../fluxar/codes.js';
+import { STREAM_HIGH_WATER_MARK } from '../fluxar/constants.js';
 import { encodeByeFrame } from '../fluxar/session.js';
 import type { Transport } from '../fluxar/transport.js';
 import { Records } from '../gears/records.js';
@@ -24,6 +25,8 @@ interface Connection {
   worker: number;
   gear: string;
   transport: Transport;
+  /** Over the stream high-water mark: the worker was told, and waits for the drain. */
+  blocked: boolean;
 }
 
 /** The source of the rack's own control records: nothing to pause. */
@@ -55,7 +58,7 @@ export class ConnectionTable {
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_CONNECTION_ID ? 1 : this.nextId + 1;
     const worker = this.link.workerFor(id);
-    const conn: Connection = { id, worker, gear, transport };
+    const conn: Connection = { id, worker, gear, transport, blocked: false };
     this.connections.set(id, conn);
     this.control(
       conn,
@@ -82,6 +85,11 @@ export class ConnectionTable {
         this.fail(conn, err);
       }
     });
+    transport.onDrain(() => {
+      if (!conn.blocked || transport.backlog >= STREAM_HIGH_WATER_MARK || !this.connections.has(id)) return;
+      conn.blocked = false;
+      this.control(conn, Records.connWritable.tag, Records.connWritable.encode({ id, writable: true }));
+    });
     transport.onClose(() => {
       if (this.connections.delete(id)) this.control(conn, Records.connClosed.tag, Records.connClosed.encode({ id }));
     });
@@ -93,6 +101,11 @@ export class ConnectionTable {
     if (conn === undefined) return;
     // The ring slot is reused after this call; the socket may hold the buffer until it flushes.
     const queued = conn.transport.write([Buffer.from(bytes)]);
+    if (queued >= STREAM_HIGH_WATER_MARK && !conn.blocked && queued <= this.maxWriteBuffer) {
+      // The worker's streams stop sending until the socket drains (spec section 13.3).
+      conn.blocked = true;
+      this.control(conn, Records.connWritable.tag, Records.connWritable.encode({ id, writable: false }));
+    }
     if (queued > this.maxWriteBuffer) {
       this.log.warn({ conn: id, queued }, 'client is not reading; disconnecting');
       this.connections.delete(id);

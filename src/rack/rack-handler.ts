@@ -78,6 +78,11 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
         owners.get(id)?.invalid(id, reason);
         return;
       }
+      case RecordTag.ConnWritable: {
+        const { id, writable } = Records.connWritable.decode(payload);
+        owners.get(id)?.writable(id, writable);
+        return;
+      }
       case RecordTag.Drain:
         for (const host of chain.connectionHosts.values()) host.drain();
         return;

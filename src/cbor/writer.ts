@@ -52,6 +52,25 @@ export class CborWriter {
     return out;
   }
 
+  /**
+   * The bytes written so far, handed over without a copy. The writer continues in a new buffer
+   * sized for a flush like this one, up to `maxBytes` (a burst does not keep a large buffer).
+   */
+  handOff(maxBytes: number): Buffer {
+    const out = this.buf.subarray(0, this.pos);
+    this.buf = Buffer.allocUnsafe(Math.min(this.pos + (this.pos >>> 2), maxBytes));
+    this.pos = 0;
+    return out;
+  }
+
+  /** Leaves `n` bytes unwritten (filled in later through `buf`); returns where they start. */
+  skip(n: number): number {
+    this.ensure(n);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
     const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));

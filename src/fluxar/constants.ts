@@ -41,7 +41,7 @@ export const COMPRESS_THRESHOLD = 1024;
 /** A frame whose deflate output is over this share of its size did not compress. */
 export const COMPRESS_MIN_GAIN = 0.9;
 /** After frames that did not compress, at most this many are sent before deflate is tried again. */
-export const COMPRESS_MAX_BACKOFF = 64;
+export const COMPRESS_MAX_BACKOFF = 4096;
 /** Bytes queued for a peer that does not read before it is disconnected. */
 export const DEFAULT_MAX_WRITE_BUFFER = 8 * 1024 * 1024;
 

@@ -66,8 +66,14 @@ const scratch = new CborWriter();
  * cbor-x writes for the whole array (a property test holds it to that).
  */
 export function encodeEnvelopeWithRoom(env: Envelope, room: number): Buffer {
+  writeEnvelope(scratch.reset(room), env);
+  // The room in front is copied unwritten: the caller fills it.
+  return scratch.take();
+}
+
+/** Validates `env` and writes it at the writer's position. */
+export function writeEnvelope(w: CborWriter, env: Envelope): void {
   validateEnvelope(env);
-  const w = scratch.reset(room);
   w.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
   w.head(MAJOR_UINT, env.type);
   w.bytes(env.id);
@@ -84,8 +90,6 @@ export function encodeEnvelopeWithRoom(env: Envelope, room: number): Buffer {
     if (env.error.data !== undefined) info.data = env.error.data;
     w.map(info as unknown as Record<string, unknown>);
   }
-  // The room in front is copied unwritten: the caller fills it.
-  return w.take();
 }
 
 export interface DecodeEnvelopeOptions {

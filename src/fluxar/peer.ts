@@ -421,7 +421,7 @@ export class Peer extends EventEmitter implements StreamHost {
               final = step.value;
               break;
             }
-            await channel.write(step.value);
+            if (!channel.trySend(step.value)) await channel.write(step.value);
           }
         } finally {
           // Cancelled or failed part way: let the generator run its finally blocks.

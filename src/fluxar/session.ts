@@ -29,9 +29,10 @@ import {
   STREAM_HEADER_BYTES,
   SUPPORTED_VERSIONS,
 } from './constants.js';
-import { decodeEnvelope, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo } from './envelope.js';
+import { CborWriter } from '../cbor/writer.js';
+import { decodeEnvelope, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo, writeEnvelope } from './envelope.js';
 import { EnvelopeError, FluxarError } from './errors.js';
-import { encodeMessageFrame, encodeStreamFrame, type Frame, StreamFrameSplitter } from './framing.js';
+import { encodeMessageFrame, type Frame, StreamFrameSplitter } from './framing.js';
 import { TokenBucket } from './budget.js';
 import { addCredit, cannotSend, isCreditGrant, isCreditTotal, newStreamRecord, STREAM_MODES, type StreamMode, type StreamRecord } from './stream-state.js';
 
@@ -169,8 +170,14 @@ export class Session {
   private readonly options: SessionOptions;
   private readonly clock: () => number;
   private readonly splitter: StreamFrameSplitter | null;
+  /** Frames for a message transport (WebSocket): one buffer each, as each is one message. */
   private output: Uint8Array[] = [];
-  /** Bytes in `output`: what a stream producer adds to its transport's backlog before a flush. */
+  /**
+   * Frames for a byte stream, written one after the other into one buffer: a flush is one
+   * buffer, with no allocation and no copy per frame. Made on first use.
+   */
+  private outbox: CborWriter | null = null;
+  /** Bytes queued for the transport: what a stream producer adds to its backlog before a flush. */
   outputBytes = 0;
   private events: SessionEvent[] = [];
   state: SessionState = 'handshake';
@@ -238,9 +245,17 @@ export class Session {
 
   /** Frames to write to the transport, in order. */
   takeOutput(): Uint8Array[] {
+    this.outputBytes = 0;
+    const box = this.outbox;
+    if (box !== null) {
+      if (box.pos === 0) return [];
+      // Small flushes are copied out (into Node's pool) and the buffer kept; large ones handed over.
+      const frames = box.pos < OUTBOX_HANDOFF_BYTES ? box.take() : box.handOff(OUTBOX_BYTES);
+      box.reset();
+      return [frames];
+    }
     const out = this.output;
     this.output = [];
-    this.outputBytes = 0;
     return out;
   }
 
@@ -251,7 +266,7 @@ export class Session {
   }
 
   hasWork(): boolean {
-    return this.output.length > 0 || this.events.length > 0;
+    return this.output.length > 0 || (this.outbox !== null && this.outbox.pos > 0) || this.events.length > 0;
   }
 
   /** Bytes from the transport: any slice of the stream, or one whole WebSocket message. */
@@ -1050,30 +1065,67 @@ export class Session {
 
   /** Encodes, compresses when agreed and worth it, frames, and queues for the transport. */
   private sendEnvelope(env: Envelope): void {
-    const room = this.options.framing === 'stream' ? STREAM_HEADER_BYTES : 1;
-    let frame = encodeEnvelopeFrame(this.options.framing, env);
-    const bodyLength = frame.length - room;
-    // The limit is on the envelope itself: the peer must be able to hold it once inflated.
-    if (bodyLength > this.maxFrameOut) {
-      throw new FluxarError(ErrorCode.TooLarge, `message of ${bodyLength} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
-    }
-    if (this.deflate && bodyLength >= COMPRESS_THRESHOLD && this.compressSkips-- <= 0) {
-      const packed = deflateRawSync(frame.subarray(room));
-      // Data that does not shrink (media, ciphertext, a stream of random bytes) costs a deflate
-      // per frame for nothing: after such a frame the next ones are sent as they are, and the
-      // wait before the next try doubles while it keeps failing.
-      if (packed.length > bodyLength * COMPRESS_MIN_GAIN) {
-        this.compressBackoff = Math.min(this.compressBackoff * 2 || 1, COMPRESS_MAX_BACKOFF);
-        this.compressSkips = this.compressBackoff;
-      } else this.compressBackoff = 0;
-      if (packed.length < bodyLength) {
-        frame = this.options.framing === 'stream' ? encodeStreamFrame(FrameFlag.Compressed, packed) : encodeMessageFrame(FrameFlag.Compressed, packed);
-      }
-    }
+    if (this.options.framing === 'stream') return this.appendStreamFrame(env);
+    let frame = encodeEnvelopeFrame('message', env);
+    const bodyLength = frame.length - 1;
+    this.checkFrameSize(bodyLength);
+    const packed = this.compressed(frame.subarray(1));
+    if (packed !== null) frame = encodeMessageFrame(FrameFlag.Compressed, packed);
     this.output.push(frame);
     this.outputBytes += frame.length;
   }
+
+  /** A byte stream's frame, written at the end of the outbox: header, then the envelope. */
+  private appendStreamFrame(env: Envelope): void {
+    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
+    const start = box.skip(STREAM_HEADER_BYTES);
+    try {
+      writeEnvelope(box, env);
+      this.checkFrameSize(box.pos - start - STREAM_HEADER_BYTES);
+    } catch (err) {
+      box.pos = start; // nothing of a refused envelope stays queued
+      throw err;
+    }
+    const body = box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos);
+    const packed = this.compressed(body);
+    if (packed !== null) {
+      box.pos = start + STREAM_HEADER_BYTES;
+      box.raw(packed);
+    }
+    box.buf.writeUInt32BE(box.pos - start - STREAM_HEADER_BYTES + 1, start);
+    box.buf[start + STREAM_HEADER_BYTES - 1] = packed === null ? 0 : FrameFlag.Compressed;
+    this.outputBytes += box.pos - start;
+  }
+
+  /** The limit is on the envelope itself: the peer must be able to hold it once inflated. */
+  private checkFrameSize(bodyLength: number): void {
+    if (bodyLength > this.maxFrameOut) {
+      throw new FluxarError(ErrorCode.TooLarge, `message of ${bodyLength} bytes exceeds the peer's maximum frame of ${this.maxFrameOut}`);
+    }
+  }
+
+  /** The body deflated, when deflate was agreed, the body is large enough, and it shrank; else null. */
+  private compressed(body: Uint8Array): Buffer | null {
+    if (!this.deflate || body.length < COMPRESS_THRESHOLD || this.compressSkips-- > 0) return null;
+    // deflateRawSync copies its input before the outbox can move under it.
+    const packed = deflateRawSync(body);
+    // Data that does not shrink (media, ciphertext, a stream of random bytes) costs a deflate
+    // per frame for nothing: after such a frame the next ones are sent as they are, and the
+    // wait before the next try doubles while it keeps failing.
+    if (packed.length > body.length * COMPRESS_MIN_GAIN) {
+      this.compressBackoff = Math.min(this.compressBackoff * 2 || 1, COMPRESS_MAX_BACKOFF);
+      this.compressSkips = this.compressBackoff;
+    } else this.compressBackoff = 0;
+    return packed.length < body.length ? packed : null;
+  }
 }
+
+/** A session's outbox starts this small (most sessions send little) and doubles as needed. */
+const OUTBOX_INITIAL_BYTES = 1024;
+/** A flush of at least this many bytes hands the outbox's buffer over instead of copying it. */
+const OUTBOX_HANDOFF_BYTES = 4096;
+/** After a handoff, the outbox's next buffer is at most this large. */
+const OUTBOX_BYTES = 1024 * 1024;
 
 /** An uncompressed frame holding `env`: encoded after room for the header, one allocation, no copy. */
 function encodeEnvelopeFrame(framing: Framing, env: Envelope): Buffer {

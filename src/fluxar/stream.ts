@@ -21,7 +21,7 @@ export interface StreamHost {
 /** Writes queued behind missing credit or a full transport; past this, write() fails with 429. */
 export const MAX_QUEUED_WRITES = 1024;
 /** A producer's frames go to the transport once this many bytes are queued in the session. */
-const FLUSH_BYTES = 64 * 1024;
+const FLUSH_BYTES = 128 * 1024;
 
 interface QueuedWrite {
   payload: unknown;
@@ -167,6 +167,16 @@ export class StreamChannel implements AsyncIterable<unknown> {
       return Promise.reject(new FluxarError(ErrorCode.Overloaded, `${MAX_QUEUED_WRITES} writes already wait for credit on this stream: await write()`));
     }
     return new Promise((resolve, reject) => this.writes.push({ payload, meta, resolve, reject }));
+  }
+
+  /**
+   * Sends a chunk now if nothing waits and credit and the transport allow; false otherwise (then
+   * write() it). Saves a producer loop a promise per chunk. Throws what write() would reject with.
+   */
+  trySend(payload: unknown): boolean {
+    if (this.failure !== null || this.closed || this.writes.length > 0 || !this.canSend()) return false;
+    this.send(payload, null);
+    return true;
   }
 
   private canSend(): boolean {

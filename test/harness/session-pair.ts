@@ -1,5 +1,5 @@
 // Two sans-I/O sessions wired back to back, on a fake clock: the FLUXAR state machine alone.
-import { decodeEnvelope, Session, type SessionEvent, type SessionOptions } from '../../src/fluxar/mod.js';
+import { decodeEnvelope, MAX_FRAME_CEILING, Session, type SessionEvent, type SessionOptions, StreamFrameSplitter } from '../../src/fluxar/mod.js';
 
 export class Clock {
   t = 1_000_000;
@@ -28,9 +28,13 @@ export function pair(clientOptions: Partial<SessionOptions> = {}, serverOptions:
   return { client, server, events, pump, clock };
 }
 
-/** The error codes of the envelopes in a batch of stream frames. */
-export function errorsIn(frames: Uint8Array[]): number[] {
-  return frames.map((f) => decodeEnvelope(f.subarray(5))).flatMap((e) => (e.error ? [e.error.code] : []));
+/** The error codes of the envelopes in a session's output (stream framing: frames back to back). */
+export function errorsIn(output: Uint8Array[]): number[] {
+  const splitter = new StreamFrameSplitter(MAX_FRAME_CEILING);
+  return output
+    .flatMap((bytes) => splitter.push(bytes))
+    .map((f) => decodeEnvelope(f.body))
+    .flatMap((e) => (e.error ? [e.error.code] : []));
 }
 
 export function ofType<T extends SessionEvent['type']>(events: SessionEvent[], type: T): Array<Extract<SessionEvent, { type: T }>> {

@@ -69,3 +69,28 @@ describe('CborWriter (the hot-path encoder)', () => {
 function encodeThenDecode(value: unknown): unknown {
   return decodeStrict(encodeCbor(value));
 }
+
+describe('CborWriter buffers handed off', () => {
+  it('takes back only buffers it handed off, and continues in them', () => {
+    const w = new CborWriter(1024);
+    const flush = (fill: number) => {
+      w.raw(new Uint8Array(20_000).fill(fill));
+      return w.handOff(1024 * 1024);
+    };
+    flush(1); // the first buffer grew to fit; from here on, buffers are sized in powers of two
+    const lent = flush(2);
+    // Buffers it did not hand off are never taken: a pooled one shares its memory with others.
+    w.recycle(Buffer.from('not ours'));
+    w.recycle(Buffer.allocUnsafe(64 * 1024));
+    const next = flush(3);
+    assert.ok(next.buffer !== lent.buffer, 'a lent buffer is not written while lent');
+    assert.equal(lent[0], 2);
+    w.recycle(lent);
+    w.recycle(lent); // twice: taken back once
+    flush(4); // the buffer being written when it came back
+    const reused = flush(5);
+    assert.ok(reused.buffer === lent.buffer, 'the buffer given back is the one after');
+    assert.equal(reused[0], 5);
+    assert.ok(flush(6).buffer !== lent.buffer, 'and only once');
+  });
+});

@@ -3,8 +3,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ControlTarget, type Envelope, encodeEnvelope, encodeStreamFrame, FluxarError, MessageType, type Session, type StreamMode } from '../src/fluxar/mod.js';
+import {
+  ControlTarget,
+  decodeEnvelope,
+  type Envelope,
+  encodeEnvelope,
+  encodeStreamFrame,
+  FluxarError,
+  MessageType,
+  type Session,
+  type StreamMode,
+} from '../src/fluxar/mod.js';
 import { uuidv7 } from '../src/fluxmsg/mod.js';
+
+const STREAM_HEADER_BYTES = 5;
 import { errorsIn, ofType, pair } from './harness/session-pair.js';
 
 /** An open pair with one stream from the client: its key on both sides (they are equal). */
@@ -72,6 +84,59 @@ describe('FLUXAR streams (sans-I/O)', () => {
     assert.deepEqual([result!.key, result!.payload, result!.error], [key, { tokens: 5 }, null]);
     assert.equal(client.hasStream(key), false);
     assert.equal(server.hasStream(key), false);
+  });
+
+  it('a chunk is written straight into the outbox as the envelope encoder writes it, for any payload', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.uint8Array({ maxLength: 64 }), (json, bytes) => {
+        const { server, key } = openStream('out', 2);
+        server.takeOutput();
+        for (const payload of [json, bytes]) {
+          server.sendChunk(key, payload);
+          const [out] = server.takeOutput();
+          const body = out!.subarray(STREAM_HEADER_BYTES);
+          const env = decodeEnvelope(body);
+          assert.deepEqual(Buffer.from(encodeEnvelope(env)), Buffer.from(body));
+          assert.equal(env.type, MessageType.Stream);
+          assert.equal(Buffer.from(env.ref!).toString('latin1'), key);
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('chunks with meta take the full decoder and keep their meta; a plain chunk with a bad payload is a 400 bye', () => {
+    const p = openStream('in');
+    p.server.grantCredit(p.key, 3);
+    p.pump();
+    p.client.sendChunk(p.key, 'plain');
+    p.client.sendChunk(p.key, 'with meta', { part: 2 });
+    p.pump();
+    assert.deepEqual(
+      ofType(p.events.server, 'chunk').map((c) => [c.payload, c.meta]),
+      [
+        ['plain', null],
+        ['with meta', { part: 2 }],
+      ],
+    );
+    // [3, id, ref, null, null, {"a": 1, "a": 2}, null]: the plain form, but the payload breaks the profile.
+    const env = Buffer.from(
+      encodeEnvelope({
+        type: MessageType.Stream,
+        id: uuidv7(),
+        ref: Buffer.from(p.key, 'latin1'),
+        target: null,
+        meta: null,
+        payload: { a: 1, b: 2 },
+        error: null,
+      }),
+    );
+    const b = env.indexOf(0x62); // "b" becomes a second "a"
+    env[b] = 0x61;
+    p.server.receive(encodeStreamFrame(0, env));
+    const closed = ofType(p.server.takeEvents(), 'closed');
+    assert.equal(closed[0]!.code, 400);
+    assert.match(closed[0]!.reason, /duplicate map key "a"/);
   });
 
   it('a chunk without credit is a protocol violation: 400 bye', () => {

@@ -95,6 +95,16 @@ describe('FLUXAR streams over sockets', () => {
         }
         return seen.produced;
       })
+      .handleStream('countdown', function* (_chunks, ctx) {
+        // A plain generator: no promise per chunk.
+        let i = ctx.payload as number;
+        try {
+          while (i > 0) yield i--;
+        } finally {
+          if (ctx.signal.aborted) seen.aborted.push(499);
+        }
+        return 'liftoff';
+      })
       .handleStream('fails', async function* () {
         yield 'one';
         yield 'two';
@@ -123,6 +133,20 @@ describe('FLUXAR streams over sockets', () => {
       await peer.close();
     });
   }
+
+  it('a plain generator streams too, past its credit and its fair share of the thread, and stops on cancel', async () => {
+    const peer = await connect(tcp);
+    const stream = peer.stream('countdown', 5000, { credit: 100 });
+    const got = (await collect(stream)) as number[];
+    assert.equal(got.length, 5000);
+    assert.deepEqual(got.slice(0, 3), [5000, 4999, 4998]);
+    assert.equal(await stream.result, 'liftoff');
+    seen.aborted.length = 0;
+    const endless = peer.stream('countdown', Number.MAX_SAFE_INTEGER, { credit: 8 });
+    for await (const _ of endless) break;
+    await until(() => seen.aborted.length === 1, 'the generator was stopped');
+    await peer.close();
+  });
 
   it('in: the opener writes and ends; the handler reads them all and answers', async () => {
     const peer = await connect(tcp);

@@ -211,6 +211,23 @@ export class StrictReader {
     return this.big ?? this.arg;
   }
 
+  /**
+   * A byte string meant to be a 16-byte id: a definite one of 16 bytes comes back as a copy in a
+   * plain Uint8Array (cheaper than a Buffer view: two per envelope add up); anything else as
+   * byteString() reads it, for the caller to refuse.
+   */
+  idBytes(what: string): Uint8Array {
+    const start = this.pos;
+    const b = this.bytes;
+    if (b[start] === 0x50 && b.length - start > 16) {
+      const id = new Uint8Array(16);
+      for (let i = 0; i < 16; i++) id[i] = b[start + 1 + i]!;
+      this.pos = start + 17;
+      return id;
+    }
+    return this.byteString(what);
+  }
+
   /** A byte string (definite or indefinite length). */
   byteString(what: string): Uint8Array {
     const start = this.pos;

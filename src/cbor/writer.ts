@@ -13,6 +13,10 @@ const CBOR_UNDEFINED = 0xf7;
 const FLOAT64 = 0xfb;
 const TWO_32 = 0x1_0000_0000;
 const TWO_64 = 1n << 64n;
+/** Buffers handOff() remembers as lent, to take back. */
+const MAX_LENT = 16;
+/** Buffers given back and kept for reuse, at most. */
+const MAX_SPARES = 16;
 /** Text up to this many UTF-16 units is checked for ASCII and written in JS: cheaper than a native call. */
 const ASCII_IN_JS = 64;
 
@@ -58,10 +62,40 @@ export class CborWriter {
    */
   handOff(maxBytes: number): Buffer {
     const out = this.buf.subarray(0, this.pos);
-    this.buf = Buffer.allocUnsafe(Math.min(this.pos + (this.pos >>> 2), maxBytes));
+    // Sizes in powers of two, so that a buffer given back fits the next flush of its kind.
+    const want = Math.min(2 ** Math.ceil(Math.log2(this.pos + (this.pos >>> 2))), maxBytes);
+    this.lent.push(this.buf.buffer as ArrayBuffer);
+    if (this.lent.length > MAX_LENT) this.lent.shift();
+    // A buffer given back is reused: no new external memory for the GC to chase, pages mapped.
+    let spare = this.spares.pop();
+    while (spare !== undefined && spare.length < want) spare = this.spares.pop();
+    this.buf = spare ?? Buffer.allocUnsafe(want);
     this.pos = 0;
     return out;
   }
+
+  /**
+   * Gives back a buffer handOff() returned, once whoever took it is done with it (a socket wrote
+   * it): the next handOff continues in it. Anything else is ignored.
+   */
+  recycle(bytes: Uint8Array): void {
+    const at = this.lent.indexOf(bytes.buffer as ArrayBuffer);
+    if (at === -1) return;
+    this.lent.splice(at, 1);
+    if (this.spares.length < MAX_SPARES) this.spares.push(Buffer.from(bytes.buffer, 0, bytes.buffer.byteLength));
+  }
+
+  /** Lets go of the spare buffers (a burst is over: an idle connection holds none). */
+  dropSpares(): void {
+    this.spares.length = 0;
+  }
+
+  /**
+   * Buffers handed off and not given back yet (the most recent MAX_LENT: as many as a socket's
+   * backlog holds flushes): only these are taken back.
+   */
+  private readonly lent: ArrayBuffer[] = [];
+  private readonly spares: Buffer[] = [];
 
   /** Leaves `n` bytes unwritten (filled in later through `buf`); returns where they start. */
   skip(n: number): number {

@@ -125,10 +125,10 @@ export function decodeEnvelope(bytes: Uint8Array, options: DecodeEnvelopeOptions
     if (typeof type !== 'number' || type < MessageType.Hello || type > MAX_TYPE)
       throw new EnvelopeError('type', `must be an integer 1..${MAX_TYPE}, got ${type}`);
     field = 'id';
-    const id = r.byteString('id');
+    const id = r.idBytes('id');
     if (id.length !== UUID_BYTES) throw new EnvelopeError('id', `must be a ${UUID_BYTES}-byte byte string, got ${id.length} bytes`);
     field = 'ref';
-    const ref = r.nullNext() ? null : r.byteString('ref');
+    const ref = r.nullNext() ? null : r.idBytes('ref');
     if (ref !== null && ref.length !== UUID_BYTES) throw new EnvelopeError('ref', `must be null or a ${UUID_BYTES}-byte byte string, got ${ref.length} bytes`);
     header = { type, id, ref };
     field = 'target';

@@ -32,10 +32,11 @@ export interface StreamContext extends CallContext {
 
 /**
  * Serves a stream. `chunks` yields what the opener streams up ("in", "bidi"). Return an async
- * iterable (an async generator) to stream its values down; its return value, or the value the
- * handler resolves with, is the final payload of the response. Throw a FluxarError to end the
- * stream with its code. ctx.signal fires when the opener cancels, the deadline passes or the
- * connection drops; nothing the handler sends after that leaves.
+ * iterable (an async generator) or a generator to stream its values down: a plain generator
+ * costs no promise per chunk, the cheaper loop when the values are at hand. Its return value,
+ * or the value the handler resolves with, is the final payload of the response. Throw a
+ * FluxarError to end the stream with its code. ctx.signal fires when the opener cancels, the
+ * deadline passes or the connection drops; nothing the handler sends after that leaves.
  */
 export type StreamHandler = (chunks: AsyncIterable<unknown>, ctx: StreamContext) => unknown;
 
@@ -259,8 +260,10 @@ export class Peer extends EventEmitter implements StreamHost {
     this.driver.pump();
   }
 
+  private readonly recycle = (frame: Uint8Array) => this.session.recycleOutput(frame);
+
   private writeOut(frames: Uint8Array[]): void {
-    const queued = this.transport.write(frames);
+    const queued = this.transport.write(frames, this.recycle);
     const limit = this.options.maxWriteBuffer ?? DEFAULT_MAX_WRITE_BUFFER;
     if (queued > limit && this.session.state !== 'closed') {
       this.options.logger?.warn({ queued, limit, peer: this.transport.remoteAddress }, 'peer is not reading; disconnecting');
@@ -412,20 +415,34 @@ export class Peer extends EventEmitter implements StreamHost {
     let final: unknown;
     try {
       const result = run();
-      if (isAsyncIterable(result)) {
-        const it = result[Symbol.asyncIterator]();
+      const asyncIterable = isAsyncIterable(result);
+      if (asyncIterable || isIterator(result)) {
+        // A sync generator costs no promise per chunk; an async one two.
+        const it = asyncIterable ? result[Symbol.asyncIterator]() : result;
+        let burst = 0;
         try {
           for (;;) {
-            const step = await it.next();
+            const step = asyncIterable ? await it.next() : (it.next() as IteratorResult<unknown>);
             if (step.done) {
               final = step.value;
               break;
             }
-            if (!channel.trySend(step.value)) await channel.write(step.value);
+            if (!channel.trySend(step.value)) {
+              burst = 0;
+              await channel.write(step.value);
+            } else if (++burst === FAIR_SHARE_CHUNKS) {
+              // A producer whose chunks all go at once never waits: let other connections in.
+              burst = 0;
+              await new Promise((resolve) => setImmediate(resolve));
+            }
           }
         } finally {
           // Cancelled or failed part way: let the generator run its finally blocks.
-          if (signal.aborted) await it.return?.().catch(() => {});
+          if (signal.aborted) {
+            try {
+              await it.return?.();
+            } catch {}
+          }
         }
       } else final = await result;
     } catch (err) {
@@ -451,6 +468,14 @@ export class Peer extends EventEmitter implements StreamHost {
     if (err instanceof FluxarError) this.session.fail(key, err.code, err.message, err.data);
     else this.session.fail(key, ErrorCode.Internal, err instanceof Error ? err.message : String(err));
   }
+}
+
+/** Chunks a stream handler sends in a row, with credit to spare, before other work gets a turn. */
+const FAIR_SHARE_CHUNKS = 1024;
+
+/** A generator object or any iterator (an array is not one: it is a final payload). */
+function isIterator(value: unknown): value is Iterator<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as Iterator<unknown>).next === 'function' && Symbol.iterator in value;
 }
 
 function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {

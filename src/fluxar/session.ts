@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
-import { uuidv7 } from '../fluxmsg/uuid.js';
+import { UUID_BYTES, uuidv7, writeUuidv7 } from '../fluxmsg/uuid.js';
 import { isCborMap } from '../cbor/profile.js';
-import { describeValue, unmarkFloats } from '../cbor/strict.js';
+import { describeValue, StrictReader, unmarkFloats } from '../cbor/strict.js';
 import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
 import {
@@ -29,8 +29,8 @@ import {
   STREAM_HEADER_BYTES,
   SUPPORTED_VERSIONS,
 } from './constants.js';
-import { CborWriter } from '../cbor/writer.js';
-import { decodeEnvelope, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo, writeEnvelope } from './envelope.js';
+import { CborWriter, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_UINT } from '../cbor/writer.js';
+import { decodeEnvelope, ENVELOPE_ITEMS, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo, writeEnvelope } from './envelope.js';
 import { EnvelopeError, FluxarError } from './errors.js';
 import { encodeMessageFrame, type Frame, StreamFrameSplitter } from './framing.js';
 import { TokenBucket } from './budget.js';
@@ -134,23 +134,28 @@ interface IncomingCall {
  * cost several times more, once per call on each side.
  */
 export function idKey(id: Uint8Array): string {
+  return idKeyAt(id, 0);
+}
+
+/** idKey of the 16 bytes at `at` in `bytes`. */
+export function idKeyAt(b: Uint8Array, at: number): string {
   return String.fromCharCode(
-    id[0]!,
-    id[1]!,
-    id[2]!,
-    id[3]!,
-    id[4]!,
-    id[5]!,
-    id[6]!,
-    id[7]!,
-    id[8]!,
-    id[9]!,
-    id[10]!,
-    id[11]!,
-    id[12]!,
-    id[13]!,
-    id[14]!,
-    id[15]!,
+    b[at]!,
+    b[at + 1]!,
+    b[at + 2]!,
+    b[at + 3]!,
+    b[at + 4]!,
+    b[at + 5]!,
+    b[at + 6]!,
+    b[at + 7]!,
+    b[at + 8]!,
+    b[at + 9]!,
+    b[at + 10]!,
+    b[at + 11]!,
+    b[at + 12]!,
+    b[at + 13]!,
+    b[at + 14]!,
+    b[at + 15]!,
   );
 }
 function keyBytes(key: string): Uint8Array {
@@ -249,14 +254,27 @@ export class Session {
     const box = this.outbox;
     if (box !== null) {
       if (box.pos === 0) return [];
-      // Small flushes are copied out (into Node's pool) and the buffer kept; large ones handed over.
-      const frames = box.pos < OUTBOX_HANDOFF_BYTES ? box.take() : box.handOff(OUTBOX_BYTES);
+      // Small flushes are copied out (into Node's pool) and the buffer kept; large ones handed
+      // over. A small flush means no burst is under way: the spare buffers of one are let go.
+      let frames: Buffer;
+      if (box.pos < OUTBOX_HANDOFF_BYTES) {
+        frames = box.take();
+        box.dropSpares();
+      } else frames = box.handOff(OUTBOX_BYTES);
       box.reset();
       return [frames];
     }
     const out = this.output;
     this.output = [];
     return out;
+  }
+
+  /**
+   * A buffer takeOutput() returned that the transport has finished sending: a later large flush
+   * continues in it instead of allocating (each allocation is external memory the GC must chase).
+   */
+  recycleOutput(bytes: Uint8Array): void {
+    this.outbox?.recycle(bytes);
   }
 
   takeEvents(): SessionEvent[] {
@@ -537,7 +555,8 @@ export class Session {
     if (s === undefined) throw new FluxarError(ErrorCode.NotFound, 'the stream is closed');
     const refused = cannotSend(s);
     if (refused !== null) throw refused;
-    this.sendEnvelope({ type: MessageType.Stream, id: uuidv7(), ref: s.id, target: null, meta, payload, error: null });
+    if (this.options.framing === 'stream' && meta === null) this.appendChunkFrame(s.id, payload);
+    else this.sendEnvelope({ type: MessageType.Stream, id: uuidv7(), ref: s.id, target: null, meta, payload, error: null });
     s.sendCredit--;
     s.sent++;
   }
@@ -639,6 +658,45 @@ export class Session {
     this.events.push({ type: 'stream', key, target, mode, payload: env.payload, meta });
   }
 
+  /**
+   * The stream's hot path on receipt: a chunk in the form every encoder writes it (definite
+   * array, 16-byte id and ref as one-byte heads, null target and meta, then the payload, then a
+   * null error) is read without decoding the envelope around its payload. Anything else, or a
+   * payload that fails the profile, returns false: the full decoder reads it and says what is
+   * wrong, as for any envelope.
+   */
+  private receivePlainChunk(b: Uint8Array, now: number): boolean {
+    const last = b.length - 1;
+    if (
+      last < PLAIN_CHUNK_PAYLOAD ||
+      b[0] !== 0x87 ||
+      b[1] !== MessageType.Stream ||
+      b[2] !== 0x50 ||
+      b[19] !== 0x50 ||
+      b[36] !== CBOR_NULL ||
+      b[37] !== CBOR_NULL ||
+      b[last] !== CBOR_NULL
+    ) {
+      return false;
+    }
+    const r = new StrictReader(b, { copyBuffers: this.options.copyBuffers ?? false });
+    r.pos = PLAIN_CHUNK_PAYLOAD;
+    let payload: unknown;
+    try {
+      payload = r.value(1);
+    } catch {
+      return false;
+    }
+    // The payload must end where the error item begins; else this is not the plain form.
+    if (r.pos !== last) return false;
+    // The envelope around the payload was read by comparing bytes: it counts as one item.
+    this.decodeBudget.spend(r.items + 1, now);
+    const key = idKeyAt(b, 20);
+    const s = this.streams.get(key);
+    if (s !== undefined) this.receiveChunk(key, s, payload, null);
+    return true;
+  }
+
   /** A type 3 envelope: a chunk or a stream's control (spec sections 13.2 to 13.4). */
   private receiveStreamEnvelope(env: Envelope): void {
     if (env.ref === null)
@@ -658,14 +716,8 @@ export class Session {
     // Late frames crossed a response or a cancel on the wire: not wrong, ignored.
     if (s === undefined) return;
     switch (env.target) {
-      case null: {
-        if (s.state === 'cancelling') return;
-        if (!s.receiveOpen) return this.abort(ErrorCode.BadRequest, 'a stream chunk after its direction ended (or on a direction the stream does not have)');
-        if (s.receiveWindow === 0) return this.abort(ErrorCode.BadRequest, 'a stream chunk without credit');
-        s.receiveWindow--;
-        this.events.push({ type: 'chunk', key, seq: s.received++, payload: env.payload, meta: env.meta });
-        return;
-      }
+      case null:
+        return this.receiveChunk(key, s, env.payload, env.meta);
       case ControlTarget.Resume: {
         const p = env.payload as Record<string, unknown> | null;
         const credit = isCborMap(p) ? p.credit : undefined;
@@ -689,6 +741,14 @@ export class Session {
       case ControlTarget.Cancel:
         return this.receiveStreamCancel(key, s);
     }
+  }
+
+  private receiveChunk(key: string, s: StreamRecord, payload: unknown, meta: Record<string, unknown> | null): void {
+    if (s.state === 'cancelling') return;
+    if (!s.receiveOpen) return this.abort(ErrorCode.BadRequest, 'a stream chunk after its direction ended (or on a direction the stream does not have)');
+    if (s.receiveWindow === 0) return this.abort(ErrorCode.BadRequest, 'a stream chunk without credit');
+    s.receiveWindow--;
+    this.events.push({ type: 'chunk', key, seq: s.received++, payload, meta });
   }
 
   /** A cancel of stream `key`: from the opener, or read as the responder's 499 response. */
@@ -769,6 +829,7 @@ export class Session {
     }
     let env: Envelope;
     if (!this.decodeBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the decode budget of ${this.decodeBudget.rate} CBOR items per second`);
+    if (this.state !== 'handshake' && this.receivePlainChunk(body, now)) return;
     this.decodeWork.items = 0;
     try {
       env = decodeEnvelope(body, { copyBuffers: this.options.copyBuffers ?? false, work: this.decodeWork });
@@ -1069,7 +1130,7 @@ export class Session {
     let frame = encodeEnvelopeFrame('message', env);
     const bodyLength = frame.length - 1;
     this.checkFrameSize(bodyLength);
-    const packed = this.compressed(frame.subarray(1));
+    const packed = this.tryCompress(bodyLength) ? this.compressed(frame.subarray(1)) : null;
     if (packed !== null) frame = encodeMessageFrame(FrameFlag.Compressed, packed);
     this.output.push(frame);
     this.outputBytes += frame.length;
@@ -1081,18 +1142,58 @@ export class Session {
     const start = box.skip(STREAM_HEADER_BYTES);
     try {
       writeEnvelope(box, env);
-      this.checkFrameSize(box.pos - start - STREAM_HEADER_BYTES);
     } catch (err) {
       box.pos = start; // nothing of a refused envelope stays queued
       throw err;
     }
-    const body = box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos);
-    const packed = this.compressed(body);
+    this.endStreamFrame(box, start);
+  }
+
+  /**
+   * A chunk without meta, the stream's hot path: the envelope [3, id, ref, null, null, payload,
+   * null] written straight into the outbox, its id made in place (no Envelope object, no id
+   * allocated, nothing to validate: every item but the payload is ours).
+   */
+  private appendChunkFrame(ref: Uint8Array, payload: unknown): void {
+    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
+    const start = box.skip(STREAM_HEADER_BYTES);
+    try {
+      box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
+      box.head(MAJOR_UINT, MessageType.Stream);
+      box.head(MAJOR_BYTES, UUID_BYTES);
+      writeUuidv7(box.buf, box.skip(UUID_BYTES));
+      box.bytes(ref);
+      box.null();
+      box.null();
+      box.value(payload ?? null);
+      box.null();
+    } catch (err) {
+      box.pos = start;
+      throw err;
+    }
+    this.endStreamFrame(box, start);
+  }
+
+  /** Checks the size of the frame begun at `start`, compresses it when worth it, writes its header. */
+  private endStreamFrame(box: CborWriter, start: number): void {
+    try {
+      this.checkFrameSize(box.pos - start - STREAM_HEADER_BYTES);
+    } catch (err) {
+      box.pos = start;
+      throw err;
+    }
+    const bodyLength = box.pos - start - STREAM_HEADER_BYTES;
+    const packed = this.tryCompress(bodyLength) ? this.compressed(box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos)) : null;
     if (packed !== null) {
       box.pos = start + STREAM_HEADER_BYTES;
       box.raw(packed);
     }
-    box.buf.writeUInt32BE(box.pos - start - STREAM_HEADER_BYTES + 1, start);
+    const wireLength = box.pos - start - STREAM_HEADER_BYTES + 1;
+    const b = box.buf;
+    b[start] = wireLength >>> 24;
+    b[start + 1] = (wireLength >>> 16) & 0xff;
+    b[start + 2] = (wireLength >>> 8) & 0xff;
+    b[start + 3] = wireLength & 0xff;
     box.buf[start + STREAM_HEADER_BYTES - 1] = packed === null ? 0 : FrameFlag.Compressed;
     this.outputBytes += box.pos - start;
   }
@@ -1104,9 +1205,13 @@ export class Session {
     }
   }
 
-  /** The body deflated, when deflate was agreed, the body is large enough, and it shrank; else null. */
+  /** Whether a body of this length is to be deflated: agreed, large enough, and not backing off. */
+  private tryCompress(bodyLength: number): boolean {
+    return this.deflate && bodyLength >= COMPRESS_THRESHOLD && this.compressSkips-- <= 0;
+  }
+
+  /** The body deflated when that shrank it; else null. */
   private compressed(body: Uint8Array): Buffer | null {
-    if (!this.deflate || body.length < COMPRESS_THRESHOLD || this.compressSkips-- > 0) return null;
     // deflateRawSync copies its input before the outbox can move under it.
     const packed = deflateRawSync(body);
     // Data that does not shrink (media, ciphertext, a stream of random bytes) costs a deflate
@@ -1119,6 +1224,10 @@ export class Session {
     return packed.length < body.length ? packed : null;
   }
 }
+
+/** Where a plain chunk's payload begins: array head, type, id (17 bytes), ref (17), two nulls. */
+const PLAIN_CHUNK_PAYLOAD = 38;
+const CBOR_NULL = 0xf6;
 
 /** A session's outbox starts this small (most sessions send little) and doubles as needed. */
 const OUTBOX_INITIAL_BYTES = 1024;

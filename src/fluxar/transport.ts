@@ -10,8 +10,11 @@ export interface Transport {
   readonly framing: Framing;
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
-  /** Writes frames; returns the bytes queued and not yet sent. */
-  write(frames: Uint8Array[]): number;
+  /**
+   * Writes frames; returns the bytes queued and not yet sent. `sent`, when given, is called with
+   * a frame buffer once the transport no longer needs it (it may be reused).
+   */
+  write(frames: Uint8Array[], sent?: (frame: Uint8Array) => void): number;
   /** Bytes queued and not yet sent. */
   readonly backlog: number;
   /** Called when queued bytes were sent (the backlog shrank): stream producers go on. */
@@ -28,6 +31,9 @@ export interface Transport {
   resume(): void;
 }
 
+/** Writes smaller than this are not worth a callback to give their buffer back. */
+const RECYCLE_MIN_BYTES = 16 * 1024;
+
 /** TCP, TLS and Unix sockets: length-prefixed frames on a byte stream. */
 export class SocketTransport implements Transport {
   readonly framing = 'stream' as const;
@@ -43,9 +49,14 @@ export class SocketTransport implements Transport {
   get remotePort() {
     return this.socket.remotePort;
   }
-  write(frames: Uint8Array[]): number {
+  write(frames: Uint8Array[], sent?: (frame: Uint8Array) => void): number {
     // One write per flush: frames gathered in one turn leave in one syscall.
-    this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+    if (frames.length === 1 && sent !== undefined && frames[0]!.length >= RECYCLE_MIN_BYTES) {
+      const frame = frames[0]!;
+      this.socket.write(frame, (err) => {
+        if (!err) sent(frame);
+      });
+    } else this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
     return this.socket.writableLength;
   }
   get backlog(): number {

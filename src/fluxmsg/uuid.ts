@@ -56,6 +56,13 @@ let counter = 0;
 
 /** A new RFC 9562 UUID version 7, strictly increasing within this thread. */
 export function uuidv7(): Uint8Array {
+  const id = new Uint8Array(UUID_BYTES);
+  writeUuidv7(id, 0);
+  return id;
+}
+
+/** Writes a new UUID v7 (as uuidv7() makes) at `at` in `id`: no allocation, for encoders. */
+export function writeUuidv7(id: Uint8Array, at: number): void {
   const r = randomAt(6);
   const rnd = randomPool;
   let ms = Date.now();
@@ -71,27 +78,25 @@ export function uuidv7(): Uint8Array {
     }
     ms = lastMs;
   }
-  const id = new Uint8Array(UUID_BYTES);
   // 48-bit big-endian millisecond timestamp; split because bitwise ops are 32-bit in JS.
   const high = Math.floor(ms / 0x100000000);
   const low = ms >>> 0;
-  id[0] = (high >>> 8) & 0xff;
-  id[1] = high & 0xff;
-  id[2] = low >>> 24;
-  id[3] = (low >>> 16) & 0xff;
-  id[4] = (low >>> 8) & 0xff;
-  id[5] = low & 0xff;
-  id[6] = 0x70 | (counter >>> 26); // version 7, then the top 4 counter bits
-  id[7] = (counter >>> 18) & 0xff;
-  id[8] = 0x80 | ((counter >>> 12) & 0x3f); // variant 10, then 6 counter bits
-  id[9] = (counter >>> 4) & 0xff;
-  id[10] = ((counter & 0x0f) << 4) | (rnd[r]! & 0x0f);
-  id[11] = rnd[r + 1]!;
-  id[12] = rnd[r + 2]!;
-  id[13] = rnd[r + 3]!;
-  id[14] = rnd[r + 4]!;
-  id[15] = rnd[r + 5]!;
-  return id;
+  id[at] = (high >>> 8) & 0xff;
+  id[at + 1] = high & 0xff;
+  id[at + 2] = low >>> 24;
+  id[at + 3] = (low >>> 16) & 0xff;
+  id[at + 4] = (low >>> 8) & 0xff;
+  id[at + 5] = low & 0xff;
+  id[at + 6] = 0x70 | (counter >>> 26); // version 7, then the top 4 counter bits
+  id[at + 7] = (counter >>> 18) & 0xff;
+  id[at + 8] = 0x80 | ((counter >>> 12) & 0x3f); // variant 10, then 6 counter bits
+  id[at + 9] = (counter >>> 4) & 0xff;
+  id[at + 10] = ((counter & 0x0f) << 4) | (rnd[r]! & 0x0f);
+  id[at + 11] = rnd[r + 1]!;
+  id[at + 12] = rnd[r + 2]!;
+  id[at + 13] = rnd[r + 3]!;
+  id[at + 14] = rnd[r + 4]!;
+  id[at + 15] = rnd[r + 5]!;
 }
 
 /** Bytes of the machine id carried in every entity id (fluxrig's machine_id hint); none until set. */

@@ -182,4 +182,8 @@ console.log(
 console.log(
   `FLUXAR vs grpc-js: ${summary.ratio_vs_grpc_64}x on 64 B chunks (${summary.ratio_vs_grpc_64_generator}x with a plain generator), ${summary.ratio_vs_grpc_4k}x on 4 KiB (${summary.mb_per_s_4k} MB/s; ${summary.mb_per_s_4k_generator} with a plain generator)`,
 );
+const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+console.log(
+  `targets: >= 10x grpc-js on 64 B ${met(summary.ratio_vs_grpc_64 >= 10)}; >= 1,000 MB/s on 4 KiB ${met(summary.mb_per_s_4k >= 1000)}; slow consumer under +20 MB ${met(summary.slow_consumer_rss_growth_mb < 20)}`,
+);
 console.log(`wrote ${writeResult('stream', summary)}`);

@@ -461,7 +461,11 @@ export class FluxarSessions implements ConnectionHost {
           // A WebSocket frame is one message: it must fit one record (the rack checks max_frame
           // at start). The frames of a byte stream leave together, cut to the record size.
           if (framing === 'message') for (const frame of frames) toMain(frame);
-          else sendStreamBytes(frames.length === 1 ? frames[0]! : Buffer.concat(frames), lane.maxRecordBytes, toMain);
+          else {
+            sendStreamBytes(frames.length === 1 ? frames[0]! : Buffer.concat(frames), lane.maxRecordBytes, toMain);
+            // The ring has its copy: the session's outbox may write into these bytes again.
+            for (const frame of frames) session.recycleOutput(frame);
+          }
         },
         onEvent: (event) => this.onEvent(conn, event),
         schedule: (at) => this.schedule(at),

@@ -166,13 +166,14 @@ export class Peer extends EventEmitter implements StreamHost {
   stream(target: string, payload: unknown = null, options: StreamOptions = {}): FluxarStream {
     const mode = options.mode ?? 'out';
     const window = options.credit ?? DEFAULT_STREAM_WINDOW;
+    const initialCredit = mode === 'in' ? 0 : window;
     let key: string;
     let failure: FluxarError | null = null;
     try {
       if (options.signal?.aborted) throw new FluxarError(ErrorCode.Cancelled, 'cancelled before it was sent');
       key = this.session.openStream(target, payload, {
         mode,
-        credit: mode === 'in' ? 0 : window,
+        credit: initialCredit,
         meta: options.meta ?? null,
         deadlineMs: options.timeoutMs,
       });
@@ -181,7 +182,7 @@ export class Peer extends EventEmitter implements StreamHost {
       key = '';
       failure = err instanceof FluxarError ? err : new FluxarError(ErrorCode.Internal, (err as Error).message);
     }
-    const channel = new StreamChannel(this, key, mode, { window: options.manualCredit ? 0 : window });
+    const channel = new StreamChannel(this, key, mode, { window: options.manualCredit ? 0 : window }, initialCredit);
     const stream = new FluxarStream(channel, this, failure === null ? options.signal : undefined);
     if (failure !== null) stream.finish(null, failure);
     else this.openStreams.set(key, { channel, opened: stream });

@@ -47,6 +47,13 @@ export class StreamChannel implements AsyncIterable<unknown> {
   private readonly writes: QueuedWrite[] = [];
   /** The peer's direction ended (end, or the response): reads finish once the queue is empty. */
   private inputEnded = false;
+  /**
+   * Chunks granted to the peer in all, and chunks the reader took: their difference is what
+   * may be ahead of the reader (in flight, queued here, or received and not yet handed over;
+   * the session's own window drops before its chunk events reach this queue).
+   */
+  private granted: number;
+  private read = 0;
   /** Set when the stream failed or was cancelled: reads and writes fail with it. */
   private failure: FluxarError | null = null;
   private closed = false;
@@ -56,7 +63,11 @@ export class StreamChannel implements AsyncIterable<unknown> {
     readonly key: string,
     readonly mode: StreamMode,
     private readonly options: ChannelOptions,
-  ) {}
+    /** Credit the peer already holds (the opener's meta.credit). */
+    initialCredit = 0,
+  ) {
+    this.granted = initialCredit;
+  }
 
   get isClosed(): boolean {
     return this.closed;
@@ -70,6 +81,7 @@ export class StreamChannel implements AsyncIterable<unknown> {
     if (this.reader !== null) {
       const reader = this.reader;
       this.reader = null;
+      this.read++;
       reader.resolve({ value: payload, done: false });
       this.topUp();
       return;
@@ -99,6 +111,7 @@ export class StreamChannel implements AsyncIterable<unknown> {
         this.received.length = 0;
         this.readHead = 0;
       }
+      this.read++;
       this.topUp();
       return Promise.resolve({ value, done: false });
     }
@@ -112,14 +125,14 @@ export class StreamChannel implements AsyncIterable<unknown> {
   }
 
   /**
-   * Keeps the peer's window at `window` chunks ahead of the reader: granted and in flight plus
-   * received and unread. Grants go out when that falls to half, so a grant covers many chunks
-   * and a reader that stops reading stops the producer within one window.
+   * Keeps the peer's window at `window` chunks ahead of the reader: granted and not yet read.
+   * Grants go out when that falls to half, so a grant covers many chunks, and a reader that
+   * stops reading stops the producer within one window.
    */
   private topUp(): void {
     const window = this.options.window;
     if (window === 0 || this.closed || this.inputEnded) return;
-    const ahead = this.host.session.streamWindow(this.key) + this.queued();
+    const ahead = this.granted - this.read;
     if (ahead > window / 2) return;
     this.grant(window - ahead);
   }
@@ -128,6 +141,7 @@ export class StreamChannel implements AsyncIterable<unknown> {
   grant(credit: number): void {
     if (this.closed) return;
     this.host.session.grantCredit(this.key, credit);
+    this.granted += credit;
     this.host.scheduleFlush();
   }
 

@@ -357,6 +357,9 @@ interface RackStream {
   final: { payload: unknown } | undefined;
   /** Messages for this stream that reached `in`: tells whether a message was answered. */
   answered: number;
+  /** Chunks up granted in all, and taken into the scenario: what may be ahead is the difference. */
+  granted: number;
+  taken: number;
 }
 
 /** Chunks down that may wait for one stream, a safety net past which the stream fails (429). */
@@ -541,7 +544,9 @@ export class FluxarSessions implements ConnectionHost {
         return this.onStreamOpen(conn, event.key, event.target, event.mode, event.payload, event.meta);
       case 'chunk': {
         const s = conn.streams.get(event.key);
-        if (s !== undefined) this.emitStream(conn, s, 'chunk', event.payload, String(event.seq));
+        if (s === undefined) return;
+        s.taken++;
+        this.emitStream(conn, s, 'chunk', event.payload, String(event.seq));
         return;
       }
       case 'end': {
@@ -620,9 +625,12 @@ export class FluxarSessions implements ConnectionHost {
     meta['fluxar.stream'] = keyToHex(key);
     meta['fluxar.mode'] = mode;
     const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
-    const s: RackStream = { key, mode, meta, trace, pending: [], final: undefined, answered: 0 };
+    const s: RackStream = { key, mode, meta, trace, pending: [], final: undefined, answered: 0, granted: 0, taken: 0 };
     conn.streams.set(key, s);
-    if (mode !== 'out') session.grantCredit(key, this.config.stream_window);
+    if (mode !== 'out') {
+      session.grantCredit(key, this.config.stream_window);
+      s.granted = this.config.stream_window;
+    }
     this.emitStream(conn, s, 'stream', payload, undefined);
   }
 
@@ -662,10 +670,13 @@ export class FluxarSessions implements ConnectionHost {
    */
   private topUp(conn: Conn, s: RackStream): void {
     if (s.mode === 'out' || s.pending.length > 0 || conn.blocked || !conn.streams.has(s.key)) return;
-    const session = conn.driver.session;
     const window = this.config.stream_window;
-    const left = session.streamWindow(s.key);
-    if (left <= window / 2) session.grantCredit(s.key, window - left);
+    // Counted here, not from the session's window: the session has already counted chunks
+    // whose events are still on their way to this gear.
+    const ahead = s.granted - s.taken;
+    if (ahead > window / 2) return;
+    conn.driver.session.grantCredit(s.key, window - ahead);
+    s.granted += window - ahead;
   }
 
   /** A message on `in` for one of this connection's streams: a chunk down, or its end. */

@@ -131,7 +131,7 @@ describe('FLUXAR streams (sans-I/O)', () => {
         error: null,
       }),
     );
-    const b = env.indexOf(0x62); // "b" becomes a second "a"
+    const b = env.lastIndexOf(Buffer.from([0x61, 0x62, 0x02])) + 1; // the key "b" becomes a second "a"
     env[b] = 0x61;
     p.server.receive(encodeStreamFrame(0, env));
     const closed = ofType(p.server.takeEvents(), 'closed');

@@ -1,4 +1,4 @@
-// The byte-level examples of docs/fluxar-spec.md section 15 are what this implementation writes:
+// The byte-level examples of docs/fluxar-spec.md section 16 are what this implementation writes:
 // each is encoded here and compared with the hex in the document, so the two cannot drift.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,7 @@ const bytes = (from: number) => Buffer.from(Array.from({ length: 16 }, (_, i) =>
 const CALL = id('019a4f2c8e1d70008000000000000003');
 const STREAM = id('019a4f2c8e1e70008000000000000010');
 
-/** The envelopes of section 15, by the name of their heading. */
+/** The envelopes of section 16, by the name of their heading. */
 export const SPEC_EXAMPLES: Record<string, Envelope> = {
   'client hello': {
     type: MessageType.Hello,
@@ -84,7 +84,7 @@ export const SPEC_EXAMPLES: Record<string, Envelope> = {
   },
 };
 
-/** A frame as section 15 prints it: hex bytes, 16 to a line. */
+/** A frame as section 16 prints it: hex bytes, 16 to a line. */
 export function hexLines(frame: Uint8Array): string {
   const hex = Buffer.from(frame).toString('hex').match(/../g)!;
   const lines: string[] = [];
@@ -92,9 +92,9 @@ export function hexLines(frame: Uint8Array): string {
   return lines.join('\n');
 }
 
-describe('docs/fluxar-spec.md section 15', () => {
+describe('docs/fluxar-spec.md section 16', () => {
   const spec = readFileSync(new URL('../../docs/fluxar-spec.md', import.meta.url), 'utf8');
-  const section = spec.slice(spec.indexOf('## 15. Byte-level examples'));
+  const section = spec.slice(spec.indexOf('## 16. Byte-level examples'));
   for (const [name, env] of Object.entries(SPEC_EXAMPLES)) {
     it(`the ${name} is what the encoder writes`, () => {
       const frame = encodeStreamFrame(0, encodeEnvelope(env));

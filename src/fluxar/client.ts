@@ -24,6 +24,8 @@ export interface ConnectOptions {
   streamHandlers?: Record<string, StreamHandler>;
   /** Streams the server may open to this client at once (max_streams in the hello; default 128). */
   maxStreams?: number;
+  /** QoS 1 and 2 publishes the server may have unanswered at this client's broker (default 1024). */
+  maxPublishes?: number;
   maxWriteBuffer?: number;
   logger?: Logger;
 }
@@ -99,6 +101,7 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
       psk: options.psk,
       maxFrame: options.maxFrame,
       maxStreams: options.maxStreams,
+      maxPublishes: options.maxPublishes,
       handshakeTimeoutMs: timeoutMs,
     });
     const peer = new Peer(session, transport, { maxWriteBuffer: options.maxWriteBuffer, logger: options.logger });

@@ -25,6 +25,8 @@ export const DEFAULT_HEARTBEAT_MS = 15_000;
 /** Heartbeat intervals without a single frame from the peer before it is declared gone. */
 export const MISSED_HEARTBEATS_LIMIT = 3;
 export const DEFAULT_MAX_IN_FLIGHT = 1024;
+/** QoS 1 and 2 publishes a peer may have unanswered, unless its hello says otherwise (spec section 14.3). */
+export const DEFAULT_MAX_PUBLISHES = 1024;
 /** Streams a peer may open at once, unless its hello says otherwise (spec section 13.6). */
 export const DEFAULT_MAX_STREAMS = 128;
 /**

@@ -19,9 +19,15 @@ export { encodeMessageFrame, encodeStreamFrame, StreamFrameSplitter } from './fr
 export type { CallOptions, Framing, OpenStreamOptions, Role, SessionEvent, SessionInfo, SessionOptions, SessionState } from './session.js';
 export type { StreamMode } from './stream-state.js';
 export type { StreamOptions } from './stream.js';
+export type { BrokerLink, BrokerOptions, PublishOutcome } from './broker.js';
+export { Broker } from './broker.js';
+export type { Qos, SubscribeOptions } from './pubsub-state.js';
+export type { FluxarMessage } from './subscription.js';
+export { FluxarSubscription } from './subscription.js';
+export { patternError, topicError } from './topics.js';
 export { FluxarStream, MAX_QUEUED_WRITES } from './stream.js';
 export { idKey, Session } from './session.js';
-export type { CallContext, Handler, PeerCallOptions, PeerOptions, StreamContext, StreamHandler } from './peer.js';
+export type { CallContext, Handler, PeerCallOptions, PeerOptions, PublishOptions, StreamContext, StreamHandler } from './peer.js';
 export { Peer } from './peer.js';
 export type { Transport, TransportKind } from './transport.js';
 export type { Endpoint } from './endpoint.js';

@@ -6,7 +6,10 @@ import { DEFAULT_MAX_WRITE_BUFFER, DEFAULT_STREAM_WINDOW } from './constants.js'
 import { SessionDriver } from './driver.js';
 import { FluxarError } from './errors.js';
 import type { Session, SessionEvent, SessionInfo } from './session.js';
+import { Broker, type BrokerLink, type PublishOutcome } from './broker.js';
+import type { Qos, SubscribeOptions } from './pubsub-state.js';
 import { FluxarStream, StreamChannel, type StreamHost, type StreamOptions } from './stream.js';
+import { FluxarSubscription } from './subscription.js';
 import type { StreamMode } from './stream-state.js';
 import type { Transport } from './transport.js';
 
@@ -55,6 +58,8 @@ export interface PeerOptions {
   sharedStreamHandlers?: Map<string, StreamHandler>;
   /** Up chunks a stream handler keeps granted ahead of its reader (default 64). */
   streamWindow?: number;
+  /** The broker that serves this connection's subscribes and publishes (a server shares one); default: the peer's own. */
+  broker?: Broker;
   maxWriteBuffer?: number;
   logger?: Logger;
 }
@@ -78,7 +83,13 @@ function toFluxarError(info: { code: number; message: string; data?: unknown }):
  * One end of a FLUXAR connection: a Session bound to a transport, with timers and handlers.
  * Symmetric: once open, either side may handle() and call().
  */
-export class Peer extends EventEmitter implements StreamHost {
+export interface PublishOptions {
+  /** 0 (default): at most once, not answered; 1: at least once; 2: exactly once per hop (spec 14.5). */
+  qos?: Qos;
+  meta?: Record<string, unknown>;
+}
+
+export class Peer extends EventEmitter implements StreamHost, BrokerLink {
   readonly session: Session;
   readonly transport: Transport;
   private readonly options: PeerOptions;
@@ -88,6 +99,11 @@ export class Peer extends EventEmitter implements StreamHost {
   private readonly streamHandlers = new Map<string, StreamHandler>();
   /** Streams of this connection, either side's: the opener's handle, or the handler's channel. */
   private readonly openStreams = new Map<string, { channel: StreamChannel; opened?: FluxarStream; controller?: AbortController }>();
+  /** Serves the peer's subscribes and publishes. */
+  readonly broker: Broker;
+  private brokerTimer: NodeJS.Timeout | undefined;
+  private readonly subscriptions = new Map<string, FluxarSubscription>();
+  private readonly publishes = new Map<string, { resolve(outcome: PublishOutcome): void; reject(err: FluxarError): void }>();
   private readonly driver: SessionDriver;
   private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
@@ -111,6 +127,7 @@ export class Peer extends EventEmitter implements StreamHost {
     });
     this.opened.catch(() => {}); // observed through events too; never an unhandled rejection
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.broker = options.broker ?? new Broker({ schedule: (at) => this.scheduleBroker(at) });
     this.driver = new SessionDriver(
       session,
       {
@@ -187,6 +204,48 @@ export class Peer extends EventEmitter implements StreamHost {
     if (failure !== null) stream.finish(null, failure);
     else this.openStreams.set(key, { channel, opened: stream });
     return stream;
+  }
+
+  /**
+   * Subscribes to `pattern` at the other side's broker (spec section 14). Iterate the result for
+   * messages; ack() each of QoS 1 and 2 when done with it. `ready` says whether the broker took it.
+   */
+  subscribe(pattern: string, options: Partial<SubscribeOptions> = {}): FluxarSubscription {
+    let key = '';
+    let failure: FluxarError | null = null;
+    try {
+      key = this.session.subscribe(pattern, options);
+      this.scheduleFlush();
+    } catch (err) {
+      failure = err instanceof FluxarError ? err : new FluxarError(ErrorCode.Internal, (err as Error).message);
+    }
+    const sub = new FluxarSubscription(this, key, pattern, options.durable ?? null);
+    if (failure !== null) sub.finish(failure);
+    else this.subscriptions.set(key, sub);
+    return sub;
+  }
+
+  /**
+   * Publishes to the other side's broker. QoS 1 and 2 resolve with the broker's ack ({duplicate,
+   * subscribers}) and reject with its nack; QoS 0 resolves once queued.
+   */
+  publish(topic: string, payload: unknown = null, options: PublishOptions = {}): Promise<PublishOutcome | undefined> {
+    let key: string | null;
+    try {
+      key = this.session.publish(topic, payload, options.qos ?? 0, options.meta ?? null);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.scheduleFlush();
+    if (key === null) return Promise.resolve(undefined);
+    const k = key;
+    return new Promise((resolve, reject) => this.publishes.set(k, { resolve, reject }));
+  }
+
+  private scheduleBroker(at: number): void {
+    clearTimeout(this.brokerTimer);
+    this.brokerTimer = setTimeout(() => this.broker.tick(), Math.max(0, at - Date.now()));
+    this.brokerTimer.unref();
   }
 
   transportBacklog(): number {
@@ -324,12 +383,41 @@ export class Peer extends EventEmitter implements StreamHost {
         else call.resolve(event.payload);
         return;
       }
-      case 'envelope':
-        this.emit('envelope', event.envelope);
+      case 'subscribe':
+        return this.broker.subscribe(this, event.key, event.pattern, event.options);
+      case 'unsubscribe':
+        return this.broker.unsubscribe(this, event.key);
+      case 'publish':
+        this.broker.publish(this, event.key, event.id, event.topic, event.qos, event.payload);
         return;
+      case 'delivery-ack':
+        return this.broker.ack(this, event.key, event.ok);
+      case 'subscribed':
+        this.subscriptions.get(event.key)?.answered(event.error);
+        if (event.error !== null) this.subscriptions.delete(event.key);
+        return;
+      case 'delivery':
+        this.subscriptions.get(event.key)?.delivered(event.deliveryKey, event.topic, event.payload, event.meta);
+        return;
+      case 'subscription-end': {
+        const sub = this.subscriptions.get(event.key);
+        this.subscriptions.delete(event.key);
+        sub?.finish(event.error === null ? null : toFluxarError(event.error));
+        return;
+      }
+      case 'published': {
+        const pending = this.publishes.get(event.key);
+        this.publishes.delete(event.key);
+        if (pending === undefined) return;
+        if (event.error !== null) pending.reject(toFluxarError(event.error));
+        else pending.resolve(event.payload as PublishOutcome);
+        return;
+      }
       case 'closed':
         this.closedReason = { code: event.code, reason: event.reason };
         clearTimeout(this.timer);
+        clearTimeout(this.brokerTimer);
+        this.broker.linkClosed(this);
         // No effect once opened; before that, the handshake's failure is the caller's error.
         this.rejectOpened(new FluxarError(event.code === 0 ? ErrorCode.Unavailable : event.code, event.reason));
         this.transportEnded = true;

@@ -3,7 +3,11 @@ import { pino, type Logger } from 'pino';
 import type { AuthOptions } from './auth.js';
 import { parseEndpoint } from './endpoint.js';
 import { FluxarListener, type ListenerLimits } from './listener.js';
-import { type Handler, Peer, type StreamHandler } from './peer.js';
+import { uuidv7 } from '../fluxmsg/uuid.js';
+import { Broker, type BrokerOptions, type PublishOutcome } from './broker.js';
+import { FluxarError } from './errors.js';
+import { type Handler, Peer, type PublishOptions, type StreamHandler } from './peer.js';
+import { topicError } from './topics.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Transport } from './transport.js';
 
@@ -11,7 +15,16 @@ export type { TlsOptions } from './listener.js';
 /** The session settings a server applies to every connection. */
 type ServerSessionOptions = Pick<
   SessionOptions,
-  'psk' | 'maxFrame' | 'heartbeatMs' | 'handshakeTimeoutMs' | 'maxInFlight' | 'maxStreams' | 'drainTimeoutMs' | 'inflateBytesPerSecond' | 'decodeItemsPerSecond'
+  | 'psk'
+  | 'maxFrame'
+  | 'heartbeatMs'
+  | 'handshakeTimeoutMs'
+  | 'maxInFlight'
+  | 'maxStreams'
+  | 'maxPublishes'
+  | 'drainTimeoutMs'
+  | 'inflateBytesPerSecond'
+  | 'decodeItemsPerSecond'
 >;
 
 export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits, 'maxFrame' | 'logger'> {
@@ -20,12 +33,17 @@ export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits
   auth?: AuthOptions;
   maxWriteBuffer?: number;
   logger?: Logger;
+  /** The broker's limits (spec section 14): queue per subscription, dedupe window, ... */
+  broker?: Omit<BrokerOptions, 'clock' | 'schedule'>;
 }
 
 /** A FLUXAR listener over any mix of transports; application code is the same on all of them. */
 export class FluxarServer extends EventEmitter {
   readonly handlers = new Map<string, Handler>();
   readonly streamHandlers = new Map<string, StreamHandler>();
+  /** One broker for every connection: a publish on one reaches subscribers on all. */
+  readonly broker: Broker;
+  private brokerTimer: NodeJS.Timeout | undefined;
   readonly peers = new Set<Peer>();
   private readonly bound: FluxarListener[] = [];
   private readonly options: ListenOptions;
@@ -35,6 +53,21 @@ export class FluxarServer extends EventEmitter {
     super();
     this.options = options;
     this.log = options.logger ?? pino({ name: 'fluxrig.fluxar' });
+    this.broker = new Broker({
+      ...options.broker,
+      schedule: (at) => {
+        clearTimeout(this.brokerTimer);
+        this.brokerTimer = setTimeout(() => this.broker.tick(), Math.max(0, at - Date.now()));
+        this.brokerTimer.unref();
+      },
+    });
+  }
+
+  /** Publishes from the server itself to its subscribers; returns what the broker did. */
+  publish(topic: string, payload: unknown = null, options: PublishOptions = {}): PublishOutcome {
+    const bad = topicError(topic);
+    if (bad !== null) throw new FluxarError(400, bad);
+    return this.broker.publish(null, null, uuidv7(), topic, options.qos ?? 0, payload);
   }
 
   /** Registers a handler for every connection. */
@@ -65,13 +98,25 @@ export class FluxarServer extends EventEmitter {
   /** Graceful stop: stop accepting, say bye to every peer, wait for their calls, then close. */
   async close(): Promise<void> {
     const closing = this.bound.map((l) => l.close());
+    this.broker.close();
+    clearTimeout(this.brokerTimer);
     await Promise.all([...this.peers].map((peer) => peer.close()));
     await Promise.all(closing);
   }
 
   private accept(transport: Transport): void {
-    const { psk, maxFrame, heartbeatMs, handshakeTimeoutMs, maxInFlight, maxStreams, drainTimeoutMs, inflateBytesPerSecond, decodeItemsPerSecond } =
-      this.options;
+    const {
+      psk,
+      maxFrame,
+      heartbeatMs,
+      handshakeTimeoutMs,
+      maxInFlight,
+      maxStreams,
+      maxPublishes,
+      drainTimeoutMs,
+      inflateBytesPerSecond,
+      decodeItemsPerSecond,
+    } = this.options;
     const sessionOptions: SessionOptions = {
       role: 'server',
       framing: transport.framing,
@@ -81,6 +126,7 @@ export class FluxarServer extends EventEmitter {
       handshakeTimeoutMs,
       maxInFlight,
       maxStreams,
+      maxPublishes,
       drainTimeoutMs,
       inflateBytesPerSecond,
       decodeItemsPerSecond,
@@ -89,6 +135,7 @@ export class FluxarServer extends EventEmitter {
       auth: this.options.auth,
       sharedHandlers: this.handlers,
       sharedStreamHandlers: this.streamHandlers,
+      broker: this.broker,
       maxWriteBuffer: this.options.maxWriteBuffer,
       logger: this.log,
     });

@@ -18,6 +18,7 @@ import {
   DEFAULT_INFLATE_BYTES_PER_S,
   DEFAULT_MAX_FRAME,
   DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_MAX_PUBLISHES,
   DEFAULT_MAX_STREAMS,
   FrameFlag,
   frameLimits,
@@ -34,6 +35,8 @@ import { decodeEnvelope, ENVELOPE_ITEMS, type Envelope, encodeEnvelopeWithRoom, 
 import { EnvelopeError, FluxarError } from './errors.js';
 import { encodeMessageFrame, type Frame, StreamFrameSplitter } from './framing.js';
 import { TokenBucket } from './budget.js';
+import { type DeliveryMeta, isQos, type Qos, readDeliveryMeta, readSubscribeMeta, type SubscribeOptions, subscribeMeta } from './pubsub-state.js';
+import { patternError, topicError } from './topics.js';
 import { addCredit, cannotSend, isCreditGrant, isCreditTotal, newStreamRecord, STREAM_MODES, type StreamMode, type StreamRecord } from './stream-state.js';
 
 export type Role = 'client' | 'server';
@@ -68,11 +71,8 @@ export interface SessionOptions {
   inflateBytesPerSecond?: number;
   /** Budget of CBOR items decoded from received envelopes, per second (429 bye when spent). */
   decodeItemsPerSecond?: number;
-  /**
-   * Pass envelopes of the types this core does not handle (subscribe, unsubscribe, publish,
-   * message) to the host as 'envelope' events instead of answering 501.
-   */
-  extensions?: boolean;
+  /** QoS 1 and 2 publishes the peer may have unanswered (declared in our hello); more are nacked 429. Default 1024. */
+  maxPublishes?: number;
 }
 
 export interface SessionInfo {
@@ -83,6 +83,8 @@ export interface SessionInfo {
   caps: string[];
   /** Streams this side may open to the peer at once (the peer's max_streams). */
   maxStreams: number;
+  /** QoS 1 and 2 publishes this side may have unanswered (the peer's max_publishes). */
+  maxPublishes: number;
 }
 
 export type SessionEvent =
@@ -103,7 +105,22 @@ export type SessionEvent =
   | { type: 'credit'; key: string }
   /** The opener ended its direction of a stream we respond to. */
   | { type: 'end'; key: string }
-  | { type: 'envelope'; envelope: Envelope }
+  /** Pub/sub, broker side: the peer subscribes; answer with answerSubscribe(). */
+  | { type: 'subscribe'; key: string; pattern: string; options: SubscribeOptions }
+  /** Pub/sub, broker side: the peer unsubscribes; end the subscription with endSubscription(). */
+  | { type: 'unsubscribe'; key: string }
+  /** Pub/sub, broker side: a publish; QoS 1 and 2 are answered with answerPublish() or failPublish(). */
+  | { type: 'publish'; key: string; id: Uint8Array; topic: string; qos: Qos; payload: unknown; meta: Record<string, unknown> | null }
+  /** Pub/sub, broker side: an ack (ok) or nack of the delivery `key` (possibly one no longer current). */
+  | { type: 'delivery-ack'; key: string; ok: boolean }
+  /** Pub/sub, subscriber side: the broker's answer to our subscribe. */
+  | { type: 'subscribed'; key: string; error: EnvelopeErrorInfo | null }
+  /** Pub/sub, subscriber side: a delivery of our subscription `key`; ack QoS 1 and 2 with ackDelivery(). */
+  | { type: 'delivery'; key: string; deliveryKey: string; topic: string; payload: unknown; meta: DeliveryMeta }
+  /** Pub/sub, subscriber side: the subscription is over (its last event). */
+  | { type: 'subscription-end'; key: string; error: EnvelopeErrorInfo | null }
+  /** Pub/sub, publisher side: the broker's ack (payload) or nack (error) of our QoS 1 or 2 publish. */
+  | { type: 'published'; key: string; payload: unknown; error: EnvelopeErrorInfo | null }
   /** The session failed on something it did not expect (a bug, never the peer's input): log it. */
   | { type: 'fault'; error: unknown }
   | { type: 'closed'; code: number; reason: string };
@@ -197,6 +214,16 @@ export class Session {
   private streamsToPeer = 0;
   /** The peer's max_streams: how many we may open. */
   private peerMaxStreams = DEFAULT_MAX_STREAMS;
+  // Pub/sub (spec section 14), by the key of the envelope that started each.
+  /** Subscriptions we made, as subscriber. */
+  private readonly subscriptionsOut = new Map<string, Uint8Array>();
+  /** Subscriptions the peer made, as broker. */
+  private readonly subscriptionsIn = new Map<string, Uint8Array>();
+  /** Our QoS 1 and 2 publishes awaiting the broker's answer. */
+  private readonly publishesOut = new Set<string>();
+  /** The peer's QoS 1 and 2 publishes awaiting our answer. */
+  private readonly publishesIn = new Map<string, Uint8Array>();
+  private peerMaxPublishes = DEFAULT_MAX_PUBLISHES;
   /** The earliest deadline among calls; tick() scans only once it has passed. */
   private earliestDeadline = NO_DEADLINE;
   /** The largest frame we send: the agreed maximum once the handshake has said it. */
@@ -399,6 +426,7 @@ export class Session {
       maxFrame: this.maxFrameOut,
       caps,
       maxStreams: this.peerMaxStreams,
+      maxPublishes: this.peerMaxPublishes,
     };
     this.serverNonce = newNonce();
     const payload: Record<string, unknown> = {
@@ -410,6 +438,7 @@ export class Session {
         heartbeat_ms: info.heartbeatMs,
         max_frame: info.maxFrame,
         max_streams: this.options.maxStreams ?? DEFAULT_MAX_STREAMS,
+        max_publishes: this.options.maxPublishes ?? DEFAULT_MAX_PUBLISHES,
       },
       nonce: this.serverNonce,
     };
@@ -500,6 +529,189 @@ export class Session {
 
   get inFlight(): { outgoing: number; incoming: number; streams: number } {
     return { outgoing: this.outgoing.size, incoming: this.incoming.size, streams: this.streams.size };
+  }
+
+  // ---- pub/sub (spec section 14) -------------------------------------------------------
+
+  /** Subscribes to `pattern` at the peer's broker; returns the subscription's key. */
+  subscribe(pattern: string, options: Partial<SubscribeOptions> = {}): string {
+    this.checkCanStart();
+    const bad = patternError(pattern);
+    if (bad !== null) throw new FluxarError(ErrorCode.BadRequest, bad);
+    const meta = subscribeMeta(options);
+    const checked = readSubscribeMeta(meta);
+    if (typeof checked === 'string') throw new FluxarError(ErrorCode.BadRequest, checked);
+    const id = uuidv7();
+    this.sendEnvelope({ type: MessageType.Subscribe, id, ref: null, target: pattern, meta, payload: null, error: null });
+    const key = idKey(id);
+    this.subscriptionsOut.set(key, id);
+    return key;
+  }
+
+  /** Ends our subscription; its 'subscription-end' event follows when the broker confirms. */
+  unsubscribe(key: string): void {
+    const id = this.subscriptionsOut.get(key);
+    if (id === undefined || this.state === 'closed') return;
+    this.sendEnvelope({ type: MessageType.Unsubscribe, id: uuidv7(), ref: id, target: null, meta: null, payload: null, error: null });
+  }
+
+  /**
+   * Publishes to the peer's broker. QoS 1 and 2 return the key whose 'published' event brings
+   * the broker's answer; QoS 0 returns null. Throws 400 for a bad topic, 429 at the peer's
+   * max_publishes.
+   */
+  publish(topic: string, payload: unknown, qos: Qos = 0, meta: Record<string, unknown> | null = null): string | null {
+    this.checkCanStart();
+    const bad = topicError(topic);
+    if (bad !== null) throw new FluxarError(ErrorCode.BadRequest, bad);
+    if (!isQos(qos)) throw new FluxarError(ErrorCode.BadRequest, `qos must be 0, 1 or 2, got ${describeValue(qos)}`);
+    if (qos > 0 && this.publishesOut.size >= this.peerMaxPublishes) {
+      throw new FluxarError(ErrorCode.Overloaded, `the peer takes ${this.peerMaxPublishes} unanswered publishes at once (max_publishes), all in flight`);
+    }
+    const id = uuidv7();
+    this.sendEnvelope({ type: MessageType.Publish, id, ref: null, target: topic, meta: { ...meta, qos }, payload, error: null });
+    if (qos === 0) return null;
+    const key = idKey(id);
+    this.publishesOut.add(key);
+    return key;
+  }
+
+  /** Broker: accepts (error null) or refuses the peer's subscription `key`. */
+  answerSubscribe(key: string, error: EnvelopeErrorInfo | null): void {
+    const id = this.subscriptionsIn.get(key);
+    if (id === undefined) return;
+    if (error !== null) this.subscriptionsIn.delete(key);
+    this.sendEnvelope({ type: MessageType.Subscribe, id: uuidv7(), ref: id, target: null, meta: null, payload: null, error });
+  }
+
+  /** Broker: ends the peer's subscription `key` (its last envelope); with an error when forced. */
+  endSubscription(key: string, error: EnvelopeErrorInfo | null = null): void {
+    const id = this.subscriptionsIn.get(key);
+    if (id === undefined) return;
+    this.subscriptionsIn.delete(key);
+    if (this.state !== 'closed')
+      this.sendEnvelope({ type: MessageType.Unsubscribe, id: uuidv7(), ref: id, target: ControlTarget.End, meta: null, payload: null, error });
+  }
+
+  /** Broker: one delivery attempt to the peer's subscription `key`; returns the attempt's key (what its ack names). */
+  deliver(key: string, topic: string, payload: unknown, meta: DeliveryMeta, extra: Record<string, unknown> | null = null): string | null {
+    const ref = this.subscriptionsIn.get(key);
+    if (ref === undefined || this.state === 'closed') return null;
+    const id = uuidv7();
+    this.sendEnvelope({ type: MessageType.Message, id, ref, target: topic, meta: { ...extra, msg: meta.msg, n: meta.n, qos: meta.qos }, payload, error: null });
+    return idKey(id);
+  }
+
+  /** Subscriber: acks (ok) or nacks the delivery attempt `deliveryKey`. */
+  ackDelivery(deliveryKey: string, ok = true): void {
+    if (this.state === 'closed') return;
+    const target = ok ? ControlTarget.Ack : ControlTarget.Nack;
+    this.sendEnvelope({ type: MessageType.Message, id: uuidv7(), ref: keyBytes(deliveryKey), target, meta: null, payload: null, error: null });
+  }
+
+  /** Broker: acks the peer's QoS 1 or 2 publish `key`. */
+  answerPublish(key: string, payload: { duplicate: boolean; subscribers: number }): void {
+    const id = this.publishesIn.get(key);
+    if (id === undefined) return;
+    this.publishesIn.delete(key);
+    this.sendEnvelope({ type: MessageType.Publish, id: uuidv7(), ref: id, target: ControlTarget.Ack, meta: null, payload, error: null });
+    this.checkDrained();
+  }
+
+  /** Broker: nacks the peer's publish `key` (any QoS: a publish that cannot be taken is never silent). */
+  failPublish(key: string, code: number, message: string, id = this.publishesIn.get(key)): void {
+    if (id === undefined) return;
+    this.publishesIn.delete(key);
+    this.sendEnvelope({ type: MessageType.Publish, id: uuidv7(), ref: id, target: ControlTarget.Nack, meta: null, payload: null, error: { code, message } });
+    this.checkDrained();
+  }
+
+  private checkCanStart(): void {
+    if (this.state === 'handshake') throw new FluxarError(ErrorCode.BadRequest, 'session not open yet');
+    if (this.state !== 'open' || this.weSaidBye) throw new FluxarError(ErrorCode.Unavailable, 'session is closing');
+  }
+
+  private receiveSubscribe(env: Envelope): void {
+    const bad = patternError(env.target);
+    if (bad !== null) return this.sendError(MessageType.Subscribe, env.id, ErrorCode.BadRequest, bad);
+    const options = readSubscribeMeta(env.meta);
+    if (typeof options === 'string') return this.sendError(MessageType.Subscribe, env.id, ErrorCode.BadRequest, options);
+    if (this.state !== 'open') return this.sendError(MessageType.Subscribe, env.id, ErrorCode.Unavailable, 'session is closing');
+    const key = idKey(env.id);
+    if (this.subscriptionsIn.has(key)) return this.sendError(MessageType.Subscribe, env.id, ErrorCode.Conflict, 'a subscription with this id exists');
+    this.subscriptionsIn.set(key, env.id);
+    this.events.push({ type: 'subscribe', key, pattern: env.target!, options });
+  }
+
+  private receiveSubscribeAnswer(env: Envelope): void {
+    const key = idKey(env.ref!);
+    if (!this.subscriptionsOut.has(key)) return;
+    if (env.error !== null) this.subscriptionsOut.delete(key);
+    this.events.push({ type: 'subscribed', key, error: env.error });
+  }
+
+  private receiveUnsubscribe(env: Envelope): void {
+    if (env.ref === null) return this.sendError(MessageType.Unsubscribe, env.id, ErrorCode.BadRequest, 'an unsubscribe needs ref: the subscription id');
+    const key = idKey(env.ref);
+    if (env.target === null) {
+      if (this.subscriptionsIn.has(key)) this.events.push({ type: 'unsubscribe', key });
+      return;
+    }
+    if (env.target !== ControlTarget.End) return this.abort(ErrorCode.BadRequest, `unknown unsubscribe control ${describeValue(env.target)}`);
+    if (!this.subscriptionsOut.delete(key)) return;
+    this.events.push({ type: 'subscription-end', key, error: env.error });
+  }
+
+  private receivePublish(env: Envelope): void {
+    const asked = env.meta?.qos ?? 0;
+    const bad = topicError(env.target) ?? (isQos(asked) ? null : `meta.qos must be 0, 1 or 2, got ${describeValue(asked)}`);
+    if (bad !== null) return this.failPublish(idKey(env.id), ErrorCode.BadRequest, bad, env.id);
+    const qos = asked as Qos;
+    if (this.state !== 'open' && (this.state !== 'closing' || this.peerSaidBye)) {
+      return this.failPublish(idKey(env.id), ErrorCode.Unavailable, 'session is closing', env.id);
+    }
+    const key = idKey(env.id);
+    if (qos > 0) {
+      const limit = this.options.maxPublishes ?? DEFAULT_MAX_PUBLISHES;
+      if (this.publishesIn.has(key)) return this.failPublish(key, ErrorCode.Conflict, 'a publish with this id is in flight', env.id);
+      if (this.publishesIn.size >= limit)
+        return this.failPublish(key, ErrorCode.Overloaded, `more than ${limit} publishes in flight on this connection (max_publishes)`, env.id);
+      this.publishesIn.set(key, env.id);
+    }
+    this.events.push({ type: 'publish', key, id: env.id, topic: env.target!, qos, payload: env.payload, meta: env.meta });
+  }
+
+  private receivePublishAnswer(env: Envelope): void {
+    if (env.target !== ControlTarget.Ack && env.target !== ControlTarget.Nack) {
+      return this.abort(ErrorCode.BadRequest, `a publish answer is ack or nack, got ${describeValue(env.target)}`);
+    }
+    const key = idKey(env.ref!);
+    if (!this.publishesOut.delete(key)) return;
+    const error = env.target === ControlTarget.Nack ? (env.error ?? { code: ErrorCode.Internal, message: 'nacked' }) : null;
+    this.events.push({ type: 'published', key, payload: error === null ? env.payload : null, error });
+    this.checkDrained();
+  }
+
+  /**
+   * Type 7: a delivery to one of our subscriptions (its ref is a subscription we made), or an
+   * ack or nack of a delivery we sent (its ref is that delivery). The ref tells them apart: a
+   * topic may be called "ack".
+   */
+  private receiveMessage(env: Envelope): void {
+    if (env.ref === null) return this.sendError(MessageType.Message, env.id, ErrorCode.BadRequest, 'a message needs ref');
+    const key = idKey(env.ref);
+    if (this.subscriptionsOut.has(key)) {
+      const meta = readDeliveryMeta(env.meta);
+      if (typeof meta === 'string') return this.abort(ErrorCode.BadRequest, meta);
+      if (topicError(env.target) !== null)
+        return this.abort(ErrorCode.BadRequest, `a delivery names the topic it was published to, got ${describeValue(env.target)}`);
+      this.events.push({ type: 'delivery', key, deliveryKey: idKey(env.id), topic: env.target!, payload: env.payload, meta });
+      return;
+    }
+    if (env.target === ControlTarget.Ack || env.target === ControlTarget.Nack) {
+      this.events.push({ type: 'delivery-ack', key, ok: env.target === ControlTarget.Ack });
+    }
+    // Anything else names a subscription that has ended: a late delivery, ignored.
   }
 
   // ---- streams (spec section 13) -------------------------------------------------------
@@ -803,6 +1015,7 @@ export class Session {
       nonce: this.clientNonce,
       max_frame: this.maxFrameIn,
       max_streams: this.options.maxStreams ?? DEFAULT_MAX_STREAMS,
+      max_publishes: this.options.maxPublishes ?? DEFAULT_MAX_PUBLISHES,
     };
     if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
     this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
@@ -872,6 +1085,9 @@ export class Session {
       const clientStreams = readMaxStreams(p.max_streams);
       if (typeof clientStreams === 'string') return this.refuseHello(ErrorCode.BadRequest, clientStreams);
       this.peerMaxStreams = clientStreams;
+      const clientPublishes = readHelloLimit(p.max_publishes, DEFAULT_MAX_PUBLISHES, 'max_publishes');
+      if (typeof clientPublishes === 'string') return this.refuseHello(ErrorCode.BadRequest, clientPublishes);
+      this.peerMaxPublishes = clientPublishes;
       if (this.options.psk !== undefined && !this.offeredCaps.includes(Capability.Psk)) {
         return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust');
       }
@@ -894,6 +1110,7 @@ export class Session {
     const serverMax = s === null ? '' : readMaxFrame(s.max_frame);
     const heartbeat = s?.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS;
     const serverStreams = s === null ? '' : readMaxStreams(s.max_streams);
+    const serverPublishes = s === null ? '' : readHelloLimit(s.max_publishes, DEFAULT_MAX_PUBLISHES, 'max_publishes');
     if (
       !isCborMap(p) ||
       s === null ||
@@ -901,6 +1118,7 @@ export class Session {
       !(s.id instanceof Uint8Array) ||
       typeof serverMax === 'string' ||
       typeof serverStreams === 'string' ||
+      typeof serverPublishes === 'string' ||
       !isUint(heartbeat)
     ) {
       return this.abort(ErrorCode.BadRequest, 'malformed server hello');
@@ -928,8 +1146,10 @@ export class Session {
       maxFrame: this.maxFrameOut,
       caps,
       maxStreams: serverStreams,
+      maxPublishes: serverPublishes,
     };
     this.peerMaxStreams = serverStreams;
+    this.peerMaxPublishes = serverPublishes;
     this.deflate = caps.includes(Capability.Deflate);
     this.open();
   }
@@ -968,11 +1188,15 @@ export class Session {
         return this.receiveResult(env);
       case MessageType.Stream:
         return this.receiveStreamEnvelope(env);
+      case MessageType.Subscribe:
+        return env.ref === null ? this.receiveSubscribe(env) : this.receiveSubscribeAnswer(env);
+      case MessageType.Unsubscribe:
+        return this.receiveUnsubscribe(env);
+      case MessageType.Publish:
+        return env.ref === null ? this.receivePublish(env) : this.receivePublishAnswer(env);
+      case MessageType.Message:
+        return this.receiveMessage(env);
       default:
-        if (this.options.extensions) {
-          this.events.push({ type: 'envelope', envelope: env });
-          return;
-        }
         return this.sendError(env.type, env.id, ErrorCode.Unsupported, `message type ${env.type} is not supported by this peer`);
     }
   }
@@ -1084,7 +1308,16 @@ export class Session {
   }
 
   private checkDrained(): void {
-    if (this.state === 'closing' && this.weSaidBye && this.peerSaidBye && this.outgoing.size === 0 && this.incoming.size === 0 && this.streams.size === 0) {
+    if (
+      this.state === 'closing' &&
+      this.weSaidBye &&
+      this.peerSaidBye &&
+      this.outgoing.size === 0 &&
+      this.incoming.size === 0 &&
+      this.streams.size === 0 &&
+      this.publishesOut.size === 0 &&
+      this.publishesIn.size === 0
+    ) {
       this.finish(0, 'closed');
     }
   }
@@ -1101,9 +1334,15 @@ export class Session {
       if (s.role === 'responder') this.events.push({ type: 'cancel', key, code: ErrorCode.Unavailable });
       else if (s.state === 'active') this.events.push({ type: 'result', key, payload: null, error: { code: failCode, message: reason } });
     }
+    for (const key of this.subscriptionsOut.keys()) this.events.push({ type: 'subscription-end', key, error: { code: failCode, message: reason } });
+    for (const key of this.publishesOut) this.events.push({ type: 'published', key, payload: null, error: { code: failCode, message: reason } });
     this.outgoing.clear();
     this.incoming.clear();
     this.streams.clear();
+    this.subscriptionsOut.clear();
+    this.subscriptionsIn.clear();
+    this.publishesOut.clear();
+    this.publishesIn.clear();
     this.streamsFromPeer = 0;
     this.streamsToPeer = 0;
     this.finish(code, reason);
@@ -1264,9 +1503,14 @@ function readMaxFrame(value: unknown): number | string {
 
 /** A hello's max_streams (spec section 13.6): missing means the default; else an unsigned integer. */
 function readMaxStreams(value: unknown): number | string {
-  if (value === undefined) return DEFAULT_MAX_STREAMS;
+  return readHelloLimit(value, DEFAULT_MAX_STREAMS, 'max_streams');
+}
+
+/** A count a hello declares (max_streams, max_publishes): missing means `fallback`. */
+function readHelloLimit(value: unknown, fallback: number, name: string): number | string {
+  if (value === undefined) return fallback;
   if (typeof value === 'bigint' && value > 0n) return Number.MAX_SAFE_INTEGER;
-  if (!isUint(value)) return 'max_streams must be an unsigned integer';
+  if (!isUint(value)) return `${name} must be an unsigned integer`;
   return value;
 }
 

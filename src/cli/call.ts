@@ -24,7 +24,7 @@ options:
 
 const DEFAULT_CALL_TIMEOUT_MS = 10_000;
 
-function credentialsFrom(values: Record<string, string | boolean | undefined>): Credentials | undefined {
+export function credentialsFrom(values: Record<string, string | boolean | undefined>): Credentials | undefined {
   if (typeof values.token === 'string') return { scheme: 'bearer', token: values.token };
   if (typeof values['api-key'] === 'string') return { scheme: 'api_key', key: values['api-key'] };
   if (typeof values.user === 'string') return { scheme: 'credentials', username: values.user, password: String(values.password ?? '') };

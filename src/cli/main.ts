@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
+import { runPub, runSub } from './pubsub.js';
 import { runGear } from './gear.js';
 import { runWasm } from './wasm.js';
 import { runRack } from './rack.js';
@@ -16,6 +17,8 @@ commands:
   gears list | doc TYPE    the gear types and their ports and config
   gear build|new|test      write, build and try a Wasm gear without a rack (fluxrig gear help)
   call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
+  sub URL PATTERN          subscribe and print each message (fluxrig sub --help)
+  pub URL TOPIC [JSON]     publish a message (fluxrig pub --help)
   wasm keygen|sign|verify|import   manage Wasm gear modules (fluxrig wasm help)
   uuid       print a new UUID v7
   version    print the fluxrig version
@@ -31,6 +34,10 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'call':
       return runCall(argv.slice(1));
+    case 'sub':
+      return runSub(argv.slice(1));
+    case 'pub':
+      return runPub(argv.slice(1));
     case 'wasm':
       return runWasm(argv.slice(1));
     case 'gear':

@@ -19,13 +19,18 @@ import {
   DEFAULT_UPGRADE_TIMEOUT_MS,
   MAX_FRAME_CEILING,
   MIN_MAX_FRAME,
+  STREAM_HIGH_WATER_MARK,
 } from '../fluxar/constants.js';
 import { SessionDriver } from '../fluxar/driver.js';
 import { parseEndpoint } from '../fluxar/endpoint.js';
 import { FluxarListener } from '../fluxar/listener.js';
 import { FluxarError } from '../fluxar/errors.js';
-import { type Framing, Session, type SessionEvent } from '../fluxar/session.js';
+import { type Framing, idKey, Session, type SessionEvent } from '../fluxar/session.js';
+import type { BrokerLink } from '../fluxar/broker.js';
+import { isQos, type Qos } from '../fluxar/pubsub-state.js';
 import type { StreamMode } from '../fluxar/stream-state.js';
+import { topicError } from '../fluxar/topics.js';
+import { uuidv7 } from '../fluxmsg/uuid.js';
 import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { sendStreamBytes } from '../ring/lane.js';
 import { BYTE_HEX } from '../fluxmsg/uuid.js';
@@ -342,6 +347,8 @@ interface Conn {
   streams: Map<string, RackStream>;
   /** The socket is over the stream high-water mark (main thread's word): chunks wait. */
   blocked: boolean;
+  /** The connection as the worker's broker sees it. */
+  link: BrokerLink;
 }
 
 /** A client's stream, as the worker bridges it to the scenario's messages. */
@@ -476,7 +483,29 @@ export class FluxarSessions implements ConnectionHost {
       { auth: this.auth, logger: this.ctx.logger, label: { conn: id, gear: this.spec.name } },
     );
     // Events only arrive once bytes do, after conn exists.
-    const conn: Conn = { id, ip, port: String(port), driver, streams: new Map(), blocked: false };
+    let flushing = false;
+    const conn: Conn = {
+      id,
+      ip,
+      port: String(port),
+      driver,
+      streams: new Map(),
+      blocked: false,
+      link: {
+        session,
+        // The socket is on the main thread: over the mark is all this worker knows of it.
+        transportBacklog: () => (conn.blocked ? STREAM_HIGH_WATER_MARK : 0),
+        // Deliveries made outside a pump (a publication from another worker) leave together.
+        scheduleFlush: () => {
+          if (flushing) return;
+          flushing = true;
+          queueMicrotask(() => {
+            flushing = false;
+            driver.pump();
+          });
+        },
+      },
+    };
     this.conns.set(id, conn);
     this.ctx.claimConnection(id, this);
     conn.driver.pump();
@@ -563,7 +592,16 @@ export class FluxarSessions implements ConnectionHost {
         // A stream's: what waited for the client is dropped; a call's needs nothing.
         conn.streams.delete(event.key);
         return;
+      case 'subscribe':
+        return this.ctx.topics.broker.subscribe(conn.link, event.key, event.pattern, event.options);
+      case 'unsubscribe':
+        return this.ctx.topics.broker.unsubscribe(conn.link, event.key);
+      case 'delivery-ack':
+        return this.ctx.topics.broker.ack(conn.link, event.key, event.ok);
+      case 'publish':
+        return this.onPublish(conn, event.key, event.id, event.topic, event.qos, event.payload, event.meta);
       case 'closed':
+        this.ctx.topics.broker.linkClosed(conn.link);
         this.conns.delete(conn.id);
         this.ctx.releaseConnection(conn.id);
         this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.id, code: event.code, reason: event.reason }));
@@ -609,6 +647,72 @@ export class FluxarSessions implements ConnectionHost {
     meta['peer.principal'] = conn.driver.session.principal?.id ?? '';
     return meta;
   }
+
+  // ---- pub/sub (spec section 14) -----------------------------------------------------------
+
+  /**
+   * A client's publish. With nothing wired from `out` it goes to the rack's subscribers at once.
+   * With `out` wired, the scenario decides: the publication becomes a message on `out` (meta
+   * fluxar.type "publish", fluxar.topic, fluxar.qos, fluxar.publication), and what reaches `in`
+   * with fluxar.topic is published. A QoS 1 or 2 publish is answered once its message has gone
+   * through the worker: acked with how many subscriptions took what it became, or nacked with
+   * the reason of a reject.
+   */
+  private onPublish(conn: Conn, key: string, id: Uint8Array, topic: string, qos: Qos, payload: unknown, pubMeta: Record<string, unknown> | null): void {
+    const session = conn.driver.session;
+    const gear = this.spec.name;
+    if (!this.ctx.hasRoute(gear, 'out')) {
+      const outcome = this.ctx.topics.publish(id, topic, qos, payload);
+      if (qos > 0) session.answerPublish(key, outcome);
+      return;
+    }
+    const meta = this.baseMeta(conn, pubMeta, topic);
+    delete meta.qos;
+    meta['fluxar.type'] = 'publish';
+    meta['fluxar.topic'] = topic;
+    meta['fluxar.qos'] = String(qos);
+    meta['fluxar.publication'] = keyToHex(idKey(id));
+    const msg = createFluxMsg({ meta, ...bodyOf(payload) });
+    const before = this.scenarioPublished;
+    let sent: CallTrace;
+    try {
+      sent = this.ctx.emitTracked(gear, 'out', msg);
+    } catch (err) {
+      this.ctx.logger.error({ err, gear }, 'gear chain failed');
+      if (qos > 0) session.failPublish(key, ErrorCode.Internal, `the rack failed to process the publication: ${(err as Error).message}`);
+      return;
+    }
+    if (qos === 0) return;
+    const failed = sent.ends.find((e) => e.why === 'rejected' || e.why === 'failed');
+    if (failed !== undefined) return session.failPublish(key, failed.code ?? ErrorCode.Internal, failed.reason ?? 'failed');
+    // Dropped, published, or gone on to the main thread: taken by the rack.
+    session.answerPublish(key, { duplicate: false, subscribers: this.scenarioPublished - before });
+  }
+
+  /** Subscriptions that took the publications gears made (counted for the QoS answer above). */
+  private scenarioPublished = 0;
+
+  /** A message on `in` with fluxar.topic and no call or stream: the scenario publishes it. */
+  private publishFromScenario(msg: FluxMsg): void {
+    const topic = msg.meta['fluxar.topic']!;
+    const bad = topicError(topic);
+    const qos = Number(msg.meta['fluxar.qos'] ?? 0);
+    if (bad !== null || !isQos(qos)) {
+      this.unpublishable++;
+      this.ctx.logger.warn(
+        { gear: this.spec.name, topic, qos: msg.meta['fluxar.qos'], reason: bad ?? 'fluxar.qos must be 0, 1 or 2' },
+        'a message for a topic could not be published',
+      );
+      return;
+    }
+    const publication = msg.meta['fluxar.publication'];
+    const key = publication === undefined ? '' : callKey(publication);
+    const id = key.length === 16 ? Buffer.from(key, 'latin1') : uuidv7();
+    this.scenarioPublished += this.ctx.topics.publish(id, topic, qos, answerPayload(msg)).subscribers;
+  }
+
+  /** Messages for a topic that could not be published (a bad topic or QoS), logged and counted. */
+  unpublishable = 0;
 
   // ---- streams (spec section 13) -----------------------------------------------------------
 
@@ -768,11 +872,12 @@ export class FluxarSessions implements ConnectionHost {
 
   /** A message on the gear's `in` port: the answer to one of our connections' calls. */
   answer(msg: FluxMsg): void {
+    const stream = msg.meta['fluxar.stream'];
+    const call = msg.meta['fluxar.call'];
+    if (stream === undefined && call === undefined && msg.meta['fluxar.topic'] !== undefined) return this.publishFromScenario(msg);
     const conn = this.conns.get(Number(msg.meta['conn.id']));
     if (conn === undefined) return;
-    const stream = msg.meta['fluxar.stream'];
     if (stream !== undefined) return this.streamAnswer(conn, msg, stream);
-    const call = msg.meta['fluxar.call'];
     if (call === undefined) return;
     const key = callKey(call);
     const session = conn.driver.session;

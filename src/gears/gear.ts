@@ -1,5 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import type { Broker, PublishOutcome } from '../fluxar/broker.js';
+import type { Qos } from '../fluxar/pubsub-state.js';
 import type { Transport } from '../fluxar/transport.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { Lane } from '../ring/lane.js';
@@ -66,6 +68,8 @@ export interface WorkerGearContext {
   releaseConnection(id: number): void;
   /** How long a session waits for its calls after bye. */
   drainTimeoutMs: number;
+  /** The rack's topics in this worker: the fluxar gears' subscribers and publishers meet here. */
+  topics: WorkerTopics;
   /** A message stopped here without going on (dropped, rejected or failed with `error` unwired). */
   ended(end: MessageEnd): void;
   /**
@@ -75,6 +79,17 @@ export interface WorkerGearContext {
   emitTracked(gear: string, port: string, msg: FluxMsg): CallTrace;
   /** The gear and port the message being delivered now came from. */
   lastHop(): { gear: string; port: string };
+}
+
+/**
+ * The rack's topics in one worker (spec section 14): one broker for the subscriptions of every
+ * fluxar gear's connections in this worker; a publication made here reaches the other workers'
+ * brokers through the rings.
+ */
+export interface WorkerTopics {
+  readonly broker: Broker;
+  /** Publishes to every subscription in the rack: this worker's now, the others' through the rings. */
+  publish(id: Uint8Array, topic: string, qos: Qos, payload: unknown): PublishOutcome;
 }
 
 /** How a message stopped in a worker, short of a gear that answers it. */

@@ -23,6 +23,12 @@ export const manifest: GearManifest = {
         properties: {},
         additionalProperties: { type: 'any', description: 'value' },
       },
+      meta: {
+        type: 'object',
+        description: 'meta of every message (fluxar.topic: TOPIC makes a fluxar gear publish what reaches its in port)',
+        properties: {},
+        additionalProperties: { type: 'string', description: 'meta value' },
+      },
     },
     required: ['rate_per_s'],
   },
@@ -33,6 +39,7 @@ export interface GeneratorConfig {
   rate_per_s: number;
   count?: number;
   data?: Record<string, unknown>;
+  meta?: Record<string, string>;
 }
 
 class Generator implements MainGear, Pausable {
@@ -58,9 +65,10 @@ class Generator implements MainGear, Pausable {
     const limit = this.config.count ?? Number.POSITIVE_INFINITY;
     const due = Math.floor(((Date.now() - this.startedAt) / 1000) * this.config.rate_per_s) + this.sentAtStart;
     const base = this.config.data ?? {};
+    const meta = this.config.meta ?? {};
     while (this.seq < due && this.seq < limit && !this.paused) {
       const seq = this.seq++;
-      this.inject(this.spec.name, 'out', createFluxMsg({ data: { ...base, seq }, meta: { 'generator.gear': this.spec.name } }), seq, this);
+      this.inject(this.spec.name, 'out', createFluxMsg({ data: { ...base, seq }, meta: { ...meta, 'generator.gear': this.spec.name } }), seq, this);
     }
     if (this.seq >= limit) clearInterval(this.timer);
   }

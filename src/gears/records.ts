@@ -1,5 +1,6 @@
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
 import { fluxMsgFromValue } from '../fluxmsg/codec.js';
+import type { Qos } from '../fluxar/pubsub-state.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 
 /**
@@ -37,6 +38,11 @@ export const RecordTag = {
    * false), or drained below it (true). Stream chunks wait for it; credit alone does not suffice.
    */
   ConnWritable: -15,
+  /**
+   * Both ways: a publication made in one worker, for the subscriptions of the others (the main
+   * thread sends it on to every worker; its origin skips it).
+   */
+  Publication: -16,
 } as const;
 
 export interface KvRecord {
@@ -59,6 +65,14 @@ export interface ConnOpenRecord {
 export interface ConnReasonRecord {
   id: number;
   reason: string;
+}
+export interface PublicationRecord {
+  /** The worker that took it first (its brokers have it already). */
+  origin: string;
+  topic: string;
+  id: Uint8Array;
+  qos: Qos;
+  payload: unknown;
 }
 export interface ConnEndRecord {
   id: number;
@@ -132,6 +146,11 @@ export const Records = {
     RecordTag.ConnWritable,
     (r) => [r.id, r.writable],
     ([id, writable]) => ({ id, writable }),
+  ),
+  publication: kind<PublicationRecord, [string, string, Uint8Array, Qos, unknown]>(
+    RecordTag.Publication,
+    (r) => [r.origin, r.topic, r.id, r.qos, r.payload],
+    ([origin, topic, id, qos, payload]) => ({ origin, topic, id, qos, payload }),
   ),
   connEnd: kind<ConnEndRecord, [number, number, string]>(
     RecordTag.ConnEnd,

@@ -15,6 +15,7 @@ import type { Lane } from '../ring/lane.js';
 import type { HandlerFactory, RecordHandler } from '../ring/pool-protocol.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import { readableLogStream } from './log-format.js';
+import { RackTopics } from './topics.js';
 
 export interface RackHandlerOptions {
   gears: GearSpec[];
@@ -39,6 +40,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   const owners = new Map<number, ConnectionHost>();
   let http: SyncHttpClient | undefined;
   let currentTag = 0;
+  const topics = new RackTopics(lane);
 
   const timeout = shortestGuestTimeout(options.gears.filter((g) => g.type === 'wasm').map(wasmConfig));
   const clock = control === undefined || timeout === undefined ? undefined : guestClock(control, epochMs, timeout, () => currentTag);
@@ -52,6 +54,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
     claimConnection: (id, host) => owners.set(id, host),
     releaseConnection: (id) => owners.delete(id),
     drainTimeoutMs: options.drainTimeoutMs,
+    topics,
     toMain: (gear, port, msg) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, msg })),
   });
 
@@ -83,6 +86,9 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
         owners.get(id)?.writable(id, writable);
         return;
       }
+      case RecordTag.Publication:
+        topics.receive(Records.publication.decode(payload));
+        return;
       case RecordTag.Drain:
         for (const host of chain.connectionHosts.values()) host.drain();
         return;

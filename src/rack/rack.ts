@@ -271,6 +271,9 @@ export class Rack extends EventEmitter {
     switch (tag) {
       case RecordTag.ConnEnd:
         return this.connections?.end(Records.connEnd.decode(payload).id);
+      case RecordTag.Publication:
+        // To every worker; the one it came from skips it.
+        return this.broadcast(tag, payload);
       case RecordTag.ToMain: {
         const { gear, port, msg } = Records.toMain.decode(payload);
         return this.mainGears.get(gear)?.receive(port, msg);

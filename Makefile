@@ -16,7 +16,7 @@ TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/
 GEAR_BUILD = node dist/src/cli/main.js gear build
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server build gears lint test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server mosquitto build gears lint test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
@@ -84,6 +84,17 @@ bench: deps build gears
 $(addprefix bench-,$(BENCHES)): bench-%: deps build gears
 	@mkdir -p bench/results
 	node dist/bench/$*.js
+
+# The pub/sub benchmark runs mosquitto as the MQTT peer (Debian installs it in /usr/sbin).
+bench-pubsub: mosquitto
+mosquitto:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's mosquitto package"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	else \
+		echo "make bench-pubsub needs mosquitto (the MQTT peer): install it with 'sudo apt-get install mosquitto'" >&2; exit 1; \
+	fi
 
 clean:
 	rm -rf dist wasm-gears/build

@@ -3,6 +3,7 @@
 // dead-letter topic, QoS 2 dedupe, max_in_flight, a full queue, durable subscriptions.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import {
   Broker,
   type BrokerLink,
@@ -11,6 +12,7 @@ import {
   encodeStreamFrame,
   MAX_FRAME_CEILING,
   MessageType,
+  type Qos,
   type Session,
   type SessionEvent,
   StreamFrameSplitter,
@@ -265,6 +267,38 @@ describe('FLUXAR broker (sans-I/O)', () => {
     clock.t += 60_001;
     broker.tick();
     assert.equal(broker.size.subscriptions, 0);
+  });
+
+  it('deliveries read back as sent, whatever their topic, attempt, QoS and payload (the plain form and the full decoder agree)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.stringMatching(/^[a-z0-9_-]{1,12}$/), { minLength: 1, maxLength: 5 }),
+        fc.integer({ min: 1, max: 70_000 }),
+        fc.constantFrom<Qos>(0, 1, 2),
+        fc.jsonValue(),
+        fc.boolean(),
+        (tokens, n, qos, json, dead) => {
+          // JSON has no -0, and the profile refuses a __proto__ key anywhere (a 400 bye, tested elsewhere).
+          fc.pre(!JSON.stringify(json).includes('"__proto__"'));
+          const payload: unknown = JSON.parse(JSON.stringify(json));
+          const { make } = setup();
+          const c = make();
+          const key = c.session.subscribe('>');
+          c.pump();
+          const topic = tokens.join('.');
+          const msg = uuidv7();
+          // A dead letter's extra meta takes the full decoder; the rest the plain form.
+          // The subscription's key is the same on both sides: the subscribe envelope's id.
+          c.p.server.deliver(key, topic, payload, { msg, n, qos }, dead ? { dead_reason: 'max_deliver' } : null);
+          c.p.pump();
+          const [d] = deliveries(c.events, key);
+          assert.equal(d!.topic, topic);
+          assert.deepEqual(d!.payload, payload);
+          assert.deepEqual([Buffer.from(d!.meta.msg), d!.meta.n, d!.meta.qos], [Buffer.from(msg), n, qos]);
+        },
+      ),
+      { numRuns: 200 },
+    );
   });
 
   it('refuses bad patterns, topics and meta with 400, and a publish of any QoS is never silent', () => {

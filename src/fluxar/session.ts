@@ -909,6 +909,68 @@ export class Session {
     return true;
   }
 
+  /**
+   * The subscriber's hot path: a delivery in the form the broker writes it, [7, id, ref, topic,
+   * {"msg": bytes(16), "n": uint, "qos": 0..2}, payload, null], read by comparing bytes around
+   * the topic and the payload. Anything else takes the full decoder (false).
+   */
+  private receivePlainDelivery(b: Uint8Array, now: number): boolean {
+    const last = b.length - 1;
+    if (last < 60 || b[0] !== 0x87 || b[1] !== MessageType.Message || b[2] !== 0x50 || b[19] !== 0x50 || b[last] !== CBOR_NULL) return false;
+    const key = idKeyAt(b, 20);
+    if (!this.subscriptionsOut.has(key)) return false;
+    // The topic: ASCII text of one-byte or two-byte head (topics are ASCII, at most 256 bytes).
+    let at = 36;
+    let length = b[at]! - 0x60;
+    if (length === 24) length = b[++at]!;
+    else if (length < 0 || length > 23) return false;
+    const topicAt = at + 1;
+    at = topicAt + length;
+    if (at + 40 > last) return false;
+    let topic = '';
+    for (let i = topicAt; i < at; i++) {
+      const c = b[i]!;
+      if (c >= 0x80) return false;
+      topic += String.fromCharCode(c);
+    }
+    // The meta map, in the broker's order: a3 63 "msg" 50 <16 bytes> 61 "n" <uint> 63 "qos" <0..2>.
+    if (b[at] !== 0xa3 || b[at + 1] !== 0x63 || b[at + 2] !== 0x6d || b[at + 3] !== 0x73 || b[at + 4] !== 0x67 || b[at + 5] !== 0x50) return false;
+    const msgAt = at + 6;
+    at = msgAt + 16;
+    if (b[at] !== 0x61 || b[at + 1] !== 0x6e) return false;
+    let n = b[at + 2]!;
+    at += 3;
+    if (n === 0x18) n = b[at++]!;
+    else if (n === 0x19) {
+      n = (b[at]! << 8) | b[at + 1]!;
+      at += 2;
+    } else if (n > 0x17) return false;
+    if (n < 1 || b[at] !== 0x63 || b[at + 1] !== 0x71 || b[at + 2] !== 0x6f || b[at + 3] !== 0x73) return false;
+    const qos = b[at + 4]!;
+    if (!isQos(qos)) return false;
+    if (topic !== this.lastDeliveryTopic) {
+      if (topicError(topic) !== null) return false;
+      this.lastDeliveryTopic = topic;
+    }
+    const r = new StrictReader(b, { copyBuffers: this.options.copyBuffers ?? false });
+    r.pos = at + 5;
+    let payload: unknown;
+    try {
+      payload = r.value(1);
+    } catch {
+      return false;
+    }
+    if (r.pos !== last) return false;
+    this.decodeBudget.spend(r.items + 1, now);
+    const msg = new Uint8Array(16);
+    for (let i = 0; i < 16; i++) msg[i] = b[msgAt + i]!;
+    this.events.push({ type: 'delivery', key, deliveryKey: idKeyAt(b, 3), topic, payload, meta: { msg, n, qos } });
+    return true;
+  }
+
+  /** The topic of the last plain delivery, checked once for a run of deliveries of one topic. */
+  private lastDeliveryTopic = '';
+
   /** A type 3 envelope: a chunk or a stream's control (spec sections 13.2 to 13.4). */
   private receiveStreamEnvelope(env: Envelope): void {
     if (env.ref === null)
@@ -1042,7 +1104,7 @@ export class Session {
     }
     let env: Envelope;
     if (!this.decodeBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the decode budget of ${this.decodeBudget.rate} CBOR items per second`);
-    if (this.state !== 'handshake' && this.receivePlainChunk(body, now)) return;
+    if (this.state !== 'handshake' && (this.receivePlainChunk(body, now) || this.receivePlainDelivery(body, now))) return;
     this.decodeWork.items = 0;
     try {
       env = decodeEnvelope(body, { copyBuffers: this.options.copyBuffers ?? false, work: this.decodeWork });

@@ -1,0 +1,377 @@
+// Pub/sub against its peers in one run, each with a broker process of its own on loopback: the
+// FLUXAR broker (a listen() server), nats-server with nats.js, and mosquitto with mqtt.js.
+// 1. Fan-out: 1 publisher, 100 subscribers, 128 B messages: deliveries/s, then p99 from publish
+//    to delivery at half of that rate.
+// 2. QoS 1, 1 to 1, acknowledged both ways: FLUXAR QoS 1, MQTT QoS 1, JetStream with pipelined
+//    publish acks and a consumer acking each message.
+// Results: bench/results/pubsub.json.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect } from '@nats-io/transport-node';
+import mqtt from 'mqtt';
+import { connect, type Peer } from '../src/fluxar/mod.js';
+import { NatsServerProcess } from '../test/harness/nats.js';
+import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
+import { printTable, writeResult } from './harness/report.js';
+
+const SUBSCRIBERS = 100;
+const PAYLOAD_BYTES = 128;
+const FANOUT_MESSAGES = Number(process.env.BENCH_FANOUT_MESSAGES ?? 5000);
+const LATENCY_MS = Number(process.env.BENCH_DURATION_MS ?? 3000);
+const QOS1_MESSAGES = Number(process.env.BENCH_QOS1_MESSAGES ?? 50_000);
+const QOS1_WINDOW = 256;
+const QUIET_MS = 2000;
+
+/** A peer as the benchmark drives it: subscribers that count, a publisher that sends. */
+interface System {
+  name: string;
+  /** Subscribes `n` clients to `topic`; each delivery calls onMessage with its payload. */
+  subscribe(n: number, topic: string, onMessage: (payload: Uint8Array) => void): Promise<void>;
+  /** Publishes one message at QoS 0; resolves when the client has taken it. */
+  publish(topic: string, payload: Uint8Array): Promise<void> | void;
+  /** The client has sent what it took (the broker has it). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface FanoutResult {
+  system: string;
+  deliveries_per_s: number;
+  delivered: number;
+  expected: number;
+  latency_rate_per_s: number;
+  latency: LatencySummary;
+}
+
+/** Phases of the fan-out run, in byte 8 of every payload: a delivery counts for its own phase only. */
+const WARM_UP = 0;
+const BURST = 1;
+const PACED = 2;
+
+/** 128 bytes: the send time (ms since the epoch) in the first 8, the phase in the ninth. */
+function payload(phase = BURST): Uint8Array {
+  const b = Buffer.alloc(PAYLOAD_BYTES);
+  b.writeDoubleLE(performance.timeOrigin + performance.now(), 0);
+  b[8] = phase;
+  return b;
+}
+
+/** Publishes `count` messages as fast as the client takes them; deliveries/s until every subscriber has them. */
+async function fanout(system: System): Promise<FanoutResult> {
+  const topic = 'bench.fanout';
+  let delivered = 0;
+  const latency = new LatencyRecorder();
+  let lastAt = performance.now();
+  await system.subscribe(SUBSCRIBERS, topic, (p) => {
+    lastAt = performance.now();
+    if (p[8] === BURST) delivered++;
+    else if (p[8] === PACED) latency.recordNs((performance.timeOrigin + performance.now() - Buffer.from(p.buffer, p.byteOffset, 8).readDoubleLE(0)) * 1e6);
+  });
+  // Warm-up: the JIT, the sockets.
+  for (let i = 0; i < 200; i++) await system.publish(topic, payload(WARM_UP));
+  await system.flush();
+  await quiet(() => lastAt);
+  const expected = FANOUT_MESSAGES * SUBSCRIBERS;
+  const began = performance.now();
+  for (let i = 0; i < FANOUT_MESSAGES; i++) {
+    await system.publish(topic, payload());
+    if (i % 100 === 99) await system.flush();
+  }
+  await system.flush();
+  const deadline = Date.now() + 60_000;
+  while (delivered < expected && Date.now() < deadline && performance.now() - lastAt < QUIET_MS) await tick();
+  const seconds = (lastAt - began) / 1000;
+  const rate = Math.round(delivered / seconds);
+  const burstDelivered = delivered;
+  // Latency at half of that rate, paced, for LATENCY_MS.
+  const perSecond = Math.max(1, Math.round(rate / SUBSCRIBERS / 2));
+  const start = performance.now();
+  let sent = 0;
+  while (performance.now() - start < LATENCY_MS) {
+    const due = Math.floor(((performance.now() - start) / 1000) * perSecond);
+    while (sent < due) {
+      await system.publish(topic, payload(PACED));
+      sent++;
+    }
+    await system.flush();
+    await tick();
+  }
+  await quiet(() => lastAt);
+  await system.close();
+  return { system: system.name, deliveries_per_s: rate, delivered: burstDelivered, expected, latency_rate_per_s: perSecond, latency: latency.summary() };
+}
+
+interface Qos1Result {
+  system: string;
+  messages_per_s: number;
+  received: number;
+}
+
+/** QoS 1, one publisher and one subscriber acking each message: acknowledged publishes per second. */
+async function qos1(name: string, run: (count: number, onReceived: () => void) => Promise<void>): Promise<Qos1Result> {
+  let received = 0;
+  await run(2000, () => {}); // warm-up
+  const began = performance.now();
+  await run(QOS1_MESSAGES, () => received++);
+  const seconds = (performance.now() - began) / 1000;
+  return { system: name, messages_per_s: Math.round(QOS1_MESSAGES / seconds), received };
+}
+
+const tick = () => new Promise((resolve) => setImmediate(resolve));
+async function quiet(last: () => number): Promise<void> {
+  while (performance.now() - last() < 200) await new Promise((resolve) => setTimeout(resolve, 50));
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as { port: number };
+  server.close();
+  return port;
+}
+
+// ---- the brokers -----------------------------------------------------------------------------
+
+const fluxarServer = spawn(process.execPath, [new URL('./fixtures/pubsub-server.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+const [fluxarLine] = (await once(createInterface({ input: fluxarServer.stdout! }), 'line')) as [string];
+const fluxarUrl = (JSON.parse(fluxarLine) as { url: string }).url;
+const nats = await NatsServerProcess.start({ jetstream: true });
+const mqttPort = await freePort();
+const mqttDir = mkdtempSync(join(tmpdir(), 'fluxrig-mosquitto-'));
+writeFileSync(
+  join(mqttDir, 'mosquitto.conf'),
+  `listener ${mqttPort} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\nmax_inflight_messages ${QOS1_WINDOW}\n`,
+);
+// Debian installs mosquitto in /usr/sbin, which is not on every user's PATH.
+const mosquitto = spawn(existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto', ['-c', join(mqttDir, 'mosquitto.conf')], { stdio: 'ignore' });
+const mqttUrl = `mqtt://127.0.0.1:${mqttPort}`;
+
+async function mqttClient(): Promise<mqtt.MqttClient> {
+  for (let i = 0; ; i++) {
+    try {
+      return await mqtt.connectAsync(mqttUrl, { reconnectPeriod: 0 });
+    } catch (err) {
+      if (i > 50) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100)); // mosquitto is starting
+    }
+  }
+}
+
+function fluxarSystem(): System {
+  const peers: Peer[] = [];
+  let publisher: Peer;
+  return {
+    name: 'fluxar',
+    async subscribe(n, topic, onMessage) {
+      for (let i = 0; i < n; i++) {
+        const peer = await connect(fluxarUrl);
+        peers.push(peer);
+        const sub = peer.subscribe(topic);
+        await sub.ready;
+        void (async () => {
+          for await (const m of sub) onMessage(m.payload as Uint8Array);
+        })();
+      }
+      publisher = await connect(fluxarUrl);
+      peers.push(publisher);
+    },
+    publish: (topic, p) => {
+      void publisher.publish(topic, p);
+    },
+    // A call answered means everything sent before it was read by the broker.
+    flush: async () => {
+      await publisher.call('flush', null).catch(() => {});
+    },
+    close: async () => {
+      await Promise.all(peers.map((p) => p.close()));
+    },
+  };
+}
+
+function natsSystem(): System {
+  const conns: Awaited<ReturnType<typeof natsConnect>>[] = [];
+  let pub: Awaited<ReturnType<typeof natsConnect>>;
+  return {
+    name: 'nats',
+    async subscribe(n, topic, onMessage) {
+      for (let i = 0; i < n; i++) {
+        const nc = await natsConnect({ servers: nats.url });
+        conns.push(nc);
+        nc.subscribe(topic, { callback: (_err, msg) => onMessage(msg.data) });
+        await nc.flush();
+      }
+      pub = await natsConnect({ servers: nats.url });
+      conns.push(pub);
+    },
+    publish: (topic, p) => pub.publish(topic, p),
+    flush: () => pub.flush(),
+    close: async () => {
+      await Promise.all(conns.map((c) => c.close()));
+    },
+  };
+}
+
+function mqttSystem(): System {
+  const clients: mqtt.MqttClient[] = [];
+  let pub: mqtt.MqttClient;
+  return {
+    name: 'mqtt',
+    async subscribe(n, topic, onMessage) {
+      const t = topic.replaceAll('.', '/');
+      for (let i = 0; i < n; i++) {
+        const c = await mqttClient();
+        clients.push(c);
+        c.on('message', (_topic, p) => onMessage(p));
+        await c.subscribeAsync(t, { qos: 0 });
+      }
+      pub = await mqttClient();
+      clients.push(pub);
+    },
+    publish: (topic, p) => new Promise<void>((resolve) => pub.publish(topic.replaceAll('.', '/'), Buffer.from(p), { qos: 0 }, () => resolve())),
+    flush: async () => {},
+    close: async () => {
+      await Promise.all(clients.map((c) => c.endAsync()));
+    },
+  };
+}
+
+const fanouts: FanoutResult[] = [];
+const qos1Results: Qos1Result[] = [];
+try {
+  for (const make of [fluxarSystem, natsSystem, mqttSystem]) fanouts.push(await fanout(make()));
+
+  qos1Results.push(
+    await qos1('fluxar', async (count, onReceived) => {
+      const sub = await connect(fluxarUrl);
+      const pub = await connect(fluxarUrl);
+      const subscription = sub.subscribe('bench.qos1', { qos: 1, maxInFlight: QOS1_WINDOW });
+      await subscription.ready;
+      let got = 0;
+      const reading = (async () => {
+        for await (const m of subscription) {
+          m.ack();
+          onReceived();
+          if (++got === count) break;
+        }
+      })();
+      const inFlight = new Set<Promise<unknown>>();
+      for (let i = 0; i < count; i++) {
+        const p = pub.publish('bench.qos1', payload(), { qos: 1 });
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+      await reading;
+      await Promise.all([sub.close(), pub.close()]);
+    }),
+  );
+
+  qos1Results.push(
+    await qos1('mqtt', async (count, onReceived) => {
+      const sub = await mqttClient();
+      const pub = await mqttClient();
+      let got = 0;
+      const all = new Promise<void>((resolve) =>
+        sub.on('message', () => {
+          onReceived();
+          if (++got === count) resolve();
+        }),
+      );
+      await sub.subscribeAsync('bench/qos1', { qos: 1 });
+      const inFlight = new Set<Promise<unknown>>();
+      for (let i = 0; i < count; i++) {
+        const p = pub.publishAsync('bench/qos1', Buffer.from(payload()), { qos: 1 });
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+      await all;
+      await Promise.all([sub.endAsync(), pub.endAsync()]);
+    }),
+  );
+
+  const nc = await natsConnect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: 'BENCH', subjects: ['bench.js.>'] });
+  let round = 0;
+  qos1Results.push(
+    await qos1('jetstream', async (count, onReceived) => {
+      const subject = `bench.js.r${round++}`;
+      const durable = `c${round}`;
+      await jsm.consumers.add('BENCH', { durable_name: durable, ack_policy: AckPolicy.Explicit, filter_subject: subject, max_ack_pending: QOS1_WINDOW * 4 });
+      const js = jetstream(nc);
+      const consumer = await js.consumers.get('BENCH', durable);
+      const messages = await consumer.consume();
+      let got = 0;
+      const reading = (async () => {
+        for await (const m of messages) {
+          m.ack();
+          onReceived();
+          if (++got === count) break;
+        }
+      })();
+      const inFlight = new Set<Promise<unknown>>();
+      for (let i = 0; i < count; i++) {
+        const p = js.publish(subject, payload());
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
+      }
+      await Promise.all(inFlight);
+      await reading;
+      await messages.close();
+    }),
+  );
+  await nc.close();
+} finally {
+  fluxarServer.stdin!.end();
+  mosquitto.kill();
+  await once(fluxarServer, 'exit');
+  await nats.stop();
+}
+
+const fan = (s: string) => fanouts.find((f) => f.system === s)!;
+const q1 = (s: string) => qos1Results.find((f) => f.system === s)!;
+const ratio = (a: number, b: number) => Math.round((a / b) * 10) / 10;
+const summary = {
+  subscribers: SUBSCRIBERS,
+  payload_bytes: PAYLOAD_BYTES,
+  fanout_messages: FANOUT_MESSAGES,
+  qos1_messages: QOS1_MESSAGES,
+  qos1_window: QOS1_WINDOW,
+  fanout_deliveries_per_s: fan('fluxar').deliveries_per_s,
+  ratio_fanout_vs_nats: ratio(fan('fluxar').deliveries_per_s, fan('nats').deliveries_per_s),
+  ratio_fanout_vs_mqtt: ratio(fan('fluxar').deliveries_per_s, fan('mqtt').deliveries_per_s),
+  qos1_messages_per_s: q1('fluxar').messages_per_s,
+  ratio_qos1_vs_mqtt: ratio(q1('fluxar').messages_per_s, q1('mqtt').messages_per_s),
+  ratio_qos1_vs_jetstream: ratio(q1('fluxar').messages_per_s, q1('jetstream').messages_per_s),
+  p99_ms_at_half_max: Math.round(fan('fluxar').latency.p99_us) / 1000,
+  targets: { ratio_fanout_vs_nats: 1, ratio_fanout_vs_mqtt: 3, ratio_qos1_vs_mqtt: 2, p99_ms_at_half_max: 5 },
+  fanouts,
+  qos1: qos1Results,
+};
+printTable(
+  fanouts.map((f) => ({
+    system: f.system,
+    'deliveries/s': f.deliveries_per_s,
+    delivered: `${f.delivered}/${f.expected}`,
+    'at msgs/s': f.latency_rate_per_s,
+    'p50 ms': f.latency.p50_us / 1000,
+    'p99 ms': f.latency.p99_us / 1000,
+  })),
+);
+printTable(qos1Results.map((q) => ({ system: q.system, 'QoS 1 msgs/s': q.messages_per_s })));
+const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
+console.log(
+  `\nfan-out: ${summary.ratio_fanout_vs_nats}x NATS (${met(summary.ratio_fanout_vs_nats >= 1)}), ${summary.ratio_fanout_vs_mqtt}x MQTT (${met(summary.ratio_fanout_vs_mqtt >= 3)}); QoS 1: ${summary.ratio_qos1_vs_mqtt}x MQTT (${met(summary.ratio_qos1_vs_mqtt >= 2)}), ${summary.ratio_qos1_vs_jetstream}x JetStream; p99 at half max ${summary.p99_ms_at_half_max} ms (${met(summary.p99_ms_at_half_max <= 5)})`,
+);
+console.log(`wrote ${writeResult('pubsub', summary)}`);

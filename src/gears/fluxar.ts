@@ -26,7 +26,7 @@ import { parseEndpoint } from '../fluxar/endpoint.js';
 import { FluxarListener } from '../fluxar/listener.js';
 import { FluxarError } from '../fluxar/errors.js';
 import { type Framing, idKey, Session, type SessionEvent } from '../fluxar/session.js';
-import type { BrokerLink } from '../fluxar/broker.js';
+import type { BrokerLink, PublishOutcome } from '../fluxar/broker.js';
 import { isQos, type Qos } from '../fluxar/pubsub-state.js';
 import type { StreamMode } from '../fluxar/stream-state.js';
 import { topicError } from '../fluxar/topics.js';
@@ -602,6 +602,7 @@ export class FluxarSessions implements ConnectionHost {
         return this.onPublish(conn, event.key, event.id, event.topic, event.qos, event.payload, event.meta);
       case 'closed':
         this.ctx.topics.broker.linkClosed(conn.link);
+        for (const pending of this.awaitingBus.keys()) if (pending.startsWith(`${conn.id}:`)) this.awaitingBus.delete(pending);
         this.conns.delete(conn.id);
         this.ctx.releaseConnection(conn.id);
         this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.id, code: event.code, reason: event.reason }));
@@ -662,6 +663,12 @@ export class FluxarSessions implements ConnectionHost {
     const session = conn.driver.session;
     const gear = this.spec.name;
     if (!this.ctx.hasRoute(gear, 'out')) {
+      if (qos > 0 && this.ctx.topics.bridged) {
+        // On the bus, the ack waits until the other racks can have it (publicationAcked).
+        const outcome = this.ctx.topics.publish(id, topic, qos, payload, { conn: conn.id, key });
+        this.awaitingBus.set(`${conn.id}:${key}`, outcome);
+        return;
+      }
       const outcome = this.ctx.topics.publish(id, topic, qos, payload);
       if (qos > 0) session.answerPublish(key, outcome);
       return;
@@ -687,6 +694,19 @@ export class FluxarSessions implements ConnectionHost {
     if (failed !== undefined) return session.failPublish(key, failed.code ?? ErrorCode.Internal, failed.reason ?? 'failed');
     // Dropped, published, or gone on to the main thread: taken by the rack.
     session.answerPublish(key, { duplicate: false, subscribers: this.scenarioPublished - before });
+  }
+
+  /** Publishes waiting for the bus, by connection and key, with what this rack did with them. */
+  private readonly awaitingBus = new Map<string, PublishOutcome>();
+
+  publicationAcked(id: number, key: string, error: string | null): void {
+    const outcome = this.awaitingBus.get(`${id}:${key}`);
+    this.awaitingBus.delete(`${id}:${key}`);
+    const conn = this.conns.get(id);
+    if (outcome === undefined || conn === undefined) return;
+    if (error === null) conn.driver.session.answerPublish(key, outcome);
+    else conn.driver.session.failPublish(key, ErrorCode.Unavailable, error);
+    conn.driver.pump();
   }
 
   /** Subscriptions that took the publications gears made (counted for the QoS answer above). */

@@ -88,8 +88,14 @@ export interface WorkerGearContext {
  */
 export interface WorkerTopics {
   readonly broker: Broker;
-  /** Publishes to every subscription in the rack: this worker's now, the others' through the rings. */
-  publish(id: Uint8Array, topic: string, qos: Qos, payload: unknown): PublishOutcome;
+  /** The rack is on the bus: publications also go to the other racks. */
+  readonly bridged: boolean;
+  /**
+   * Publishes to every subscription in the rack (this worker's now, the others' through the
+   * rings) and, on the bus, to the other racks. With `confirm`, the main thread answers with a
+   * PublicationAck for that connection's publish once the bus has it.
+   */
+  publish(id: Uint8Array, topic: string, qos: Qos, payload: unknown, confirm?: { conn: number; key: string }): PublishOutcome;
 }
 
 /** How a message stopped in a worker, short of a gear that answers it. */
@@ -127,6 +133,8 @@ export interface ConnectionHost {
   writable(id: number, writable: boolean): void;
   /** Graceful stop: every session says bye. */
   drain(): void;
+  /** A publish of connection `id` that waited for the bus reached it (error null) or could not. */
+  publicationAcked?(id: number, key: string, error: string | null): void;
 }
 
 /** Where a main-thread gear's output goes: into the chain, in the worker that owns `key`. */

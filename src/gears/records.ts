@@ -43,6 +43,8 @@ export const RecordTag = {
    * thread sends it on to every worker; its origin skips it).
    */
   Publication: -16,
+  /** main -> worker: the publication of connection `conn`'s publish `key` reached the bus (error: it could not). */
+  PublicationAck: -17,
 } as const;
 
 export interface KvRecord {
@@ -67,12 +69,20 @@ export interface ConnReasonRecord {
   reason: string;
 }
 export interface PublicationRecord {
-  /** The worker that took it first (its brokers have it already). */
+  /** The worker that took it first (its brokers have it already); 'bus' for another rack's. */
   origin: string;
   topic: string;
   id: Uint8Array;
   qos: Qos;
   payload: unknown;
+  /** A client's QoS 1 or 2 publish waits for the bus: its connection and session key (0 and '': none). */
+  conn: number;
+  key: string;
+}
+export interface PublicationAckRecord {
+  conn: number;
+  key: string;
+  error: string | null;
 }
 export interface ConnEndRecord {
   id: number;
@@ -147,10 +157,15 @@ export const Records = {
     (r) => [r.id, r.writable],
     ([id, writable]) => ({ id, writable }),
   ),
-  publication: kind<PublicationRecord, [string, string, Uint8Array, Qos, unknown]>(
+  publication: kind<PublicationRecord, [string, string, Uint8Array, Qos, unknown, number, string]>(
     RecordTag.Publication,
-    (r) => [r.origin, r.topic, r.id, r.qos, r.payload],
-    ([origin, topic, id, qos, payload]) => ({ origin, topic, id, qos, payload }),
+    (r) => [r.origin, r.topic, r.id, r.qos, r.payload, r.conn, r.key],
+    ([origin, topic, id, qos, payload, conn, key]) => ({ origin, topic, id, qos, payload, conn, key }),
+  ),
+  publicationAck: kind<PublicationAckRecord, [number, string, string | null]>(
+    RecordTag.PublicationAck,
+    (r) => [r.conn, r.key, r.error],
+    ([conn, key, error]) => ({ conn, key, error }),
   ),
   connEnd: kind<ConnEndRecord, [number, number, string]>(
     RecordTag.ConnEnd,

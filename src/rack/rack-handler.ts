@@ -27,6 +27,8 @@ export interface RackHandlerOptions {
   readableLogs: boolean;
   /** How long a session waits for its calls after bye before it closes with a 503 bye. */
   drainTimeoutMs: number;
+  /** The rack is on the bus: topics cross racks, and QoS 1 and 2 publishes wait for it. */
+  onBus: boolean;
 }
 
 /** Inline (workers: 0) the main thread must never block, so guests get no HTTP there. */
@@ -40,7 +42,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   const owners = new Map<number, ConnectionHost>();
   let http: SyncHttpClient | undefined;
   let currentTag = 0;
-  const topics = new RackTopics(lane);
+  const topics = new RackTopics(lane, options.onBus);
 
   const timeout = shortestGuestTimeout(options.gears.filter((g) => g.type === 'wasm').map(wasmConfig));
   const clock = control === undefined || timeout === undefined ? undefined : guestClock(control, epochMs, timeout, () => currentTag);
@@ -89,6 +91,11 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
       case RecordTag.Publication:
         topics.receive(Records.publication.decode(payload));
         return;
+      case RecordTag.PublicationAck: {
+        const { conn, key, error } = Records.publicationAck.decode(payload);
+        owners.get(conn)?.publicationAcked?.(conn, key, error);
+        return;
+      }
       case RecordTag.Drain:
         for (const host of chain.connectionHosts.values()) host.drain();
         return;

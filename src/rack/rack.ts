@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { dirname } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { connectRackBus, type RackBus } from '../bus/rack-bus.js';
+import { TopicBridge } from '../bus/topic-bridge.js';
 import { FluxrigError } from '../errors.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { MainGear, MainGearContext } from '../gears/gear.js';
@@ -65,6 +66,7 @@ export class Rack extends EventEmitter {
   private readonly scenario: Scenario;
   private readonly gears: GearSpec[];
   private bus: RackBus | undefined;
+  private bridge: TopicBridge | undefined;
   private pool: WorkerPool | undefined;
   private link: WorkerLink | undefined;
   private connections: ConnectionTable | undefined;
@@ -143,11 +145,19 @@ export class Rack extends EventEmitter {
       logLevel: this.log.level,
       readableLogs: this.options.readableLogs ?? false,
       drainTimeoutMs: this.drainTimeoutMs,
+      onBus: bus.nats !== undefined,
     };
     const link = this.startWorkers(handlerOptions);
     this.link = link;
     this.connections = new ConnectionTable(link, this.log, this.options.maxWriteBuffer ?? RACK_DEFAULTS.max_write_buffer);
     if (this.pool !== undefined) await this.pool.start();
+    if (bus.nats !== undefined) {
+      // Publications of other racks go to every worker, as one of ours would.
+      this.bridge = new TopicBridge(bus.nats, this.name, this.log, (p) =>
+        this.broadcast(RecordTag.Publication, Records.publication.encode({ origin: 'bus', ...p, conn: 0, key: '' })),
+      );
+      await this.bridge.start();
+    }
     bus.kv.watch((key, value) => this.broadcast(RecordTag.KvSet, Records.kvSet.encode({ key, value: value ?? null })));
     const connections = this.connections;
     const ctx: MainGearContext = {
@@ -246,7 +256,10 @@ export class Rack extends EventEmitter {
         sayBye: () => this.broadcast(RecordTag.Drain, Records.drain.encode({})),
         drainTimeoutMs: this.drainTimeoutMs,
         stopWorkers: async () => this.pool?.close(),
-        closeBus: async () => this.bus?.close(),
+        closeBus: async () => {
+          await this.bridge?.close();
+          await this.bus?.close();
+        },
       });
       this.log.info({ rack: this.name }, 'rack stopped');
     })();
@@ -255,6 +268,30 @@ export class Rack extends EventEmitter {
 
   private broadcast(tag: number, payload: Uint8Array): void {
     this.link?.broadcast(tag, payload);
+  }
+
+  /**
+   * A publication made in this rack, to the other racks. A client's QoS 1 or 2 publish waits for
+   * the bus: its worker is told when the bus has it (or could not take it), and answers then.
+   */
+  private bridgePublication(payload: Uint8Array): void {
+    const bridge = this.bridge;
+    if (bridge === undefined) return;
+    const record = Records.publication.decode(payload);
+    const answer = (error: string | null) => {
+      if (record.conn === 0) return;
+      const ack = Records.publicationAck.encode({ conn: record.conn, key: record.key, error });
+      const link = this.link!;
+      if (!link.trySend(link.workerFor(record.conn), RecordTag.PublicationAck, ack))
+        this.log.warn({ conn: record.conn }, 'lane full: a publish answer is lost');
+    };
+    bridge.publish(record).then(
+      () => answer(null),
+      (err: Error) => {
+        this.log.error({ err, topic: record.topic }, 'a publication could not reach the other racks');
+        answer(`the bus did not take the publication: ${err.message}`);
+      },
+    );
   }
 
   private inject(gear: string, port: string, msg: FluxMsg, key: number, source?: Pausable): void {
@@ -272,8 +309,9 @@ export class Rack extends EventEmitter {
       case RecordTag.ConnEnd:
         return this.connections?.end(Records.connEnd.decode(payload).id);
       case RecordTag.Publication:
-        // To every worker; the one it came from skips it.
-        return this.broadcast(tag, payload);
+        // To every worker (the one it came from skips it), and to the other racks.
+        this.broadcast(tag, payload);
+        return this.bridgePublication(payload);
       case RecordTag.ToMain: {
         const { gear, port, msg } = Records.toMain.decode(payload);
         return this.mainGears.get(gear)?.receive(port, msg);

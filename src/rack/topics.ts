@@ -15,7 +15,10 @@ export class RackTopics implements WorkerTopics {
   private readonly origin = randomBytes(8).toString('hex');
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(private readonly lane: Lane) {
+  constructor(
+    private readonly lane: Lane,
+    readonly bridged: boolean,
+  ) {
     this.broker = new Broker({
       schedule: (at) => {
         clearTimeout(this.timer);
@@ -25,10 +28,13 @@ export class RackTopics implements WorkerTopics {
     });
   }
 
-  publish(id: Uint8Array, topic: string, qos: Qos, payload: unknown): PublishOutcome {
+  publish(id: Uint8Array, topic: string, qos: Qos, payload: unknown, confirm?: { conn: number; key: string }): PublishOutcome {
     const outcome = this.broker.publish(null, null, id, topic, qos, payload);
-    // A duplicate went to the other workers the first time (they dedupe QoS 2 by id as well).
-    if (!outcome.duplicate) this.lane.send(Records.publication.tag, Records.publication.encode({ origin: this.origin, topic, id, qos, payload }));
+    // A duplicate went to the other workers (and racks) the first time; they dedupe QoS 2 by id.
+    if (!outcome.duplicate || confirm !== undefined) {
+      const record = { origin: this.origin, topic, id, qos, payload, conn: confirm?.conn ?? 0, key: confirm?.key ?? '' };
+      this.lane.send(Records.publication.tag, Records.publication.encode(record));
+    }
     return outcome;
   }
 

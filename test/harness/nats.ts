@@ -24,23 +24,40 @@ export function findNatsServer(): string {
 export class NatsServerProcess {
   readonly url: string;
   readonly port: number;
-  private readonly child: ChildProcess;
+  private child: ChildProcess;
   private readonly storeDir: string;
+  private readonly jetstream: boolean;
 
-  private constructor(child: ChildProcess, port: number, storeDir: string) {
+  private constructor(child: ChildProcess, port: number, storeDir: string, jetstream: boolean) {
     this.child = child;
     this.port = port;
     this.url = `nats://127.0.0.1:${port}`;
     this.storeDir = storeDir;
+    this.jetstream = jetstream;
   }
 
   static async start(options: { jetstream?: boolean; timeoutMs?: number } = {}): Promise<NatsServerProcess> {
-    const binary = findNatsServer();
     const storeDir = await mkdtemp(join(tmpdir(), 'fluxrig-nats-'));
-    const args = ['-a', '127.0.0.1', '-p', '-1', '--http_port', '0'];
-    if (options.jetstream ?? true) args.push('-js', '-sd', storeDir);
+    const jetstream = options.jetstream ?? true;
+    const { child, port } = await NatsServerProcess.spawn(-1, storeDir, jetstream, options.timeoutMs ?? 10_000);
+    return new NatsServerProcess(child, port, storeDir, jetstream);
+  }
+
+  /** Kills the server (SIGKILL: no goodbye to its clients) and starts it again on the same port and store. */
+  async restart(timeoutMs = 10_000): Promise<void> {
+    if (this.child.exitCode === null) {
+      const exited = new Promise((resolve) => this.child.once('exit', resolve));
+      this.child.kill('SIGKILL');
+      await exited;
+    }
+    this.child = (await NatsServerProcess.spawn(this.port, this.storeDir, this.jetstream, timeoutMs)).child;
+  }
+
+  private static async spawn(wantedPort: number, storeDir: string, jetstream: boolean, timeoutMs: number): Promise<{ child: ChildProcess; port: number }> {
+    const binary = findNatsServer();
+    const args = ['-a', '127.0.0.1', '-p', String(wantedPort), '--http_port', '0'];
+    if (jetstream) args.push('-js', '-sd', storeDir);
     const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-    const timeoutMs = options.timeoutMs ?? 10_000;
     try {
       const port = await new Promise<number>((resolve, reject) => {
         let log = '';
@@ -61,10 +78,10 @@ export class NatsServerProcess {
         });
       });
       child.removeAllListeners('exit');
-      return new NatsServerProcess(child, port, storeDir);
+      return { child, port };
     } catch (err) {
       child.kill('SIGKILL');
-      await rm(storeDir, { recursive: true, force: true });
+      if (wantedPort === -1) await rm(storeDir, { recursive: true, force: true });
       throw err;
     }
   }

@@ -2,13 +2,25 @@
 // over TCP and WebSocket, fan-out across connections, acks, exactly-once across a cut
 // connection, the publisher's in-flight limit, a subscriber that does not keep up, symmetry.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { connect, type FluxarError, type FluxarMessage, type FluxarServer, listen, type Peer } from '../src/fluxar/mod.js';
 import { until } from './harness/wait.js';
 
 const quiet = pino({ level: 'silent' });
+
+/** Resident memory of process `pid`, in bytes (Linux /proc). */
+function rssOf(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'));
+  assert.ok(line !== undefined, 'VmRSS in /proc');
+  return Number(line.split(/\s+/)[1]) * 1024;
+}
 
 /** Reads `n` messages, acking each. */
 async function take(sub: AsyncIterable<FluxarMessage>, n: number): Promise<FluxarMessage[]> {
@@ -159,6 +171,53 @@ describe('FLUXAR pub/sub over sockets', () => {
       await Promise.all([stuck.close(), ok.close()]);
     } finally {
       await small.close();
+    }
+  });
+
+  it('slow subscribers never grow the broker: over 100,000 messages its RSS grows less than 30 MB; the others get everything', async () => {
+    // The broker runs in a process of its own: its RSS is the broker's.
+    const child = spawn(process.execPath, [new URL('./fixtures/fluxar-server.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+      const { url, pid } = JSON.parse(line) as { url: string; pid: number };
+      const [stuck, deaf, healthy, publisher] = await Promise.all([connect(url), connect(url), connect(url), connect(url)]);
+      // One never acks (QoS 1); one stops reading its socket altogether (QoS 0).
+      const neverAcks = stuck.subscribe('load.>', { qos: 1, maxInFlight: 64 });
+      const notReading = deaf.subscribe('load.>', { qos: 0 });
+      const fine = healthy.subscribe('load.>', { qos: 1, maxInFlight: 1024 });
+      await Promise.all([neverAcks.ready, notReading.ready, fine.ready]);
+      deaf.transport.pause();
+      const total = 100_000;
+      let received = 0;
+      const reading = (async () => {
+        for await (const m of fine) {
+          m.ack();
+          if (++received === total) break;
+        }
+      })();
+      let rssBefore = 0;
+      let peak = 0;
+      const inFlight = new Set<Promise<unknown>>();
+      for (let i = 0; i < total; i++) {
+        const p = publisher.publish('load.tick', { i, pad: 'x'.repeat(100) }, { qos: 1 });
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p));
+        if (inFlight.size >= 256) await Promise.race(inFlight);
+        if (i === 20_000) rssBefore = rssOf(pid);
+        if (i > 20_000 && i % 10_000 === 0) peak = Math.max(peak, rssOf(pid));
+      }
+      await Promise.all(inFlight);
+      await reading;
+      peak = Math.max(peak, rssOf(pid));
+      assert.equal(received, total, 'the healthy subscriber got every message');
+      assert.equal((await neverAcks.ended)?.code, 429, 'the one that never acks was ended at its queue limit');
+      const growthMb = (peak - rssBefore) / (1024 * 1024);
+      assert.ok(growthMb < 30, `the broker's RSS grew ${growthMb.toFixed(1)} MB over ${total - 20_000} messages`);
+      await Promise.all([stuck.close(), healthy.close(), publisher.close()]);
+      deaf.destroy();
+    } finally {
+      child.stdin!.end();
+      await once(child, 'exit');
     }
   });
 

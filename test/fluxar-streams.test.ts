@@ -288,7 +288,7 @@ describe('FLUXAR streams over sockets', () => {
 
   it('slow consumer: a reader that stops halts the producer; the server memory stays flat over 100,000 chunks; others are served', async () => {
     // The server runs in a process of its own: its RSS is the server's, not the client's.
-    const child = spawn(process.execPath, [new URL('./fixtures/stream-server.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [new URL('./fixtures/fluxar-server.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
     try {
       const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
       const { url, pid } = JSON.parse(line) as { url: string; pid: number };

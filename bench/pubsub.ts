@@ -173,11 +173,9 @@ function fluxarSystem(): System {
       for (let i = 0; i < n; i++) {
         const peer = await connect(fluxarUrl);
         peers.push(peer);
-        const sub = peer.subscribe(topic);
+        // A callback per message, as the NATS and MQTT clients below are driven.
+        const sub = peer.subscribe(topic, { callback: (m) => onMessage(m.payload as Uint8Array) });
         await sub.ready;
-        void (async () => {
-          for await (const m of sub) onMessage(m.payload as Uint8Array);
-        })();
       }
       publisher = await connect(fluxarUrl);
       peers.push(publisher);

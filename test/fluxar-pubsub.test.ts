@@ -78,6 +78,28 @@ describe('FLUXAR pub/sub over sockets', () => {
     await peer.close();
   });
 
+  it('a callback subscription gets each message as it arrives; one that throws nacks it, and it comes again', async () => {
+    const peer = await connect(tcp);
+    const seen: Array<[unknown, number]> = [];
+    const sub = peer.subscribe('cb.t', {
+      qos: 1,
+      callback: (m) => {
+        seen.push([m.payload, m.attempt]);
+        if (m.attempt === 1) throw new Error('not yet');
+        m.ack();
+      },
+    });
+    await sub.ready;
+    await peer.publish('cb.t', 'x', { qos: 1 });
+    await until(() => seen.length === 2, 'the redelivery');
+    assert.deepEqual(seen, [
+      ['x', 1],
+      ['x', 2],
+    ]);
+    assert.equal(sub.callbackErrors, 1);
+    await peer.close();
+  });
+
   it('a nack is redelivered at once with the next attempt number', async () => {
     const peer = await connect(tcp);
     const sub = peer.subscribe('work.items', { qos: 1 });

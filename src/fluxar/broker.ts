@@ -3,6 +3,7 @@
 // QoS 2 dedupe window and durable subscriptions. It owns no socket and no timer: connections
 // reach it as BrokerLinks (a Session and a way to flush it), and the host calls tick() when
 // nextDeadline() says.
+import { encodeCbor } from '../cbor/profile.js';
 import { ErrorCode } from './codes.js';
 import { STREAM_HIGH_WATER_MARK } from './constants.js';
 import type { EnvelopeErrorInfo } from './envelope.js';
@@ -49,6 +50,8 @@ interface Message {
   id: Uint8Array;
   topic: string;
   payload: unknown;
+  /** The payload's CBOR, made at its first delivery and spliced into the others. */
+  encoded: Uint8Array | undefined;
   qos: Qos;
   /** Meta a dead letter adds to its deliveries. */
   extra: Record<string, unknown> | null;
@@ -81,6 +84,12 @@ interface Subscription {
 }
 
 const NEVER = Number.POSITIVE_INFINITY;
+
+/** A message's payload encoded once, for every delivery of it. */
+function encoded(msg: Message): Uint8Array {
+  msg.encoded ??= encodeCbor(msg.payload ?? null);
+  return msg.encoded;
+}
 
 export class Broker {
   private readonly clock: () => number;
@@ -250,7 +259,7 @@ export class Broker {
       if (until !== undefined && until > now) return { duplicate: true, subscribers: 0 };
       this.remember(key, now);
     }
-    const msg: Message = { id, topic, payload, qos, extra };
+    const msg: Message = { id, topic, payload, encoded: undefined, qos, extra };
     let subscribers = 0;
     for (const sub of this.matching(topic)) {
       if (sub.ended) continue;
@@ -307,7 +316,8 @@ export class Broker {
       const msg = sub.queue[sub.head]!;
       const qos = Math.min(msg.qos, sub.options.qos) as Qos;
       if (qos === 0) {
-        if (link.transportBacklog() < STREAM_HIGH_WATER_MARK) link.session.deliver(sub.key, msg.topic, msg.payload, { msg: msg.id, n: 1, qos: 0 }, msg.extra);
+        if (link.transportBacklog() < STREAM_HIGH_WATER_MARK)
+          link.session.deliver(sub.key, msg.topic, msg.payload, { msg: msg.id, n: 1, qos: 0 }, msg.extra, encoded(msg));
         else {
           sub.dropped++;
           this.droppedQos0++;
@@ -330,7 +340,7 @@ export class Broker {
 
   private attempt(sub: Subscription, msg: Message, n: number): void {
     const qos = Math.min(msg.qos, sub.options.qos) as Qos;
-    const deliveryKey = sub.link!.session.deliver(sub.key, msg.topic, msg.payload, { msg: msg.id, n, qos }, msg.extra);
+    const deliveryKey = sub.link!.session.deliver(sub.key, msg.topic, msg.payload, { msg: msg.id, n, qos }, msg.extra, encoded(msg));
     if (deliveryKey === null) return;
     const deadline = this.clock() + sub.options.ackWaitMs;
     const a: Attempt = { sub, msg, n, qos, deadline };

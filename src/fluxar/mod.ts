@@ -27,7 +27,7 @@ export { FluxarSubscription } from './subscription.js';
 export { patternError, topicError } from './topics.js';
 export { FluxarStream, MAX_QUEUED_WRITES } from './stream.js';
 export { idKey, Session } from './session.js';
-export type { CallContext, Handler, PeerCallOptions, PeerOptions, PublishOptions, StreamContext, StreamHandler } from './peer.js';
+export type { CallContext, Handler, PeerCallOptions, PeerOptions, PublishOptions, StreamContext, StreamHandler, SubscribeCallOptions } from './peer.js';
 export { Peer } from './peer.js';
 export type { Transport, TransportKind } from './transport.js';
 export type { Endpoint } from './endpoint.js';

@@ -9,7 +9,7 @@ import type { Session, SessionEvent, SessionInfo } from './session.js';
 import { Broker, type BrokerLink, type PublishOutcome } from './broker.js';
 import type { Qos, SubscribeOptions } from './pubsub-state.js';
 import { FluxarStream, StreamChannel, type StreamHost, type StreamOptions } from './stream.js';
-import { FluxarSubscription } from './subscription.js';
+import { type FluxarMessage, FluxarSubscription } from './subscription.js';
 import type { StreamMode } from './stream-state.js';
 import type { Transport } from './transport.js';
 
@@ -83,6 +83,11 @@ function toFluxarError(info: { code: number; message: string; data?: unknown }):
  * One end of a FLUXAR connection: a Session bound to a transport, with timers and handlers.
  * Symmetric: once open, either side may handle() and call().
  */
+export interface SubscribeCallOptions extends Partial<SubscribeOptions> {
+  /** Each message as it arrives, instead of iterating the subscription. One that throws nacks its message. */
+  callback?: (message: FluxarMessage) => void;
+}
+
 export interface PublishOptions {
   /** 0 (default): at most once, not answered; 1: at least once; 2: exactly once per hop (spec 14.5). */
   qos?: Qos;
@@ -208,18 +213,20 @@ export class Peer extends EventEmitter implements StreamHost, BrokerLink {
 
   /**
    * Subscribes to `pattern` at the other side's broker (spec section 14). Iterate the result for
-   * messages; ack() each of QoS 1 and 2 when done with it. `ready` says whether the broker took it.
+   * messages, or pass `callback` to have each handed over as it arrives (no promise per message);
+   * ack() each of QoS 1 and 2 when done with it. `ready` says whether the broker took it.
    */
-  subscribe(pattern: string, options: Partial<SubscribeOptions> = {}): FluxarSubscription {
+  subscribe(pattern: string, options: SubscribeCallOptions = {}): FluxarSubscription {
     let key = '';
     let failure: FluxarError | null = null;
+    const { callback, ...subscribeOptions } = options;
     try {
-      key = this.session.subscribe(pattern, options);
+      key = this.session.subscribe(pattern, subscribeOptions);
       this.scheduleFlush();
     } catch (err) {
       failure = err instanceof FluxarError ? err : new FluxarError(ErrorCode.Internal, (err as Error).message);
     }
-    const sub = new FluxarSubscription(this, key, pattern, options.durable ?? null);
+    const sub = new FluxarSubscription(this, key, pattern, options.durable ?? null, callback);
     if (failure !== null) sub.finish(failure);
     else this.subscriptions.set(key, sub);
     return sub;

@@ -594,9 +594,18 @@ export class Session {
   }
 
   /** Broker: one delivery attempt to the peer's subscription `key`; returns the attempt's key (what its ack names). */
-  deliver(key: string, topic: string, payload: unknown, meta: DeliveryMeta, extra: Record<string, unknown> | null = null): string | null {
+  deliver(
+    key: string,
+    topic: string,
+    payload: unknown,
+    meta: DeliveryMeta,
+    extra: Record<string, unknown> | null = null,
+    /** The payload already encoded (a fan-out encodes it once for all its deliveries). */
+    encodedPayload?: Uint8Array,
+  ): string | null {
     const ref = this.subscriptionsIn.get(key);
     if (ref === undefined || this.state === 'closed') return null;
+    if (this.options.framing === 'stream' && extra === null) return this.appendDeliveryFrame(ref, topic, payload, meta, encodedPayload);
     const id = uuidv7();
     this.sendEnvelope({ type: MessageType.Message, id, ref, target: topic, meta: { ...extra, msg: meta.msg, n: meta.n, qos: meta.qos }, payload, error: null });
     return idKey(id);
@@ -927,11 +936,18 @@ export class Session {
     const topicAt = at + 1;
     at = topicAt + length;
     if (at + 40 > last) return false;
-    let topic = '';
-    for (let i = topicAt; i < at; i++) {
-      const c = b[i]!;
-      if (c >= 0x80) return false;
-      topic += String.fromCharCode(c);
+    // Deliveries come in runs of one topic: its bytes are compared before a string is made.
+    const prev = this.lastDeliveryTopic;
+    let topic = prev;
+    let same = prev.length === length;
+    for (let i = 0; same && i < length; i++) same = b[topicAt + i] === prev.charCodeAt(i);
+    if (!same) {
+      topic = '';
+      for (let i = topicAt; i < at; i++) {
+        const c = b[i]!;
+        if (c >= 0x80) return false;
+        topic += String.fromCharCode(c);
+      }
     }
     // The meta map, in the broker's order: a3 63 "msg" 50 <16 bytes> 61 "n" <uint> 63 "qos" <0..2>.
     if (b[at] !== 0xa3 || b[at + 1] !== 0x63 || b[at + 2] !== 0x6d || b[at + 3] !== 0x73 || b[at + 4] !== 0x67 || b[at + 5] !== 0x50) return false;
@@ -1475,6 +1491,41 @@ export class Session {
     this.endStreamFrame(box, start);
   }
 
+  /**
+   * A delivery, the broker's hot path: [7, id, ref, topic, {"msg", "n", "qos"}, payload, null]
+   * written straight into the outbox, the payload spliced in when it is already encoded. The
+   * subscriber's receivePlainDelivery reads exactly this form.
+   */
+  private appendDeliveryFrame(ref: Uint8Array, topic: string, payload: unknown, meta: DeliveryMeta, encodedPayload: Uint8Array | undefined): string {
+    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
+    const start = box.skip(STREAM_HEADER_BYTES);
+    let idAt: number;
+    try {
+      box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
+      box.head(MAJOR_UINT, MessageType.Message);
+      box.head(MAJOR_BYTES, UUID_BYTES);
+      idAt = box.skip(UUID_BYTES);
+      writeUuidv7(box.buf, idAt);
+      box.bytes(ref);
+      box.text(topic);
+      box.raw(DELIVERY_META_MSG);
+      box.raw(meta.msg);
+      box.raw(DELIVERY_META_N);
+      box.head(MAJOR_UINT, meta.n);
+      box.raw(DELIVERY_META_QOS);
+      box.head(MAJOR_UINT, meta.qos);
+      if (encodedPayload !== undefined) box.raw(encodedPayload);
+      else box.value(payload ?? null);
+      box.null();
+    } catch (err) {
+      box.pos = start;
+      throw err;
+    }
+    const key = idKeyAt(box.buf, idAt);
+    this.endStreamFrame(box, start);
+    return key;
+  }
+
   /** Checks the size of the frame begun at `start`, compresses it when worth it, writes its header. */
   private endStreamFrame(box: CborWriter, start: number): void {
     try {
@@ -1525,6 +1576,13 @@ export class Session {
     return packed.length < body.length ? packed : null;
   }
 }
+
+/** A delivery's meta as the broker writes it: map(3), "msg" and its byte-string head, then the id. */
+const DELIVERY_META_MSG = Uint8Array.from([0xa3, 0x63, 0x6d, 0x73, 0x67, 0x50]);
+/** "n", then the attempt. */
+const DELIVERY_META_N = Uint8Array.from([0x61, 0x6e]);
+/** "qos", then the QoS. */
+const DELIVERY_META_QOS = Uint8Array.from([0x63, 0x71, 0x6f, 0x73]);
 
 /** Where a plain chunk's payload begins: array head, type, id (17 bytes), ref (17), two nulls. */
 const PLAIN_CHUNK_PAYLOAD = 38;

@@ -66,6 +66,39 @@ export interface SubscriptionHost {
   scheduleFlush(): void;
 }
 
+/** One message: its ack and nack are methods, not closures (a fan-out makes many). */
+class Delivery implements FluxarMessage {
+  readonly id: Uint8Array;
+  readonly attempt: number;
+  readonly qos: Qos;
+  private settled: boolean;
+
+  constructor(
+    private readonly sub: FluxarSubscription,
+    private readonly deliveryKey: string,
+    readonly topic: string,
+    readonly payload: unknown,
+    meta: DeliveryMeta,
+  ) {
+    this.id = meta.msg;
+    this.attempt = meta.n;
+    this.qos = meta.qos;
+    this.settled = meta.qos === 0;
+  }
+
+  ack(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.sub.settle(this.deliveryKey, this.id, this.qos, true);
+  }
+
+  nack(): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.sub.settle(this.deliveryKey, this.id, this.qos, false);
+  }
+}
+
 export class FluxarSubscription implements AsyncIterable<FluxarMessage> {
   /** Resolves when the broker accepted the subscription; rejects with its refusal. */
   readonly ready: Promise<void>;
@@ -75,6 +108,9 @@ export class FluxarSubscription implements AsyncIterable<FluxarMessage> {
   dropped = 0;
   /** QoS 2 redeliveries of messages already handled (acked) here: acked again, not handed over. */
   duplicates = 0;
+  /** Messages whose callback threw (each was nacked), and the last error. */
+  callbackErrors = 0;
+  lastCallbackError: unknown;
   private settleReady!: { resolve(): void; reject(err: FluxarError): void };
   private settleEnded!: (err: FluxarError | null) => void;
   private readonly unread: FluxarMessage[] = [];
@@ -88,6 +124,8 @@ export class FluxarSubscription implements AsyncIterable<FluxarMessage> {
     readonly key: string,
     readonly pattern: string,
     durable: string | null,
+    /** Messages go here as they arrive, instead of to an iterator. */
+    private readonly callback?: (message: FluxarMessage) => void,
   ) {
     this.ready = new Promise((resolve, reject) => (this.settleReady = { resolve, reject }));
     this.ready.catch(() => {});
@@ -121,36 +159,25 @@ export class FluxarSubscription implements AsyncIterable<FluxarMessage> {
   /** A delivery from the broker. */
   delivered(deliveryKey: string, topic: string, payload: unknown, meta: DeliveryMeta): void {
     if (this.done) return;
-    const session = this.host.session;
-    const msgKey = idKey(meta.msg);
-    if (meta.qos === 2 && this.handled.has(msgKey)) {
+    if (meta.qos === 2 && this.handled.has(idKey(meta.msg))) {
       // Handled already: its ack was lost (a cut connection). Ack again; run nothing twice.
       this.duplicates++;
-      session.ackDelivery(deliveryKey, true);
+      this.host.session.ackDelivery(deliveryKey, true);
       this.host.scheduleFlush();
       return;
     }
-    let settled = meta.qos === 0;
-    const message: FluxarMessage = {
-      topic,
-      payload,
-      id: meta.msg,
-      attempt: meta.n,
-      qos: meta.qos,
-      ack: () => {
-        if (settled) return;
-        settled = true;
-        if (meta.qos === 2) this.handled.add(msgKey);
-        session.ackDelivery(deliveryKey, true);
-        this.host.scheduleFlush();
-      },
-      nack: () => {
-        if (settled) return;
-        settled = true;
-        session.ackDelivery(deliveryKey, false);
-        this.host.scheduleFlush();
-      },
-    };
+    const message = new Delivery(this, deliveryKey, topic, payload, meta);
+    if (this.callback !== undefined) {
+      try {
+        this.callback(message);
+      } catch (err) {
+        // The application failed on it: the broker sends it again (QoS 1 and 2), up to max_deliver.
+        this.callbackErrors++;
+        this.lastCallbackError = err;
+        message.nack();
+      }
+      return;
+    }
     if (this.reader !== null) {
       const reader = this.reader;
       this.reader = null;
@@ -162,6 +189,13 @@ export class FluxarSubscription implements AsyncIterable<FluxarMessage> {
       return;
     }
     this.unread.push(message);
+  }
+
+  /** A message's ack (ok) or nack, once: QoS 2 remembers what was handled. */
+  settle(deliveryKey: string, msg: Uint8Array, qos: Qos, ok: boolean): void {
+    if (ok && qos === 2) this.handled.add(idKey(msg));
+    this.host.session.ackDelivery(deliveryKey, ok);
+    this.host.scheduleFlush();
   }
 
   /** The subscription is over (the broker's end, or the connection closed). */

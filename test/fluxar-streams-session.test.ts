@@ -89,6 +89,8 @@ describe('FLUXAR streams (sans-I/O)', () => {
   it('a chunk is written straight into the outbox as the envelope encoder writes it, for any payload', () => {
     fc.assert(
       fc.property(fc.jsonValue(), fc.uint8Array({ maxLength: 64 }), (json, bytes) => {
+        // The strict profile refuses a __proto__ key anywhere (tested in cbor-strict): not a chunk to read back.
+        fc.pre(!JSON.stringify(json).includes('"__proto__"'));
         const { server, key } = openStream('out', 2);
         server.takeOutput();
         for (const payload of [json, bytes]) {

@@ -1521,7 +1521,8 @@ export class Session {
       box.pos = start;
       throw err;
     }
-    const key = idKeyAt(box.buf, idAt);
+    // Only an attempt that waits for an ack needs its key.
+    const key = meta.qos === 0 ? '' : idKeyAt(box.buf, idAt);
     this.endStreamFrame(box, start);
     return key;
   }

@@ -3,7 +3,7 @@
 // QoS 2 dedupe window and durable subscriptions. It owns no socket and no timer: connections
 // reach it as BrokerLinks (a Session and a way to flush it), and the host calls tick() when
 // nextDeadline() says.
-import { encodeCbor } from '../cbor/profile.js';
+import { CborWriter } from '../cbor/writer.js';
 import { ErrorCode } from './codes.js';
 import { STREAM_HIGH_WATER_MARK } from './constants.js';
 import type { EnvelopeErrorInfo } from './envelope.js';
@@ -85,9 +85,15 @@ interface Subscription {
 
 const NEVER = Number.POSITIVE_INFINITY;
 
+/** Payloads are encoded here (the hot-path writer: the bytes cbor-x would write, faster). */
+const payloadWriter = new CborWriter(1024);
+
 /** A message's payload encoded once, for every delivery of it. */
 function encoded(msg: Message): Uint8Array {
-  msg.encoded ??= encodeCbor(msg.payload ?? null);
+  if (msg.encoded === undefined) {
+    payloadWriter.reset().value(msg.payload ?? null);
+    msg.encoded = payloadWriter.take();
+  }
   return msg.encoded;
 }
 

@@ -615,15 +615,14 @@ export class Session {
   ackDelivery(deliveryKey: string, ok = true): void {
     if (this.state === 'closed') return;
     const target = ok ? ControlTarget.Ack : ControlTarget.Nack;
+    if (this.options.framing === 'stream') return this.appendAnswerFrame(MessageType.Message, deliveryKey, target, null);
     this.sendEnvelope({ type: MessageType.Message, id: uuidv7(), ref: keyBytes(deliveryKey), target, meta: null, payload: null, error: null });
   }
 
   /** Broker: acks the peer's QoS 1 or 2 publish `key`. */
   answerPublish(key: string, payload: { duplicate: boolean; subscribers: number }): void {
-    const id = this.publishesIn.get(key);
-    if (id === undefined) return;
-    this.publishesIn.delete(key);
-    this.sendEnvelope({ type: MessageType.Publish, id: uuidv7(), ref: id, target: ControlTarget.Ack, meta: null, payload, error: null });
+    if (!this.publishesIn.delete(key)) return;
+    this.appendAnswerOrSend(MessageType.Publish, key, ControlTarget.Ack, payload);
     this.checkDrained();
   }
 
@@ -1525,6 +1524,39 @@ export class Session {
     const key = meta.qos === 0 ? '' : idKeyAt(box.buf, idAt);
     this.endStreamFrame(box, start);
     return key;
+  }
+
+  /** An answer [type, id, ref, target, null, payload, null]: in place on a byte stream, else as any envelope. */
+  private appendAnswerOrSend(type: MessageType, refKey: string, target: string, payload: unknown): void {
+    if (this.options.framing === 'stream') return this.appendAnswerFrame(type, refKey, target, payload);
+    this.sendEnvelope({ type, id: uuidv7(), ref: keyBytes(refKey), target, meta: null, payload, error: null });
+  }
+
+  /**
+   * A small answer or control envelope (an ack, a publish's ack) written straight into the
+   * outbox: acks go as often as messages, and an Envelope object, a validation and an id
+   * allocated for each would cost more than the bytes.
+   */
+  private appendAnswerFrame(type: MessageType, refKey: string, target: string, payload: unknown): void {
+    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
+    const start = box.skip(STREAM_HEADER_BYTES);
+    try {
+      box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
+      box.head(MAJOR_UINT, type);
+      box.head(MAJOR_BYTES, UUID_BYTES);
+      writeUuidv7(box.buf, box.skip(UUID_BYTES));
+      box.head(MAJOR_BYTES, UUID_BYTES);
+      const at = box.skip(UUID_BYTES);
+      for (let i = 0; i < UUID_BYTES; i++) box.buf[at + i] = refKey.charCodeAt(i);
+      box.text(target);
+      box.null();
+      box.value(payload ?? null);
+      box.null();
+    } catch (err) {
+      box.pos = start;
+      throw err;
+    }
+    this.endStreamFrame(box, start);
   }
 
   /** Checks the size of the frame begun at `start`, compresses it when worth it, writes its header. */

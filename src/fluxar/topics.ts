@@ -8,9 +8,15 @@ export const DEAD_LETTER_PREFIX = '$dead.';
 const TOKEN = /^[A-Za-z0-9_\-:@]+$/;
 const FIRST_TOKEN = /^\$?[A-Za-z0-9_\-:@]+$/;
 
+/** The last topic found valid: publishes and deliveries come in runs of one topic. */
+let lastTopic = '';
+
 /** Why `topic` is not a topic a publish may name; null when it is one. */
 export function topicError(topic: unknown): string | null {
-  return check(topic, false);
+  if (topic === lastTopic && topic !== '') return null;
+  const error = check(topic, false);
+  if (error === null) lastTopic = topic as string;
+  return error;
 }
 
 /** Why `pattern` is not a subscription pattern; null when it is one. */

@@ -162,6 +162,41 @@ for (const workers of [2, 0])
       assert.deepEqual(JSON.parse(lines.slice(3).join('\n')), { tokens: 3 });
     });
 
+    it('a stream through a gear that knows no streams ends once its answer came back: never left open', async () => {
+      const plain = new Rack({
+        scenario: (() => {
+          const doc = {
+            meta: { name: 'plain', version: '1' },
+            gears: [
+              { name: 'api', type: 'fluxar', config: { listen: ['tcp://127.0.0.1:0'] } },
+              { name: 'enrich', type: 'wasm', config: { module: join(root, 'wasm-gears/build/enrich.wasm') } },
+            ],
+            wires: [
+              { from: 'api.out', to: 'enrich.in' },
+              { from: 'enrich.out', to: 'api.in' },
+            ],
+          };
+          const file = join(dir, `plain-${workers}.yaml`);
+          writeFileSync(file, stringify(doc));
+          return parseScenario(stringify(doc), file);
+        })(),
+        workers,
+        logger: captureLogs().logger,
+      });
+      await plain.start();
+      try {
+        const peer = await connect(plain.addresses()[0]!);
+        const stream = peer.stream('x', { amount: 5 });
+        const chunks = (await collect(stream)) as Array<Record<string, unknown>>;
+        assert.equal(chunks.length, 1, 'the enriched message came back as one chunk');
+        assert.equal(chunks[0]!.risk_band, 'low');
+        assert.equal(await stream.result, null, 'and the stream ended after it');
+        await peer.close();
+      } finally {
+        await plain.stop();
+      }
+    });
+
     it('a stream to a rack whose scenario cannot answer it gets an error, never a hang', async () => {
       const peer: Peer = await connect(tcp);
       // meta.stream is reserved for streams: a bad value is answered 400 by the session.

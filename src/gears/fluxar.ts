@@ -778,10 +778,20 @@ export class FluxarSessions implements ConnectionHost {
       this.endStream(conn, s, new FluxarError(ErrorCode.Internal, `the rack failed to process the stream: ${(err as Error).message}`));
       return;
     }
-    if (!session.isPending(s.key) || sent.leftWorker || s.answered !== answered) return this.topUp(conn, s);
-    const dueAnswer = type === 'end' || (type === 'stream' && s.mode === 'out');
+    // Ended already, or gone on to a main-thread gear (whose fate is decided there).
+    if (!session.isPending(s.key) || s.final !== undefined || !conn.streams.has(s.key) || sent.leftWorker) return this.topUp(conn, s);
+    const nothingCame = s.answered === answered;
     const failed = sent.ends.find((e) => e.why === 'rejected' || e.why === 'failed');
-    if (failed !== undefined || dueAnswer) {
+    if (failed !== undefined) {
+      conn.streams.delete(s.key);
+      return this.answerEnded(session, s.key, sent.ends);
+    }
+    // The opening of an "out" stream, or the client's end, has been through every gear of this
+    // worker: gears answer synchronously, so nothing more can come for the stream. It ends, after
+    // the chunks that came back (a gear that knows no streams answered with chunks but no end),
+    // or as a call would be answered when nothing came back (a drop: null; wired to nothing: 500).
+    if (type === 'end' || (type === 'stream' && s.mode === 'out')) {
+      if (!nothingCame) return this.finishStream(conn, s, null);
       conn.streams.delete(s.key);
       return this.answerEnded(session, s.key, sent.ends);
     }

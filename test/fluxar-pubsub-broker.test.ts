@@ -229,8 +229,57 @@ describe('FLUXAR broker (sans-I/O)', () => {
     const [end] = ofType(slow.events, 'subscription-end');
     assert.equal(end!.key, slowKey);
     assert.equal(end!.error!.code, 429);
+    // The fast one has as many out as the queue may hold (100), acks them, and gets the rest.
+    assert.equal(deliveries(fast.events, fastKey).length, 100);
+    for (const d of deliveries(fast.events, fastKey)) fast.session.ackDelivery(d.deliveryKey);
+    fast.pump();
     assert.equal(deliveries(fast.events, fastKey).length, 150);
     assert.equal(broker.size.subscriptions, 1);
+  });
+
+  it('what a subscription holds is bounded in bytes too, and comes back to zero once acked; durables are capped', () => {
+    const clock = new Clock();
+    const broker = new Broker({ clock: clock.now, maxQueued: 100, maxQueuedBytes: 4096, maxDurables: 1 });
+    const make = () => client(broker, clock);
+    const good = make();
+    const goodKey = good.session.subscribe('big', { qos: 1 });
+    good.pump();
+    const pub = make();
+    for (let i = 0; i < 3; i++) pub.session.publish('big', new Uint8Array(1000), 1);
+    pub.pump();
+    good.pump();
+    assert.ok(broker.size.heldBytes >= 3000, `holds ${broker.size.heldBytes} bytes while unacked`);
+    for (const d of deliveries(good.events, goodKey)) good.session.ackDelivery(d.deliveryKey);
+    good.pump();
+    assert.equal(broker.size.heldBytes, 0);
+    // A subscriber that asks for a billion in flight and never acks gets what 4 KiB holds, then 429.
+    const greedy = make();
+    const greedyKey = greedy.session.subscribe('big', { qos: 1, maxInFlight: 1_000_000_000 });
+    greedy.pump();
+    let acked = 3;
+    for (let i = 0; i < 10; i++) {
+      pub.session.publish('big', new Uint8Array(1000), 1);
+      pub.pump();
+      good.pump();
+      // The good subscriber acks as it goes.
+      for (const d of deliveries(good.events, goodKey).slice(acked)) good.session.ackDelivery(d.deliveryKey);
+      acked = deliveries(good.events, goodKey).length;
+      good.pump();
+    }
+    greedy.pump();
+    assert.ok(deliveries(greedy.events, greedyKey).length <= 4);
+    const [end] = ofType(greedy.events, 'subscription-end');
+    assert.equal(end!.error!.code, 429);
+    assert.match(end!.error!.message, /bytes/);
+    assert.equal(deliveries(good.events, goodKey).length, 13, 'the other subscriber is not held back');
+    // One durable subscription at most here: a second is refused with 429.
+    const d1 = make();
+    d1.session.subscribe('x', { durable: 'one' });
+    d1.pump();
+    const d2 = make();
+    d2.session.subscribe('x', { durable: 'two' });
+    d2.pump();
+    assert.equal(ofType(d2.events, 'subscribed')[0]!.error!.code, 429);
   });
 
   it('a durable subscription outlives its connection: unacked messages come again as new attempts', () => {

@@ -169,7 +169,7 @@ describe('FLUXAR pub/sub over sockets', () => {
   });
 
   it('a subscriber that never acks is ended with 429 at its queue limit; the broker holds no more; others go on', async () => {
-    const small = await listen({ endpoints: ['tcp://127.0.0.1:0'], broker: { maxQueued: 1000 }, logger: quiet });
+    const small = await listen({ endpoints: ['tcp://127.0.0.1:0'], broker: { maxQueued: 3000 }, logger: quiet });
     try {
       const [url] = small.addresses as [string];
       const stuck = await connect(url);

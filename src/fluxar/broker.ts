@@ -25,6 +25,12 @@ export interface BrokerOptions {
   clock?: () => number;
   /** Messages waiting for one subscription, at most; a subscription past it is ended with 429. */
   maxQueued?: number;
+  /** Bytes of payload one subscription may hold (queued, in flight, to send again). */
+  maxQueuedBytes?: number;
+  /** Bytes of payload all subscriptions together may hold. */
+  maxBrokerBytes?: number;
+  /** Durable subscriptions at once (a client could make them faster than they expire). */
+  maxDurables?: number;
   /** How long a QoS 2 publication id is remembered, and a detached durable subscription kept. */
   dedupeWindowMs?: number;
   /** Publication ids remembered at most (the oldest go first past it). */
@@ -36,6 +42,11 @@ export interface BrokerOptions {
 }
 
 export const DEFAULT_MAX_QUEUED = 10_000;
+export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_MAX_BROKER_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_MAX_DURABLES = 10_000;
+/** What a held message costs beyond its payload: the records that hold it. */
+const MESSAGE_OVERHEAD_BYTES = 64;
 export const DEFAULT_DEDUPE_WINDOW_MS = 120_000;
 export const DEFAULT_MAX_DEDUPE = 100_000;
 export const DEFAULT_MAX_SUBSCRIPTIONS = 1024;
@@ -81,9 +92,16 @@ interface Subscription {
   expires: number;
   dropped: number;
   ended: boolean;
+  /** Bytes of the messages it holds: queued, in flight, to send again. */
+  held: number;
 }
 
 const NEVER = Number.POSITIVE_INFINITY;
+
+/** What holding a message costs a subscription, in bytes. */
+function sizeOf(msg: Message): number {
+  return encoded(msg).length + MESSAGE_OVERHEAD_BYTES;
+}
 
 /** Payloads are encoded here (the hot-path writer: the bytes cbor-x would write, faster). */
 const payloadWriter = new CborWriter(1024);
@@ -100,6 +118,11 @@ function encoded(msg: Message): Uint8Array {
 export class Broker {
   private readonly clock: () => number;
   private readonly maxQueued: number;
+  private readonly maxQueuedBytes: number;
+  private readonly maxBrokerBytes: number;
+  private readonly maxDurables: number;
+  /** Bytes all subscriptions hold (a message held by two counts twice: an upper bound). */
+  private held = 0;
   private readonly windowMs: number;
   private readonly maxDedupe: number;
   private readonly maxSubscriptionsPerLink: number;
@@ -120,14 +143,17 @@ export class Broker {
   constructor(options: BrokerOptions = {}) {
     this.clock = options.clock ?? Date.now;
     this.maxQueued = options.maxQueued ?? DEFAULT_MAX_QUEUED;
+    this.maxQueuedBytes = options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES;
+    this.maxBrokerBytes = options.maxBrokerBytes ?? DEFAULT_MAX_BROKER_BYTES;
+    this.maxDurables = options.maxDurables ?? DEFAULT_MAX_DURABLES;
     this.windowMs = options.dedupeWindowMs ?? DEFAULT_DEDUPE_WINDOW_MS;
     this.maxDedupe = options.maxDedupe ?? DEFAULT_MAX_DEDUPE;
     this.maxSubscriptionsPerLink = options.maxSubscriptionsPerLink ?? DEFAULT_MAX_SUBSCRIPTIONS;
     this.schedule = options.schedule ?? (() => {});
   }
 
-  get size(): { subscriptions: number; inFlight: number; remembered: number } {
-    return { subscriptions: this.subscriptions.size, inFlight: this.attempts.size, remembered: this.seen.size };
+  get size(): { subscriptions: number; inFlight: number; remembered: number; heldBytes: number } {
+    return { subscriptions: this.subscriptions.size, inFlight: this.attempts.size, remembered: this.seen.size, heldBytes: this.held };
   }
 
   // ---- subscriptions -----------------------------------------------------------------------
@@ -153,6 +179,9 @@ export class Broker {
       sub.options = options;
       sub.expires = NEVER;
     } else {
+      if (options.durable !== null && this.durables.size >= this.maxDurables) {
+        return refuse(ErrorCode.Overloaded, `the broker holds ${this.maxDurables} durable subscriptions, its limit`);
+      }
       sub = {
         link,
         key,
@@ -165,6 +194,7 @@ export class Broker {
         expires: NEVER,
         dropped: 0,
         ended: false,
+        held: 0,
       };
       this.subscriptions.add(sub);
       if (options.durable !== null) this.durables.set(options.durable, sub);
@@ -239,6 +269,8 @@ export class Broker {
     sub.inFlight.clear();
     sub.queue = [];
     sub.again = [];
+    this.held -= sub.held;
+    sub.held = 0;
     this.matches.clear();
   }
 
@@ -295,25 +327,41 @@ export class Broker {
   /** Adds `msg` to the subscription's queue and sends what it may; false when it did not take it. */
   private enqueue(sub: Subscription, msg: Message): boolean {
     const qos = Math.min(msg.qos, sub.options.qos) as Qos;
-    if (sub.queue.length - sub.head >= this.maxQueued) {
+    const size = sizeOf(msg);
+    const full =
+      sub.queue.length - sub.head >= this.maxQueued
+        ? `${this.maxQueued} messages wait for it`
+        : sub.held + size > this.maxQueuedBytes
+          ? `it holds ${sub.held} bytes of messages, past ${this.maxQueuedBytes}`
+          : this.held + size > this.maxBrokerBytes
+            ? `the broker holds ${this.held} bytes of messages, its limit is ${this.maxBrokerBytes}`
+            : null;
+    if (full !== null) {
       if (qos === 0) {
         sub.dropped++;
         this.droppedQos0++;
         return false;
       }
-      this.end(sub, { code: ErrorCode.Overloaded, message: `the subscriber does not keep up: ${this.maxQueued} messages wait for it` });
+      this.end(sub, { code: ErrorCode.Overloaded, message: `the subscriber does not keep up: ${full}` });
       return false;
     }
+    this.hold(sub, size);
     sub.queue.push(msg);
     this.pump(sub);
     return true;
+  }
+
+  private hold(sub: Subscription, bytes: number): void {
+    sub.held += bytes;
+    this.held += bytes;
   }
 
   /** Sends what the subscription may receive now: redeliveries first, then its queue in order. */
   private pump(sub: Subscription): void {
     const link = sub.link;
     if (link === null || sub.ended) return;
-    const max = sub.options.maxInFlight;
+    // However many a subscriber asks for, no more than the queue may hold are out at once.
+    const max = Math.min(sub.options.maxInFlight, this.maxQueued);
     while (sub.again.length > 0 && sub.inFlight.size < max) {
       const { msg, n } = sub.again.shift()!;
       this.attempt(sub, msg, n + 1);
@@ -328,6 +376,7 @@ export class Broker {
           sub.dropped++;
           this.droppedQos0++;
         }
+        this.hold(sub, -sizeOf(msg));
       } else {
         if (sub.inFlight.size >= max) break;
         this.attempt(sub, msg, 1);
@@ -366,13 +415,15 @@ export class Broker {
     if (a === undefined || a.sub.link !== link) return;
     this.attempts.delete(deliveryKey);
     a.sub.inFlight.delete(deliveryKey);
-    if (!ok) this.retry(a);
+    if (ok) this.hold(a.sub, -sizeOf(a.msg));
+    else this.retry(a);
     this.pump(a.sub);
   }
 
   /** A nacked or timed-out attempt: sent again, or to the dead-letter topic after max_deliver. */
   private retry(a: Attempt): void {
     if (a.n >= a.sub.options.maxDeliver) {
+      this.hold(a.sub, -sizeOf(a.msg));
       const extra = { dead_msg: a.msg.id, dead_reason: 'max_deliver', dead_deliveries: a.n, dead_subscription: a.sub.pattern.text };
       this.take(uuidv7(), `${DEAD_LETTER_PREFIX}${a.msg.topic}`, 1, a.msg.payload, extra);
       return;

@@ -14,7 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { deflateRawSync } from 'node:zlib';
 import fc from 'fast-check';
 import { encodeCbor } from '../src/cbor/profile.js';
-import { encodeEnvelope, ERROR_NAMES, MessageType, type Peer } from '../src/fluxar/mod.js';
+import { decodeEnvelope, encodeEnvelope, ERROR_NAMES, MessageType, type Peer } from '../src/fluxar/mod.js';
 import { uuidv7 } from '../src/fluxmsg/mod.js';
 import { RawConnection as Raw, type RawKind } from './harness/raw.js';
 import { type RackProcess, startCanaryRack } from './harness/rack-process.js';
@@ -48,8 +48,17 @@ interface Case {
   body?: Uint8Array;
   flags?: number;
   raw?: Uint8Array;
+  /**
+   * A stream or a subscription opened first (after the handshake): the body then continues it,
+   * with the opener's id where the body has OPENER_REF.
+   */
+  opener?: Uint8Array;
+  continuation?: Uint8Array[];
   label: string;
 }
+
+/** Sixteen bytes a continuation carries as its ref, replaced by the opener's id when sent. */
+const OPENER_REF = Buffer.from('f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff', 'hex');
 
 function envelopeBytes(type: number, target: string | null, meta: unknown, payload: unknown, ref: Uint8Array | null = null): Uint8Array {
   return encodeCbor([type, uuidv7(), ref, target, meta, payload, null]);
@@ -107,7 +116,65 @@ const bodies: fc.Arbitrary<{ body: Uint8Array; label: string }> = fc.oneof(
   }),
 );
 
+/** Whether an envelope's bytes are a bye carrying an error (a fatal close by its sender). */
+function isFatalBye(body: Uint8Array): boolean {
+  try {
+    const env = decodeEnvelope(body);
+    return env.type === MessageType.Hello && env.target === 'bye' && env.error !== null;
+  } catch {
+    return false;
+  }
+}
+
+/** Continuations of a stream or a subscription the case opened: the state machines' hostile input. */
+const continuations: fc.Arbitrary<Case> = fc
+  .record({
+    kind: fc.constantFrom<RawKind>('tcp', 'ws'),
+    opener: fc.oneof(
+      fc.record({ stream: fc.constantFrom('out', 'in', 'bidi', 'sideways'), credit: fc.oneof(fc.integer({ min: 0, max: 8 }), cborValue) }).map((meta) => ({
+        type: MessageType.Call as number,
+        target: 'payments.authorize',
+        meta: meta as Record<string, unknown>,
+      })),
+      fc.record({ qos: fc.oneof(fc.integer({ min: 0, max: 2 }), cborValue), max_in_flight: fc.option(cborValue) }).map((meta) => ({
+        type: MessageType.Subscribe as number,
+        target: 'fuzz.>',
+        meta: meta as Record<string, unknown>,
+      })),
+    ),
+    steps: fc.array(
+      fc.tuple(
+        fc.integer({ min: 1, max: 7 }),
+        fc.constantFrom(null, 'resume', 'pause', 'end', 'cancel', 'ack', 'nack', 'fuzz.topic', 'bye'),
+        fc.option(cborValue),
+        cborValue,
+        fc.option(fc.record({ code: fc.integer({ min: 0, max: 600 }), message: fc.string() })),
+        fc.boolean(),
+      ),
+      { minLength: 1, maxLength: 6 },
+    ),
+  })
+  .map(({ kind, opener, steps }) => ({
+    kind,
+    phase: 'post' as const,
+    deflate: false,
+    opener: encodeEnvelope({
+      type: opener.type as MessageType,
+      id: uuidv7(),
+      ref: null,
+      target: opener.target,
+      meta: opener.meta,
+      payload: approved,
+      error: null,
+    }),
+    continuation: steps.map(([type, target, meta, payload, err, refOpener]) =>
+      encodeCbor([type, uuidv7(), refOpener ? OPENER_REF : null, target, meta, payload, err]),
+    ),
+    label: `continuations of a ${opener.type === MessageType.Call ? 'stream' : 'subscription'} (${steps.map((s) => `${s[0]}/${s[1]}`).join(' ')})`,
+  }));
+
 const cases: fc.Arbitrary<Case> = fc.oneof(
+  { weight: 2, arbitrary: continuations },
   {
     weight: 6,
     arbitrary: fc
@@ -176,7 +243,18 @@ describe('fuzzing a rack over real sockets', { timeout: Math.max(120_000, RUNS *
         conn.sendRaw(c.raw);
         return 'raw bytes sent';
       }
-      conn.sendFrame(c.body!, c.flags);
+      if (c.opener !== undefined) {
+        // Open the stream or subscription, then its continuations, with the opener's id as ref
+        // where a continuation says OPENER_REF.
+        const openerId = decodeEnvelope(c.opener).id;
+        conn.sendFrame(c.opener, 0);
+        for (const body of c.continuation ?? []) {
+          const frame = Buffer.from(body);
+          const at = frame.indexOf(OPENER_REF);
+          if (at !== -1) frame.set(openerId, at);
+          conn.sendFrame(frame, 0);
+        }
+      } else conn.sendFrame(c.body!, c.flags);
       let goodId: Uint8Array | undefined;
       if (c.phase === 'post') goodId = conn.call('payments.authorize', approved);
       else {
@@ -196,6 +274,8 @@ describe('fuzzing a rack over real sockets', { timeout: Math.max(120_000, RUNS *
       // Closed: never in silence. A graceful bye is right when the hostile frame was itself a bye
       // (calls sent after one's own bye are not served: spec section 11).
       if (conn.closeCode === 1009) return 'ws 1009';
+      // A bye with an error from the client is its own fatal close: the rack closes, saying nothing.
+      if (c.continuation?.some(isFatalBye)) return 'closed after the client fatal bye';
       const bye = conn.fatalBye ?? conn.received.find((e) => e.type === MessageType.Hello && (e.error !== null || e.target === 'bye'));
       assert.ok(bye !== undefined, `closed without a bye after ${c.label}`);
       return bye.error === null ? 'closed by a graceful bye' : `closed ${bye.error.code}`;

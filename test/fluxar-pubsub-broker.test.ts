@@ -283,7 +283,10 @@ describe('FLUXAR broker (sans-I/O)', () => {
   });
 
   it('a durable subscription outlives its connection: unacked messages come again as new attempts', () => {
-    const { clock, broker, make } = setup();
+    const clock = new Clock();
+    const lost: unknown[] = [];
+    const broker = new Broker({ clock: clock.now, maxQueued: 100, dedupeWindowMs: 60_000, lost: (e) => lost.push(e) });
+    const make = () => client(broker, clock);
     const first = make();
     const key = first.session.subscribe('orders', { qos: 1, durable: 'billing' });
     first.pump();
@@ -311,11 +314,12 @@ describe('FLUXAR broker (sans-I/O)', () => {
     third.session.subscribe('orders', { qos: 1, durable: 'billing' });
     third.pump();
     assert.equal(ofType(third.events, 'subscribed')[0]!.error!.code, 409);
-    // Detached past the window, it is gone.
+    // Detached past the window with messages unacked, it is gone, and the loss is reported.
     broker.linkClosed(second.link);
     clock.t += 60_001;
     broker.tick();
     assert.equal(broker.size.subscriptions, 0);
+    assert.deepEqual(lost, [{ subscription: 'orders', durable: 'billing', messages: 2, reason: 'durable subscription expired with no connection' }]);
   });
 
   it('deliveries read back as sent, whatever their topic, attempt, QoS and payload (the plain form and the full decoder agree)', () => {

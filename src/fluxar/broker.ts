@@ -39,6 +39,8 @@ export interface BrokerOptions {
   maxSubscriptionsPerLink?: number;
   /** The broker's next deadline moved to `at`: arm a timer that calls tick(). */
   schedule?: (at: number) => void;
+  /** Messages a subscription still held when it was dropped without a connection to tell: for the log. */
+  lost?: (event: { subscription: string; durable: string | null; messages: number; reason: string }) => void;
 }
 
 export const DEFAULT_MAX_QUEUED = 10_000;
@@ -127,6 +129,7 @@ export class Broker {
   private readonly maxDedupe: number;
   private readonly maxSubscriptionsPerLink: number;
   private readonly schedule: (at: number) => void;
+  private readonly lost: NonNullable<BrokerOptions['lost']>;
   private readonly links = new Map<BrokerLink, Map<string, Subscription>>();
   private readonly subscriptions = new Set<Subscription>();
   private readonly durables = new Map<string, Subscription>();
@@ -150,6 +153,7 @@ export class Broker {
     this.maxDedupe = options.maxDedupe ?? DEFAULT_MAX_DEDUPE;
     this.maxSubscriptionsPerLink = options.maxSubscriptionsPerLink ?? DEFAULT_MAX_SUBSCRIPTIONS;
     this.schedule = options.schedule ?? (() => {});
+    this.lost = options.lost ?? (() => {});
   }
 
   get size(): { subscriptions: number; inFlight: number; remembered: number; heldBytes: number } {
@@ -462,8 +466,13 @@ export class Broker {
     }
     for (const sub of this.subscriptions) {
       if (sub.link !== null) continue;
-      if (sub.expires <= now) this.drop(sub);
-      else if (sub.expires < next) next = sub.expires;
+      if (sub.expires <= now) {
+        // Nobody came back for it: what it held is gone, and it is said, not silent.
+        const messages = sub.queue.length - sub.head + sub.again.length;
+        if (messages > 0)
+          this.lost({ subscription: sub.pattern.text, durable: sub.options.durable, messages, reason: 'durable subscription expired with no connection' });
+        this.drop(sub);
+      } else if (sub.expires < next) next = sub.expires;
     }
     if (next < NEVER) this.arm(next);
   }

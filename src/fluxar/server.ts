@@ -54,6 +54,7 @@ export class FluxarServer extends EventEmitter {
     this.options = options;
     this.log = options.logger ?? pino({ name: 'fluxrig.fluxar' });
     this.broker = new Broker({
+      lost: (event) => this.log.warn(event, 'pub/sub messages lost'),
       ...options.broker,
       schedule: (at) => {
         clearTimeout(this.brokerTimer);

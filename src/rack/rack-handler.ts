@@ -42,7 +42,7 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   const owners = new Map<number, ConnectionHost>();
   let http: SyncHttpClient | undefined;
   let currentTag = 0;
-  const topics = new RackTopics(lane, options.onBus);
+  const topics = new RackTopics(lane, options.onBus, logger);
 
   const timeout = shortestGuestTimeout(options.gears.filter((g) => g.type === 'wasm').map(wasmConfig));
   const clock = control === undefined || timeout === undefined ? undefined : guestClock(control, epochMs, timeout, () => currentTag);

@@ -8,6 +8,7 @@ import type { Qos } from '../fluxar/pubsub-state.js';
 import type { WorkerTopics } from '../gears/gear.js';
 import { type PublicationRecord, Records } from '../gears/records.js';
 import type { Lane } from '../ring/lane.js';
+import type { Logger } from 'pino';
 
 export class RackTopics implements WorkerTopics {
   readonly broker: Broker;
@@ -18,8 +19,10 @@ export class RackTopics implements WorkerTopics {
   constructor(
     private readonly lane: Lane,
     readonly bridged: boolean,
+    logger?: Logger,
   ) {
     this.broker = new Broker({
+      lost: (event) => logger?.warn(event, 'pub/sub messages lost'),
       schedule: (at) => {
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.broker.tick(), Math.max(0, at - Date.now()));

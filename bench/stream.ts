@@ -4,11 +4,11 @@
 // is the consumer. Results: bench/results/stream.json.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
 import { connect, type Peer } from '../src/fluxar/mod.js';
 import { streamService } from './fixtures/rpc-grpc.js';
+import { rssOf } from '../test/harness/server-process.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
 
@@ -59,12 +59,7 @@ async function firstChunk(open: (onFirst: () => void) => Promise<void>): Promise
   return latency.summary();
 }
 
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  return line === undefined ? Number.NaN : Number(line.split(/\s+/)[1]) / 1024;
-}
+const rssMb = (pid: number) => rssOf(pid) / (1024 * 1024);
 
 const servers = spawn(process.execPath, [new URL('./fixtures/stream-servers.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
 const [line] = (await once(createInterface({ input: servers.stdout! }), 'line')) as [string];

@@ -2,25 +2,14 @@
 // over TCP and WebSocket, fan-out across connections, acks, exactly-once across a cut
 // connection, the publisher's in-flight limit, a subscriber that does not keep up, symmetry.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { connect, type FluxarError, type FluxarMessage, type FluxarServer, listen, type Peer } from '../src/fluxar/mod.js';
+import { FluxarServerProcess } from './harness/server-process.js';
 import { until } from './harness/wait.js';
 
 const quiet = pino({ level: 'silent' });
-
-/** Resident memory of process `pid`, in bytes (Linux /proc). */
-function rssOf(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  assert.ok(line !== undefined, 'VmRSS in /proc');
-  return Number(line.split(/\s+/)[1]) * 1024;
-}
 
 /** Reads `n` messages, acking each. */
 async function take(sub: AsyncIterable<FluxarMessage>, n: number): Promise<FluxarMessage[]> {
@@ -198,10 +187,9 @@ describe('FLUXAR pub/sub over sockets', () => {
 
   it('slow subscribers never grow the broker: over 100,000 messages its RSS grows less than 30 MB; the others get everything', async () => {
     // The broker runs in a process of its own: its RSS is the broker's.
-    const child = spawn(process.execPath, [new URL('./fixtures/fluxar-server.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = await FluxarServerProcess.start();
     try {
-      const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-      const { url, pid } = JSON.parse(line) as { url: string; pid: number };
+      const url = child.url;
       const [stuck, deaf, healthy, publisher] = await Promise.all([connect(url), connect(url), connect(url), connect(url)]);
       // One never acks (QoS 1); one stops reading its socket altogether (QoS 0).
       const neverAcks = stuck.subscribe('load.>', { qos: 1, maxInFlight: 64 });
@@ -225,12 +213,12 @@ describe('FLUXAR pub/sub over sockets', () => {
         inFlight.add(p);
         void p.finally(() => inFlight.delete(p));
         if (inFlight.size >= 256) await Promise.race(inFlight);
-        if (i === 20_000) rssBefore = rssOf(pid);
-        if (i > 20_000 && i % 10_000 === 0) peak = Math.max(peak, rssOf(pid));
+        if (i === 20_000) rssBefore = child.rss;
+        if (i > 20_000 && i % 10_000 === 0) peak = Math.max(peak, child.rss);
       }
       await Promise.all(inFlight);
       await reading;
-      peak = Math.max(peak, rssOf(pid));
+      peak = Math.max(peak, child.rss);
       assert.equal(received, total, 'the healthy subscriber got every message');
       assert.equal((await neverAcks.ended)?.code, 429, 'the one that never acks was ended at its queue limit');
       const growthMb = (peak - rssBefore) / (1024 * 1024);
@@ -238,8 +226,7 @@ describe('FLUXAR pub/sub over sockets', () => {
       await Promise.all([stuck.close(), healthy.close(), publisher.close()]);
       deaf.destroy();
     } finally {
-      child.stdin!.end();
-      await once(child, 'exit');
+      await child.stop();
     }
   });
 

@@ -1,11 +1,8 @@
 // FLUXAR streams through the library over real sockets: the opener's FluxarStream, the
 // server's stream handlers, credit and the transport's high-water mark, cancel, slow consumers.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import {
@@ -18,6 +15,7 @@ import {
   STREAM_HIGH_WATER_MARK,
   type StreamContext,
 } from '../src/fluxar/mod.js';
+import { FluxarServerProcess } from './harness/server-process.js';
 import { until } from './harness/wait.js';
 
 const quiet = pino({ level: 'silent' });
@@ -31,15 +29,6 @@ async function rejectsWith(promise: Promise<unknown>, code: number): Promise<Flu
     return err;
   }
   assert.fail(`expected a ${code} rejection`);
-}
-
-/** Resident memory of process `pid`, in bytes (Linux /proc). */
-function rssOf(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('VmRSS:'));
-  assert.ok(line !== undefined, 'VmRSS in /proc');
-  return Number(line.split(/\s+/)[1]) * 1024;
 }
 
 async function collect(stream: AsyncIterable<unknown>): Promise<unknown[]> {
@@ -288,10 +277,9 @@ describe('FLUXAR streams over sockets', () => {
 
   it('slow consumer: a reader that stops halts the producer; the server memory stays flat over 100,000 chunks; others are served', async () => {
     // The server runs in a process of its own: its RSS is the server's, not the client's.
-    const child = spawn(process.execPath, [new URL('./fixtures/fluxar-server.js', import.meta.url).pathname], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = await FluxarServerProcess.start();
     try {
-      const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
-      const { url, pid } = JSON.parse(line) as { url: string; pid: number };
+      const url = child.url;
       const peer = await connect(url);
       const other = await connect(url);
       const state = async () => (await other.call('state')) as { produced: number; waiting: boolean };
@@ -315,8 +303,8 @@ describe('FLUXAR streams over sockets', () => {
       for (;;) {
         const step = await it.next();
         if (step.done) break;
-        if (++read === warmUp) rssBefore = rssOf(pid);
-        if (read > warmUp && read % 5_000 === 0) peakRss = Math.max(peakRss, rssOf(pid));
+        if (++read === warmUp) rssBefore = child.rss;
+        if (read > warmUp && read % 5_000 === 0) peakRss = Math.max(peakRss, child.rss);
       }
       assert.equal(read, chunks);
       assert.equal(await stream.result, chunks);
@@ -325,8 +313,7 @@ describe('FLUXAR streams over sockets', () => {
       await other.close();
       await peer.close();
     } finally {
-      child.stdin!.end();
-      await once(child, 'exit');
+      await child.stop();
     }
   });
 

@@ -899,18 +899,8 @@ export class Session {
     ) {
       return false;
     }
-    const r = new StrictReader(b, { copyBuffers: this.options.copyBuffers ?? false });
-    r.pos = PLAIN_CHUNK_PAYLOAD;
-    let payload: unknown;
-    try {
-      payload = r.value(1);
-    } catch {
-      return false;
-    }
-    // The payload must end where the error item begins; else this is not the plain form.
-    if (r.pos !== last) return false;
-    // The envelope around the payload was read by comparing bytes: it counts as one item.
-    this.decodeBudget.spend(r.items + 1, now);
+    const payload = this.plainPayload(b, PLAIN_CHUNK_PAYLOAD, now);
+    if (payload === NOT_PLAIN) return false;
     const key = idKeyAt(b, 20);
     const s = this.streams.get(key);
     if (s !== undefined) this.receiveChunk(key, s, payload, null);
@@ -948,39 +938,52 @@ export class Session {
         topic += String.fromCharCode(c);
       }
     }
-    // The meta map, in the broker's order: a3 63 "msg" 50 <16 bytes> 61 "n" <uint> 63 "qos" <0..2>.
-    if (b[at] !== 0xa3 || b[at + 1] !== 0x63 || b[at + 2] !== 0x6d || b[at + 3] !== 0x73 || b[at + 4] !== 0x67 || b[at + 5] !== 0x50) return false;
-    const msgAt = at + 6;
+    // The meta map, as appendDeliveryFrame writes it: {"msg": <16 bytes>, "n": <uint>, "qos": <0..2>}.
+    if (!bytesAt(b, at, DELIVERY_META_MSG)) return false;
+    const msgAt = at + DELIVERY_META_MSG.length;
     at = msgAt + 16;
-    if (b[at] !== 0x61 || b[at + 1] !== 0x6e) return false;
-    let n = b[at + 2]!;
-    at += 3;
+    if (!bytesAt(b, at, DELIVERY_META_N)) return false;
+    at += DELIVERY_META_N.length;
+    let n = b[at++]!;
     if (n === 0x18) n = b[at++]!;
     else if (n === 0x19) {
       n = (b[at]! << 8) | b[at + 1]!;
       at += 2;
     } else if (n > 0x17) return false;
-    if (n < 1 || b[at] !== 0x63 || b[at + 1] !== 0x71 || b[at + 2] !== 0x6f || b[at + 3] !== 0x73) return false;
-    const qos = b[at + 4]!;
+    if (n < 1 || !bytesAt(b, at, DELIVERY_META_QOS)) return false;
+    at += DELIVERY_META_QOS.length;
+    const qos = b[at++]!;
     if (!isQos(qos)) return false;
     if (topic !== this.lastDeliveryTopic) {
       if (topicError(topic) !== null) return false;
       this.lastDeliveryTopic = topic;
     }
-    const r = new StrictReader(b, { copyBuffers: this.options.copyBuffers ?? false });
-    r.pos = at + 5;
-    let payload: unknown;
-    try {
-      payload = r.value(1);
-    } catch {
-      return false;
-    }
-    if (r.pos !== last) return false;
-    this.decodeBudget.spend(r.items + 1, now);
+    const payload = this.plainPayload(b, at, now);
+    if (payload === NOT_PLAIN) return false;
     const msg = new Uint8Array(16);
     for (let i = 0; i < 16; i++) msg[i] = b[msgAt + i]!;
     this.events.push({ type: 'delivery', key, deliveryKey: idKeyAt(b, 3), topic, payload, meta: { msg, n, qos } });
     return true;
+  }
+
+  /**
+   * The payload of an envelope in a plain form, at `at`: it must be valid under the profile and
+   * end right before the envelope's last item (a null error). NOT_PLAIN otherwise, for the full
+   * decoder to read and name what is wrong.
+   */
+  private plainPayload(b: Uint8Array, at: number, now: number): unknown {
+    const r = new StrictReader(b, { copyBuffers: this.options.copyBuffers ?? false });
+    r.pos = at;
+    let payload: unknown;
+    try {
+      payload = r.value(1);
+    } catch {
+      return NOT_PLAIN;
+    }
+    if (r.pos !== b.length - 1) return NOT_PLAIN;
+    // The envelope around the payload was read by comparing bytes: it counts as one item.
+    this.decodeBudget.spend(r.items + 1, now);
+    return payload;
   }
 
   /** The topic of the last plain delivery, checked once for a run of deliveries of one topic. */
@@ -1616,6 +1619,15 @@ const DELIVERY_META_MSG = Uint8Array.from([0xa3, 0x63, 0x6d, 0x73, 0x67, 0x50]);
 const DELIVERY_META_N = Uint8Array.from([0x61, 0x6e]);
 /** "qos", then the QoS. */
 const DELIVERY_META_QOS = Uint8Array.from([0x63, 0x71, 0x6f, 0x73]);
+
+/** What plainPayload returns for bytes that are not in the plain form. */
+const NOT_PLAIN = Symbol('not plain');
+
+/** Whether `expected` stands in `b` at `at`. */
+function bytesAt(b: Uint8Array, at: number, expected: Uint8Array): boolean {
+  for (let i = 0; i < expected.length; i++) if (b[at + i] !== expected[i]) return false;
+  return true;
+}
 
 /** Where a plain chunk's payload begins: array head, type, id (17 bytes), ref (17), two nulls. */
 const PLAIN_CHUNK_PAYLOAD = 38;

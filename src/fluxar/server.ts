@@ -12,20 +12,20 @@ import { Session, type SessionOptions } from './session.js';
 import type { Transport } from './transport.js';
 
 export type { TlsOptions } from './listener.js';
-/** The session settings a server applies to every connection. */
-type ServerSessionOptions = Pick<
-  SessionOptions,
-  | 'psk'
-  | 'maxFrame'
-  | 'heartbeatMs'
-  | 'handshakeTimeoutMs'
-  | 'maxInFlight'
-  | 'maxStreams'
-  | 'maxPublishes'
-  | 'drainTimeoutMs'
-  | 'inflateBytesPerSecond'
-  | 'decodeItemsPerSecond'
->;
+/** The session settings a server applies to every connection: named once, for the type and the copy. */
+const SERVER_SESSION_KEYS = [
+  'psk',
+  'maxFrame',
+  'heartbeatMs',
+  'handshakeTimeoutMs',
+  'maxInFlight',
+  'maxStreams',
+  'maxPublishes',
+  'drainTimeoutMs',
+  'inflateBytesPerSecond',
+  'decodeItemsPerSecond',
+] as const satisfies ReadonlyArray<keyof SessionOptions>;
+type ServerSessionOptions = Pick<SessionOptions, (typeof SERVER_SESSION_KEYS)[number]>;
 
 export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits, 'maxFrame' | 'logger'> {
   /** Where to listen: tcp://host:port, tls://, ws://host:port/path, wss://, unix:///path. Port 0 picks a free one. */
@@ -106,32 +106,8 @@ export class FluxarServer extends EventEmitter {
   }
 
   private accept(transport: Transport): void {
-    const {
-      psk,
-      maxFrame,
-      heartbeatMs,
-      handshakeTimeoutMs,
-      maxInFlight,
-      maxStreams,
-      maxPublishes,
-      drainTimeoutMs,
-      inflateBytesPerSecond,
-      decodeItemsPerSecond,
-    } = this.options;
-    const sessionOptions: SessionOptions = {
-      role: 'server',
-      framing: transport.framing,
-      psk,
-      maxFrame,
-      heartbeatMs,
-      handshakeTimeoutMs,
-      maxInFlight,
-      maxStreams,
-      maxPublishes,
-      drainTimeoutMs,
-      inflateBytesPerSecond,
-      decodeItemsPerSecond,
-    };
+    const sessionOptions: SessionOptions = { role: 'server', framing: transport.framing };
+    for (const key of SERVER_SESSION_KEYS) Object.assign(sessionOptions, { [key]: this.options[key] });
     const peer = new Peer(new Session(sessionOptions), transport, {
       auth: this.options.auth,
       sharedHandlers: this.handlers,

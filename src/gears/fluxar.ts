@@ -413,6 +413,11 @@ export function metaText(value: unknown): string {
   );
 }
 
+/** A call's trace id (meta trace_id), carried by the messages it starts. */
+function traceOf(callMeta: Record<string, unknown> | null): string {
+  return typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
+}
+
 /** A call's or chunk's payload as fluxMsg body: a map is the data, bytes are raw, anything else data.payload. */
 function bodyOf(payload: unknown): { data: Record<string, unknown>; raw: Uint8Array | null } {
   if (payload instanceof Uint8Array) return { data: {}, raw: payload };
@@ -615,14 +620,11 @@ export class FluxarSessions implements ConnectionHost {
   private onCall(conn: Conn, key: string, target: string, payload: unknown, callMeta: Record<string, unknown> | null): void {
     const gear = this.spec.name;
     const session = conn.driver.session;
-    if (!this.ctx.hasRoute(gear, 'out')) {
-      session.fail(key, ErrorCode.NotFound, `nothing is wired from ${gear}.out`);
-      return;
-    }
+    if (!this.outWired(session, key)) return;
     const meta = this.baseMeta(conn, callMeta, target);
     meta['fluxar.type'] = 'call';
     meta['fluxar.call'] = keyToHex(key);
-    const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
+    const trace = traceOf(callMeta);
     const msg = createFluxMsg({ meta, ...bodyOf(payload), trace });
     let sent: CallTrace;
     try {
@@ -635,6 +637,13 @@ export class FluxarSessions implements ConnectionHost {
     // Answered already (the usual case), or on its way through the main thread: nothing to do.
     if (!session.isPending(key) || sent.leftWorker) return;
     this.answerEnded(session, key, sent.ends);
+  }
+
+  /** Whether anything is wired from `out`; a call or stream that would go nowhere is answered 404. */
+  private outWired(session: Session, key: string): boolean {
+    if (this.ctx.hasRoute(this.spec.name, 'out')) return true;
+    session.fail(key, ErrorCode.NotFound, `nothing is wired from ${this.spec.name}.out`);
+    return false;
   }
 
   /** The meta every message from this connection's calls and streams starts from. */
@@ -737,18 +746,14 @@ export class FluxarSessions implements ConnectionHost {
   // ---- streams (spec section 13) -----------------------------------------------------------
 
   private onStreamOpen(conn: Conn, key: string, target: string, mode: StreamMode, payload: unknown, callMeta: Record<string, unknown> | null): void {
-    const gear = this.spec.name;
     const session = conn.driver.session;
-    if (!this.ctx.hasRoute(gear, 'out')) {
-      session.fail(key, ErrorCode.NotFound, `nothing is wired from ${gear}.out`);
-      return;
-    }
+    if (!this.outWired(session, key)) return;
     const meta = this.baseMeta(conn, callMeta, target);
     delete meta.stream;
     delete meta.credit;
     meta['fluxar.stream'] = keyToHex(key);
     meta['fluxar.mode'] = mode;
-    const trace = typeof callMeta?.trace_id === 'string' ? callMeta.trace_id : '';
+    const trace = traceOf(callMeta);
     const s: RackStream = { key, mode, meta, trace, pending: [], final: undefined, answered: 0, granted: 0, taken: 0 };
     conn.streams.set(key, s);
     if (mode !== 'out') {

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
-import { printable } from './call.js';
+import { printable } from './fluxar-client.js';
 import { MemoryKvStore } from '../gears/kv.js';
 import { buildGear } from '../gears/wasm/build.js';
 import type { WasmGearConfig } from '../gears/wasm/config.js';

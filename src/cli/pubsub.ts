@@ -1,16 +1,6 @@
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { connect } from '../fluxar/client.js';
-import { FluxarError } from '../fluxar/errors.js';
-import type { Peer } from '../fluxar/peer.js';
 import { isQos, type Qos } from '../fluxar/pubsub-state.js';
-import { credentialsFrom, printable } from './call.js';
-
-const CONNECTION_OPTIONS = `  --token T          bearer token            --api-key K     API key
-  --user U --password P                      credentials
-  --psk SECRET       pre-shared key (PSK peer trust)
-  --ca FILE          CA certificate for tls:// and wss://
-  --insecure         do not verify the server certificate`;
+import { CONNECTION_OPTIONS, CONNECTION_USAGE, connectWith, payloadArgument, printable, reportFailure } from './fluxar-client.js';
 
 export const SUB_USAGE = `usage: fluxrig sub URL PATTERN [options]
 
@@ -22,7 +12,7 @@ options:
   --qos N            0 (default), 1 or 2
   --count N          exit after N messages
   --durable NAME     a durable subscription: it outlives the connection (spec section 14.6)
-${CONNECTION_OPTIONS}`;
+${CONNECTION_USAGE}`;
 
 export const PUB_USAGE = `usage: fluxrig pub URL TOPIC [JSON] [options]
 
@@ -31,40 +21,15 @@ the broker's answer, {"duplicate": false, "subscribers": N}; QoS 0 is not answer
 
 options:
   --qos N            0 (default), 1 or 2
-${CONNECTION_OPTIONS}`;
+${CONNECTION_USAGE}`;
 
-const connectionOptions = {
-  token: { type: 'string' },
-  'api-key': { type: 'string' },
-  user: { type: 'string' },
-  password: { type: 'string' },
-  psk: { type: 'string' },
-  ca: { type: 'string' },
-  insecure: { type: 'boolean', default: false },
-  qos: { type: 'string', default: '0' },
-} as const;
+const OPTIONS = { ...CONNECTION_OPTIONS, qos: { type: 'string', default: '0' } } as const;
 
-type Values = Record<string, string | boolean | undefined>;
-
-function open(url: string, values: Values): Promise<Peer> {
-  return connect(url, {
-    credentials: credentialsFrom(values),
-    psk: values.psk as string | undefined,
-    tls: { ca: typeof values.ca === 'string' ? readFileSync(values.ca) : undefined, rejectUnauthorized: !values.insecure },
-  });
-}
-
-function qosOf(values: Values, command: string): Qos | null {
+function qosOf(values: Record<string, string | boolean | undefined>, command: string): Qos | null {
   const qos = Number(values.qos);
   if (isQos(qos)) return qos;
   console.error(`fluxrig ${command}: --qos must be 0, 1 or 2, got ${String(values.qos)}`);
   return null;
-}
-
-function failed(command: string, err: unknown): number {
-  if (!(err instanceof FluxarError)) throw err;
-  console.error(`fluxrig ${command}: ${err.code} ${err.codeName}: ${err.message}`);
-  return 1;
 }
 
 export async function runSub(argv: string[]): Promise<number> {
@@ -75,7 +40,7 @@ export async function runSub(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...connectionOptions, count: { type: 'string' }, durable: { type: 'string' } },
+    options: { ...OPTIONS, count: { type: 'string' }, durable: { type: 'string' } },
   });
   const [url, pattern] = positionals;
   if (url === undefined || pattern === undefined) {
@@ -86,7 +51,7 @@ export async function runSub(argv: string[]): Promise<number> {
   if (qos === null) return 2;
   const count = values.count === undefined ? Number.POSITIVE_INFINITY : Number(values.count);
   try {
-    const peer = await open(url, values);
+    const peer = await connectWith(url, values);
     const sub = peer.subscribe(pattern, { qos, durable: values.durable ?? null });
     const stop = () => sub.unsubscribe();
     process.once('SIGINT', stop);
@@ -102,14 +67,14 @@ export async function runSub(argv: string[]): Promise<number> {
         }
       }
       const ended = await Promise.race([sub.ended, Promise.resolve(null)]);
-      if (ended !== null) return failed('sub', ended);
+      if (ended !== null) return reportFailure('sub', ended);
       return 0;
     } finally {
       process.off('SIGINT', stop);
       await peer.close();
     }
   } catch (err) {
-    return failed('sub', err);
+    return reportFailure('sub', err);
   }
 }
 
@@ -118,7 +83,7 @@ export async function runPub(argv: string[]): Promise<number> {
     console.log(PUB_USAGE);
     return 0;
   }
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: connectionOptions });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: OPTIONS });
   const [url, topic, json] = positionals;
   if (url === undefined || topic === undefined) {
     console.error(PUB_USAGE);
@@ -126,17 +91,11 @@ export async function runPub(argv: string[]): Promise<number> {
   }
   const qos = qosOf(values, 'pub');
   if (qos === null) return 2;
-  let payload: unknown = null;
-  if (json !== undefined) {
-    try {
-      payload = JSON.parse(json);
-    } catch (err) {
-      console.error(`fluxrig pub: the payload is not JSON: ${(err as Error).message}`);
-      return 2;
-    }
-  }
+  const argument = payloadArgument('pub', json);
+  if (argument === undefined) return 2;
+  const { payload } = argument;
   try {
-    const peer = await open(url, values);
+    const peer = await connectWith(url, values);
     try {
       const outcome = await peer.publish(topic, payload, { qos });
       if (outcome !== undefined) console.log(JSON.stringify(outcome));
@@ -145,6 +104,6 @@ export async function runPub(argv: string[]): Promise<number> {
       await peer.close();
     }
   } catch (err) {
-    return failed('pub', err);
+    return reportFailure('pub', err);
   }
 }

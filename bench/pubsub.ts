@@ -123,6 +123,18 @@ async function qos1(name: string, run: (count: number, onReceived: () => void) =
   return { system: name, messages_per_s: Math.round(QOS1_MESSAGES / seconds), received };
 }
 
+/** Sends `count` acknowledged publishes, QOS1_WINDOW in flight at a time, the same way for every system. */
+async function pipelined(count: number, send: () => Promise<unknown>): Promise<void> {
+  const inFlight = new Set<Promise<unknown>>();
+  for (let i = 0; i < count; i++) {
+    const p = send();
+    inFlight.add(p);
+    void p.finally(() => inFlight.delete(p));
+    if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
+  }
+  await Promise.all(inFlight);
+}
+
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 async function quiet(last: () => number): Promise<void> {
   while (performance.now() - last() < 200) await new Promise((resolve) => setTimeout(resolve, 50));
@@ -259,14 +271,7 @@ try {
           if (++got === count) break;
         }
       })();
-      const inFlight = new Set<Promise<unknown>>();
-      for (let i = 0; i < count; i++) {
-        const p = pub.publish('bench.qos1', payload(), { qos: 1 });
-        inFlight.add(p);
-        void p.finally(() => inFlight.delete(p));
-        if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
-      }
-      await Promise.all(inFlight);
+      await pipelined(count, () => pub.publish('bench.qos1', payload(), { qos: 1 }));
       await reading;
       await Promise.all([sub.close(), pub.close()]);
     }),
@@ -284,14 +289,7 @@ try {
         }),
       );
       await sub.subscribeAsync('bench/qos1', { qos: 1 });
-      const inFlight = new Set<Promise<unknown>>();
-      for (let i = 0; i < count; i++) {
-        const p = pub.publishAsync('bench/qos1', Buffer.from(payload()), { qos: 1 });
-        inFlight.add(p);
-        void p.finally(() => inFlight.delete(p));
-        if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
-      }
-      await Promise.all(inFlight);
+      await pipelined(count, () => pub.publishAsync('bench/qos1', Buffer.from(payload()), { qos: 1 }));
       await all;
       await Promise.all([sub.endAsync(), pub.endAsync()]);
     }),
@@ -317,14 +315,7 @@ try {
           if (++got === count) break;
         }
       })();
-      const inFlight = new Set<Promise<unknown>>();
-      for (let i = 0; i < count; i++) {
-        const p = js.publish(subject, payload());
-        inFlight.add(p);
-        void p.finally(() => inFlight.delete(p));
-        if (inFlight.size >= QOS1_WINDOW) await Promise.race(inFlight);
-      }
-      await Promise.all(inFlight);
+      await pipelined(count, () => js.publish(subject, payload()));
       await reading;
       await messages.close();
     }),

@@ -235,8 +235,8 @@ export class Broker {
       sub.inFlight.clear();
       sub.link = null;
       sub.expires = now + this.windowMs;
+      this.arm(sub.expires);
     }
-    this.rearm();
   }
 
   /** Ends every subscription with 503 (the broker closes). */
@@ -481,9 +481,5 @@ export class Broker {
     if (at >= this.scheduledAt) return;
     this.scheduledAt = at;
     this.schedule(at);
-  }
-
-  private rearm(): void {
-    for (const sub of this.subscriptions) if (sub.link === null) this.arm(sub.expires);
   }
 }

@@ -174,9 +174,7 @@ export class StreamChannel implements AsyncIterable<unknown> {
       }
       return Promise.resolve();
     }
-    const session = this.host.session;
-    if (session.streamCredit(this.key) === 0 && !session.hasStream(this.key))
-      return Promise.reject(new FluxarError(ErrorCode.BadRequest, 'the stream has ended'));
+    if (!this.host.session.hasStream(this.key)) return Promise.reject(new FluxarError(ErrorCode.BadRequest, 'the stream has ended'));
     if (this.writes.length >= MAX_QUEUED_WRITES) {
       return Promise.reject(new FluxarError(ErrorCode.Overloaded, `${MAX_QUEUED_WRITES} writes already wait for credit on this stream: await write()`));
     }

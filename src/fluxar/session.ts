@@ -1474,13 +1474,9 @@ export class Session {
    * allocated, nothing to validate: every item but the payload is ours).
    */
   private appendChunkFrame(ref: Uint8Array, payload: unknown): void {
-    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
-    const start = box.skip(STREAM_HEADER_BYTES);
+    const start = this.beginFrame(MessageType.Stream);
+    const box = this.outbox!;
     try {
-      box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
-      box.head(MAJOR_UINT, MessageType.Stream);
-      box.head(MAJOR_BYTES, UUID_BYTES);
-      writeUuidv7(box.buf, box.skip(UUID_BYTES));
       box.bytes(ref);
       box.null();
       box.null();
@@ -1499,15 +1495,9 @@ export class Session {
    * subscriber's receivePlainDelivery reads exactly this form.
    */
   private appendDeliveryFrame(ref: Uint8Array, topic: string, payload: unknown, meta: DeliveryMeta, encodedPayload: Uint8Array | undefined): string {
-    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
-    const start = box.skip(STREAM_HEADER_BYTES);
-    let idAt: number;
+    const start = this.beginFrame(MessageType.Message);
+    const box = this.outbox!;
     try {
-      box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
-      box.head(MAJOR_UINT, MessageType.Message);
-      box.head(MAJOR_BYTES, UUID_BYTES);
-      idAt = box.skip(UUID_BYTES);
-      writeUuidv7(box.buf, idAt);
       box.bytes(ref);
       box.text(topic);
       box.raw(DELIVERY_META_MSG);
@@ -1524,7 +1514,7 @@ export class Session {
       throw err;
     }
     // Only an attempt that waits for an ack needs its key.
-    const key = meta.qos === 0 ? '' : idKeyAt(box.buf, idAt);
+    const key = meta.qos === 0 ? '' : idKeyAt(box.buf, start + FRAME_ID_OFFSET);
     this.endStreamFrame(box, start);
     return key;
   }
@@ -1541,13 +1531,9 @@ export class Session {
    * allocated for each would cost more than the bytes.
    */
   private appendAnswerFrame(type: MessageType, refKey: string, target: string, payload: unknown): void {
-    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
-    const start = box.skip(STREAM_HEADER_BYTES);
+    const start = this.beginFrame(type);
+    const box = this.outbox!;
     try {
-      box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
-      box.head(MAJOR_UINT, type);
-      box.head(MAJOR_BYTES, UUID_BYTES);
-      writeUuidv7(box.buf, box.skip(UUID_BYTES));
       box.head(MAJOR_BYTES, UUID_BYTES);
       const at = box.skip(UUID_BYTES);
       for (let i = 0; i < UUID_BYTES; i++) box.buf[at + i] = refKey.charCodeAt(i);
@@ -1560,6 +1546,20 @@ export class Session {
       throw err;
     }
     this.endStreamFrame(box, start);
+  }
+
+  /**
+   * Starts one of the hand-written frames in the outbox: room for the frame header, then the
+   * envelope's array head, its type and a fresh id (at start + FRAME_ID_OFFSET). Returns the start.
+   */
+  private beginFrame(type: MessageType): number {
+    const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
+    const start = box.skip(STREAM_HEADER_BYTES);
+    box.head(MAJOR_ARRAY, ENVELOPE_ITEMS);
+    box.head(MAJOR_UINT, type);
+    box.head(MAJOR_BYTES, UUID_BYTES);
+    writeUuidv7(box.buf, box.skip(UUID_BYTES));
+    return start;
   }
 
   /** Checks the size of the frame begun at `start`, compresses it when worth it, writes its header. */
@@ -1619,6 +1619,9 @@ const DELIVERY_META_MSG = Uint8Array.from([0xa3, 0x63, 0x6d, 0x73, 0x67, 0x50]);
 const DELIVERY_META_N = Uint8Array.from([0x61, 0x6e]);
 /** "qos", then the QoS. */
 const DELIVERY_META_QOS = Uint8Array.from([0x63, 0x71, 0x6f, 0x73]);
+
+/** Where a frame's id starts from the frame's start: the header, then one byte each for the array head, the type (< 24) and the id's head. */
+const FRAME_ID_OFFSET = STREAM_HEADER_BYTES + 3;
 
 /** What plainPayload returns for bytes that are not in the plain form. */
 const NOT_PLAIN = Symbol('not plain');

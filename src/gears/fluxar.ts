@@ -626,6 +626,7 @@ export class FluxarSessions implements ConnectionHost {
     meta['fluxar.call'] = keyToHex(key);
     const trace = traceOf(callMeta);
     const msg = createFluxMsg({ meta, ...bodyOf(payload), trace });
+    const started = performance.now();
     let sent: CallTrace;
     try {
       sent = this.ctx.emitTracked(gear, 'out', msg);
@@ -635,7 +636,8 @@ export class FluxarSessions implements ConnectionHost {
       return;
     }
     // Answered already (the usual case), or on its way through the main thread: nothing to do.
-    if (!session.isPending(key) || sent.leftWorker) return;
+    if (!session.isPending(key)) return this.ctx.callTimed(performance.now() - started);
+    if (sent.leftWorker) return;
     this.answerEnded(session, key, sent.ends);
   }
 

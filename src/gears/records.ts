@@ -45,6 +45,19 @@ export const RecordTag = {
   Publication: -16,
   /** main -> worker: the publication of connection `conn`'s publish `key` reached the bus (error: it could not). */
   PublicationAck: -17,
+  /**
+   * main -> worker: take up the handler options the pool just sent (WorkerPool.reconfigure):
+   * the scenario of this version, from the next record on.
+   */
+  Reconfigure: -18,
+  /** worker -> main: the worker runs that version now (error: it could not, and runs the one before). */
+  Reconfigured: -19,
+  /** main -> worker: the log level changed. */
+  LogLevel: -20,
+  /** main -> worker: report (and reset) the per-gear counts since the last request. */
+  StatsRequest: -21,
+  /** worker -> main: its per-gear counts since the last request. */
+  Stats: -22,
 } as const;
 
 export interface KvRecord {
@@ -88,6 +101,22 @@ export interface ConnEndRecord {
   id: number;
   code: number;
   reason: string;
+}
+
+export interface ReconfiguredRecord {
+  version: number;
+  error: string | null;
+}
+/** A gear's traffic in one worker since the last StatsRequest. */
+export interface GearCounts {
+  gear: string;
+  messages: number;
+  errors: number;
+}
+export interface StatsRecord {
+  gears: GearCounts[];
+  /** Call latencies (ms, from a call's frame to its answer) of the fluxar gears, unsorted. */
+  latenciesMs: number[];
 }
 
 /** One kind of record: its tag and how its payload is written and read. */
@@ -166,6 +195,31 @@ export const Records = {
     RecordTag.PublicationAck,
     (r) => [r.conn, r.key, r.error],
     ([conn, key, error]) => ({ conn, key, error }),
+  ),
+  reconfigure: kind<{ version: number }, [number]>(
+    RecordTag.Reconfigure,
+    (r) => [r.version],
+    ([version]) => ({ version }),
+  ),
+  reconfigured: kind<ReconfiguredRecord, [number, string | null]>(
+    RecordTag.Reconfigured,
+    (r) => [r.version, r.error],
+    ([version, error]) => ({ version, error }),
+  ),
+  logLevel: kind<{ level: string }, [string]>(
+    RecordTag.LogLevel,
+    (r) => [r.level],
+    ([level]) => ({ level }),
+  ),
+  statsRequest: kind<Record<string, never>, []>(
+    RecordTag.StatsRequest,
+    () => [],
+    () => ({}),
+  ),
+  stats: kind<StatsRecord, [Array<[string, number, number]>, number[]]>(
+    RecordTag.Stats,
+    (r) => [r.gears.map((g) => [g.gear, g.messages, g.errors]), r.latenciesMs],
+    ([gears, latenciesMs]) => ({ gears: gears.map(([gear, messages, errors]) => ({ gear, messages, errors })), latenciesMs }),
   ),
   connEnd: kind<ConnEndRecord, [number, number, string]>(
     RecordTag.ConnEnd,

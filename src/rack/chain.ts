@@ -1,16 +1,32 @@
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
-import type { CallTrace, ConnectionHost, WorkerGearContext } from '../gears/gear.js';
+import type { CallTrace, ConnectionHost, MessageEnd, WorkerGear, WorkerGearContext } from '../gears/gear.js';
+import type { GearCounts } from '../gears/records.js';
 import { gearType } from '../gears/registry.js';
 import type { GuestClock } from '../gears/wasm/guest-clock.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
-export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor'> & {
-  /** The worker's guest clock; a gear's guest id is its index in the chain's gears. */
+export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor' | 'callTimed'> & {
+  /** The worker's guest clock; a gear's guest id is its index in the chain's guestNames. */
   guestClock: GuestClock | undefined;
   /** A message for a gear that lives on the main thread (log, nats, ...). */
   toMain(gear: string, port: string, msg: FluxMsg): void;
 };
+
+/** One version of the scenario as a chain runs it. */
+export interface ChainPlan {
+  gears: GearSpec[];
+  wires: WireSpec[];
+  /** What each gear type's prepare() returned on the main thread, by gear name. */
+  prepared: Record<string, unknown>;
+  /**
+   * Each gear's identity (type, config and what prepare() read): a gear whose fingerprint is the
+   * same in the next plan is kept as it is, with its state and its connections.
+   */
+  fingerprints: Record<string, string>;
+  /** Guest ids for the pool's watchdog: a gear's index here (the list only grows across plans). */
+  guestNames: string[];
+}
 
 export interface ChainStats {
   delivered: number;
@@ -19,57 +35,112 @@ export interface ChainStats {
 
 type Input = (port: string, msg: FluxMsg) => void;
 
+interface BuiltGear {
+  fingerprint: string;
+  input: Input;
+  host: ConnectionHost | undefined;
+  messages: number;
+  errors: number;
+}
+
+/** Call latencies kept per worker between two stats requests (a uniform sample beyond it). */
+const LATENCY_SAMPLES = 1024;
+
 /**
  * The scenario's gear graph inside one thread. Hot-lane hops between gears are plain function
  * calls; a message for a main-thread gear leaves through the env. Each gear is built by its type
  * (registry.ts) from what the main thread prepared for it.
+ *
+ * A new plan (a reload) is taken up between two records: gears whose fingerprint did not change
+ * are kept (a fluxar gear keeps its sessions, a Wasm gear its instance), the others are built
+ * afresh, and the wires are replaced at once.
  */
 export class GearChain {
   readonly stats: ChainStats = { delivered: 0, unrouted: 0 };
   /** The gears that host connections' sessions, by gear name. */
   readonly connectionHosts = new Map<string, ConnectionHost>();
-  private readonly inputs = new Map<string, Input>();
-  private readonly wires = new Map<string, Array<{ gear: string; port: string }>>();
+  private gears = new Map<string, BuiltGear>();
+  private wires = new Map<string, Array<{ gear: string; port: string }>>();
+  private guestNames: string[] = [];
+  private readonly ctx: WorkerGearContext;
   /** The sends being tracked (nested when a tracked send reaches another tracked send). */
   private readonly traces: CallTrace[] = [];
   private readonly tracePool: CallTrace[] = [];
   private hopGear = '';
   private hopPort = '';
+  private readonly latencies: number[] = [];
+  private latencyCount = 0;
 
-  constructor(gears: GearSpec[], wires: WireSpec[], prepared: Record<string, unknown>, env: ChainEnv) {
-    for (const w of wires) {
-      const key = `${w.from.gear}.${w.from.port}`;
-      const list = this.wires.get(key) ?? [];
-      list.push({ gear: w.to.gear, port: w.to.port });
-      this.wires.set(key, list);
-    }
-    const ctx: WorkerGearContext = {
+  constructor(plan: ChainPlan, env: ChainEnv) {
+    this.ctx = {
       ...env,
       emit: (gear, port, msg) => this.emit(gear, port, msg),
       hasRoute: (gear, port) => this.hasRoute(gear, port),
-      ended: (end) => this.traces.at(-1)?.ends.push(end),
+      ended: (end) => this.ended(end),
       emitTracked: (gear, port, msg) => this.emitTracked(gear, port, msg),
       lastHop: () => ({ gear: this.hopGear, port: this.hopPort }),
       guestClockFor: (gear) => {
         const clock = env.guestClock;
-        const guest = gears.findIndex((g) => g.name === gear);
+        const guest = this.guestNames.indexOf(gear);
         return clock === undefined ? undefined : { enter: () => clock.enter(guest), leave: () => clock.leave() };
       },
+      callTimed: (ms) => this.callTimed(ms),
     };
-    for (const spec of gears) {
-      const type = gearType(spec);
-      if (type.worker === undefined) {
-        this.inputs.set(spec.name, (port, msg) => {
+    this.apply(plan, env);
+  }
+
+  /**
+   * Takes up a new plan. Returns the connection hosts of the gears it retired: their sessions
+   * are told to drain by the caller, and finish their calls on the new wires.
+   */
+  reconfigure(plan: ChainPlan, env: ChainEnv): ConnectionHost[] {
+    return this.apply(plan, env);
+  }
+
+  private apply(plan: ChainPlan, env: ChainEnv): ConnectionHost[] {
+    this.guestNames = plan.guestNames;
+    const wires = new Map<string, Array<{ gear: string; port: string }>>();
+    for (const w of plan.wires) {
+      const key = `${w.from.gear}.${w.from.port}`;
+      const list = wires.get(key) ?? [];
+      list.push({ gear: w.to.gear, port: w.to.port });
+      wires.set(key, list);
+    }
+    const previous = this.gears;
+    const next = new Map<string, BuiltGear>();
+    // Built before anything is replaced: a gear that fails to build leaves the old plan running.
+    for (const spec of plan.gears) {
+      const fingerprint = plan.fingerprints[spec.name] ?? '';
+      const kept = previous.get(spec.name);
+      if (kept !== undefined && kept.fingerprint === fingerprint && fingerprint !== '') {
+        next.set(spec.name, kept);
+        continue;
+      }
+      next.set(spec.name, { fingerprint, ...this.build(spec, plan.prepared[spec.name], env), messages: 0, errors: 0 });
+    }
+    this.wires = wires;
+    this.gears = next;
+    this.connectionHosts.clear();
+    for (const [name, gear] of next) if (gear.host !== undefined) this.connectionHosts.set(name, gear.host);
+    const retired: ConnectionHost[] = [];
+    for (const [name, gear] of previous) if (next.get(name) !== gear && gear.host !== undefined) retired.push(gear.host);
+    return retired;
+  }
+
+  private build(spec: GearSpec, prepared: unknown, env: ChainEnv): { input: Input; host: ConnectionHost | undefined } {
+    const type = gearType(spec);
+    if (type.worker === undefined) {
+      return {
+        input: (port, msg) => {
           const trace = this.traces.at(-1);
           if (trace !== undefined) trace.leftWorker = true;
           env.toMain(spec.name, port, msg);
-        });
-        continue;
-      }
-      const gear = type.worker(spec, prepared[spec.name], ctx);
-      this.inputs.set(spec.name, gear.input);
-      if (gear.connections !== undefined) this.connectionHosts.set(spec.name, gear.connections);
+        },
+        host: undefined,
+      };
     }
+    const gear: WorkerGear = type.worker(spec, prepared, this.ctx);
+    return { input: gear.input, host: gear.connections };
   }
 
   /** Whether anything is wired from gear.port. */
@@ -79,6 +150,7 @@ export class GearChain {
 
   /** Sends `msg` out of gear.port, along every wire from it. */
   emit(gear: string, port: string, msg: FluxMsg): void {
+    if (port === 'error') this.countError(gear);
     const targets = this.wires.get(`${gear}.${port}`);
     if (targets === undefined) {
       this.stats.unrouted++;
@@ -95,8 +167,51 @@ export class GearChain {
   }
 
   deliver(gear: string, port: string, msg: FluxMsg): void {
+    const target = this.gears.get(gear);
+    if (target === undefined) {
+      // A gear of an older plan (a main-thread gear's message that crossed a reload).
+      this.stats.unrouted++;
+      this.traces.at(-1)?.ends.push({ gear, port, why: 'unrouted' });
+      return;
+    }
     this.stats.delivered++;
-    this.inputs.get(gear)!(port, msg);
+    target.messages++;
+    target.input(port, msg);
+  }
+
+  /** A gear's errors: what it sends out of its error port, or rejects and fails with that port unwired. */
+  private ended(end: MessageEnd): void {
+    if (end.why === 'failed' || end.why === 'rejected') this.countError(end.gear);
+    this.traces.at(-1)?.ends.push(end);
+  }
+
+  private countError(name: string): void {
+    const gear = this.gears.get(name);
+    if (gear !== undefined) gear.errors++;
+  }
+
+  /** A call was handled in this worker in `ms`: sampled for the rack's p50 and p99. */
+  private callTimed(ms: number): void {
+    const n = this.latencyCount++;
+    if (n < LATENCY_SAMPLES) this.latencies.push(ms);
+    else {
+      // Reservoir sampling: every call of the interval has the same chance to be kept.
+      const slot = Math.floor(Math.random() * (n + 1));
+      if (slot < LATENCY_SAMPLES) this.latencies[slot] = ms;
+    }
+  }
+
+  /** Messages and errors per gear, and sampled call latencies, since the last time; then zeroes them. */
+  takeCounts(): { gears: GearCounts[]; latenciesMs: number[] } {
+    const gears: GearCounts[] = [];
+    for (const [name, g] of this.gears) {
+      gears.push({ gear: name, messages: g.messages, errors: g.errors });
+      g.messages = 0;
+      g.errors = 0;
+    }
+    const latenciesMs = this.latencies.splice(0);
+    this.latencyCount = 0;
+    return { gears, latenciesMs };
   }
 
   /**

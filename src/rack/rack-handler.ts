@@ -3,25 +3,23 @@
 // dispatched to them. Connection bytes go to the gear hosting that connection's session.
 import type { Logger } from 'pino';
 import { pino } from 'pino';
-import { GearChain } from './chain.js';
+import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
 import { RecordTag, Records } from '../gears/records.js';
 import { wasmConfig } from '../gears/wasm.js';
-import { guestClock, shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
+import { type GuestClock, guestClock, shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
 import type { SyncHttpClient } from '../gears/wasm/host.js';
 import { BlockingHttpClient } from '../gears/wasm/http-bridge.js';
 import type { Lane } from '../ring/lane.js';
-import type { HandlerFactory, RecordHandler } from '../ring/pool-protocol.js';
-import type { GearSpec, WireSpec } from '../scenario/types.js';
+import { ControlSlot, type HandlerFactory, type RecordHandler } from '../ring/pool-protocol.js';
+import type { GearSpec } from '../scenario/types.js';
 import { readableLogStream } from './log-format.js';
 import { RackTopics } from './topics.js';
 
-export interface RackHandlerOptions {
-  gears: GearSpec[];
-  wires: WireSpec[];
-  /** What each gear type's prepare() returned on the main thread, by gear name. */
-  prepared: Record<string, unknown>;
+export interface RackHandlerOptions extends ChainPlan {
+  /** The scenario version this plan runs (the rack counts its reloads). */
+  version: number;
   kvSnapshot: Array<[string, Uint8Array]>;
   logLevel: string;
   readableLogs: boolean;
@@ -36,7 +34,24 @@ const NO_HTTP_INLINE: SyncHttpClient = {
   request: () => ({ status: 0, body: new Uint8Array(0), error: 'HTTP from a gear needs worker threads (the rack runs with workers: 0)' }),
 };
 
-export function buildRackHandler(options: RackHandlerOptions, lane: Lane, control?: Int32Array, epochMs = Date.now(), log?: Logger): RecordHandler {
+/** The smallest timeout_ms of a plan's Wasm gears; 0 (none) without any. */
+function guestTimeoutOf(gears: GearSpec[]): number {
+  return shortestGuestTimeout(gears.filter((g) => g.type === 'wasm').map(wasmConfig)) ?? 0;
+}
+
+/**
+ * `takeOptions` gives the options of a reconfigure when its record arrives (WorkerContext's in a
+ * worker; the rack's own inline).
+ */
+export function buildRackHandler(
+  initial: RackHandlerOptions,
+  lane: Lane,
+  takeOptions: () => unknown,
+  control?: Int32Array,
+  epochMs = Date.now(),
+  log?: Logger,
+): RecordHandler {
+  let options = initial;
   const logger = log ?? pino({ name: 'fluxrig.rack.worker', level: options.logLevel }, options.readableLogs ? readableLogStream() : undefined);
   const replica = new KvReplica(options.kvSnapshot, (key, value) => lane.send(RecordTag.KvPut, Records.kvPut.encode({ key, value })));
   const owners = new Map<number, ConnectionHost>();
@@ -44,10 +59,10 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   let currentTag = 0;
   const topics = new RackTopics(lane, options.onBus, logger);
 
-  const timeout = shortestGuestTimeout(options.gears.filter((g) => g.type === 'wasm').map(wasmConfig));
-  const clock = control === undefined || timeout === undefined ? undefined : guestClock(control, epochMs, timeout, () => currentTag);
+  // A clock whenever the pool watches this worker: a reload may bring the first Wasm gear.
+  const clock: GuestClock | undefined = control === undefined ? undefined : guestClock(control, epochMs, guestTimeoutOf(options.gears), () => currentTag);
 
-  const chain = new GearChain(options.gears, options.wires, options.prepared, {
+  const env: ChainEnv = {
     logger,
     lane,
     kv: replica,
@@ -58,7 +73,27 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
     drainTimeoutMs: options.drainTimeoutMs,
     topics,
     toMain: (gear, port, msg) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, msg })),
-  });
+  };
+  const chain = new GearChain(options, env);
+
+  /** Takes up the newest options, if this record's version is newer than what runs. */
+  const reconfigure = (version: number) => {
+    const next = takeOptions() as RackHandlerOptions | undefined;
+    let error: string | null = null;
+    if (next !== undefined && next.version > options.version) {
+      try {
+        const retired = chain.reconfigure(next, env);
+        options = next;
+        if (control !== undefined) Atomics.store(control, ControlSlot.GuestTimeoutMs, guestTimeoutOf(next.gears));
+        // Sessions of a gear that changed or left say bye and finish their calls on the new wires.
+        for (const host of retired) host.drain();
+      } catch (err) {
+        error = (err as Error).message;
+        logger.error({ err, version: next.version }, 'the new scenario could not be built in this worker; the previous one runs on');
+      }
+    } else if (version > options.version) error = `no options for version ${version} reached this worker`;
+    lane.send(RecordTag.Reconfigured, Records.reconfigured.encode({ version, error }));
+  };
 
   return (tag, bytes, start, length) => {
     currentTag = tag;
@@ -104,6 +139,14 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
         chain.emit(gear, port, msg);
         return;
       }
+      case RecordTag.Reconfigure:
+        return reconfigure(Records.reconfigure.decode(payload).version);
+      case RecordTag.LogLevel:
+        logger.level = Records.logLevel.decode(payload).level;
+        return;
+      case RecordTag.StatsRequest:
+        lane.send(RecordTag.Stats, Records.stats.encode(chain.takeCounts()));
+        return;
       case RecordTag.KvSet: {
         const { key, value } = Records.kvSet.decode(payload);
         replica.apply(key, value ?? undefined);
@@ -113,4 +156,5 @@ export function buildRackHandler(options: RackHandlerOptions, lane: Lane, contro
   };
 }
 
-export const createHandler: HandlerFactory = ({ options, out, control, epochMs }) => buildRackHandler(options as RackHandlerOptions, out, control, epochMs);
+export const createHandler: HandlerFactory = ({ options, out, control, epochMs, takeOptions }) =>
+  buildRackHandler(options as RackHandlerOptions, out, takeOptions, control, epochMs);

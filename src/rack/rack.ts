@@ -7,7 +7,7 @@ import { FluxrigError } from '../errors.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { MainGear, MainGearContext } from '../gears/gear.js';
 import type { KvStore } from '../gears/kv.js';
-import { RecordTag, Records } from '../gears/records.js';
+import { RecordTag, Records, type StatsRecord } from '../gears/records.js';
 import { gearType } from '../gears/registry.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
@@ -17,6 +17,7 @@ import type { GearSpec, Scenario } from '../scenario/types.js';
 import { ConnectionTable, type WorkerLink } from './connections.js';
 import { RACK_DEFAULTS } from './defaults.js';
 import { drain } from './drain.js';
+import { gearFingerprint } from './fingerprint.js';
 import { preflight } from './preflight.js';
 import { buildRackHandler, type RackHandlerOptions } from './rack-handler.js';
 
@@ -27,6 +28,8 @@ export interface RackOptions {
   scenario: Scenario;
   /** This rack's name (which gears of the scenario it runs). Default: the only rack, or "rack". */
   name?: string;
+  /** Rack groups this rack belongs to (a gear deployed to one of them runs here too). */
+  groups?: string[];
   /** Worker threads; 0 runs the gears on the main thread (the baseline the workers must beat). Default: cores. */
   workers?: number;
   natsUrl?: string;
@@ -54,6 +57,17 @@ export interface RackOptions {
 
 export const DEFAULT_RING_BYTES = RACK_DEFAULTS.ring_bytes;
 
+/** How long a reload waits for every worker to take up the new chain. */
+const RECONFIGURE_TIMEOUT_MS = 10_000;
+/** How long a stats request waits for the workers' reports. */
+const STATS_TIMEOUT_MS = 1000;
+/** How long a reloaded listener waits for the port its predecessor is letting go of. */
+const PORT_HANDOVER_MS = 2000;
+
+function fingerprintsOf(gears: GearSpec[], prepared: Record<string, unknown>): Record<string, string> {
+  return Object.fromEntries(gears.map((g) => [g.name, gearFingerprint(g, prepared[g.name])]));
+}
+
 /**
  * A rack, assembled: the bus, the gears' preparation, the workers (or the inline baseline), the
  * main-thread gears and the connection table. Each part lives in a module of its own; this is
@@ -63,8 +77,20 @@ export class Rack extends EventEmitter {
   readonly name: string;
   readonly log: Logger;
   private readonly options: RackOptions;
-  private readonly scenario: Scenario;
-  private readonly gears: GearSpec[];
+  private scenario: Scenario;
+  private gears: GearSpec[];
+  /** The scenario version the workers run: 1 at start, one more per reload. */
+  private version = 1;
+  /** Each running gear's fingerprint: what a reload compares to keep it. */
+  private fingerprints: Record<string, string> = {};
+  /** Guest ids for the pool's watchdog: every gear name ever run, in order (it only grows). */
+  private guestNames: string[] = [];
+  private handlerOptions: RackHandlerOptions | undefined;
+  private reconfigureWorkers: ((options: RackHandlerOptions) => void) | undefined;
+  private readonly awaiting = new Map<number, { remaining: number; errors: string[]; done(errors: string[]): void }>();
+  private statsWaiter: { remaining: number; stats: StatsRecord[]; done(stats: StatsRecord[]): void } | undefined;
+  /** Reloads run one at a time. */
+  private reloading: Promise<unknown> = Promise.resolve();
   private bus: RackBus | undefined;
   private bridge: TopicBridge | undefined;
   private pool: WorkerPool | undefined;
@@ -80,7 +106,18 @@ export class Rack extends EventEmitter {
     this.log = options.logger ?? pino({ name: 'fluxrig.rack' });
     const named = this.scenario.racks.filter((r) => r.name !== undefined);
     this.name = options.name ?? (named.length === 1 ? named[0]!.name! : 'rack');
-    this.gears = this.scenario.gears.filter((g) => g.deploy === undefined || g.deploy === this.name || this.scenario.racks.length === 0);
+    this.gears = this.gearsOf(this.scenario);
+  }
+
+  /** The gears of `scenario` this rack runs: those deployed to it, to one of its groups, or to every rack. */
+  private gearsOf(scenario: Scenario): GearSpec[] {
+    const mine = new Set([this.name, ...(this.options.groups ?? [])]);
+    return scenario.gears.filter((g) => g.deploy === undefined || mine.has(g.deploy) || scenario.racks.length === 0);
+  }
+
+  /** The scenario running now, and its version in this rack (1 at start, one more per reload). */
+  get running(): { scenario: Scenario; version: number; gears: string[] } {
+    return { scenario: this.scenario, version: this.version, gears: this.gears.map((g) => g.name) };
   }
 
   /** The gears' KV store (in memory standalone, a NATS KV bucket on the bus). */
@@ -137,16 +174,22 @@ export class Rack extends EventEmitter {
       ringBytes: this.options.ringBytes,
     });
     if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
+    this.guestNames = this.gears.map((g) => g.name);
+    this.fingerprints = fingerprintsOf(this.gears, prepared);
     const handlerOptions: RackHandlerOptions = {
+      version: this.version,
       gears: this.gears,
       wires: this.scenario.wires,
       prepared,
+      fingerprints: this.fingerprints,
+      guestNames: this.guestNames,
       kvSnapshot: [...bus.kv.entries()],
       logLevel: this.log.level,
       readableLogs: this.options.readableLogs ?? false,
       drainTimeoutMs: this.drainTimeoutMs,
       onBus: bus.nats !== undefined,
     };
+    this.handlerOptions = handlerOptions;
     const link = this.startWorkers(handlerOptions);
     this.link = link;
     this.connections = new ConnectionTable(link, this.log, this.options.maxWriteBuffer ?? RACK_DEFAULTS.max_write_buffer);
@@ -159,45 +202,259 @@ export class Rack extends EventEmitter {
       await this.bridge.start();
     }
     bus.kv.watch((key, value) => this.broadcast(RecordTag.KvSet, Records.kvSet.encode({ key, value: value ?? null })));
-    const connections = this.connections;
-    const ctx: MainGearContext = {
+    for (const spec of this.gears) {
+      const gear = this.buildMainGear(spec);
+      if (gear !== undefined) this.mainGears.set(spec.name, gear);
+    }
+    for (const [name, gear] of this.mainGears) await this.startMainGear(name, gear, this.gears);
+  }
+
+  private mainGearContext(): MainGearContext {
+    const connections = this.connections!;
+    return {
       logger: this.log,
       inject: (gear, port, msg, key, source) => this.inject(gear, port, msg, key, source),
-      nats: bus.nats,
+      nats: this.bus!.nats,
       baseDir: dirname(this.scenario.file),
       accept: (gear, transport) => connections.accept(gear, transport),
     };
-    for (const spec of this.gears) {
-      const type = gearType(spec);
-      if (type.main === undefined) continue;
+  }
+
+  private buildMainGear(spec: GearSpec): MainGear | undefined {
+    const type = gearType(spec);
+    if (type.main === undefined) return undefined;
+    try {
+      return type.main(spec, this.mainGearContext());
+    } catch (err) {
+      throw new RackError(`${spec.at}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  private async startMainGear(name: string, gear: MainGear, specs: GearSpec[]): Promise<void> {
+    try {
+      await gear.start();
+    } catch (err) {
+      const spec = specs.find((g) => g.name === name)!;
+      throw new RackError(`${spec.at}: gear ${name}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /**
+   * Runs `scenario` instead of the current one, without a restart. Every check a start makes
+   * comes first, and a scenario that fails one is refused while the current one runs on. Then:
+   * - gears whose fingerprint (type, config, what they read) did not change keep running, with
+   *   their state and connections (a fluxar gear's sessions and calls in flight);
+   * - every worker takes up the new chain between two records, so no message sees half of it;
+   * - main-thread gears that changed or left stop accepting, their sessions say bye and finish
+   *   their calls, and the new ones start.
+   * Returns the version now running.
+   */
+  reload(scenario: Scenario): Promise<number> {
+    const next = this.reloading.then(() => this.reloadNow(scenario));
+    this.reloading = next.catch(() => {});
+    return next;
+  }
+
+  private async reloadNow(scenario: Scenario): Promise<number> {
+    if (this.stopping !== undefined) throw new RackError('the rack is stopping');
+    if (this.handlerOptions === undefined) throw new RackError('the rack has not started');
+    const gears = this.gearsOf(scenario);
+    const { prepared, problems } = await preflight(scenario, gears, {
+      env: this.options.env ?? process.env,
+      moduleStore: this.bus!.modules,
+      trustedKeys: this.options.trustedKeys,
+      ringBytes: this.options.ringBytes,
+    });
+    if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
+    const fingerprints = fingerprintsOf(gears, prepared);
+    for (const g of gears) if (!this.guestNames.includes(g.name)) this.guestNames.push(g.name);
+    const previous = { options: this.handlerOptions, scenario: this.scenario, gears: this.gears, fingerprints: this.fingerprints };
+    const running = this.fingerprints;
+    const kept = (name: string) => running[name] !== undefined && running[name] === fingerprints[name];
+
+    // New main-thread gears are built (not started) before anything changes: a config a type
+    // refuses leaves the running scenario as it is.
+    const built = new Map<string, MainGear>();
+    for (const spec of gears) {
+      if (kept(spec.name) && this.mainGears.has(spec.name)) continue;
+      const gear = this.buildMainGear(spec);
+      if (gear !== undefined) built.set(spec.name, gear);
+    }
+    const options: RackHandlerOptions = {
+      ...this.handlerOptions,
+      version: this.version + 1,
+      gears,
+      wires: scenario.wires,
+      prepared,
+      fingerprints,
+      guestNames: [...this.guestNames],
+      logLevel: this.log.level,
+    };
+    const errors = await this.switchWorkers(options);
+    if (errors.length > 0) {
+      // Some worker could not build the new chain: every worker goes back to the running one.
+      await this.switchWorkers({ ...previous.options, version: this.version + 1, guestNames: [...this.guestNames] });
+      throw new RackError(`the workers could not run scenario ${scenario.meta.name}: ${errors.join('; ')}`);
+    }
+    this.scenario = scenario;
+    this.gears = gears;
+    this.fingerprints = fingerprints;
+    const retired = [...this.mainGears].filter(([name]) => !(kept(name) && gears.some((g) => g.name === name)));
+    // A changed listener must let go of its port before its successor binds it.
+    await Promise.all(retired.map(([, gear]) => gear.quiesce()));
+    for (const [name] of retired) this.mainGears.delete(name);
+    for (const [name, gear] of built) this.mainGears.set(name, gear);
+    // Retired gears finish in the background: a listener's stop() waits for its last connection.
+    for (const [name, gear] of retired) gear.stop().catch((err: unknown) => this.log.error({ err, gear: name }, 'a retired gear failed to stop'));
+    try {
+      for (const [name, gear] of built) built.set(name, await this.startReplacing(name, gear, gears, retired.length > 0));
+    } catch (err) {
+      this.log.error({ err, scenario: scenario.meta.name }, 'a gear of the new scenario could not start; going back to the previous scenario');
+      await Promise.all([...built].map(([, gear]) => gear.stop().catch(() => {})));
+      for (const [name] of built) this.mainGears.delete(name);
+      await this.reloadNow(previous.scenario).catch((again: unknown) => this.log.error({ err: again }, 'the previous scenario could not be restored'));
+      throw err;
+    }
+    this.log.info(
+      { rack: this.name, scenario: scenario.meta.name, version: this.version, kept: gears.filter((g) => kept(g.name)).map((g) => g.name) },
+      'scenario reloaded',
+    );
+    return this.version;
+  }
+
+  /**
+   * Starts a gear of a reload. A listener that takes over its predecessor's port may find it
+   * still held for a moment (a closed server lets go of its socket asynchronously): it is tried
+   * afresh for up to PORT_HANDOVER_MS.
+   */
+  private async startReplacing(name: string, gear: MainGear, specs: GearSpec[], handover: boolean): Promise<MainGear> {
+    const deadline = Date.now() + PORT_HANDOVER_MS;
+    for (let attempt = gear; ; ) {
       try {
-        this.mainGears.set(spec.name, type.main(spec, ctx));
+        await this.startMainGear(name, attempt, specs);
+        this.mainGears.set(name, attempt);
+        return attempt;
       } catch (err) {
-        throw new RackError(`${spec.at}: ${(err as Error).message}`, { cause: err });
+        if (!handover || !/EADDRINUSE/.test((err as Error).message) || Date.now() >= deadline) throw err;
+        await attempt.stop().catch(() => {});
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        attempt = this.buildMainGear(specs.find((g) => g.name === name)!)!;
       }
     }
-    for (const [name, gear] of this.mainGears) {
-      try {
-        await gear.start();
-      } catch (err) {
-        const spec = this.gears.find((g) => g.name === name)!;
-        throw new RackError(`${spec.at}: gear ${name}: ${(err as Error).message}`, { cause: err });
+  }
+
+  /** Hands every worker the new plan and waits until each runs it; returns their errors. */
+  private async switchWorkers(options: RackHandlerOptions): Promise<string[]> {
+    const workers = this.pool?.size ?? 1;
+    const done = new Promise<string[]>((resolve) => {
+      const timer = setTimeout(() => {
+        const remaining = this.awaiting.get(options.version)?.remaining;
+        this.awaiting.delete(options.version);
+        resolve([`${remaining} of ${workers} workers did not take up the new scenario within ${RECONFIGURE_TIMEOUT_MS} ms`]);
+      }, RECONFIGURE_TIMEOUT_MS);
+      this.awaiting.set(options.version, {
+        remaining: workers,
+        errors: [],
+        done: (errors) => {
+          clearTimeout(timer);
+          resolve(errors);
+        },
+      });
+    });
+    this.reconfigureWorkers!(options);
+    const errors = await done;
+    this.version = options.version;
+    this.handlerOptions = options;
+    return errors;
+  }
+
+  private reconfigured(version: number, error: string | null): void {
+    const waiting = this.awaiting.get(version);
+    if (waiting === undefined) return;
+    if (error !== null) waiting.errors.push(error);
+    if (--waiting.remaining > 0) return;
+    this.awaiting.delete(version);
+    waiting.done(waiting.errors);
+  }
+
+  /** Sets the log level of the main thread and every worker. */
+  setLogLevel(level: string): void {
+    if (!(level in this.log.levels.values))
+      throw new RackError(`unknown log level ${JSON.stringify(level)} (expected ${Object.keys(this.log.levels.values).join(', ')})`);
+    this.log.level = level;
+    if (this.handlerOptions !== undefined) this.handlerOptions = { ...this.handlerOptions, logLevel: level };
+    if (this.pool !== undefined) this.broadcast(RecordTag.LogLevel, Records.logLevel.encode({ level }));
+  }
+
+  /**
+   * Messages and errors per gear since the last call, summed over the workers, and the p50 and
+   * p99 of the calls the workers answered (ms; null without calls).
+   */
+  async takeStats(): Promise<{ gears: Record<string, { messages: number; errors: number }>; p50Ms: number | null; p99Ms: number | null }> {
+    const workers = this.pool?.size ?? 1;
+    const reports = await new Promise<StatsRecord[]>((resolve) => {
+      if (this.statsWaiter !== undefined || this.link === undefined) return resolve([]);
+      const timer = setTimeout(() => {
+        const partial = this.statsWaiter?.stats ?? [];
+        this.statsWaiter = undefined;
+        resolve(partial);
+      }, STATS_TIMEOUT_MS);
+      this.statsWaiter = {
+        remaining: workers,
+        stats: [],
+        done: (stats) => {
+          clearTimeout(timer);
+          this.statsWaiter = undefined;
+          resolve(stats);
+        },
+      };
+      this.broadcast(RecordTag.StatsRequest, Records.statsRequest.encode({}));
+    });
+    const gears: Record<string, { messages: number; errors: number }> = {};
+    const latencies: number[] = [];
+    for (const report of reports) {
+      for (const g of report.gears) {
+        const sum = (gears[g.gear] ??= { messages: 0, errors: 0 });
+        sum.messages += g.messages;
+        sum.errors += g.errors;
       }
+      latencies.push(...report.latenciesMs);
     }
+    latencies.sort((a, b) => a - b);
+    const at = (q: number) =>
+      latencies.length === 0 ? null : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 1000) / 1000;
+    return { gears, p50Ms: at(0.5), p99Ms: at(0.99) };
+  }
+
+  private statsReported(stats: StatsRecord): void {
+    const waiter = this.statsWaiter;
+    if (waiter === undefined) return;
+    waiter.stats.push(stats);
+    if (--waiter.remaining === 0) waiter.done(waiter.stats);
   }
 
   /** The worker pool, or with workers: 0 the same handler called on the main thread. */
   private startWorkers(handlerOptions: RackHandlerOptions): WorkerLink {
     const onOutput = (tag: number, bytes: Uint8Array, start: number, length: number) => this.onOutput(tag, bytes, start, length);
     if (this.options.workers === 0) {
+      let staged: RackHandlerOptions | undefined;
       const inline = buildRackHandler(
         handlerOptions,
         { send: (tag, payload) => onOutput(tag, payload, 0, payload.length), maxRecordBytes: Infinity },
+        () => {
+          const options = staged;
+          staged = undefined;
+          return options;
+        },
         undefined,
         Date.now(),
         this.log,
       );
       const deliver = (tag: number, payload: Uint8Array) => inline(tag, payload, 0, payload.length);
+      this.reconfigureWorkers = (options) => {
+        staged = options;
+        deliver(RecordTag.Reconfigure, Records.reconfigure.encode({ version: options.version }));
+      };
       return {
         send: (_worker, tag, payload) => deliver(tag, payload),
         trySend: (_worker, tag, payload) => {
@@ -218,7 +475,7 @@ export class Rack extends EventEmitter {
       laneSendTimeoutMs: this.options.laneSendTimeoutMs,
       guestTimeoutMs: shortestGuestTimeout(this.gears.filter((g) => g.type === 'wasm').map(wasmConfig)),
       // A guest's id is its gear's index in the chain, which is built from this same list.
-      guestNames: this.gears.map((g) => g.name),
+      guestNames: this.guestNames,
       batchDoorbells: true,
       logger: this.log,
       onOutput: (_worker, tag, bytes, start, length) => onOutput(tag, bytes, start, length),
@@ -232,6 +489,8 @@ export class Rack extends EventEmitter {
       this.emit('worker-replaced', event);
     });
     this.pool = pool;
+    this.reconfigureWorkers = (options) =>
+      pool.reconfigure(options, RecordTag.Reconfigure, Records.reconfigure.encode({ version: options.version }), options.guestNames);
     return {
       send: (worker, tag, payload, source) => pool.sendOrPause(worker, tag, payload, source),
       trySend: (worker, tag, payload) => pool.send(worker, tag, payload),
@@ -316,6 +575,12 @@ export class Rack extends EventEmitter {
         const { gear, port, msg } = Records.toMain.decode(payload);
         return this.mainGears.get(gear)?.receive(port, msg);
       }
+      case RecordTag.Reconfigured: {
+        const { version, error } = Records.reconfigured.decode(payload);
+        return this.reconfigured(version, error);
+      }
+      case RecordTag.Stats:
+        return this.statsReported(Records.stats.decode(payload));
       case RecordTag.KvPut: {
         const { key, value } = Records.kvPut.decode(payload);
         if (value === null) this.bus?.kv.delete(key);

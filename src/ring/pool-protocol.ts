@@ -42,6 +42,9 @@ export const CONTROL_BYTES = 64;
 
 export type WorkerEvent = { type: 'ready' } | { type: 'failed'; message: string };
 
+/** From the pool to a worker, read synchronously by the handler (WorkerContext.takeOptions). */
+export type WorkerControl = { type: 'options'; options: unknown };
+
 /** Given to a handler module: where its output goes and who it is. */
 export interface WorkerContext {
   index: number;
@@ -52,6 +55,11 @@ export interface WorkerContext {
   /** Shared control words (ControlSlot). */
   control: Int32Array;
   epochMs: number;
+  /**
+   * The newest handler options the pool sent (WorkerPool.reconfigure), or undefined when none
+   * waits. Synchronous: the handler calls it when the reconfigure record reaches it.
+   */
+  takeOptions(): unknown;
 }
 
 /** Handles one inbound record; the payload is bytes[start, start + length), valid only during the call. */

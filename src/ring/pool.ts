@@ -6,7 +6,7 @@ import { DEFAULT_LANE_SEND_TIMEOUT_MS } from './lane.js';
 import { DEFAULT_CAPACITY, DEFAULT_MAX_RECORDS } from './layout.js';
 import { createRing, type RecordVisitor, RingConsumer, RingProducer } from './ring.js';
 import { workerForKey } from './affinity.js';
-import { CONTROL_BYTES, ControlSlot, type WorkerBootData, type WorkerEvent } from './pool-protocol.js';
+import { CONTROL_BYTES, ControlSlot, type WorkerBootData, type WorkerControl, type WorkerEvent } from './pool-protocol.js';
 
 const DEFAULT_WORKER = new URL('./worker.js', import.meta.url);
 
@@ -108,6 +108,9 @@ export class WorkerPool extends EventEmitter {
   private watchdog: NodeJS.Timeout | undefined;
   private closed = false;
   private replacements = 0;
+  /** What new workers boot with: the options given, or the last reconfigure()'s. */
+  private handlerOptions: unknown;
+  private guestNames: string[] | undefined;
   private readonly toRing = new Set<Slot>();
   private ringScheduled = false;
 
@@ -119,6 +122,8 @@ export class WorkerPool extends EventEmitter {
     this.log = options.logger ?? pino({ name: 'fluxrig.pool' });
     this.handlerUrl = String(options.handler instanceof URL ? options.handler : new URL(options.handler, `file://${process.cwd()}/`));
     this.stallTimeoutMs = options.stallTimeoutMs ?? 5000;
+    this.handlerOptions = options.handlerOptions;
+    this.guestNames = options.guestNames;
   }
 
   /** Starts every worker; resolves when all are ready to take records. */
@@ -222,6 +227,20 @@ export class WorkerPool extends EventEmitter {
     }
   }
 
+  /**
+   * Hands every worker new handler options, to take up between two records: each gets them by
+   * message (large values such as compiled modules clone cheaply that way), then the record
+   * (tag, payload) in its ring, which its handler answers by taking the options
+   * (WorkerContext.takeOptions). Every record before it in that ring is handled with the old
+   * options, every record after it with the new. A worker that replaces one later boots with them.
+   */
+  reconfigure(handlerOptions: unknown, tag: number, payload: Uint8Array, guestNames?: string[]): void {
+    this.handlerOptions = handlerOptions;
+    if (guestNames !== undefined) this.guestNames = guestNames;
+    for (const slot of this.slots) slot.worker.postMessage({ type: 'options', options: handlerOptions } satisfies WorkerControl);
+    this.broadcast(tag, payload);
+  }
+
   /** The current worker thread in position `index` (it changes when replaced). */
   threadId(index: number): number {
     return this.slot(index).worker.threadId;
@@ -274,7 +293,7 @@ export class WorkerPool extends EventEmitter {
       outbound,
       control,
       handler: this.handlerUrl,
-      handlerOptions: this.options.handlerOptions,
+      handlerOptions: this.handlerOptions,
       laneSendTimeoutMs: this.options.laneSendTimeoutMs ?? DEFAULT_LANE_SEND_TIMEOUT_MS,
     };
     const worker = new Worker(this.options.workerUrl ?? DEFAULT_WORKER, { workerData: boot, name: `fluxrig-worker-${index}` });
@@ -405,7 +424,7 @@ export class WorkerPool extends EventEmitter {
         const running = now - (slot.epochMs + guestSince - 1);
         if (running > guestLimit) {
           const tag = Atomics.load(slot.control, ControlSlot.GuestTag);
-          const guest = this.options.guestNames?.[Atomics.load(slot.control, ControlSlot.GuestId) - 1];
+          const guest = this.guestNames?.[Atomics.load(slot.control, ControlSlot.GuestId) - 1];
           const who = guest === undefined ? 'a guest' : `gear ${guest}`;
           this.replace(slot, `${who} ran ${running} ms, past its timeout_ms of ${guestLimit}`, tag, guest);
           continue;

@@ -1,9 +1,17 @@
 // The worker side of the data plane: drain the inbound ring, hand each record to the handler,
 // sleep on the ring's doorbell when there is nothing to do.
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { HotLane } from './lane.js';
 import { RingConsumer } from './ring.js';
-import { CONTROL_BYTES, ControlSlot, type HandlerFactory, type RecordHandler, type WorkerBootData, type WorkerEvent } from './pool-protocol.js';
+import {
+  CONTROL_BYTES,
+  ControlSlot,
+  type HandlerFactory,
+  type RecordHandler,
+  type WorkerBootData,
+  type WorkerControl,
+  type WorkerEvent,
+} from './pool-protocol.js';
 
 const boot = workerData as WorkerBootData;
 const inbound = new RingConsumer(boot.inbound);
@@ -33,6 +41,16 @@ const SPIN_CHECKS = 1024;
 
 function post(event: WorkerEvent): void {
   parentPort!.postMessage(event);
+}
+
+/** The newest options the pool sent; nothing listens on parentPort, so messages wait for this. */
+function takeOptions(): unknown {
+  let latest: unknown;
+  for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!)) {
+    const control = m.message as WorkerControl;
+    if (control.type === 'options') latest = control.options;
+  }
+  return latest;
 }
 
 let handle: RecordHandler;
@@ -102,7 +120,15 @@ async function main(): Promise<void> {
   if (typeof mod.createHandler !== 'function') {
     throw new Error(`handler module ${boot.handler} does not export createHandler`);
   }
-  handle = await mod.createHandler({ index: boot.index, generation: boot.generation, options: boot.handlerOptions, out, control, epochMs: boot.epochMs });
+  handle = await mod.createHandler({
+    index: boot.index,
+    generation: boot.generation,
+    options: boot.handlerOptions,
+    out,
+    control,
+    epochMs: boot.epochMs,
+    takeOptions,
+  });
   // A pending Atomics.waitAsync does not keep a thread's event loop alive (nodejs/node#61941):
   // without a ref'd handle an idle worker would simply exit. finish() ends the thread explicitly.
   setInterval(() => {}, 0x7fffffff);

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-import { readFileSync } from 'node:fs';
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
+import { runCommand, runMixer, runRacks, SCENARIO_MIXER_USAGE } from './mixer.js';
+import { packageVersion } from './version.js';
 import { runPub, runSub } from './pubsub.js';
 import { runGear } from './gear.js';
 import { runWasm } from './wasm.js';
@@ -12,8 +13,12 @@ const USAGE = `usage: fluxrig <command>
 
 commands:
   rack [options]           start a rack on a scenario (fluxrig rack --help)
+  mixer [options]          start the Mixer: enrollment, rollout, commands (fluxrig mixer --help)
+  racks list|show|approve|suspend|activate|remove   the Mixer's racks (fluxrig racks help)
+  command RACK CMD         log-level LEVEL, shutdown, reload, suspend, activate (through the Mixer)
   scenario validate FILE   check a scenario; every problem with file:line:column
   scenario schema [OUT]    print (or write) the JSON Schema of scenario files
+${SCENARIO_MIXER_USAGE}
   gears list | doc TYPE    the gear types and their ports and config
   gear build|new|test      write, build and try a Wasm gear without a rack (fluxrig gear help)
   call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
@@ -23,11 +28,6 @@ commands:
   uuid       print a new UUID v7
   version    print the fluxrig version
   help       print this text`;
-
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 async function main(argv: string[]): Promise<number> {
   const [command] = argv;
@@ -44,6 +44,12 @@ async function main(argv: string[]): Promise<number> {
       return runGear(argv.slice(1));
     case 'rack':
       return runRack(argv.slice(1));
+    case 'mixer':
+      return runMixer(argv.slice(1));
+    case 'racks':
+      return runRacks(argv.slice(1));
+    case 'command':
+      return runCommand(argv.slice(1));
     case 'scenario':
       return runScenario(argv.slice(1));
     case 'gears':

@@ -7,6 +7,9 @@ import { Rack } from '../rack/rack.js';
 import { readableLogStream } from '../rack/log-format.js';
 import { loadScenario } from '../scenario/parse.js';
 import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { AGENT_DEFAULTS, loadAgentState, MixerAgent, startingScenario } from '../rack/agent.js';
+import { packageVersion } from './version.js';
 
 export const RACK_USAGE = `usage: fluxrig rack [options]
 
@@ -21,6 +24,12 @@ options:
   --log-level LEVEL   debug, info, warn, error (default ${RACK_DEFAULTS.log_level})
   --module-store DIR  the content-addressed module store urn:wasm: modules come from
   --trusted-key FILE  a PEM public key; with any, only modules signed by one of them load (repeatable)
+  --mixer URL         join the Mixer on this NATS: enroll, take scenarios from it, obey its commands;
+                      without --scenario the rack runs the last scenario it applied (or none yet)
+  --labels K=V,...    labels the Mixer's rack groups select on (with --mixer)
+  --state-dir DIR     where the rack keeps its identity, passport and last scenario (default .fluxrig/rack-NAME)
+  --secret TEXT       the Mixer's bootstrap secret (default FLUXRIG_MIXER_SECRET)
+  --heartbeat-ms N    heartbeat period (default ${AGENT_DEFAULTS.heartbeat_ms})
 
 Every setting can also come from the environment as FLUXRIG_<SECTION>_<KEY>, for example
 FLUXRIG_RACK_WORKERS=2 or FLUXRIG_NATS_URL=nats://127.0.0.1:4222. Flags win over the
@@ -42,8 +51,16 @@ export async function runRack(argv: string[]): Promise<number> {
       'log-level': { type: 'string' },
       'module-store': { type: 'string' },
       'trusted-key': { type: 'string', multiple: true },
+      mixer: { type: 'string' },
+      labels: { type: 'string' },
+      'state-dir': { type: 'string' },
+      secret: { type: 'string' },
+      'heartbeat-ms': { type: 'string' },
     },
   });
+  const mixerUrl = values.mixer;
+  if (mixerUrl !== undefined && values.name === undefined) throw new Error('--mixer needs --name: the Mixer knows racks by name');
+  const stateDir = resolve(values['state-dir'] ?? join('.fluxrig', `rack-${values.name ?? 'rack'}`));
   const config = loadRackConfig({
     file: values.config,
     env: process.env,
@@ -60,9 +77,16 @@ export async function runRack(argv: string[]): Promise<number> {
   // Readable lines in a terminal, pino's JSON lines otherwise (files, collectors, pipes).
   const readable = process.stdout.isTTY === true;
   const logger = readable ? pino({ name: 'fluxrig', level: config.log.level }, readableLogStream()) : pino({ name: 'fluxrig', level: config.log.level });
-  const scenario = await loadScenario(config.rack.scenario);
+  // With the Mixer and no --scenario, the rack starts on what it last applied, and the Mixer decides.
+  const state = mixerUrl === undefined ? undefined : loadAgentState(stateDir);
+  const start =
+    state !== undefined && values.scenario === undefined
+      ? startingScenario(state, process.cwd())
+      : { scenario: await loadScenario(config.rack.scenario), groups: [] as string[] };
+  const scenario = start.scenario;
   const rack = new Rack({
     scenario,
+    groups: start.groups,
     name: config.rack.name,
     workers: config.rack.workers,
     natsUrl: config.nats.url,
@@ -79,6 +103,23 @@ export async function runRack(argv: string[]): Promise<number> {
     logger,
   });
   await rack.start();
+  let stopRequested: (() => void) | undefined;
+  const agent =
+    mixerUrl === undefined
+      ? undefined
+      : new MixerAgent({
+          rack,
+          natsUrl: mixerUrl,
+          stateDir,
+          baseDir: process.cwd(),
+          labels: parseLabels(values.labels),
+          secret: values.secret ?? process.env.FLUXRIG_MIXER_SECRET,
+          heartbeatMs: Number(values['heartbeat-ms'] ?? AGENT_DEFAULTS.heartbeat_ms),
+          version: packageVersion(),
+          logger,
+          onShutdown: () => stopRequested?.(),
+        });
+  agent?.start();
   // The last resort. Every socket event is handled inside its own try/catch and fails only its
   // connection; anything that still escapes is a bug, logged loudly, and must not take every
   // other connection of the rack down with it.
@@ -94,15 +135,29 @@ export async function runRack(argv: string[]): Promise<number> {
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       logger.info({ signal }, 'stopping: draining connections');
-      rack.stop().then(resolve, (err: unknown) => {
-        logger.error({ err }, 'stop failed');
-        resolve();
-      });
+      Promise.all([agent?.stop(), rack.stop()]).then(
+        () => resolve(),
+        (err: unknown) => {
+          logger.error({ err }, 'stop failed');
+          resolve();
+        },
+      );
     };
+    stopRequested = () => stop('shutdown command from the Mixer');
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
   return 0;
+}
+
+function parseLabels(text: string | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',').filter((p) => p !== '')) {
+    const [k, v] = pair.split('=');
+    if (k === undefined || v === undefined || k === '') throw new Error(`--labels wants K=V,K=V; got ${JSON.stringify(pair)}`);
+    labels[k] = v;
+  }
+  return labels;
 }
 
 function readTrustedKey(file: string): string {

@@ -6,11 +6,13 @@ import { preflight } from '../rack/preflight.js';
 import { GEAR_MANIFESTS } from '../gears/registry.js';
 import { loadScenario } from '../scenario/parse.js';
 import { scenarioJsonSchema } from '../scenario/schema.js';
+import { runScenarioMixer, SCENARIO_MIXER_USAGE } from './mixer.js';
 import { formatIssue, type Scenario, ScenarioError } from '../scenario/types.js';
 
 export async function runScenario(argv: string[]): Promise<number> {
   const [command, file] = argv;
   if (command === 'validate' && file !== undefined) return validate(file, argv.slice(2));
+  if (command === 'push' || command === 'status' || command === 'diff') return runScenarioMixer(command, argv.slice(1));
   if (command === 'schema') {
     const text = `${JSON.stringify(scenarioJsonSchema(), null, 2)}\n`;
     if (file === undefined) process.stdout.write(text);
@@ -18,7 +20,7 @@ export async function runScenario(argv: string[]): Promise<number> {
     return 0;
   }
   console.error(
-    `usage: fluxrig scenario validate FILE [--config RACK.yaml] [--module-store DIR] [--trusted-key FILE ...]\n       fluxrig scenario schema [OUT]`,
+    `usage: fluxrig scenario validate FILE [--config RACK.yaml] [--module-store DIR] [--trusted-key FILE ...]\n       fluxrig scenario schema [OUT]\n${SCENARIO_MIXER_USAGE}`,
   );
   return 2;
 }

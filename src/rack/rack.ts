@@ -89,6 +89,8 @@ export class Rack extends EventEmitter {
   private reconfigureWorkers: ((options: RackHandlerOptions) => void) | undefined;
   private readonly awaiting = new Map<number, { remaining: number; errors: string[]; done(errors: string[]): void }>();
   private statsWaiter: { remaining: number; stats: StatsRecord[]; done(stats: StatsRecord[]): void } | undefined;
+  /** The rack groups this rack is in (a push from the Mixer says which). */
+  private groups: string[];
   /** Reloads run one at a time. */
   private reloading: Promise<unknown> = Promise.resolve();
   private bus: RackBus | undefined;
@@ -104,6 +106,7 @@ export class Rack extends EventEmitter {
     this.options = options;
     this.scenario = options.scenario;
     this.log = options.logger ?? pino({ name: 'fluxrig.rack' });
+    this.groups = options.groups ?? [];
     const named = this.scenario.racks.filter((r) => r.name !== undefined);
     this.name = options.name ?? (named.length === 1 ? named[0]!.name! : 'rack');
     this.gears = this.gearsOf(this.scenario);
@@ -111,7 +114,7 @@ export class Rack extends EventEmitter {
 
   /** The gears of `scenario` this rack runs: those deployed to it, to one of its groups, or to every rack. */
   private gearsOf(scenario: Scenario): GearSpec[] {
-    const mine = new Set([this.name, ...(this.options.groups ?? [])]);
+    const mine = new Set([this.name, ...this.groups]);
     return scenario.gears.filter((g) => g.deploy === undefined || mine.has(g.deploy) || scenario.racks.length === 0);
   }
 
@@ -249,8 +252,11 @@ export class Rack extends EventEmitter {
    *   their calls, and the new ones start.
    * Returns the version now running.
    */
-  reload(scenario: Scenario): Promise<number> {
-    const next = this.reloading.then(() => this.reloadNow(scenario));
+  reload(scenario: Scenario, groups?: string[]): Promise<number> {
+    const next = this.reloading.then(() => {
+      if (groups !== undefined) this.groups = groups;
+      return this.reloadNow(scenario);
+    });
     this.reloading = next.catch(() => {});
     return next;
   }
@@ -375,6 +381,11 @@ export class Rack extends EventEmitter {
     if (--waiting.remaining > 0) return;
     this.awaiting.delete(version);
     waiting.done(waiting.errors);
+  }
+
+  /** Accepted connections open now. */
+  get connectionCount(): number {
+    return this.connections?.size ?? 0;
   }
 
   /** Sets the log level of the main thread and every worker. */

@@ -1,0 +1,115 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { delimiter, join } from 'node:path';
+import { FluxrigError } from '../errors.js';
+
+export class NatsServerError extends FluxrigError {}
+
+/** Debian installs nats-server in /usr/sbin, which is not on every user's PATH. */
+export function findNatsServer(): string {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin'];
+  for (const dir of dirs) {
+    const candidate = join(dir, 'nats-server');
+    if (dir !== '' && existsSync(candidate)) return candidate;
+  }
+  throw new NatsServerError("nats-server not found: install it with 'sudo apt-get install nats-server' (or run 'make deps' as root)");
+}
+
+/**
+ * A nats-server child process with JetStream: in a temporary directory on a port it picks itself
+ * (no race for a "free" port) for tests and benchmarks, or in a data directory that outlives it
+ * on a given port, as the Mixer's embedded NATS.
+ */
+export class NatsServerProcess {
+  readonly url: string;
+  readonly port: number;
+  private child: ChildProcess;
+  private readonly storeDir: string;
+  private readonly jetstream: boolean;
+  private readonly temporary: boolean;
+
+  private constructor(child: ChildProcess, port: number, storeDir: string, jetstream: boolean, temporary: boolean) {
+    this.child = child;
+    this.port = port;
+    this.url = `nats://127.0.0.1:${port}`;
+    this.storeDir = storeDir;
+    this.jetstream = jetstream;
+    this.temporary = temporary;
+  }
+
+  /**
+   * `dataDir`: JetStream keeps its data there (kept after stop); default a temporary directory,
+   * removed at stop. `port`: default one the server picks; `host` default 127.0.0.1.
+   */
+  static async start(options: { jetstream?: boolean; timeoutMs?: number; dataDir?: string; port?: number; host?: string } = {}): Promise<NatsServerProcess> {
+    const storeDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'fluxrig-nats-')));
+    const jetstream = options.jetstream ?? true;
+    const { child, port } = await NatsServerProcess.spawn(options.port ?? -1, storeDir, jetstream, options.timeoutMs ?? 10_000, options.host);
+    return new NatsServerProcess(child, port, storeDir, jetstream, options.dataDir === undefined);
+  }
+
+  /** Kills the server (SIGKILL: no goodbye to its clients) and starts it again on the same port and store. */
+  async restart(timeoutMs = 10_000): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((resolve) => this.child.once('exit', resolve));
+      this.child.kill('SIGKILL');
+      await exited;
+    }
+    this.child = (await NatsServerProcess.spawn(this.port, this.storeDir, this.jetstream, timeoutMs)).child;
+  }
+
+  private static async spawn(
+    wantedPort: number,
+    storeDir: string,
+    jetstream: boolean,
+    timeoutMs: number,
+    host = '127.0.0.1',
+  ): Promise<{ child: ChildProcess; port: number }> {
+    const binary = findNatsServer();
+    const args = ['-a', host, '-p', String(wantedPort), '--http_port', '0'];
+    if (jetstream) args.push('-js', '-sd', storeDir);
+    const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      const port = await new Promise<number>((resolve, reject) => {
+        let log = '';
+        let port: number | undefined;
+        const timer = setTimeout(() => reject(new NatsServerError(`nats-server not ready within ${timeoutMs} ms:\n${log}`)), timeoutMs);
+        child.once('error', (err) => reject(new NatsServerError(`cannot start nats-server: ${err.message}`, { cause: err })));
+        child.once('exit', (code) => reject(new NatsServerError(`nats-server exited with code ${code}:\n${log}`)));
+        child.stderr!.setEncoding('utf8');
+        child.stderr!.on('data', (chunk: string) => {
+          log += chunk;
+          port ??= Number(/Listening for client connections on [^\s]*:(\d+)/.exec(log)?.[1]) || undefined;
+          if (port !== undefined && /Server is ready/.test(log)) {
+            clearTimeout(timer);
+            child.stderr!.removeAllListeners('data');
+            child.stderr!.resume();
+            resolve(port);
+          }
+        });
+      });
+      child.removeAllListeners('exit');
+      return { child, port };
+    } catch (err) {
+      child.kill('SIGKILL');
+      if (wantedPort === -1 && storeDir.includes('fluxrig-nats-')) await rm(storeDir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      const exited = new Promise((resolve) => this.child.once('exit', resolve));
+      this.child.kill('SIGTERM');
+      await exited;
+    }
+    if (this.temporary) await rm(this.storeDir, { recursive: true, force: true });
+  }
+
+  /** Kills it at once (SIGKILL), as a crash would. */
+  kill(): void {
+    this.child.kill('SIGKILL');
+  }
+}

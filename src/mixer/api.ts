@@ -1,0 +1,216 @@
+import { timingSafeEqual } from 'node:crypto';
+import swagger from '@fastify/swagger';
+import { createTwoFilesPatch } from 'diff';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { COMMANDS, type CommandName } from '../bus/mixer-protocol.js';
+import { type Mixer, MixerError } from './mixer.js';
+
+export interface MixerApiOptions {
+  mixer: Mixer;
+  /** Every route but /healthz and /openapi.json wants `Authorization: Bearer <token>`. */
+  token: string;
+  version: string;
+}
+
+const rackSchema = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    machine_id: { type: 'string' },
+    status: { type: 'string', enum: ['pending', 'active', 'suspended', 'denied'] },
+    online: { type: 'boolean' },
+    labels: { type: 'object', additionalProperties: { type: 'string' } },
+    version: { type: 'string' },
+    last_seen: { type: 'number' },
+    created_at: { type: 'number' },
+    desired: { type: ['object', 'null'], properties: { scenario: { type: 'string' }, version: { type: 'number' } } },
+    applied: { type: ['object', 'null'], properties: { scenario: { type: 'string' }, version: { type: 'number' } } },
+    apply_error: { type: ['string', 'null'] },
+    heartbeat: { type: ['object', 'null'], additionalProperties: true },
+  },
+} as const;
+
+const scenarioSchema = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    version: { type: 'number' },
+    meta_version: { type: 'string' },
+    pushed_at: { type: 'number' },
+    targets: { type: 'object', additionalProperties: { type: 'array', items: { type: 'string' } } },
+    yaml: { type: 'string' },
+  },
+} as const;
+
+const errorSchema = { type: 'object', properties: { error: { type: 'string' } } } as const;
+const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[a-z0-9_-]{1,64}$' } } } as const;
+const errors = { 400: errorSchema, 401: errorSchema, 404: errorSchema, 504: errorSchema } as const;
+
+/**
+ * The Mixer's HTTP API (fastify): racks, scenarios, commands, live events, health, and the
+ * OpenAPI 3 document generated from these route schemas at /openapi.json.
+ */
+export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyInstance> {
+  const { mixer } = options;
+  // A request that needs NATS while it is away gives up (408) instead of hanging its client.
+  const app = Fastify({ logger: false, bodyLimit: 2 * 1024 * 1024, requestTimeout: 10_000 });
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'fluxrig Mixer', version: options.version, description: 'Enroll racks, push scenarios, send commands. docs/mixer.md' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }],
+    },
+  });
+  const token = Buffer.from(options.token);
+  app.addHook('onRequest', async (req, reply) => {
+    if (req.url === '/healthz' || req.url === '/openapi.json') return;
+    const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
+    if (given.length !== token.length || !timingSafeEqual(given, token)) {
+      await reply.code(401).send({ error: 'missing or wrong bearer token (Authorization: Bearer <token>; fluxrig mixer prints where it is)' });
+    }
+  });
+  app.setErrorHandler(async (err, _req, reply) => {
+    const status = err instanceof MixerError ? err.status : ((err as { statusCode?: number }).statusCode ?? 500);
+    await reply.code(status).send({ error: (err as Error).message });
+  });
+
+  app.get(
+    '/healthz',
+    { schema: { security: [], response: { 200: { type: 'object', properties: { ok: { type: 'boolean' }, mixer: { type: 'string' } } } } } },
+    async () => ({
+      ok: true,
+      mixer: mixer.id,
+    }),
+  );
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.get('/racks', { schema: { summary: 'Every enrolled rack', response: { 200: { type: 'array', items: rackSchema } } } }, async () => mixer.racks());
+  app.get<{ Params: { name: string } }>('/racks/:name', { schema: { params: nameParam, response: { 200: rackSchema, ...errors } } }, async (req) =>
+    mixer.rack(req.params.name),
+  );
+  for (const [action, status] of [
+    ['approve', 'active'],
+    ['suspend', 'suspended'],
+    ['activate', 'active'],
+    ['deny', 'denied'],
+  ] as const) {
+    app.post<{ Params: { name: string } }>(
+      `/racks/:name/${action}`,
+      { schema: { summary: `${action} a rack`, params: nameParam, response: { 200: rackSchema, ...errors } } },
+      async (req) => mixer.setStatus(req.params.name, status),
+    );
+  }
+  app.delete<{ Params: { name: string } }>(
+    '/racks/:name',
+    { schema: { params: nameParam, response: { 204: { type: 'null' }, ...errors } } },
+    async (req, reply) => {
+      await mixer.remove(req.params.name);
+      await reply.code(204).send();
+    },
+  );
+  app.post<{ Params: { name: string }; Body: { command: CommandName; level?: string } }>(
+    '/racks/:name/commands',
+    {
+      schema: {
+        summary: 'Send a command and wait for the rack to answer',
+        params: nameParam,
+        body: {
+          type: 'object',
+          required: ['command'],
+          additionalProperties: false,
+          properties: {
+            command: { type: 'string', enum: [...COMMANDS] },
+            level: { type: 'string', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] },
+          },
+        },
+        response: { 200: { type: 'object', properties: { ok: { type: 'boolean' }, error: { type: ['string', 'null'] } } }, ...errors },
+      },
+    },
+    async (req) => {
+      if (req.body.command === 'log-level' && req.body.level === undefined) throw new MixerError('log-level needs level', 400);
+      return mixer.command(req.params.name, req.body.command, req.body.level === undefined ? {} : { level: req.body.level });
+    },
+  );
+
+  app.get('/scenarios', { schema: { response: { 200: { type: 'array', items: scenarioSchema } } } }, async () => mixer.scenarios());
+  app.get<{ Params: { name: string } }>('/scenarios/:name', { schema: { params: nameParam, response: { 200: scenarioSchema, ...errors } } }, async (req) =>
+    mixer.scenario(req.params.name),
+  );
+  app.post<{ Body: { yaml: string; file?: string; racks?: string[] } }>(
+    '/scenarios',
+    {
+      schema: {
+        summary: 'Validate, store and roll out a scenario',
+        body: {
+          type: 'object',
+          required: ['yaml'],
+          additionalProperties: false,
+          properties: { yaml: { type: 'string' }, file: { type: 'string' }, racks: { type: 'array', items: { type: 'string' } } },
+        },
+        response: { 200: scenarioSchema, ...errors },
+      },
+    },
+    async (req) => mixer.push(req.body.yaml, req.body.file ?? 'scenario.yaml', req.body.racks ?? []),
+  );
+  app.get<{ Params: { name: string } }>(
+    '/scenarios/:name/status',
+    {
+      schema: {
+        summary: 'Desired and applied version per rack',
+        params: nameParam,
+        response: {
+          200: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                rack: { type: 'string' },
+                desired: { type: ['number', 'null'] },
+                applied: { type: ['number', 'null'] },
+                online: { type: 'boolean' },
+                state: { type: 'string' },
+                error: { type: ['string', 'null'] },
+              },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req) => mixer.rollout(req.params.name),
+  );
+  app.post<{ Params: { name: string }; Body: { yaml: string } }>(
+    '/scenarios/:name/diff',
+    {
+      schema: {
+        summary: 'What a push of this YAML would change (unified diff against the stored version)',
+        params: nameParam,
+        body: { type: 'object', required: ['yaml'], properties: { yaml: { type: 'string' } } },
+        response: { 200: { type: 'object', properties: { version: { type: ['number', 'null'] }, diff: { type: 'string' } } }, ...errors },
+      },
+    },
+    async (req) => {
+      const stored = await mixer.scenario(req.params.name).catch(() => null);
+      const label = stored === null ? `${req.params.name} (none stored)` : `${req.params.name} v${stored.version}`;
+      return { version: stored?.version ?? null, diff: createTwoFilesPatch(label, `${req.params.name} (new)`, stored?.yaml ?? '', req.body.yaml) };
+    },
+  );
+
+  app.get('/events', { schema: { summary: 'Server-sent events: rack, rack-removed and scenario changes, from every Mixer' } }, (req, reply) => {
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    reply.raw.write(': fluxrig mixer events\n\n');
+    const send = (event: string) => (data: unknown) => reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    const listeners = [
+      ['rack', send('rack')],
+      ['rack-removed', send('rack-removed')],
+      ['scenario', send('scenario')],
+    ] as const;
+    for (const [e, l] of listeners) mixer.on(e, l);
+    const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), 15_000);
+    req.raw.on('close', () => {
+      clearInterval(keepAlive);
+      for (const [e, l] of listeners) mixer.off(e, l);
+    });
+  });
+  return app;
+}

@@ -1,0 +1,496 @@
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy } from '@nats-io/jetstream';
+import { KvWatchInclude } from '@nats-io/kv';
+import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { FluxrigError } from '../errors.js';
+import {
+  asSigned,
+  bodyOf,
+  type CommandName,
+  decodeMessage,
+  encodeMessage,
+  Fields,
+  newKeyPair,
+  publicKeyBytes,
+  type RackState,
+  type RackStatus,
+  signBody,
+  SnakeProtocolError,
+  verifyBody,
+} from '../bus/mixer-protocol.js';
+import {
+  AGENT_ACK,
+  AGENT_HEARTBEAT,
+  AGENT_HELLO,
+  agentNotify,
+  MIXER_QUEUE,
+  RACK_NAME,
+  RACK_SCENARIO_ALL,
+  rackScenarioSubject,
+  SCENARIO_STREAM,
+} from '../bus/subjects.js';
+import { parseScenario } from '../scenario/parse.js';
+import type { Scenario } from '../scenario/types.js';
+import { type HeartbeatReport, type RackRecord, Registry, type ScenarioRecord } from './registry.js';
+
+/** What an operator asked for cannot be done (unknown rack, invalid scenario, ...). */
+export class MixerError extends FluxrigError {
+  constructor(
+    message: string,
+    readonly status: number,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+export interface MixerOptions {
+  nats: NatsConnection;
+  logger: Logger;
+  /** A rack's hello must carry it; undefined: any rack may ask to enroll (still pending until adopted). */
+  bootstrapSecret?: string;
+  /** Adopt every rack that asks, without an operator. */
+  autoAdopt?: boolean;
+  /** How long a passport is valid. Default 24 h. */
+  passportTtlMs?: number;
+  /** How long a command waits for the rack's answer. Default 10 s. */
+  commandTimeoutMs?: number;
+}
+
+/** A rack as the API shows it: its record, and whether it is online (a heartbeat within 3 periods). */
+export type RackView = RackRecord & { online: boolean };
+
+/** Missed heartbeats before a rack is shown offline. */
+export const MISSED_HEARTBEATS = 3;
+/** A heartbeat or acknowledgement more than this far from the Mixer's clock is refused (replay). */
+const CLOCK_SKEW_MS = 5 * 60_000;
+
+/**
+ * The Mixer: enrolls racks, adopts them, issues passports, pushes scenarios and follows what
+ * each rack applied, and sends commands. Its state lives in NATS KV (registry.ts), and it takes
+ * hello, heartbeat and ack messages in a queue group, so any number of Mixers can serve one
+ * fleet side by side: one can die and the others carry on.
+ *
+ * Events: 'rack' (RackView) whenever a rack's record changes or it goes offline, 'scenario'
+ * (ScenarioRecord) when one is pushed; from every Mixer's changes, not only this one's.
+ */
+export class Mixer extends EventEmitter {
+  readonly id = randomUUID();
+  private registry!: Registry;
+  private key!: { privateKey: string; publicKey: string };
+  private mixerPub!: Uint8Array;
+  private mixerId!: string;
+  private readonly subs: Subscription[] = [];
+  private watchers: Array<{ stop(): void }> = [];
+  private offlineTimer: NodeJS.Timeout | undefined;
+  private readonly online = new Map<string, boolean>();
+  private readonly log: Logger;
+
+  constructor(private readonly options: MixerOptions) {
+    super();
+    this.log = options.logger;
+  }
+
+  async start(): Promise<void> {
+    const nc = this.options.nats;
+    this.registry = await Registry.open(nc);
+    // One signing key for the fleet, whichever Mixer made it: passports verify against any Mixer.
+    this.key = JSON.parse(await this.registry.once('signing-key', () => JSON.stringify(newKeyPair()))) as { privateKey: string; publicKey: string };
+    this.mixerPub = publicKeyBytes(this.key.publicKey);
+    this.mixerId = await this.registry.once('mixer-id', () => randomUUID());
+    const jsm = await jetstreamManager(nc);
+    try {
+      await jsm.streams.info(SCENARIO_STREAM);
+    } catch {
+      await jsm.streams.add({
+        name: SCENARIO_STREAM,
+        subjects: [RACK_SCENARIO_ALL],
+        retention: RetentionPolicy.Workqueue,
+        discard: DiscardPolicy.Old,
+        max_msgs_per_subject: 8,
+      });
+    }
+    this.serve(AGENT_HELLO, (data, msg) => this.hello(data, msg));
+    this.serve(AGENT_HEARTBEAT, (data) => this.heartbeat(data));
+    this.serve(AGENT_ACK, (data) => this.applied(data));
+    await this.follow();
+    this.offlineTimer = setInterval(() => void this.checkOnline(), 1000);
+    this.log.info({ mixer: this.id, fleet: this.mixerId }, 'mixer started');
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.offlineTimer);
+    for (const w of this.watchers) w.stop();
+    for (const s of this.subs) s.unsubscribe();
+  }
+
+  /** The fleet's signing key (SPKI DER): what racks pin. */
+  get publicKey(): Uint8Array {
+    return this.mixerPub;
+  }
+
+  private serve(subject: string, handle: (data: Record<string, unknown>, msg: Msg) => Promise<Record<string, unknown> | undefined>): void {
+    const sub = this.options.nats.subscribe(subject, { queue: MIXER_QUEUE });
+    this.subs.push(sub);
+    void (async () => {
+      for await (const msg of sub) {
+        let reply: Record<string, unknown> | undefined;
+        try {
+          reply = await handle(decodeMessage(msg.data), msg);
+        } catch (err) {
+          const refused = err instanceof SnakeProtocolError || err instanceof MixerError;
+          if (!refused) this.log.error({ err, subject }, 'a rack message could not be handled');
+          else this.log.warn({ subject, reason: (err as Error).message }, 'a rack message was refused');
+          reply = { status: 'denied', message: (err as Error).message };
+        }
+        if (reply !== undefined && msg.reply !== undefined) msg.respond(encodeMessage(reply));
+      }
+    })();
+  }
+
+  private async hello(data: Record<string, unknown>, msg: Msg): Promise<Record<string, unknown>> {
+    const signed = asSigned(data.hello, 'hello');
+    const claimed = Fields.of(bodyOf(signed), 'hello');
+    const publicKey = claimed.bytes('public_key');
+    const body = Fields.of(verifyBody(signed, publicKey), 'hello');
+    const name = body.text('name', 64);
+    const machineId = body.text('machine_id', 64);
+    if (!RACK_NAME.test(name)) throw new MixerError(`rack name ${JSON.stringify(name)} must be 1-64 of a-z 0-9 _ -`, 400);
+    const secret = this.options.bootstrapSecret;
+    if (secret !== undefined && !sameText(body.optionalText('secret') ?? '', secret)) {
+      this.log.warn({ rack: name, from: msg.subject }, 'hello with a wrong bootstrap secret: denied');
+      return { status: 'denied', message: 'wrong bootstrap secret' };
+    }
+    const key = Buffer.from(publicKey).toString('base64');
+    const now = Date.now();
+    let denied: string | undefined;
+    const record = await this.registry.updateRack(name, (current) => {
+      denied = undefined;
+      if (current !== null && (current.public_key !== key || current.machine_id !== machineId)) {
+        denied = `the name ${name} is enrolled with another key: remove it first (fluxrig racks remove ${name})`;
+        return null;
+      }
+      return {
+        name,
+        machine_id: machineId,
+        public_key: key,
+        status: current?.status ?? (this.options.autoAdopt === true ? 'active' : 'pending'),
+        labels: body.labels('labels'),
+        version: body.text('version', 64),
+        heartbeat_ms: body.number('heartbeat_ms'),
+        created_at: current?.created_at ?? now,
+        updated_at: now,
+        last_seen: now,
+        heartbeat: current?.heartbeat ?? null,
+        desired: current?.desired ?? null,
+        applied: current?.applied ?? null,
+        apply_error: current?.apply_error ?? null,
+      };
+    });
+    if (denied !== undefined || record === null) return { status: 'denied', message: denied ?? 'refused' };
+    this.log.info({ rack: name, status: record.status }, 'hello');
+    return this.statusReply(record);
+  }
+
+  private statusReply(record: RackRecord): Record<string, unknown> {
+    const reply: Record<string, unknown> = { status: record.status, mixer_pub: this.mixerPub, message: messageFor(record.status) };
+    if (record.status === 'active' || record.status === 'suspended') reply.passport = this.passport(record);
+    return reply;
+  }
+
+  private passport(record: RackRecord): Record<string, unknown> {
+    const now = Date.now();
+    const state: RackState = {
+      mixer_id: this.mixerId,
+      machine_id: record.machine_id,
+      name: record.name,
+      status: record.status,
+      rack_pub: new Uint8Array(Buffer.from(record.public_key, 'base64')),
+      mixer_pub: this.mixerPub,
+      labels: record.labels,
+      issued_at: now,
+      expires_at: now + (this.options.passportTtlMs ?? 24 * 3600_000),
+    };
+    return { ...signBody(state as unknown as Record<string, unknown>, this.key.privateKey) };
+  }
+
+  /** A signed message from a known rack: its record and the verified body. */
+  private async fromRack(data: Record<string, unknown>, what: string): Promise<{ record: RackRecord; body: Fields }> {
+    const signed = asSigned(data[what], what);
+    const claimed = Fields.of(bodyOf(signed), what);
+    const name = claimed.text('name', 64);
+    const record = await this.registry.rack(name);
+    if (record === null) throw new MixerError(`unknown rack ${name}: say hello first`, 404);
+    const body = Fields.of(verifyBody(signed, new Uint8Array(Buffer.from(record.public_key, 'base64'))), what);
+    if (body.text('machine_id', 64) !== record.machine_id) throw new SnakeProtocolError(`${what}: machine_id does not match rack ${name}`);
+    const ts = body.number('ts');
+    if (Math.abs(ts - Date.now()) > CLOCK_SKEW_MS)
+      throw new SnakeProtocolError(`${what}: its time is more than ${CLOCK_SKEW_MS / 60_000} minutes off the Mixer's`);
+    return { record, body };
+  }
+
+  private async heartbeat(data: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const { record, body } = await this.fromRack(data, 'heartbeat');
+    const ts = body.number('ts');
+    if (record.heartbeat !== null && ts <= record.heartbeat.ts) throw new SnakeProtocolError('heartbeat: not newer than the last one (a replay?)');
+    const report: HeartbeatReport = {
+      ts,
+      workers: body.number('workers'),
+      connections: body.number('connections'),
+      gears: (body.raw('gears') ?? {}) as HeartbeatReport['gears'],
+      p50_ms: (body.raw('p50_ms') as number | null) ?? null,
+      p99_ms: (body.raw('p99_ms') as number | null) ?? null,
+      rss: body.number('rss'),
+    };
+    const scenario = body.optionalText('scenario');
+    const updated = await this.registry.updateRack(record.name, (current) =>
+      current === null
+        ? null
+        : {
+            ...current,
+            last_seen: Date.now(),
+            heartbeat: report,
+            applied: scenario === null ? current.applied : { scenario, version: body.number('scenario_version') },
+          },
+    );
+    return this.statusReply(updated ?? record);
+  }
+
+  private async applied(data: Record<string, unknown>): Promise<undefined> {
+    const { record, body } = await this.fromRack(data, 'ack');
+    const ok = body.bool('ok');
+    const scenario = body.text('scenario', 256);
+    const version = body.number('version');
+    const error = body.optionalText('error');
+    await this.registry.updateRack(record.name, (current) =>
+      current === null
+        ? null
+        : {
+            ...current,
+            last_seen: Date.now(),
+            applied: ok ? { scenario, version } : current.applied,
+            apply_error: ok ? null : error,
+          },
+    );
+    if (ok) this.log.info({ rack: record.name, scenario, version }, 'scenario applied');
+    else this.log.warn({ rack: record.name, scenario, version, error }, 'a rack could not apply a scenario and runs its last good one');
+    return undefined;
+  }
+
+  // ---- operations (the API and the CLI call these) ---------------------------------------------
+
+  async racks(): Promise<RackView[]> {
+    return (await this.registry.listRacks()).map((r) => view(r));
+  }
+
+  async rack(name: string): Promise<RackView> {
+    const record = await this.registry.rack(name);
+    if (record === null) throw new MixerError(`no rack named ${name}`, 404);
+    return view(record);
+  }
+
+  /** approve (pending or denied -> active), suspend, activate. */
+  async setStatus(name: string, status: RackStatus): Promise<RackView> {
+    const record = await this.registry.updateRack(name, (current) => (current === null ? null : { ...current, status, updated_at: Date.now() }));
+    if (record === null) throw new MixerError(`no rack named ${name}`, 404);
+    this.log.info({ rack: name, status }, 'rack status changed');
+    // Tell it now if it is online; otherwise its next hello or heartbeat reply does.
+    const command = status === 'suspended' ? 'suspend' : status === 'active' ? 'activate' : undefined;
+    if (command !== undefined) await this.command(name, command, {}).catch(() => {});
+    return view(record);
+  }
+
+  async remove(name: string): Promise<void> {
+    if (!(await this.registry.removeRack(name))) throw new MixerError(`no rack named ${name}`, 404);
+    this.log.info({ rack: name }, 'rack removed');
+  }
+
+  /** Sends a command and waits for the rack's signed answer. */
+  async command(name: string, command: CommandName, args: Record<string, unknown>): Promise<{ ok: boolean; error: string | null }> {
+    const record = await this.registry.rack(name);
+    if (record === null) throw new MixerError(`no rack named ${name}`, 404);
+    const id = randomUUID();
+    let reply: Msg;
+    try {
+      reply = await this.options.nats.request(agentNotify(record.machine_id), encodeMessage({ id, command, args, passport: this.passport(record) }), {
+        timeout: this.options.commandTimeoutMs ?? 10_000,
+      });
+    } catch (err) {
+      throw new MixerError(`rack ${name} did not answer the ${command} command: ${(err as Error).message}`, 504, { cause: err });
+    }
+    const data = decodeMessage(reply.data);
+    const { body } = await this.fromRack(data, 'answer');
+    if (body.text('id', 64) !== id) throw new MixerError(`rack ${name} answered another command`, 502);
+    return { ok: body.bool('ok'), error: body.optionalText('error') };
+  }
+
+  /**
+   * Validates and stores a scenario, then sends it to every rack it names: racks by name (in
+   * `racks:` and gears' `deploy`), groups by their labels, resolved against the adopted racks,
+   * and any in `extraRacks`. Each rack's queue keeps only the newest push.
+   */
+  async push(yaml: string, file: string, extraRacks: string[] = []): Promise<ScenarioRecord> {
+    let scenario: Scenario;
+    try {
+      scenario = parseScenario(yaml, file);
+    } catch (err) {
+      throw new MixerError((err as Error).message, 400, { cause: err });
+    }
+    const racks = await this.registry.listRacks();
+    const targets = resolveTargets(scenario, racks, extraRacks);
+    if (Object.keys(targets).length === 0)
+      throw new MixerError(`scenario ${scenario.meta.name} names no adopted rack (racks:, deploy: or a group's match_labels); name one with --rack`, 400);
+    const stored = await this.registry.updateScenario(scenario.meta.name, (current) => ({
+      name: scenario.meta.name,
+      version: (current?.version ?? 0) + 1,
+      meta_version: scenario.meta.version,
+      yaml,
+      pushed_at: Date.now(),
+      targets,
+    }));
+    const record = stored!;
+    const js = jetstream(this.options.nats);
+    const jsm = await jetstreamManager(this.options.nats);
+    for (const [rackName, groups] of Object.entries(targets)) {
+      const rack = racks.find((r) => r.name === rackName)!;
+      const subject = rackScenarioSubject(rackName);
+      // Desired first: the rack's ack may come back before publish() returns.
+      await this.registry.updateRack(rackName, (current) =>
+        current === null ? null : { ...current, desired: { scenario: record.name, version: record.version }, apply_error: null },
+      );
+      // Only the newest matters to a rack that was offline: older pushes leave its queue.
+      await jsm.streams.purge(SCENARIO_STREAM, { filter: subject });
+      await js.publish(
+        subject,
+        encodeMessage({
+          name: record.name,
+          version: record.version,
+          rack_name: rackName,
+          machine_id: rack.machine_id,
+          scenario: yaml,
+          groups,
+          timestamp: record.pushed_at,
+        }),
+        { msgID: `${record.name}-${record.version}-${rackName}` },
+      );
+    }
+    this.log.info({ scenario: record.name, version: record.version, racks: Object.keys(targets) }, 'scenario pushed');
+    return record;
+  }
+
+  async scenarios(): Promise<ScenarioRecord[]> {
+    return this.registry.listScenarios();
+  }
+
+  async scenario(name: string): Promise<ScenarioRecord> {
+    const s = await this.registry.scenario(name);
+    if (s === null) throw new MixerError(`no scenario named ${name}`, 404);
+    return s;
+  }
+
+  /** Desired and applied version for each rack the scenario was sent to. */
+  async rollout(
+    name: string,
+  ): Promise<Array<{ rack: string; desired: number | null; applied: number | null; online: boolean; error: string | null; state: string }>> {
+    const scenario = await this.scenario(name);
+    const out = [];
+    for (const rackName of Object.keys(scenario.targets)) {
+      const rack = await this.registry.rack(rackName);
+      const desired = rack?.desired?.scenario === name ? rack.desired.version : null;
+      const applied = rack?.applied?.scenario === name ? rack.applied.version : null;
+      const error = rack?.apply_error ?? null;
+      const state = rack === null ? 'removed' : error !== null ? 'failed' : applied !== null && applied === desired ? 'applied' : 'pending';
+      out.push({ rack: rackName, desired, applied, online: rack === null ? false : view(rack).online, error, state });
+    }
+    return out;
+  }
+
+  private async follow(): Promise<void> {
+    const racks = await this.registry.racks.watch({ include: KvWatchInclude.UpdatesOnly });
+    const scenarios = await this.registry.scenarios.watch({ include: KvWatchInclude.UpdatesOnly });
+    this.watchers.push(racks, scenarios);
+    void (async () => {
+      for await (const e of racks) {
+        if (e.operation === 'PUT') {
+          const v = view(e.json<RackRecord>());
+          this.online.set(v.name, v.online);
+          this.emit('rack', v);
+        } else {
+          this.online.delete(e.key);
+          this.emit('rack-removed', { name: e.key });
+        }
+      }
+    })();
+    void (async () => {
+      for await (const e of scenarios) if (e.operation === 'PUT') this.emit('scenario', e.json<ScenarioRecord>());
+    })();
+  }
+
+  /** Racks whose heartbeats stopped become offline; the event says so once. */
+  private async checkOnline(): Promise<void> {
+    try {
+      for (const rack of await this.racks()) {
+        const was = this.online.get(rack.name);
+        this.online.set(rack.name, rack.online);
+        if (was === true && !rack.online) {
+          this.log.warn({ rack: rack.name, last_seen: rack.last_seen }, `rack offline: ${MISSED_HEARTBEATS} heartbeats missed`);
+          this.emit('rack', rack);
+        }
+      }
+    } catch (err) {
+      this.log.debug({ err }, 'offline check skipped');
+    }
+  }
+}
+
+function view(record: RackRecord): RackView {
+  return { ...record, online: Date.now() - record.last_seen <= MISSED_HEARTBEATS * record.heartbeat_ms };
+}
+
+function messageFor(status: RackStatus): string {
+  switch (status) {
+    case 'pending':
+      return 'waiting for adoption: fluxrig racks approve NAME';
+    case 'active':
+      return 'adopted';
+    case 'suspended':
+      return 'suspended by the Mixer: gears stopped';
+    case 'denied':
+      return 'denied by the Mixer';
+  }
+}
+
+function sameText(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/**
+ * The racks a scenario goes to, each with the groups it belongs to in it: named racks, and the
+ * adopted racks whose labels match a group's match_labels.
+ */
+export function resolveTargets(scenario: Scenario, racks: RackRecord[], extra: string[]): Record<string, string[]> {
+  const adopted = racks.filter((r) => r.status === 'active');
+  const targets: Record<string, string[]> = {};
+  const add = (name: string, group?: string) => {
+    if (!adopted.some((r) => r.name === name)) return;
+    const groups = (targets[name] ??= []);
+    if (group !== undefined && !groups.includes(group)) groups.push(group);
+  };
+  for (const spec of scenario.racks) {
+    if (spec.name !== undefined) add(spec.name);
+    if (spec.group !== undefined) {
+      const want = Object.entries(spec.matchLabels);
+      for (const r of adopted) if (want.length > 0 && want.every(([k, v]) => r.labels[k] === v)) add(r.name, spec.group);
+    }
+  }
+  for (const g of scenario.gears) if (g.deploy !== undefined && !scenario.racks.some((r) => r.group === g.deploy)) add(g.deploy);
+  for (const name of extra) {
+    if (!adopted.some((r) => r.name === name)) throw new MixerError(`rack ${name} is not an adopted rack`, 400);
+    add(name);
+  }
+  return targets;
+}

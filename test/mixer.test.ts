@@ -1,0 +1,293 @@
+// The Mixer and its racks over a real nats-server: enrollment, adoption, passports, signed
+// heartbeats, rollout to label groups with apply acks and rollback, commands, offline and
+// rejoin, two Mixers, the HTTP API.
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import type { FastifyInstance } from 'fastify';
+import { stringify } from 'yaml';
+import { decodeMessage, encodeMessage, newKeyPair, signBody, verifyBody } from '../src/bus/mixer-protocol.js';
+import { AGENT_HEARTBEAT } from '../src/bus/subjects.js';
+import { connect } from '../src/fluxar/mod.js';
+import { buildMixerApi } from '../src/mixer/api.js';
+import { Mixer, type RackView } from '../src/mixer/mixer.js';
+import { loadAgentState, MixerAgent, startingScenario } from '../src/rack/agent.js';
+import { Rack } from '../src/rack/rack.js';
+import { captureLogs } from './harness/logs.js';
+import { NatsServerProcess } from './harness/nats.js';
+import { untilAsync } from './harness/wait.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const fraudWasm = join(root, 'wasm-gears/build/fraud-scorer.wasm');
+const cli = join(root, 'dist/src/cli/main.js');
+const HEARTBEAT_MS = 200;
+const TOKEN = 'test-token';
+
+interface FleetRack {
+  rack: Rack;
+  agent: MixerAgent;
+  stateDir: string;
+}
+
+function payments(name: string, racks: unknown[], module = fraudWasm, deploy?: string): string {
+  return stringify({
+    meta: { name, version: '1' },
+    racks,
+    gears: [
+      { name: 'api', type: 'fluxar', ...(deploy === undefined ? {} : { deploy }), config: { listen: ['tcp://127.0.0.1:0'] } },
+      { name: 'fraud', type: 'wasm', ...(deploy === undefined ? {} : { deploy }), config: { module, allow_kv: true } },
+    ],
+    wires: [
+      { from: 'api.out', to: 'fraud.in' },
+      { from: 'fraud.out', to: 'api.in' },
+      { from: 'fraud.error', to: 'api.in' },
+    ],
+  });
+}
+
+describe('mixer', () => {
+  let nats: NatsServerProcess;
+  let nc: NatsConnection;
+  let mixer: Mixer;
+  let api: FastifyInstance;
+  let base: string;
+  const log = captureLogs('debug');
+  const fleet: FleetRack[] = [];
+  const children: ChildProcess[] = [];
+
+  async function joinRack(
+    name: string,
+    labels: Record<string, string> = {},
+    stateDir = mkdtempSync(join(tmpdir(), `fluxrig-rack-${name}-`)),
+  ): Promise<FleetRack> {
+    const state = loadAgentState(stateDir);
+    const start = startingScenario(state, root);
+    const rack = new Rack({ scenario: start.scenario, groups: start.groups, name, workers: 0, logger: log.logger });
+    await rack.start();
+    const agent = new MixerAgent({
+      rack,
+      natsUrl: nats.url,
+      stateDir,
+      baseDir: root,
+      labels,
+      heartbeatMs: HEARTBEAT_MS,
+      version: 'test',
+      logger: log.logger,
+      onShutdown: () => {},
+    });
+    agent.start();
+    const member = { rack, agent, stateDir };
+    fleet.push(member);
+    return member;
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: the tests read API answers field by field, as JSON
+  async function http(method: string, path: string, body?: unknown, token = TOKEN): Promise<{ status: number; body: any }> {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text === '' ? null : JSON.parse(text) };
+  }
+
+  async function rackView(name: string): Promise<RackView | null> {
+    const r = await http('GET', `/racks/${name}`);
+    return r.status === 200 ? (r.body as RackView) : null;
+  }
+
+  before(async () => {
+    nats = await NatsServerProcess.start();
+    nc = await natsConnect({ servers: nats.url, maxReconnectAttempts: -1 });
+    mixer = new Mixer({ nats: nc, logger: log.logger, commandTimeoutMs: 3000 });
+    await mixer.start();
+    api = await buildMixerApi({ mixer, token: TOKEN, version: 'test' });
+    base = await api.listen({ host: '127.0.0.1', port: 0 });
+  });
+
+  after(async () => {
+    if (process.env.MIXER_TEST_LOGS) for (const l of log.lines) if ((l.level as number) >= 30) console.error(JSON.stringify(l).slice(0, 400));
+    for (const c of children) c.kill('SIGKILL');
+    for (const m of fleet) {
+      await m.agent.stop();
+      await m.rack.stop();
+    }
+    await api.close();
+    await mixer.close();
+    await nc.close();
+    await nats.stop();
+  });
+
+  it('enrolls a rack as pending, adopts it with a passport the rack verifies, and refuses an impostor', async () => {
+    const edge = await joinRack('edge-a', { site: 'a' });
+    await untilAsync(async () => (await rackView('edge-a'))?.status === 'pending', 'edge-a is pending');
+    assert.equal(edge.agent.status, 'pending');
+    const approved = await http('POST', '/racks/edge-a/approve');
+    assert.equal(approved.status, 200);
+    await untilAsync(async () => edge.agent.status === 'active', 'edge-a knows it is active');
+    const state = loadAgentState(edge.stateDir);
+    assert.ok(state.passport !== null && state.mixer_pub !== null);
+    const passport = verifyBody(
+      { payload: Buffer.from(state.passport.payload, 'base64'), signature: Buffer.from(state.passport.signature, 'base64') },
+      Buffer.from(state.mixer_pub, 'base64'),
+    );
+    assert.equal(passport.name, 'edge-a');
+    assert.equal(passport.status, 'active');
+    assert.deepEqual(Buffer.from(mixer.publicKey), Buffer.from(state.mixer_pub, 'base64'));
+
+    // Someone who knows the name and the machine id, but not the key.
+    const impostor = newKeyPair();
+    const heartbeat = signBody(
+      { name: 'edge-a', machine_id: state.machine_id, ts: Date.now() + 60_000, workers: 99, connections: 0, rss: 1 },
+      impostor.privateKey,
+    );
+    const reply = decodeMessage((await nc.request(AGENT_HEARTBEAT, encodeMessage({ heartbeat }))).data);
+    assert.equal(reply.status, 'denied');
+    assert.match(String(reply.message), /signature/);
+    assert.notEqual((await rackView('edge-a'))?.heartbeat?.workers, 99);
+  });
+
+  it('rolls a scenario out to a group by labels, and shows desired and applied versions', async () => {
+    const b = await joinRack('edge-b', { site: 'b' });
+    await untilAsync(async () => (await rackView('edge-b'))?.status === 'pending', 'edge-b is pending');
+    await http('POST', '/racks/edge-b/approve');
+    await untilAsync(async () => b.agent.status === 'active', 'edge-b is active');
+    const yaml = payments('payments', [{ group: 'site-a', match: { labels: { site: 'a' } } }], fraudWasm, 'site-a');
+    const pushed = await http('POST', '/scenarios', { yaml, file: 'payments.yaml' });
+    assert.equal(pushed.status, 200, JSON.stringify(pushed.body));
+    assert.deepEqual(pushed.body.targets, { 'edge-a': ['site-a'] });
+    await untilAsync(async () => {
+      const status = await http('GET', '/scenarios/payments/status');
+      return status.body.length === 1 && status.body[0].state === 'applied' && status.body[0].desired === 1 && status.body[0].applied === 1;
+    }, 'edge-a applied payments v1');
+    const a = fleet.find((m) => m.rack.name === 'edge-a')!;
+    assert.equal(a.rack.running.scenario.meta.name, 'payments');
+    assert.deepEqual(a.rack.running.gears.sort(), ['api', 'fraud']);
+    assert.equal(b.rack.running.scenario.meta.name, 'idle', 'edge-b is not in the group');
+    const peer = await connect(a.rack.addresses('api')[0]!);
+    assert.equal(((await peer.call('pay', { amount: 5 })) as Record<string, unknown>).decision, 'approved');
+    await peer.close();
+    await untilAsync(async () => ((await rackView('edge-a'))?.heartbeat?.gears.fraud?.messages ?? 0) >= 1, 'a heartbeat reports the call');
+  });
+
+  it('refuses an invalid scenario with file:line:column before any rack sees it', async () => {
+    const bad = 'meta: {name: broken}\ngears:\n  - name: x\n    type: nope\n';
+    const res = await http('POST', '/scenarios', { yaml: bad, file: 'broken.yaml' });
+    assert.equal(res.status, 400);
+    assert.match(res.body.error, /broken\.yaml:4:\d+: .*nope/);
+    assert.equal((await http('GET', '/scenarios/broken')).status, 404);
+  });
+
+  it('a rack that cannot apply a scenario keeps its last good one and says why', async () => {
+    const a = fleet.find((m) => m.rack.name === 'edge-a')!;
+    const version = a.rack.running.version;
+    const yaml = payments('payments', [{ name: 'edge-a' }], join(root, 'no-such-module.wasm'), 'edge-a');
+    const pushed = await http('POST', '/scenarios', { yaml, file: 'payments.yaml' });
+    assert.equal(pushed.status, 200);
+    await untilAsync(async () => (await http('GET', '/scenarios/payments/status')).body[0]?.state === 'failed', 'the failure is reported');
+    const status = await http('GET', '/scenarios/payments/status');
+    assert.match(status.body[0].error, /no-such-module\.wasm/);
+    assert.equal(status.body[0].applied, 1);
+    assert.equal(status.body[0].desired, 2);
+    assert.equal(a.rack.running.version, version, 'the rack still runs what it ran');
+    const peer = await connect(a.rack.addresses('api')[0]!);
+    assert.equal(((await peer.call('pay', { amount: 5 })) as Record<string, unknown>).decision, 'approved');
+    await peer.close();
+  });
+
+  it('sends commands and hears back: log level, suspend (gears stop) and activate (they come back)', async () => {
+    const a = fleet.find((m) => m.rack.name === 'edge-a')!;
+    const level = await http('POST', '/racks/edge-a/commands', { command: 'log-level', level: 'warn' });
+    assert.deepEqual(level.body, { ok: true, error: null });
+    assert.equal(a.rack.log.level, 'warn');
+    await http('POST', '/racks/edge-a/commands', { command: 'log-level', level: 'debug' });
+    assert.equal((await http('POST', '/racks/nobody/commands', { command: 'reload' })).status, 404);
+    assert.equal((await http('POST', '/racks/edge-a/commands', { command: 'sleep' })).status, 400);
+
+    await http('POST', '/racks/edge-a/suspend');
+    await untilAsync(async () => a.rack.running.gears.length === 0, 'edge-a stopped its gears');
+    assert.equal(a.agent.status, 'suspended');
+    await http('POST', '/racks/edge-a/activate');
+    await untilAsync(async () => a.rack.running.scenario.meta.name === 'payments', 'edge-a runs payments again');
+  });
+
+  it('serves without NATS from its stored state, and rejoins when NATS is back', async () => {
+    const a = fleet.find((m) => m.rack.name === 'edge-a')!;
+    const before = (await rackView('edge-a'))?.last_seen;
+    await a.agent.stop();
+    await a.rack.stop();
+    fleet.splice(fleet.indexOf(a), 1);
+    // NATS goes away (SIGKILL); the rack starts from its state directory alone.
+    nats.kill();
+    const again = await joinRack('edge-a', { site: 'a' }, a.stateDir);
+    assert.equal(again.rack.running.scenario.meta.name, 'payments');
+    const peer = await connect(again.rack.addresses('api')[0]!);
+    assert.equal(((await peer.call('pay', { amount: 5 })) as Record<string, unknown>).decision, 'approved');
+    await nats.restart();
+    await untilAsync(
+      async () => {
+        const v = await rackView('edge-a').catch(() => null);
+        return v?.online && v.last_seen !== before;
+      },
+      'edge-a heartbeats again',
+      30_000,
+    );
+    assert.equal(((await peer.call('pay', { amount: 5 })) as Record<string, unknown>).decision, 'approved', 'the same connection still works');
+    await peer.close();
+  });
+
+  it('shows a rack killed with SIGKILL as offline after 3 missed heartbeats', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'fluxrig-rack-doomed-'));
+    const child = spawn(
+      process.execPath,
+      [cli, 'rack', '--mixer', nats.url, '--name', 'doomed', '--workers', '0', '--state-dir', stateDir, '--heartbeat-ms', String(HEARTBEAT_MS)],
+      {
+        cwd: root,
+        stdio: 'ignore',
+      },
+    );
+    children.push(child);
+    await untilAsync(async () => (await rackView('doomed'))?.online === true, 'doomed enrolled');
+    child.kill('SIGKILL');
+    await untilAsync(async () => (await rackView('doomed'))?.online === false, 'doomed offline');
+    assert.equal((await rackView('doomed'))?.status, 'pending');
+    assert.equal((await http('DELETE', '/racks/doomed')).status, 204);
+    assert.equal((await http('GET', '/racks/doomed')).status, 404);
+  });
+
+  it('runs as two Mixers on one NATS: one dies, the other enrolls and rolls out', async () => {
+    const nc2 = await natsConnect({ servers: nats.url });
+    const second = new Mixer({ nats: nc2, logger: log.logger });
+    await second.start();
+    assert.deepEqual(Buffer.from(second.publicKey), Buffer.from(mixer.publicKey), 'one fleet key');
+    const c = await joinRack('edge-c', { site: 'a' });
+    await untilAsync(async () => (await second.racks()).some((r) => r.name === 'edge-c'), 'edge-c pending');
+    // The first Mixer dies without a goodbye; the second carries on.
+    await mixer.close();
+    await nc.close();
+    await second.setStatus('edge-c', 'active');
+    await untilAsync(async () => c.agent.status === 'active', 'edge-c active');
+    const pushed = await second.push(payments('payments-c', [{ name: 'edge-c' }], fraudWasm, 'edge-c'), 'payments-c.yaml');
+    assert.equal(pushed.version, 1);
+    await untilAsync(async () => (await second.rollout('payments-c'))[0]?.state === 'applied', 'edge-c applied');
+    assert.equal(c.rack.running.scenario.meta.name, 'payments-c');
+    // The test's own API goes on through the second Mixer from here.
+    nc = nc2;
+    mixer = second;
+  });
+
+  it('serves its OpenAPI document and wants the bearer token', async () => {
+    const doc = await http('GET', '/openapi.json', undefined, '');
+    assert.equal(doc.status, 200);
+    assert.equal(doc.body.openapi.slice(0, 2), '3.');
+    for (const path of ['/racks', '/racks/{name}/approve', '/scenarios', '/scenarios/{name}/status', '/racks/{name}/commands', '/events'])
+      assert.ok(path in doc.body.paths, path);
+    assert.equal((await http('GET', '/racks', undefined, 'wrong')).status, 401);
+    assert.equal((await http('GET', '/healthz', undefined, '')).status, 200);
+  });
+});

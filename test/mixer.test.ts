@@ -232,7 +232,7 @@ describe('mixer', () => {
     await untilAsync(
       async () => {
         const v = await rackView('edge-a').catch(() => null);
-        return v?.online && v.last_seen !== before;
+        return v?.online === true && v.last_seen !== before;
       },
       'edge-a heartbeats again',
       30_000,

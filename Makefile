@@ -16,10 +16,11 @@ TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/
 GEAR_BUILD = node dist/src/cli/main.js gear build
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server mosquitto build gears lint test fuzz bench run-rack clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server mosquitto build gears lint test fuzz bench run-rack run-fleet clean $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
+	@echo "make run-fleet   a Mixer and two racks on this machine (docs/mixer.md)"
 	@echo "make test        install, build and run every test suite"
 	@echo "make fuzz        fuzz a rack over real sockets, 50x the cases of make test, random seed"
 	@echo "make bench       run every benchmark ($(BENCHES)); make bench-NAME runs one"
@@ -62,6 +63,10 @@ dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | build
 # A standalone rack needs no nats-server; only the tests (and a rack on the bus) do.
 run-rack: $(DEPS_STAMP) build gears
 	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
+
+# A Mixer with its embedded NATS and two racks, adopted, each running a pushed scenario.
+run-fleet: deps build gears
+	bash scenarios/fleet/run.sh
 
 # Biome checks formatting and lint first: a style slip fails fast, before the long suites.
 lint: $(DEPS_STAMP)

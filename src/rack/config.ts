@@ -93,6 +93,7 @@ export function loadRackConfig(sources: ConfigSources = {}): RackConfig {
     if (m === null || value === undefined) continue;
     const section = m[1]!.toLowerCase();
     if (section === 'kv') continue; // KV keys are not upper-case identifiers; set them in the file
+    if (section === 'mixer') continue; // FLUXRIG_MIXER_*: the Mixer's and its CLI's (token, API, secret)
     assign(config, section, m[2]!.toLowerCase(), value, `environment ${name}`);
   }
   for (const [path, value] of Object.entries(sources.flags ?? {})) {

@@ -253,9 +253,15 @@ export class Rack extends EventEmitter {
    * Returns the version now running.
    */
   reload(scenario: Scenario, groups?: string[]): Promise<number> {
-    const next = this.reloading.then(() => {
+    const next = this.reloading.then(async () => {
+      const before = this.groups;
       if (groups !== undefined) this.groups = groups;
-      return this.reloadNow(scenario);
+      try {
+        return await this.reloadNow(scenario);
+      } catch (err) {
+        this.groups = before;
+        throw err;
+      }
     });
     this.reloading = next.catch(() => {});
     return next;

@@ -260,23 +260,51 @@ describe('mixer', () => {
     assert.equal((await http('GET', '/racks/doomed')).status, 404);
   });
 
-  it('runs as two Mixers on one NATS: one dies, the other enrolls and rolls out', async () => {
+  it('runs as several Mixers on one NATS: a Mixer process killed mid-rollout, another closed, the last carries on', async () => {
+    // A Mixer process, as `fluxrig mixer --nats URL` runs it.
+    const doomed = spawn(
+      process.execPath,
+      [cli, 'mixer', '--nats', nats.url, '--listen', '127.0.0.1:0', '--token', TOKEN, '--data', mkdtempSync(join(tmpdir(), 'fluxrig-mixer-'))],
+      { cwd: root, stdio: ['ignore', 'pipe', 'ignore'] },
+    );
+    children.push(doomed);
+    let out = '';
+    doomed.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+    await untilAsync(async () => /"api":"(http:[^"]+)"/.test(out), 'the Mixer process listens');
+    const doomedApi = /"api":"(http:[^"]+)"/.exec(out)![1]!;
+    const viaDoomed = (method: string, path: string, body?: unknown) =>
+      fetch(`${doomedApi}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
     const nc2 = await natsConnect({ servers: nats.url });
     const second = new Mixer({ nats: nc2, logger: log.logger });
     await second.start();
     assert.deepEqual(Buffer.from(second.publicKey), Buffer.from(mixer.publicKey), 'one fleet key');
+
     const c = await joinRack('edge-c', { site: 'a' });
-    await untilAsync(async () => (await second.racks()).some((r) => r.name === 'edge-c'), 'edge-c pending');
-    // The first Mixer dies without a goodbye; the second carries on.
+    await untilAsync(
+      async () => ((await (await viaDoomed('GET', '/racks/edge-c')).json()) as { status?: string } | null)?.status === 'pending',
+      'edge-c pending (seen by the process)',
+    );
+    assert.equal((await viaDoomed('POST', '/racks/edge-c/approve')).status, 200);
+    await untilAsync(async () => c.agent.status === 'active', 'edge-c active');
+    // The push goes out through the process, which dies at once: the rack's ack must land elsewhere.
+    assert.equal(
+      (await viaDoomed('POST', '/scenarios', { yaml: payments('payments-c', [{ name: 'edge-c' }], fraudWasm, 'edge-c'), file: 'payments-c.yaml' })).status,
+      200,
+    );
+    doomed.kill('SIGKILL');
+    // And the in-process first Mixer goes without a goodbye too.
     await mixer.close();
     await nc.close();
-    await second.setStatus('edge-c', 'active');
-    await untilAsync(async () => c.agent.status === 'active', 'edge-c active');
-    const pushed = await second.push(payments('payments-c', [{ name: 'edge-c' }], fraudWasm, 'edge-c'), 'payments-c.yaml');
-    assert.equal(pushed.version, 1);
-    await untilAsync(async () => (await second.rollout('payments-c'))[0]?.state === 'applied', 'edge-c applied');
+    await untilAsync(async () => (await second.rollout('payments-c'))[0]?.state === 'applied', 'edge-c applied, recorded by the last Mixer');
     assert.equal(c.rack.running.scenario.meta.name, 'payments-c');
-    // The test's own API goes on through the second Mixer from here.
+    const again = await second.push(payments('payments-c', [{ name: 'edge-c' }], fraudWasm, 'edge-c'), 'payments-c.yaml');
+    assert.equal(again.version, 2);
+    await untilAsync(async () => (await second.rollout('payments-c'))[0]?.applied === 2, 'edge-c applied v2');
+    // The test's own API goes on through the last Mixer from here.
     nc = nc2;
     mixer = second;
   });

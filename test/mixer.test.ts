@@ -260,6 +260,48 @@ describe('mixer', () => {
     assert.equal((await http('GET', '/racks/doomed')).status, 404);
   });
 
+  it('obeys reload and shutdown: a rack process drains and exits 0 when told', async () => {
+    assert.deepEqual((await http('POST', '/racks/edge-a/commands', { command: 'reload' })).body, { ok: true, error: null });
+    const stateDir = mkdtempSync(join(tmpdir(), 'fluxrig-rack-quitter-'));
+    const child = spawn(
+      process.execPath,
+      [cli, 'rack', '--mixer', nats.url, '--name', 'quitter', '--workers', '0', '--state-dir', stateDir, '--heartbeat-ms', String(HEARTBEAT_MS)],
+      {
+        cwd: root,
+        stdio: 'ignore',
+      },
+    );
+    children.push(child);
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await untilAsync(async () => (await rackView('quitter'))?.online === true, 'quitter enrolled');
+    assert.equal((await http('POST', '/racks/quitter/approve')).status, 200);
+    assert.deepEqual((await http('POST', '/racks/quitter/commands', { command: 'shutdown' })).body, { ok: true, error: null });
+    assert.equal(await exited, 0);
+  });
+
+  it('streams changes as server-sent events, and diffs a scenario against the stored one', async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${base}/events`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: controller.signal });
+    assert.equal(res.headers.get('content-type'), 'text/event-stream');
+    const reader = res.body!.getReader();
+    let text = '';
+    await http('POST', '/racks/quitter/suspend').catch(() => {});
+    while (!/event: rack\ndata: \{[^\n]*"name":"quitter"[^\n]*"status":"suspended"/.test(text)) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    controller.abort();
+    assert.match(text, /"status":"suspended"/);
+    const stored = (await http('GET', '/scenarios/payments')).body as { yaml: string; version: number };
+    const diff = await http('POST', '/scenarios/payments/diff', {
+      yaml: stored.yaml.replace('version: "1"', 'version: "2"'),
+    });
+    assert.equal(diff.body.version, stored.version);
+    assert.match(diff.body.diff, /^- {2}version: "1"$/m);
+    assert.match(diff.body.diff, /^\+ {2}version: "2"$/m);
+  });
+
   it('runs as several Mixers on one NATS: a Mixer process killed mid-rollout, another closed, the last carries on', async () => {
     // A Mixer process, as `fluxrig mixer --nats URL` runs it.
     const doomed = spawn(

@@ -7,6 +7,8 @@ FLUXRIG="node dist/src/cli/main.js"
 DATA=.fluxrig/fleet
 NATS_PORT=${FLEET_NATS_PORT:-4222}
 export FLUXRIG_MIXER_API=http://127.0.0.1:${FLEET_API_PORT:-7480}
+# Node's fetch, not curl: a fresh machine has node, not always curl.
+healthy() { node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "$FLUXRIG_MIXER_API/healthz"; }
 mkdir -p "$DATA"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null' EXIT INT TERM
@@ -15,11 +17,11 @@ $FLUXRIG mixer --data "$DATA/mixer" --nats-port "$NATS_PORT" --listen "${FLUXRIG
 pids+=($!)
 export FLUXRIG_MIXER_TOKEN
 for _ in $(seq 100); do
-  if [ -s "$DATA/mixer/api-token" ] && curl -sf "$FLUXRIG_MIXER_API/healthz" >/dev/null 2>&1; then break; fi
+  if [ -s "$DATA/mixer/api-token" ] && healthy; then break; fi
   sleep 0.1
 done
 FLUXRIG_MIXER_TOKEN=$(cat "$DATA/mixer/api-token")
-curl -sf "$FLUXRIG_MIXER_API/healthz" >/dev/null || { echo "the Mixer did not start; see $DATA/mixer.log" >&2; exit 1; }
+healthy || { echo "the Mixer did not start; see $DATA/mixer.log" >&2; exit 1; }
 
 for rack in north south; do
   $FLUXRIG rack --mixer "nats://127.0.0.1:$NATS_PORT" --name "$rack" --labels "site=$rack" --workers 1 \

@@ -85,7 +85,8 @@ export class Mixer extends EventEmitter {
   private readonly subs: Subscription[] = [];
   private watchers: Array<{ stop(): void }> = [];
   private offlineTimer: NodeJS.Timeout | undefined;
-  private readonly online = new Map<string, boolean>();
+  /** Every rack's newest record, from the racks bucket's watch, and whether it was online at the last check. */
+  private readonly watched = new Map<string, { record: RackRecord; online: boolean }>();
   private readonly log: Logger;
 
   constructor(private readonly options: MixerOptions) {
@@ -116,7 +117,7 @@ export class Mixer extends EventEmitter {
     this.serve(AGENT_HEARTBEAT, (data) => this.heartbeat(data));
     this.serve(AGENT_ACK, (data) => this.applied(data));
     await this.follow();
-    this.offlineTimer = setInterval(() => void this.checkOnline(), 1000);
+    this.offlineTimer = setInterval(() => this.checkOnline(), 1000);
     this.log.info({ mixer: this.id, fleet: this.mixerId }, 'mixer started');
   }
 
@@ -408,17 +409,18 @@ export class Mixer extends EventEmitter {
   }
 
   private async follow(): Promise<void> {
-    const racks = await this.registry.racks.watch({ include: KvWatchInclude.UpdatesOnly });
+    // Racks from their last values on: the offline check reads this, not the bucket.
+    const racks = await this.registry.racks.watch({ include: KvWatchInclude.LastValue });
     const scenarios = await this.registry.scenarios.watch({ include: KvWatchInclude.UpdatesOnly });
     this.watchers.push(racks, scenarios);
     void (async () => {
       for await (const e of racks) {
         if (e.operation === 'PUT') {
           const v = view(e.json<RackRecord>());
-          this.online.set(v.name, v.online);
+          this.watched.set(v.name, { record: v, online: v.online });
           this.emit('rack', v);
         } else {
-          this.online.delete(e.key);
+          this.watched.delete(e.key);
           this.emit('rack-removed', { name: e.key });
         }
       }
@@ -429,18 +431,15 @@ export class Mixer extends EventEmitter {
   }
 
   /** Racks whose heartbeats stopped become offline; the event says so once. */
-  private async checkOnline(): Promise<void> {
-    try {
-      for (const rack of await this.racks()) {
-        const was = this.online.get(rack.name);
-        this.online.set(rack.name, rack.online);
-        if (was === true && !rack.online) {
-          this.log.warn({ rack: rack.name, last_seen: rack.last_seen }, `rack offline: ${MISSED_HEARTBEATS} heartbeats missed`);
-          this.emit('rack', rack);
-        }
+  private checkOnline(): void {
+    for (const entry of this.watched.values()) {
+      const rack = view(entry.record);
+      const was = entry.online;
+      entry.online = rack.online;
+      if (was && !rack.online) {
+        this.log.warn({ rack: rack.name, last_seen: rack.last_seen }, `rack offline: ${MISSED_HEARTBEATS} heartbeats missed`);
+        this.emit('rack', rack);
       }
-    } catch (err) {
-      this.log.debug({ err }, 'offline check skipped');
     }
   }
 }

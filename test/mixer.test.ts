@@ -85,6 +85,18 @@ describe('mixer', () => {
     return member;
   }
 
+  /** A rack as `fluxrig rack --mixer` runs it, in a process of its own. */
+  function rackProcess(name: string): ChildProcess {
+    const stateDir = mkdtempSync(join(tmpdir(), `fluxrig-rack-${name}-`));
+    const child = spawn(
+      process.execPath,
+      [cli, 'rack', '--mixer', nats.url, '--name', name, '--workers', '0', '--state-dir', stateDir, '--heartbeat-ms', String(HEARTBEAT_MS)],
+      { cwd: root, stdio: 'ignore' },
+    );
+    children.push(child);
+    return child;
+  }
+
   // biome-ignore lint/suspicious/noExplicitAny: the tests read API answers field by field, as JSON
   async function http(method: string, path: string, body?: unknown, token = TOKEN): Promise<{ status: number; body: any }> {
     const res = await fetch(`${base}${path}`, {
@@ -242,16 +254,7 @@ describe('mixer', () => {
   });
 
   it('shows a rack killed with SIGKILL as offline after 3 missed heartbeats', async () => {
-    const stateDir = mkdtempSync(join(tmpdir(), 'fluxrig-rack-doomed-'));
-    const child = spawn(
-      process.execPath,
-      [cli, 'rack', '--mixer', nats.url, '--name', 'doomed', '--workers', '0', '--state-dir', stateDir, '--heartbeat-ms', String(HEARTBEAT_MS)],
-      {
-        cwd: root,
-        stdio: 'ignore',
-      },
-    );
-    children.push(child);
+    const child = rackProcess('doomed');
     await untilAsync(async () => (await rackView('doomed'))?.online === true, 'doomed enrolled');
     child.kill('SIGKILL');
     await untilAsync(async () => (await rackView('doomed'))?.online === false, 'doomed offline');
@@ -262,16 +265,7 @@ describe('mixer', () => {
 
   it('obeys reload and shutdown: a rack process drains and exits 0 when told', async () => {
     assert.deepEqual((await http('POST', '/racks/edge-a/commands', { command: 'reload' })).body, { ok: true, error: null });
-    const stateDir = mkdtempSync(join(tmpdir(), 'fluxrig-rack-quitter-'));
-    const child = spawn(
-      process.execPath,
-      [cli, 'rack', '--mixer', nats.url, '--name', 'quitter', '--workers', '0', '--state-dir', stateDir, '--heartbeat-ms', String(HEARTBEAT_MS)],
-      {
-        cwd: root,
-        stdio: 'ignore',
-      },
-    );
-    children.push(child);
+    const child = rackProcess('quitter');
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     await untilAsync(async () => (await rackView('quitter'))?.online === true, 'quitter enrolled');
     assert.equal((await http('POST', '/racks/quitter/approve')).status, 200);

@@ -46,8 +46,14 @@ export class NatsServerProcess {
   static async start(options: { jetstream?: boolean; timeoutMs?: number; dataDir?: string; port?: number; host?: string } = {}): Promise<NatsServerProcess> {
     const storeDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'fluxrig-nats-')));
     const jetstream = options.jetstream ?? true;
-    const { child, port } = await NatsServerProcess.spawn(options.port ?? -1, storeDir, jetstream, options.timeoutMs ?? 10_000, options.host);
-    return new NatsServerProcess(child, port, storeDir, jetstream, options.dataDir === undefined);
+    const temporary = options.dataDir === undefined;
+    try {
+      const { child, port } = await NatsServerProcess.spawn(options.port ?? -1, storeDir, jetstream, options.timeoutMs ?? 10_000, options.host);
+      return new NatsServerProcess(child, port, storeDir, jetstream, temporary);
+    } catch (err) {
+      if (temporary) await rm(storeDir, { recursive: true, force: true });
+      throw err;
+    }
   }
 
   /** Kills the server (SIGKILL: no goodbye to its clients) and starts it again on the same port and store. */
@@ -94,7 +100,6 @@ export class NatsServerProcess {
       return { child, port };
     } catch (err) {
       child.kill('SIGKILL');
-      if (wantedPort === -1 && storeDir.includes('fluxrig-nats-')) await rm(storeDir, { recursive: true, force: true });
       throw err;
     }
   }

@@ -203,9 +203,14 @@ export class MixerAgent {
     if (reply.passport !== undefined) {
       const passport = asSigned(reply.passport, 'passport');
       verifyBody(passport, this.mixerKey());
-      this.state.passport = { payload: Buffer.from(passport.payload).toString('base64'), signature: Buffer.from(passport.signature).toString('base64') };
+      this.keepPassport(passport);
     }
     await this.setStatus(status);
+  }
+
+  /** A passport the Mixer's key verified: the newest is what the rack keeps. */
+  private keepPassport(passport: Signed): void {
+    this.state.passport = { payload: Buffer.from(passport.payload).toString('base64'), signature: Buffer.from(passport.signature).toString('base64') };
   }
 
   private mixerKey(): Uint8Array {
@@ -324,7 +329,7 @@ export class MixerAgent {
         const signed = asSigned(data.passport, 'command passport');
         const passport = Fields.of(verifyBody(signed, this.mixerKey()), 'passport');
         if (passport.text('machine_id', 64) !== this.state.machine_id) throw new Error('the passport is for another rack');
-        this.state.passport = { payload: Buffer.from(signed.payload).toString('base64'), signature: Buffer.from(signed.signature).toString('base64') };
+        this.keepPassport(signed);
         const f = Fields.of(data, 'command');
         id = f.text('id', 64);
         after = await this.execute(f.text('command', 32) as CommandName, Fields.of(data.args ?? {}, 'args'));

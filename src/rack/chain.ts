@@ -86,18 +86,15 @@ export class GearChain {
       },
       callTimed: (ms) => this.callTimed(ms),
     };
-    this.apply(plan, env);
+    this.reconfigure(plan, env);
   }
 
   /**
-   * Takes up a new plan. Returns the connection hosts of the gears it retired: their sessions
-   * are told to drain by the caller, and finish their calls on the new wires.
+   * Takes up a plan (the first one at construction). Returns the connection hosts of the gears
+   * it retired: their sessions are told to drain by the caller, and finish their calls on the
+   * new wires.
    */
   reconfigure(plan: ChainPlan, env: ChainEnv): ConnectionHost[] {
-    return this.apply(plan, env);
-  }
-
-  private apply(plan: ChainPlan, env: ChainEnv): ConnectionHost[] {
     this.guestNames = plan.guestNames;
     const wires = new Map<string, Array<{ gear: string; port: string }>>();
     for (const w of plan.wires) {

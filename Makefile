@@ -20,7 +20,7 @@ TEST_TIMEOUT_MS ?= 120000
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
-	@echo "make run-fleet   a Mixer and two racks on this machine (docs/mixer.md)"
+	@echo "make run-fleet   a Mixer and two racks on this machine (docs/mixer.md); FLEET_TLS=1: mTLS"
 	@echo "make test        install, build and run every test suite"
 	@echo "make fuzz        fuzz a rack over real sockets, 50x the cases of make test, random seed"
 	@echo "make bench       run every benchmark ($(BENCHES)); make bench-NAME runs one"
@@ -83,10 +83,10 @@ fuzz: deps build gears
 		node --test --test-reporter=spec dist/test/fuzz.test.js
 
 # Every benchmark runs even when one fails (e2e exits 1 over its p99 budget); make bench fails then.
-bench: deps build gears
+bench: deps build gears $(TEST_GEARS)
 	@status=0; for b in $(BENCHES); do $(MAKE) --no-print-directory bench-$$b || status=1; done; exit $$status
 
-$(addprefix bench-,$(BENCHES)): bench-%: deps build gears
+$(addprefix bench-,$(BENCHES)): bench-%: deps build gears $(TEST_GEARS)
 	@mkdir -p bench/results
 	node dist/bench/$*.js
 

@@ -18,9 +18,10 @@ const ALLOWED: Record<string, string[]> = {
   gears: ['cbor', 'fluxmsg', 'fluxar', 'ring'],
   scenario: ['gears'],
   bus: ['cbor', 'fluxmsg', 'gears', 'scenario'],
-  rack: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus'],
-  mixer: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus'],
-  cli: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus', 'rack', 'mixer'],
+  telemetry: ['cbor', 'fluxmsg', 'bus'],
+  rack: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus', 'telemetry'],
+  mixer: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus', 'telemetry'],
+  cli: ['cbor', 'fluxmsg', 'fluxar', 'ring', 'gears', 'scenario', 'bus', 'telemetry', 'rack', 'mixer'],
 };
 /** Files at the top of src/: the package's root surface and the base error. */
 const ROOT_ALLOWED = ['fluxmsg'];

@@ -11,7 +11,7 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import type { FastifyInstance } from 'fastify';
 import { stringify } from 'yaml';
 import { decodeMessage, encodeMessage, newKeyPair, signBody, verifyBody } from '../src/bus/mixer-protocol.js';
-import { AGENT_HEARTBEAT } from '../src/bus/subjects.js';
+import { agentHeartbeat } from '../src/bus/subjects.js';
 import { connect } from '../src/fluxar/mod.js';
 import { buildMixerApi } from '../src/mixer/api.js';
 import { Mixer, type RackView } from '../src/mixer/mixer.js';
@@ -158,9 +158,13 @@ describe('mixer', () => {
       { name: 'edge-a', machine_id: state.machine_id, ts: Date.now() + 60_000, workers: 99, connections: 0, rss: 1 },
       impostor.privateKey,
     );
-    const reply = decodeMessage((await nc.request(AGENT_HEARTBEAT, encodeMessage({ heartbeat }))).data);
+    const reply = decodeMessage((await nc.request(agentHeartbeat('edge-a'), encodeMessage({ heartbeat }))).data);
     assert.equal(reply.status, 'denied');
     assert.match(String(reply.message), /signature/);
+    // A body that names another rack than its subject is refused before any key is looked at.
+    const elsewhere = decodeMessage((await nc.request(agentHeartbeat('edge-b'), encodeMessage({ heartbeat }))).data);
+    assert.equal(elsewhere.status, 'denied');
+    assert.match(String(elsewhere.message), /rack edge-a on the subject of edge-b/);
     assert.notEqual((await rackView('edge-a'))?.heartbeat?.workers, 99);
   });
 

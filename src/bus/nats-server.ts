@@ -29,27 +29,33 @@ export class NatsServerProcess {
   private readonly storeDir: string;
   private readonly jetstream: boolean;
   private readonly temporary: boolean;
+  private readonly config: string | undefined;
+  private readonly host: string | undefined;
 
-  private constructor(child: ChildProcess, port: number, storeDir: string, jetstream: boolean, temporary: boolean) {
+  private constructor(child: ChildProcess, port: number, storeDir: string, jetstream: boolean, temporary: boolean, config?: string, host?: string) {
     this.child = child;
     this.port = port;
-    this.url = `nats://127.0.0.1:${port}`;
+    this.url = `${config === undefined ? 'nats' : 'tls'}://127.0.0.1:${port}`;
     this.storeDir = storeDir;
     this.jetstream = jetstream;
     this.temporary = temporary;
+    this.config = config;
+    this.host = host;
   }
 
   /**
    * `dataDir`: JetStream keeps its data there (kept after stop); default a temporary directory,
    * removed at stop. `port`: default one the server picks; `host` default 127.0.0.1.
    */
-  static async start(options: { jetstream?: boolean; timeoutMs?: number; dataDir?: string; port?: number; host?: string } = {}): Promise<NatsServerProcess> {
+  static async start(
+    options: { jetstream?: boolean; timeoutMs?: number; dataDir?: string; port?: number; host?: string; config?: string } = {},
+  ): Promise<NatsServerProcess> {
     const storeDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'fluxrig-nats-')));
     const jetstream = options.jetstream ?? true;
     const temporary = options.dataDir === undefined;
     try {
-      const { child, port } = await NatsServerProcess.spawn(options.port ?? -1, storeDir, jetstream, options.timeoutMs ?? 10_000, options.host);
-      return new NatsServerProcess(child, port, storeDir, jetstream, temporary);
+      const { child, port } = await NatsServerProcess.spawn(options.port ?? -1, storeDir, jetstream, options.timeoutMs ?? 10_000, options.host, options.config);
+      return new NatsServerProcess(child, port, storeDir, jetstream, temporary, options.config, options.host);
     } catch (err) {
       if (temporary) await rm(storeDir, { recursive: true, force: true });
       throw err;
@@ -58,12 +64,27 @@ export class NatsServerProcess {
 
   /** Kills the server (SIGKILL: no goodbye to its clients) and starts it again on the same port and store. */
   async restart(timeoutMs = 10_000): Promise<void> {
+    await this.down();
+    await this.up(timeoutMs);
+  }
+
+  /** Kills the server (SIGKILL), keeping its store and port for up(). */
+  async down(): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) {
       const exited = new Promise((resolve) => this.child.once('exit', resolve));
       this.child.kill('SIGKILL');
       await exited;
     }
-    this.child = (await NatsServerProcess.spawn(this.port, this.storeDir, this.jetstream, timeoutMs)).child;
+  }
+
+  /** Starts the server again after down(), on the same port and store. */
+  async up(timeoutMs = 10_000): Promise<void> {
+    this.child = (await NatsServerProcess.spawn(this.port, this.storeDir, this.jetstream, timeoutMs, this.host, this.config)).child;
+  }
+
+  /** Has the server read its configuration file again (SIGHUP): new users, new permissions. */
+  reload(): void {
+    this.child.kill('SIGHUP');
   }
 
   private static async spawn(
@@ -72,9 +93,10 @@ export class NatsServerProcess {
     jetstream: boolean,
     timeoutMs: number,
     host = '127.0.0.1',
+    config?: string,
   ): Promise<{ child: ChildProcess; port: number }> {
     const binary = findNatsServer();
-    const args = ['-a', host, '-p', String(wantedPort), '--http_port', '0'];
+    const args = [...(config === undefined ? [] : ['-c', config]), '-a', host, '-p', String(wantedPort), '--http_port', '0'];
     if (jetstream) args.push('-js', '-sd', storeDir);
     const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     try {

@@ -21,14 +21,25 @@ export function topicOfSubject(subject: string): string | null {
 }
 
 // The Mixer's subjects (the snake protocol document's names; docs/snake-protocol.md).
+// Each rack-to-Mixer subject ends with the rack's name, so that the bus itself can confine a
+// rack to its own (the mTLS permissions, docs/snake-protocol.md); the Mixer refuses a message
+// whose body names another rack than its subject. (The protocol document's subjects have no
+// name token: fluxrig.agent.hello, fluxrig.agent.heartbeat, fluxrig.agent.notify.{machine_id}.)
 /** rack -> Mixer, request/reply: enroll, or say who it is after a restart. */
-export const AGENT_HELLO = 'fluxrig.agent.hello';
+export const agentHello = (rack: string) => `fluxrig.agent.hello.${rack}`;
 /** rack -> Mixer, request/reply: periodic status; the reply carries the rack's status and passport. */
-export const AGENT_HEARTBEAT = 'fluxrig.agent.heartbeat';
+export const agentHeartbeat = (rack: string) => `fluxrig.agent.heartbeat.${rack}`;
 /** rack -> Mixer: a scenario was applied, or could not be (signed). */
-export const AGENT_ACK = 'fluxrig.agent.ack';
+export const agentAck = (rack: string) => `fluxrig.agent.ack.${rack}`;
+export const AGENT_HELLO_ALL = agentHello('*');
+export const AGENT_HEARTBEAT_ALL = agentHeartbeat('*');
+export const AGENT_ACK_ALL = agentAck('*');
+/** The rack a rack-to-Mixer subject is from (its last token). */
+export const rackOfSubject = (subject: string) => subject.slice(subject.lastIndexOf('.') + 1);
 /** Mixer -> rack, request/reply: a command; the rack's signed reply says how it went. */
-export const agentNotify = (machineId: string) => `fluxrig.agent.notify.${machineId}`;
+export const agentNotify = (rack: string, machineId: string) => `fluxrig.agent.notify.${rack}.${machineId}`;
+/** A rack's own inbox prefix: replies to it (JetStream acks, Mixer answers) and to nobody else. */
+export const rackInboxPrefix = (rack: string) => `_INBOX_RACK.${rack}`;
 /** Mixer -> rack, JetStream (WorkQueue): the scenario a rack is to run. */
 export const rackScenarioSubject = (rack: string) => `fluxrig.rack.${rack}.scenario`;
 export const RACK_SCENARIO_ALL = 'fluxrig.rack.*.scenario';
@@ -42,3 +53,15 @@ export const MIXER_QUEUE = 'fluxrig-mixer';
 export const MIXER_BUCKETS = { racks: 'fluxrig-racks', scenarios: 'fluxrig-scenarios', mixer: 'fluxrig-mixer' } as const;
 /** Rack names are subject tokens and KV keys (and scenario rack names: [a-z0-9_-]+). */
 export const RACK_NAME = /^[a-z0-9_-]{1,64}$/;
+
+// Telemetry (docs/snake-protocol.md): apart from business traffic, throttled at the rack.
+/** rack -> JetStream: logs, metrics and events of one rack. */
+export const telemetrySubject = (rack: string, kind: string) => `flux.telemetry.${rack}.${kind}`;
+export const TELEMETRY_ALL = 'flux.telemetry.>';
+/** The stream of telemetry, with limits (age, bytes): the oldest goes first. */
+export const TELEMETRY_STREAM = 'FLUXRIG_TELEMETRY';
+/** Mixer -> JetStream: who approved, pushed or commanded what. */
+export const AUDIT_SUBJECT = 'fluxrig.audit';
+export const AUDIT_STREAM = 'FLUXRIG_AUDIT';
+/** A rack's gear-to-gear traffic on the bus (the snake protocol's business subjects). */
+export const rackMessageSubjects = (rack: string) => `flux.msg.${rack}.>`;

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
-import { runCommand, runMixer, runRacks, SCENARIO_MIXER_USAGE } from './mixer.js';
+import { runCerts } from './certs.js';
+import { runAudit, runCommand, runLogs, runMixer, runRacks, SCENARIO_MIXER_USAGE } from './mixer.js';
 import { packageVersion } from './version.js';
 import { runPub, runSub } from './pubsub.js';
 import { runGear } from './gear.js';
@@ -16,6 +17,9 @@ commands:
   mixer [options]          start the Mixer: enrollment, rollout, commands (fluxrig mixer --help)
   racks list|show|approve|suspend|activate|remove   the Mixer's racks (fluxrig racks help)
   command RACK CMD         log-level LEVEL, shutdown, reload, suspend, activate (through the Mixer)
+  logs [--rack R] [--level L] [--follow]   the racks' logs and events, through the Mixer
+  audit                    who approved, pushed or commanded what (the Mixer's audit trail)
+  certs init|issue         certificates of an mTLS bus (fluxrig certs help)
   scenario validate FILE   check a scenario; every problem with file:line:column
   scenario schema [OUT]    print (or write) the JSON Schema of scenario files
 ${SCENARIO_MIXER_USAGE}
@@ -50,6 +54,12 @@ async function main(argv: string[]): Promise<number> {
       return runRacks(argv.slice(1));
     case 'command':
       return runCommand(argv.slice(1));
+    case 'logs':
+      return runLogs(argv.slice(1));
+    case 'audit':
+      return runAudit(argv.slice(1));
+    case 'certs':
+      return runCerts(argv.slice(1));
     case 'scenario':
       return runScenario(argv.slice(1));
     case 'gears':

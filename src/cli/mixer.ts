@@ -1,11 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, watch, writeFileSync } from 'node:fs';
+import { hostname, userInfo } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { pino } from 'pino';
+import { CERT_DEFAULTS, certFiles, issuedRacks } from '../bus/certs.js';
 import { NatsServerProcess } from '../bus/nats-server.js';
+import { natsTlsConfig, writeNatsConfig } from '../bus/permissions.js';
+import { busTls } from '../bus/tls.js';
 import { buildMixerApi } from '../mixer/api.js';
 import { Mixer } from '../mixer/mixer.js';
 import { readableLogStream } from '../rack/log-format.js';
@@ -31,7 +35,11 @@ options:
   --listen HOST:PORT the HTTP API (default ${MIXER_DEFAULTS.api})
   --token TOKEN      the API's bearer token (default: FLUXRIG_MIXER_TOKEN, else DIR/api-token, made once)
   --secret TEXT      racks must send this bootstrap secret in their hello (default: FLUXRIG_MIXER_SECRET)
-  --auto-adopt       adopt every rack that asks (default: an operator approves each)`;
+  --auto-adopt       adopt every rack that asks (default: an operator approves each)
+  --tls              mTLS on the bus: the embedded nats-server requires client certificates from
+                     --certs and confines each rack to its own subjects (docs/snake-protocol.md);
+                     with --nats, the Mixer presents its certificate to that server
+  --certs DIR        the certificates (fluxrig certs init; default ${CERT_DEFAULTS.dir})`;
 
 export async function runMixer(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -48,6 +56,8 @@ export async function runMixer(argv: string[]): Promise<number> {
       token: { type: 'string' },
       secret: { type: 'string' },
       'auto-adopt': { type: 'boolean' },
+      tls: { type: 'boolean' },
+      certs: { type: 'string' },
     },
   });
   const readable = process.stdout.isTTY === true;
@@ -57,16 +67,44 @@ export async function runMixer(argv: string[]): Promise<number> {
   const token = values.token ?? process.env.FLUXRIG_MIXER_TOKEN ?? readOrMakeToken(dataDir);
   let embedded: NatsServerProcess | undefined;
   let natsUrl = values.nats;
+  const certs = resolve(values.certs ?? CERT_DEFAULTS.dir);
+  const tls = values.tls === true ? busTls(certFiles(certs).ca, certFiles(certs).mixer, certFiles(certs).mixerKey) : undefined;
+  let stopWatching = () => {};
   if (natsUrl === undefined) {
+    const config = tls === undefined ? undefined : join(dataDir, 'nats.conf');
+    const writeConfig = () => {
+      const racks = issuedRacks(certs);
+      writeNatsConfig(config!, natsTlsConfig({ certs, racks }));
+      return racks;
+    };
+    if (config !== undefined) writeConfig();
     embedded = await NatsServerProcess.start({
       dataDir: join(dataDir, 'nats'),
       port: Number(values['nats-port'] ?? MIXER_DEFAULTS.nats_port),
       host: '0.0.0.0',
+      config,
     });
-    natsUrl = `nats://127.0.0.1:${embedded.port}`;
-    logger.info({ nats: natsUrl, data: join(dataDir, 'nats') }, 'embedded nats-server started');
+    natsUrl = `${tls === undefined ? 'nats' : 'tls'}://127.0.0.1:${embedded.port}`;
+    logger.info({ nats: natsUrl, data: join(dataDir, 'nats'), mtls: tls !== undefined }, 'embedded nats-server started');
+    if (config !== undefined) {
+      // A rack certificate issued while the Mixer runs becomes a nats-server user at once.
+      const server = embedded;
+      let timer: NodeJS.Timeout | undefined;
+      const watcher = watch(join(certs, 'racks'), () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          const racks = writeConfig();
+          server.reload();
+          logger.info({ racks }, 'rack certificates changed: nats-server reloaded its users');
+        }, 200);
+      });
+      stopWatching = () => {
+        clearTimeout(timer);
+        watcher.close();
+      };
+    }
   }
-  const nc = await natsConnect({ servers: natsUrl, name: 'fluxrig-mixer', maxReconnectAttempts: -1 });
+  const nc = await natsConnect({ servers: natsUrl, name: 'fluxrig-mixer', maxReconnectAttempts: -1, ...(tls === undefined ? {} : { tls }) });
   const mixer = new Mixer({ nats: nc, logger, bootstrapSecret: values.secret ?? process.env.FLUXRIG_MIXER_SECRET, autoAdopt: values['auto-adopt'] ?? false });
   await mixer.start();
   const api = await buildMixerApi({ mixer, token, version: packageVersion() });
@@ -75,13 +113,14 @@ export async function runMixer(argv: string[]): Promise<number> {
   logger.info({ api: address, nats: natsUrl, token_file: values.token === undefined ? join(dataDir, 'api-token') : undefined }, 'mixer API listening');
   if (process.stderr.isTTY === true)
     console.error(
-      `\nfluxrig mixer: API ${address} (token in ${join(dataDir, 'api-token')}), racks join with\n  npx fluxrig rack --mixer ${natsUrl} --name NAME\nthen: npx fluxrig racks list\n`,
+      `\nfluxrig mixer: API ${address} (token in ${join(dataDir, 'api-token')}), racks join with\n  npx fluxrig rack --mixer ${natsUrl} --name NAME${tls === undefined ? '' : ` --certs ${certs}   (after fluxrig certs issue rack NAME)`}\nthen: npx fluxrig racks list\n`,
     );
   await new Promise<void>((done) => {
     const stop = () => done();
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+  stopWatching();
   await api.close();
   await mixer.close();
   await nc.drain();
@@ -120,6 +159,8 @@ const CLIENT_HELP = `  --api URL     the Mixer's API (default FLUXRIG_MIXER_API,
 
 interface Client {
   call(method: string, path: string, body?: unknown): Promise<unknown>;
+  /** A server-sent events stream, as text chunks. */
+  stream(path: string): Promise<AsyncIterable<string>>;
   json: boolean;
 }
 
@@ -140,7 +181,11 @@ function client(values: { api?: string; token?: string; json?: boolean }): Clien
       try {
         res = await fetch(`${base}${path}`, {
           method,
-          headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+          headers: {
+            authorization: `Bearer ${token}`,
+            'x-fluxrig-actor': actor(),
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
           body: body === undefined ? undefined : JSON.stringify(body),
         });
       } catch (err) {
@@ -151,7 +196,27 @@ function client(values: { api?: string; token?: string; json?: boolean }): Clien
       if (!res.ok) throw new Error((parsed as { error?: string } | null)?.error ?? `HTTP ${res.status}`);
       return parsed;
     },
+    async stream(path) {
+      let res: Response;
+      try {
+        res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${token}`, 'x-fluxrig-actor': actor() } });
+      } catch (err) {
+        throw new Error(`cannot reach the Mixer at ${base}: ${((err as Error).cause as Error | undefined)?.message ?? (err as Error).message}`);
+      }
+      if (!res.ok || res.body === null) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+      return res.body.pipeThrough(new TextDecoderStream()) as unknown as AsyncIterable<string>;
+    },
   };
+}
+
+/** Who runs this command, for the Mixer's audit trail (FLUXRIG_ACTOR, else user@host). */
+function actor(): string {
+  if (process.env.FLUXRIG_ACTOR !== undefined) return process.env.FLUXRIG_ACTOR;
+  try {
+    return `${userInfo().username}@${hostname()}`;
+  } catch {
+    return `unknown@${hostname()}`;
+  }
 }
 
 function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
@@ -275,22 +340,108 @@ export async function runScenarioMixer(action: string, argv: string[]): Promise<
   return 0;
 }
 
-export const COMMAND_USAGE = `usage: fluxrig command RACK log-level LEVEL | shutdown | reload | suspend | activate
+export const COMMAND_USAGE = `usage: fluxrig command RACK log-level [LEVEL] [--telemetry LEVEL] | shutdown | reload | suspend | activate
+
+  log-level LEVEL         the rack's local log
+  --telemetry LEVEL       what the rack sends the Mixer (fluxrig logs shows it; default warn)
 
 ${CLIENT_HELP}`;
 
 export async function runCommand(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, options: CLIENT_OPTIONS, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args: argv, options: { ...CLIENT_OPTIONS, telemetry: { type: 'string' } }, allowPositionals: true });
   const [rack, command, level] = positionals;
   if (rack === undefined || command === undefined) {
     console.log(COMMAND_USAGE);
     return 2;
   }
   const api = client(values);
-  const result = (await api.call('POST', `/racks/${encodeURIComponent(rack)}/commands`, { command, ...(level === undefined ? {} : { level }) })) as {
+  const body = { command, ...(level === undefined ? {} : { level }), ...(values.telemetry === undefined ? {} : { telemetry: values.telemetry }) };
+  const result = (await api.call('POST', `/racks/${encodeURIComponent(rack)}/commands`, body)) as {
     ok: boolean;
     error: string | null;
   };
   console.log(api.json ? JSON.stringify(result) : result.ok ? `rack ${rack}: ${command} done` : `rack ${rack}: ${command} failed: ${result.error}`);
   return result.ok ? 0 : 1;
+}
+
+export const LOGS_USAGE = `usage: fluxrig logs [--rack NAME] [--level LEVEL] [--kind log|event] [--limit N] [--follow]
+
+The racks' log lines (at their telemetry level, warn by default) and events, through the Mixer.
+--follow prints new ones as they arrive, until Ctrl-C.
+
+${CLIENT_HELP}`;
+
+interface LogRow {
+  id: number;
+  rack: string;
+  kind: string;
+  time: number;
+  level: string;
+  msg: string;
+  fields: string;
+}
+
+function logLine(r: LogRow): string {
+  const fields = r.fields === '{}' ? '' : `  ${r.fields}`;
+  return `${new Date(r.time).toISOString()} ${r.rack} ${r.kind === 'event' ? 'EVENT' : r.level.toUpperCase().padEnd(5)} ${r.msg}${fields}`;
+}
+
+export async function runLogs(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      ...CLIENT_OPTIONS,
+      rack: { type: 'string' },
+      level: { type: 'string' },
+      kind: { type: 'string' },
+      limit: { type: 'string' },
+      follow: { type: 'boolean' },
+    },
+  });
+  const api = client(values);
+  const query = new URLSearchParams();
+  for (const key of ['rack', 'level', 'kind', 'limit'] as const) if (values[key] !== undefined) query.set(key, values[key]!);
+  if (values.follow !== true) {
+    const rows = (await api.call('GET', `/logs?${query}`)) as LogRow[];
+    console.log(api.json ? JSON.stringify(rows, null, 2) : rows.map(logLine).join('\n') || 'no log lines yet');
+    return 0;
+  }
+  const res = await api.stream(`/logs/follow?${query}`);
+  let buffer = '';
+  for await (const chunk of res) {
+    buffer += chunk;
+    for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = /^data: (.*)$/m.exec(event)?.[1];
+      if (data !== undefined) console.log(api.json ? data : logLine(JSON.parse(data) as LogRow));
+    }
+  }
+  return 0;
+}
+
+export const AUDIT_USAGE = `usage: fluxrig audit [--target NAME] [--actor WHO] [--limit N]
+
+Who approved, pushed or commanded what, and how it went (the Mixer's audit trail).
+
+${CLIENT_HELP}`;
+
+export async function runAudit(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { ...CLIENT_OPTIONS, target: { type: 'string' }, actor: { type: 'string' }, limit: { type: 'string' } },
+  });
+  const api = client(values);
+  const query = new URLSearchParams();
+  for (const key of ['target', 'actor', 'limit'] as const) if (values[key] !== undefined) query.set(key, values[key]!);
+  const rows = (await api.call('GET', `/audit?${query}`)) as Array<Record<string, unknown>>;
+  const shown = rows.map((r) => ({ ...r, time: new Date(Number(r.time)).toISOString(), ok: r.ok === true ? 'ok' : 'failed' }));
+  console.log(
+    api.json
+      ? JSON.stringify(rows, null, 2)
+      : rows.length === 0
+        ? 'no audit entries yet'
+        : table(shown, ['time', 'actor', 'action', 'target', 'detail', 'ok', 'error']),
+  );
+  return 0;
 }

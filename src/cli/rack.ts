@@ -1,5 +1,8 @@
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { certFiles } from '../bus/certs.js';
+import { busTls } from '../bus/tls.js';
+import { tappedLogger } from '../telemetry/log-tap.js';
+import { TELEMETRY_DEFAULTS, TelemetryUplink } from '../telemetry/uplink.js';
 import { ModuleStore } from '../gears/wasm/store.js';
 import { loadRackConfig } from '../rack/config.js';
 import { RACK_DEFAULTS } from '../rack/defaults.js';
@@ -30,6 +33,11 @@ options:
   --state-dir DIR     where the rack keeps its identity, passport and last scenario (default .fluxrig/rack-NAME)
   --secret TEXT       the Mixer's bootstrap secret (default FLUXRIG_MIXER_SECRET)
   --heartbeat-ms N    heartbeat period (default ${AGENT_DEFAULTS.heartbeat_ms})
+  --telemetry-level L log lines sent to the Mixer: this level and above (default ${TELEMETRY_DEFAULTS.level}; silent: none)
+  --tls-ca FILE       the CA that signed the bus's certificates (with --mixer: mTLS, docs/snake-protocol.md)
+  --tls-cert FILE     this rack's certificate (fluxrig certs issue rack NAME)
+  --tls-key FILE      its private key
+  --certs DIR         the three from a certificates directory: DIR/ca.pem, DIR/racks/NAME.pem and -key.pem
 
 Every setting can also come from the environment as FLUXRIG_<SECTION>_<KEY>, for example
 FLUXRIG_RACK_WORKERS=2 or FLUXRIG_NATS_URL=nats://127.0.0.1:4222. Flags win over the
@@ -56,6 +64,11 @@ export async function runRack(argv: string[]): Promise<number> {
       'state-dir': { type: 'string' },
       secret: { type: 'string' },
       'heartbeat-ms': { type: 'string' },
+      'telemetry-level': { type: 'string' },
+      'tls-ca': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      certs: { type: 'string' },
     },
   });
   const mixerUrl = values.mixer;
@@ -72,11 +85,18 @@ export async function runRack(argv: string[]): Promise<number> {
       'log.level': values['log-level'],
       'wasm.module_store': values['module-store'],
       'wasm.trusted_keys': values['trusted-key'],
+      'telemetry.level': values['telemetry-level'],
     },
   });
   // Readable lines in a terminal, pino's JSON lines otherwise (files, collectors, pipes).
   const readable = process.stdout.isTTY === true;
-  const logger = readable ? pino({ name: 'fluxrig', level: config.log.level }, readableLogStream()) : pino({ name: 'fluxrig', level: config.log.level });
+  // The local log, and (with the Mixer) telemetry: one logger, two levels (src/telemetry/log-tap.ts).
+  const { logger, tap } = tappedLogger(
+    'fluxrig',
+    config.log.level,
+    mixerUrl === undefined ? 'silent' : config.telemetry.level,
+    readable ? readableLogStream() : undefined,
+  );
   // With the Mixer and no --scenario, the rack starts on what it last applied, and the Mixer decides.
   const state = mixerUrl === undefined ? undefined : loadAgentState(stateDir);
   const start =
@@ -101,7 +121,20 @@ export async function runRack(argv: string[]): Promise<number> {
     drainTimeoutMs: config.rack.drain_timeout_ms,
     readableLogs: readable,
     logger,
+    logTap: tap,
   });
+  const telemetry =
+    mixerUrl === undefined
+      ? undefined
+      : new TelemetryUplink({
+          rack: rack.name,
+          workers: rack.workerTelemetry,
+          ratePerS: config.telemetry.rate_per_s,
+          burst: config.telemetry.burst,
+          queueEntries: config.telemetry.queue_entries,
+          queueBytes: config.telemetry.queue_bytes,
+        });
+  if (telemetry !== undefined) tap.sink = (line) => telemetry.log(line);
   await rack.start();
   let stopRequested: (() => void) | undefined;
   const agent =
@@ -117,6 +150,8 @@ export async function runRack(argv: string[]): Promise<number> {
           heartbeatMs: Number(values['heartbeat-ms'] ?? AGENT_DEFAULTS.heartbeat_ms),
           version: packageVersion(),
           logger,
+          telemetry,
+          tls: rackTls(values, rack.name),
           onShutdown: () => stopRequested?.(),
         });
   agent?.start();
@@ -148,6 +183,12 @@ export async function runRack(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
   });
   return 0;
+}
+
+/** --tls-ca, --tls-cert and --tls-key, or the same three from --certs DIR. */
+function rackTls(values: { 'tls-ca'?: string; 'tls-cert'?: string; 'tls-key'?: string; certs?: string }, name: string) {
+  const files = values.certs === undefined ? undefined : certFiles(values.certs);
+  return busTls(values['tls-ca'] ?? files?.ca, values['tls-cert'] ?? files?.rack(name), values['tls-key'] ?? files?.rackKey(name));
 }
 
 function parseLabels(text: string | undefined): Record<string, string> {

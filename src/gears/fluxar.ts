@@ -636,7 +636,7 @@ export class FluxarSessions implements ConnectionHost {
       return;
     }
     // Answered already (the usual case), or on its way through the main thread: nothing to do.
-    if (!session.isPending(key)) return this.ctx.callTimed(performance.now() - started);
+    if (!session.isPending(key)) return this.ctx.callTimed(gear, performance.now() - started);
     if (sent.leftWorker) return;
     this.answerEnded(session, key, sent.ends);
   }

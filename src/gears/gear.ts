@@ -79,8 +79,11 @@ export interface WorkerGearContext {
   emitTracked(gear: string, port: string, msg: FluxMsg): CallTrace;
   /** The gear and port the message being delivered now came from. */
   lastHop(): { gear: string; port: string };
-  /** A call was answered in this worker `ms` after its frame arrived (for the rack's p50 and p99). */
-  callTimed(ms: number): void;
+  /**
+   * A call of fluxar gear `gear` was answered in this worker `ms` after its frame arrived (for
+   * the rack's p50 and p99, and the gear's latency histogram).
+   */
+  callTimed(gear: string, ms: number): void;
 }
 
 /**

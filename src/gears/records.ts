@@ -117,6 +117,8 @@ export interface StatsRecord {
   gears: GearCounts[];
   /** Call latencies (ms, from a call's frame to its answer) of the fluxar gears, unsorted. */
   latenciesMs: number[];
+  /** The same calls counted per fluxar gear in the shared latency buckets (src/telemetry/histogram.ts). */
+  calls: Array<{ gear: string; counts: number[]; sumMs: number }>;
 }
 
 /** One kind of record: its tag and how its payload is written and read. */
@@ -206,20 +208,24 @@ export const Records = {
     (r) => [r.version, r.error],
     ([version, error]) => ({ version, error }),
   ),
-  logLevel: kind<{ level: string }, [string]>(
+  logLevel: kind<{ level: string; telemetryLevel: string }, [string, string]>(
     RecordTag.LogLevel,
-    (r) => [r.level],
-    ([level]) => ({ level }),
+    (r) => [r.level, r.telemetryLevel],
+    ([level, telemetryLevel]) => ({ level, telemetryLevel }),
   ),
   statsRequest: kind<Record<string, never>, []>(
     RecordTag.StatsRequest,
     () => [],
     () => ({}),
   ),
-  stats: kind<StatsRecord, [Array<[string, number, number]>, number[]]>(
+  stats: kind<StatsRecord, [Array<[string, number, number]>, number[], Array<[string, number[], number]>]>(
     RecordTag.Stats,
-    (r) => [r.gears.map((g) => [g.gear, g.messages, g.errors]), r.latenciesMs],
-    ([gears, latenciesMs]) => ({ gears: gears.map(([gear, messages, errors]) => ({ gear, messages, errors })), latenciesMs }),
+    (r) => [r.gears.map((g) => [g.gear, g.messages, g.errors]), r.latenciesMs, r.calls.map((c) => [c.gear, c.counts, c.sumMs])],
+    ([gears, latenciesMs, calls]) => ({
+      gears: gears.map(([gear, messages, errors]) => ({ gear, messages, errors })),
+      latenciesMs,
+      calls: calls.map(([gear, counts, sumMs]) => ({ gear, counts, sumMs })),
+    }),
   ),
   connEnd: kind<ConnEndRecord, [number, number, string]>(
     RecordTag.ConnEnd,

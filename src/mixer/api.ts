@@ -3,7 +3,10 @@ import swagger from '@fastify/swagger';
 import { createTwoFilesPatch } from 'diff';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { COMMANDS, type CommandName } from '../bus/mixer-protocol.js';
+import type { Actor } from './audit.js';
+import { mixerMetrics } from './metrics.js';
 import { type Mixer, MixerError } from './mixer.js';
+import { type LogQuery, type LogRecord, matches } from './telemetry.js';
 
 export interface MixerApiOptions {
   mixer: Mixer;
@@ -41,6 +44,55 @@ const scenarioSchema = {
     yaml: { type: 'string' },
   },
 } as const;
+
+const logSchema = {
+  type: 'object',
+  properties: {
+    id: { type: 'number' },
+    rack: { type: 'string' },
+    kind: { type: 'string', enum: ['log', 'event'] },
+    time: { type: 'number' },
+    level: { type: 'string' },
+    msg: { type: 'string' },
+    fields: { type: 'string', description: 'the other fields of the line (or the event detail), JSON' },
+  },
+} as const;
+
+const auditSchema = {
+  type: 'object',
+  properties: {
+    time: { type: 'number' },
+    actor: { type: 'string', description: 'as the caller named itself (X-Fluxrig-Actor); the token is what authenticates' },
+    address: { type: 'string' },
+    action: { type: 'string' },
+    target: { type: 'string' },
+    detail: { type: 'string' },
+    ok: { type: 'boolean' },
+    error: { type: ['string', 'null'] },
+    mixer: { type: 'string' },
+  },
+} as const;
+
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+
+const logQuerySchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    rack: { type: 'string', pattern: '^[a-z0-9_-]{1,64}$' },
+    level: { type: 'string', enum: [...LEVELS] },
+    kind: { type: 'string', enum: ['log', 'event'] },
+    after: { type: 'integer', minimum: 0 },
+    limit: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 },
+  },
+} as const;
+
+/** Who is asking: the name the caller gives (X-Fluxrig-Actor) and where from. */
+function actorOf(req: { headers: Record<string, string | string[] | undefined>; ip: string }): Actor {
+  const named = req.headers['x-fluxrig-actor'];
+  const name = typeof named === 'string' && named !== '' ? named.slice(0, 128) : 'unnamed';
+  return { name, address: req.ip };
+}
 
 const errorSchema = { type: 'object', properties: { error: { type: 'string' } } } as const;
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[a-z0-9_-]{1,64}$' } } } as const;
@@ -97,18 +149,18 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
     app.post<{ Params: { name: string } }>(
       `/racks/:name/${action}`,
       { schema: { summary: `${action} a rack`, params: nameParam, response: { 200: rackSchema, ...errors } } },
-      async (req) => mixer.setStatus(req.params.name, status),
+      async (req) => mixer.setStatus(req.params.name, status, actorOf(req), action),
     );
   }
   app.delete<{ Params: { name: string } }>(
     '/racks/:name',
     { schema: { params: nameParam, response: { 204: { type: 'null' }, ...errors } } },
     async (req, reply) => {
-      await mixer.remove(req.params.name);
+      await mixer.remove(req.params.name, actorOf(req));
       await reply.code(204).send();
     },
   );
-  app.post<{ Params: { name: string }; Body: { command: CommandName; level?: string } }>(
+  app.post<{ Params: { name: string }; Body: { command: CommandName; level?: string; telemetry?: string } }>(
     '/racks/:name/commands',
     {
       schema: {
@@ -120,15 +172,18 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
           additionalProperties: false,
           properties: {
             command: { type: 'string', enum: [...COMMANDS] },
-            level: { type: 'string', enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] },
+            level: { type: 'string', enum: [...LEVELS, 'silent'], description: "log-level: the rack's local log" },
+            telemetry: { type: 'string', enum: [...LEVELS, 'silent'], description: 'log-level: what the rack sends the Mixer' },
           },
         },
         response: { 200: { type: 'object', properties: { ok: { type: 'boolean' }, error: { type: ['string', 'null'] } } }, ...errors },
       },
     },
     async (req) => {
-      if (req.body.command === 'log-level' && req.body.level === undefined) throw new MixerError('log-level needs level', 400);
-      return mixer.command(req.params.name, req.body.command, req.body.level === undefined ? {} : { level: req.body.level });
+      const { command, level, telemetry } = req.body;
+      if (command === 'log-level' && level === undefined && telemetry === undefined) throw new MixerError('log-level needs level, telemetry or both', 400);
+      const args = { ...(level === undefined ? {} : { level }), ...(telemetry === undefined ? {} : { telemetry }) };
+      return mixer.command(req.params.name, command, args, actorOf(req));
     },
   );
 
@@ -150,7 +205,7 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
         response: { 200: scenarioSchema, ...errors },
       },
     },
-    async (req) => mixer.push(req.body.yaml, req.body.file ?? 'scenario.yaml', req.body.racks ?? []),
+    async (req) => mixer.push(req.body.yaml, req.body.file ?? 'scenario.yaml', req.body.racks ?? [], actorOf(req)),
   );
   app.get<{ Params: { name: string } }>(
     '/scenarios/:name/status',
@@ -212,5 +267,56 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
       for (const [e, l] of listeners) mixer.off(e, l);
     });
   });
+
+  const metrics = mixerMetrics(mixer);
+  app.get('/metrics', { schema: { summary: 'Prometheus metrics: the fleet, each rack and each gear (text format)' } }, async (_req, reply) => {
+    await reply.header('content-type', metrics.contentType).send(await metrics.metrics());
+  });
+
+  app.get<{ Querystring: LogQuery }>(
+    '/logs',
+    {
+      schema: {
+        summary: "The racks' recent log lines and events, oldest first",
+        querystring: logQuerySchema,
+        response: { 200: { type: 'array', items: logSchema } },
+      },
+    },
+    async (req) => mixer.telemetry.logs(req.query),
+  );
+  app.get<{ Querystring: LogQuery }>(
+    '/logs/follow',
+    { schema: { summary: 'Server-sent events: each log line and event as it arrives (event: log)', querystring: logQuerySchema } },
+    (req, reply) => {
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      reply.raw.write(': fluxrig rack logs\n\n');
+      const send = (r: LogRecord) => {
+        if (matches(r, req.query)) reply.raw.write(`event: log\ndata: ${JSON.stringify(r)}\n\n`);
+      };
+      for (const r of mixer.telemetry.logs({ ...req.query, limit: req.query.limit ?? 20 })) send(r);
+      mixer.telemetry.on('log', send);
+      const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), 15_000);
+      req.raw.on('close', () => {
+        clearInterval(keepAlive);
+        mixer.telemetry.off('log', send);
+      });
+    },
+  );
+
+  app.get<{ Querystring: { limit?: number; target?: string; actor?: string } }>(
+    '/audit',
+    {
+      schema: {
+        summary: 'Who approved, pushed or commanded what, oldest first',
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 10_000, default: 100 }, target: { type: 'string' }, actor: { type: 'string' } },
+        },
+        response: { 200: { type: 'array', items: auditSchema } },
+      },
+    },
+    async (req) => mixer.audit.list(req.query),
+  );
   return app;
 }

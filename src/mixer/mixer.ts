@@ -1,6 +1,6 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { DiscardPolicy, jetstream, jetstreamManager, RetentionPolicy } from '@nats-io/jetstream';
+import { AckPolicy, DiscardPolicy, type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy } from '@nats-io/jetstream';
 import { KvWatchInclude } from '@nats-io/kv';
 import type { Msg, NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
@@ -21,10 +21,12 @@ import {
   verifyBody,
 } from '../bus/mixer-protocol.js';
 import {
-  AGENT_ACK,
-  AGENT_HEARTBEAT,
-  AGENT_HELLO,
+  AGENT_ACK_ALL,
+  AGENT_HEARTBEAT_ALL,
+  AGENT_HELLO_ALL,
   agentNotify,
+  rackOfSubject,
+  scenarioConsumer,
   MIXER_QUEUE,
   RACK_NAME,
   RACK_SCENARIO_ALL,
@@ -33,7 +35,9 @@ import {
 } from '../bus/subjects.js';
 import { parseScenario } from '../scenario/parse.js';
 import type { Scenario } from '../scenario/types.js';
+import { type Actor, AuditLog, ensureAuditStream } from './audit.js';
 import { type HeartbeatReport, type RackRecord, Registry, type ScenarioRecord } from './registry.js';
+import { ensureTelemetryStream, TelemetryStore } from './telemetry.js';
 
 /** What an operator asked for cannot be done (unknown rack, invalid scenario, ...). */
 export class MixerError extends FluxrigError {
@@ -57,7 +61,12 @@ export interface MixerOptions {
   passportTtlMs?: number;
   /** How long a command waits for the rack's answer. Default 10 s. */
   commandTimeoutMs?: number;
+  /** Rack log lines and events kept in memory for queries. Default 10,000. */
+  keepLogs?: number;
 }
+
+/** The Mixer acting on its own (not on an operator's request). */
+export const MIXER_ITSELF: Actor = { name: 'mixer', address: 'local' };
 
 /** A rack as the API shows it: its record, and whether it is online (a heartbeat within 3 periods). */
 export type RackView = RackRecord & { online: boolean };
@@ -88,6 +97,9 @@ export class Mixer extends EventEmitter {
   /** Every rack's newest record, from the racks bucket's watch, and whether it was online at the last check. */
   private readonly watched = new Map<string, { record: RackRecord; online: boolean }>();
   private readonly log: Logger;
+  /** The racks' telemetry: recent logs and events, and each rack's newest metrics. */
+  telemetry!: TelemetryStore;
+  audit!: AuditLog;
 
   constructor(private readonly options: MixerOptions) {
     super();
@@ -113,9 +125,15 @@ export class Mixer extends EventEmitter {
         max_msgs_per_subject: 8,
       });
     }
-    this.serve(AGENT_HELLO, (data, msg) => this.hello(data, msg));
-    this.serve(AGENT_HEARTBEAT, (data) => this.heartbeat(data));
-    this.serve(AGENT_ACK, (data) => this.applied(data));
+    await ensureTelemetryStream(jsm);
+    await ensureAuditStream(jsm);
+    this.telemetry = new TelemetryStore({ nats: nc, logger: this.log, keep: this.options.keepLogs });
+    await this.telemetry.start();
+    this.audit = new AuditLog(nc, this.id, this.log);
+    await this.audit.start();
+    this.serve(AGENT_HELLO_ALL, (data, msg) => this.hello(data, msg));
+    this.serve(AGENT_HEARTBEAT_ALL, (data, msg) => this.heartbeat(data, msg.subject));
+    this.serve(AGENT_ACK_ALL, (data, msg) => this.applied(data, msg.subject));
     await this.follow();
     this.offlineTimer = setInterval(() => this.checkOnline(), 1000);
     this.log.info({ mixer: this.id, fleet: this.mixerId }, 'mixer started');
@@ -125,6 +143,25 @@ export class Mixer extends EventEmitter {
     clearInterval(this.offlineTimer);
     for (const w of this.watchers) w.stop();
     for (const s of this.subs) s.unsubscribe();
+    await this.telemetry?.stop();
+    await this.audit?.stop();
+  }
+
+  /** Every rack this Mixer follows, from the racks bucket's watch (no round trip). */
+  get fleet(): RackView[] {
+    return [...this.watched.values()].map((w) => view(w.record));
+  }
+
+  /** Runs an operator's operation and writes it to the audit trail, done or failed. */
+  private async audited<T>(actor: Actor, action: string, target: string, detail: string, operation: () => Promise<T>): Promise<T> {
+    try {
+      const result = await operation();
+      await this.audit.record(actor, action, target, detail, null);
+      return result;
+    } catch (err) {
+      await this.audit.record(actor, action, target, detail, (err as Error).message);
+      throw err;
+    }
   }
 
   /** The fleet's signing key (SPKI DER): what racks pin. */
@@ -159,6 +196,7 @@ export class Mixer extends EventEmitter {
     const name = body.text('name', 64);
     const machineId = body.text('machine_id', 64);
     if (!RACK_NAME.test(name)) throw new MixerError(`rack name ${JSON.stringify(name)} must be 1-64 of a-z 0-9 _ -`, 400);
+    if (rackOfSubject(msg.subject) !== name) throw new SnakeProtocolError(`hello: rack ${name} on the subject of ${rackOfSubject(msg.subject)}`);
     const secret = this.options.bootstrapSecret;
     if (secret !== undefined && !sameText(body.optionalText('secret') ?? '', secret)) {
       this.log.warn({ rack: name, from: msg.subject }, 'hello with a wrong bootstrap secret: denied');
@@ -218,10 +256,11 @@ export class Mixer extends EventEmitter {
   }
 
   /** A signed message from a known rack: its record and the verified body. */
-  private async fromRack(data: Record<string, unknown>, what: string): Promise<{ record: RackRecord; body: Fields }> {
+  private async fromRack(data: Record<string, unknown>, what: string, subjectRack: string): Promise<{ record: RackRecord; body: Fields }> {
     const signed = asSigned(data[what], what);
     const claimed = Fields.of(bodyOf(signed), what);
     const name = claimed.text('name', 64);
+    if (subjectRack !== name) throw new SnakeProtocolError(`${what}: rack ${name} on the subject of ${subjectRack}`);
     const record = await this.registry.rack(name);
     if (record === null) throw new MixerError(`unknown rack ${name}: say hello first`, 404);
     const body = Fields.of(verifyBody(signed, new Uint8Array(Buffer.from(record.public_key, 'base64'))), what);
@@ -232,8 +271,8 @@ export class Mixer extends EventEmitter {
     return { record, body };
   }
 
-  private async heartbeat(data: Record<string, unknown>): Promise<Record<string, unknown>> {
-    const { record, body } = await this.fromRack(data, 'heartbeat');
+  private async heartbeat(data: Record<string, unknown>, subject: string): Promise<Record<string, unknown>> {
+    const { record, body } = await this.fromRack(data, 'heartbeat', rackOfSubject(subject));
     const ts = body.number('ts');
     if (record.heartbeat !== null && ts <= record.heartbeat.ts) throw new SnakeProtocolError('heartbeat: not newer than the last one (a replay?)');
     const report: HeartbeatReport = {
@@ -259,8 +298,8 @@ export class Mixer extends EventEmitter {
     return this.statusReply(updated ?? record);
   }
 
-  private async applied(data: Record<string, unknown>): Promise<undefined> {
-    const { record, body } = await this.fromRack(data, 'ack');
+  private async applied(data: Record<string, unknown>, subject: string): Promise<undefined> {
+    const { record, body } = await this.fromRack(data, 'ack', rackOfSubject(subject));
     const ok = body.bool('ok');
     const scenario = body.text('scenario', 256);
     const version = body.number('version');
@@ -292,37 +331,66 @@ export class Mixer extends EventEmitter {
     return view(record);
   }
 
-  /** approve (pending or denied -> active), suspend, activate. */
-  async setStatus(name: string, status: RackStatus): Promise<RackView> {
+  /** approve (pending or denied -> active), suspend, activate, deny; `action` names it in the audit trail. */
+  async setStatus(name: string, status: RackStatus, actor: Actor = MIXER_ITSELF, action: string = status): Promise<RackView> {
+    return this.audited(actor, action, name, `status ${status}`, () => this.changeStatus(name, status));
+  }
+
+  private async changeStatus(name: string, status: RackStatus): Promise<RackView> {
     const record = await this.registry.updateRack(name, (current) => (current === null ? null : { ...current, status, updated_at: Date.now() }));
     if (record === null) throw new MixerError(`no rack named ${name}`, 404);
     this.log.info({ rack: name, status }, 'rack status changed');
     // Tell it now if it is online; otherwise its next hello or heartbeat reply does.
     const command = status === 'suspended' ? 'suspend' : status === 'active' ? 'activate' : undefined;
-    if (command !== undefined) await this.command(name, command, {}).catch(() => {});
+    if (command !== undefined) await this.sendCommand(name, command, {}).catch(() => {});
     return view(record);
   }
 
-  async remove(name: string): Promise<void> {
-    if (!(await this.registry.removeRack(name))) throw new MixerError(`no rack named ${name}`, 404);
-    this.log.info({ rack: name }, 'rack removed');
+  async remove(name: string, actor: Actor = MIXER_ITSELF): Promise<void> {
+    await this.audited(actor, 'remove', name, '', async () => {
+      if (!(await this.registry.removeRack(name))) throw new MixerError(`no rack named ${name}`, 404);
+      this.telemetry.forget(name);
+      this.log.info({ rack: name }, 'rack removed');
+    });
   }
 
   /** Sends a command and waits for the rack's signed answer. */
-  async command(name: string, command: CommandName, args: Record<string, unknown>): Promise<{ ok: boolean; error: string | null }> {
+  async command(
+    name: string,
+    command: CommandName,
+    args: Record<string, unknown>,
+    actor: Actor = MIXER_ITSELF,
+  ): Promise<{ ok: boolean; error: string | null }> {
+    const detail = `${command} ${JSON.stringify(args)}`;
+    let answer: { ok: boolean; error: string | null };
+    try {
+      answer = await this.sendCommand(name, command, args);
+    } catch (err) {
+      await this.audit.record(actor, 'command', name, detail, (err as Error).message);
+      throw err;
+    }
+    await this.audit.record(actor, 'command', name, detail, answer.ok ? null : (answer.error ?? 'failed'));
+    return answer;
+  }
+
+  private async sendCommand(name: string, command: CommandName, args: Record<string, unknown>): Promise<{ ok: boolean; error: string | null }> {
     const record = await this.registry.rack(name);
     if (record === null) throw new MixerError(`no rack named ${name}`, 404);
     const id = randomUUID();
     let reply: Msg;
     try {
-      reply = await this.options.nats.request(agentNotify(record.machine_id), encodeMessage({ id, command, args, passport: this.passport(record) }), {
-        timeout: this.options.commandTimeoutMs ?? 10_000,
-      });
+      reply = await this.options.nats.request(
+        agentNotify(record.name, record.machine_id),
+        encodeMessage({ id, command, args, passport: this.passport(record) }),
+        {
+          timeout: this.options.commandTimeoutMs ?? 10_000,
+        },
+      );
     } catch (err) {
       throw new MixerError(`rack ${name} did not answer the ${command} command: ${(err as Error).message}`, 504, { cause: err });
     }
     const data = decodeMessage(reply.data);
-    const { body } = await this.fromRack(data, 'answer');
+    const { body } = await this.fromRack(data, 'answer', name);
     if (body.text('id', 64) !== id) throw new MixerError(`rack ${name} answered another command`, 502);
     return { ok: body.bool('ok'), error: body.optionalText('error') };
   }
@@ -332,7 +400,13 @@ export class Mixer extends EventEmitter {
    * `racks:` and gears' `deploy`), groups by their labels, resolved against the adopted racks,
    * and any in `extraRacks`. Each rack's queue keeps only the newest push.
    */
-  async push(yaml: string, file: string, extraRacks: string[] = []): Promise<ScenarioRecord> {
+  async push(yaml: string, file: string, extraRacks: string[] = [], actor: Actor = MIXER_ITSELF): Promise<ScenarioRecord> {
+    return this.audited(actor, 'push', file, `${yaml.length} bytes${extraRacks.length > 0 ? `, racks ${extraRacks.join(',')}` : ''}`, () =>
+      this.pushScenario(yaml, file, extraRacks),
+    );
+  }
+
+  private async pushScenario(yaml: string, file: string, extraRacks: string[]): Promise<ScenarioRecord> {
     let scenario: Scenario;
     try {
       scenario = parseScenario(yaml, file);
@@ -363,6 +437,8 @@ export class Mixer extends EventEmitter {
       );
       // Only the newest matters to a rack that was offline: older pushes leave its queue.
       await jsm.streams.purge(SCENARIO_STREAM, { filter: subject });
+      // The Mixer makes each rack's consumer: on an mTLS bus a rack may read it, never make one.
+      await ensureScenarioConsumer(jsm, rackName);
       await js.publish(
         subject,
         encodeMessage({
@@ -442,6 +518,16 @@ export class Mixer extends EventEmitter {
       }
     }
   }
+}
+
+/** The durable consumer a rack reads its scenarios from (idempotent). */
+export async function ensureScenarioConsumer(jsm: JetStreamManager, rack: string): Promise<void> {
+  await jsm.consumers.add(SCENARIO_STREAM, {
+    durable_name: scenarioConsumer(rack),
+    filter_subject: rackScenarioSubject(rack),
+    ack_policy: AckPolicy.Explicit,
+    max_ack_pending: 1,
+  });
 }
 
 function view(record: RackRecord): RackView {

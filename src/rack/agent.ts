@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { AckPolicy, type ConsumerMessages, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, type ConsumerMessages, JetStreamApiCodes, JetStreamApiError, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import {
@@ -17,10 +17,14 @@ import {
   signBody,
   verifyBody,
 } from '../bus/mixer-protocol.js';
-import { AGENT_ACK, AGENT_HEARTBEAT, AGENT_HELLO, agentNotify, rackScenarioSubject, SCENARIO_STREAM, scenarioConsumer } from '../bus/subjects.js';
+import { agentAck, agentHeartbeat, agentHello, agentNotify, rackInboxPrefix, rackScenarioSubject, SCENARIO_STREAM, scenarioConsumer } from '../bus/subjects.js';
+import type { BusTls } from '../bus/tls.js';
 import { parseScenario } from '../scenario/parse.js';
 import type { Scenario } from '../scenario/types.js';
-import type { Rack } from './rack.js';
+import { addHistogram, emptyHistogram } from '../telemetry/histogram.js';
+import type { GearMetrics } from '../telemetry/shapes.js';
+import type { TelemetryUplink } from '../telemetry/uplink.js';
+import type { Rack, RackStats } from './rack.js';
 
 /** What a rack keeps in its state directory to be itself across restarts, with or without the Mixer. */
 export interface AgentState {
@@ -83,11 +87,18 @@ export interface MixerAgentOptions {
   /** Where relative paths of pushed scenarios resolve. */
   baseDir: string;
   labels: Record<string, string>;
+  /** TLS with a client certificate for the Mixer's bus (mTLS), if it asks for one. */
+  tls?: BusTls;
   /** The bootstrap secret the Mixer asks for, if any. */
   secret?: string;
   heartbeatMs: number;
   version: string;
   logger: Logger;
+  /**
+   * Where the rack's telemetry goes (logs at the telemetry level, metrics, events); attached to
+   * the Mixer's bus once connected. None: the rack sends no telemetry.
+   */
+  telemetry?: TelemetryUplink;
   /** The Mixer asked for a graceful shutdown. */
   onShutdown(): void;
 }
@@ -111,6 +122,8 @@ export class MixerAgent {
   private consuming: ConsumerMessages | undefined;
   private lastTs = 0;
   private readonly log: Logger;
+  /** Per-gear counts since this agent started (telemetry metrics are cumulative). */
+  private readonly totals: Record<string, GearMetrics> = {};
 
   constructor(private readonly options: MixerAgentOptions) {
     this.state = loadAgentState(options.stateDir);
@@ -133,6 +146,8 @@ export class MixerAgent {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.heartbeatTimer);
+    this.options.telemetry?.event('stopping');
+    await this.options.telemetry?.stop();
     await this.consuming?.close();
     await this.nc?.drain().catch(() => {});
   }
@@ -144,9 +159,13 @@ export class MixerAgent {
       waitOnFirstConnect: true,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 1000,
+      inboxPrefix: rackInboxPrefix(this.options.rack.name),
+      ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
     });
     this.log.info({ nats: this.options.natsUrl }, 'connected to the Mixer bus');
-    this.notify = this.nc.subscribe(agentNotify(this.state.machine_id));
+    this.options.telemetry?.attach(this.nc);
+    this.options.telemetry?.event('started', { version: this.options.version, machine_id: this.state.machine_id });
+    this.notify = this.nc.subscribe(agentNotify(this.options.rack.name, this.state.machine_id));
     void this.serveCommands(this.notify);
     await this.hello();
     this.beat();
@@ -170,7 +189,7 @@ export class MixerAgent {
           secret: this.options.secret ?? null,
           heartbeat_ms: this.options.heartbeatMs,
         });
-        const reply = await this.nc!.request(AGENT_HELLO, encodeMessage({ hello }), { timeout: 2000 });
+        const reply = await this.nc!.request(agentHello(this.options.rack.name), encodeMessage({ hello }), { timeout: 2000 });
         await this.onStatus(decodeMessage(reply.data));
         return;
       } catch (err) {
@@ -227,6 +246,7 @@ export class MixerAgent {
       return;
     }
     this.log.info({ status, was }, 'status from the Mixer');
+    this.options.telemetry?.event('status', { status, was });
     if (status === 'suspended') {
       await this.consuming?.close();
       this.consuming = undefined;
@@ -250,6 +270,7 @@ export class MixerAgent {
         const stats = await this.options.rack.takeStats();
         const running = this.options.rack.running;
         const applied = this.state.scenario;
+        this.recordMetrics(stats, applied);
         const heartbeat = this.sign({
           status: this.state.status,
           scenario: applied?.name ?? null,
@@ -262,7 +283,7 @@ export class MixerAgent {
           p99_ms: stats.p99Ms,
           rss: process.memoryUsage.rss(),
         });
-        const reply = decodeMessage((await this.nc!.request(AGENT_HEARTBEAT, encodeMessage({ heartbeat }), { timeout: 2000 })).data);
+        const reply = decodeMessage((await this.nc!.request(agentHeartbeat(this.options.rack.name), encodeMessage({ heartbeat }), { timeout: 2000 })).data);
         if (reply.status === 'denied' && /say hello/.test(String(reply.message))) await this.hello();
         else await this.onStatus(reply);
       } catch (err) {
@@ -272,18 +293,48 @@ export class MixerAgent {
     }, this.options.heartbeatMs);
   }
 
+  /** Adds a heartbeat's counts to the totals and hands the uplink the newest snapshot. */
+  private recordMetrics(stats: RackStats, applied: AgentState['scenario']): void {
+    const telemetry = this.options.telemetry;
+    if (telemetry === undefined) return;
+    for (const [gear, c] of Object.entries(stats.gears)) {
+      const total = (this.totals[gear] ??= { messages: 0, errors: 0 });
+      total.messages += c.messages;
+      total.errors += c.errors;
+    }
+    for (const [gear, h] of Object.entries(stats.calls)) {
+      const total = (this.totals[gear] ??= { messages: 0, errors: 0 });
+      addHistogram((total.calls ??= emptyHistogram()), h);
+    }
+    telemetry.setMetrics({
+      time: Date.now(),
+      gears: this.totals,
+      connections: this.options.rack.connectionCount,
+      workers: this.options.rack.workers,
+      rss: process.memoryUsage.rss(),
+      scenario: applied?.name ?? this.options.rack.running.scenario.meta.name,
+      scenario_version: applied?.version ?? 0,
+      local_log_dropped: this.options.rack.localLogDropped,
+    });
+  }
+
   private async consumeScenarios(): Promise<void> {
     if (this.stopped || this.consuming !== undefined) return;
     const name = this.options.rack.name;
     try {
-      const jsm = await jetstreamManager(this.nc!);
-      await jsm.consumers.add(SCENARIO_STREAM, {
-        durable_name: scenarioConsumer(name),
-        filter_subject: rackScenarioSubject(name),
-        ack_policy: AckPolicy.Explicit,
-        max_ack_pending: 1,
+      // The Mixer makes the consumer when it pushes; a rack makes it only where it may (no mTLS).
+      const js = jetstream(this.nc!);
+      const consumer = await js.consumers.get(SCENARIO_STREAM, scenarioConsumer(name)).catch(async (err: unknown) => {
+        if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
+        const jsm = await jetstreamManager(this.nc!);
+        await jsm.consumers.add(SCENARIO_STREAM, {
+          durable_name: scenarioConsumer(name),
+          filter_subject: rackScenarioSubject(name),
+          ack_policy: AckPolicy.Explicit,
+          max_ack_pending: 1,
+        });
+        return js.consumers.get(SCENARIO_STREAM, scenarioConsumer(name));
       });
-      const consumer = await jetstream(this.nc!).consumers.get(SCENARIO_STREAM, scenarioConsumer(name));
       this.consuming = await consumer.consume({ max_messages: 1 });
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'cannot follow scenario pushes yet; retrying at the next heartbeat');
@@ -311,16 +362,19 @@ export class MixerAgent {
       this.state.scenario = { name, version, groups, yaml };
       this.save();
       this.log.info({ scenario: name, version }, 'scenario from the Mixer applied');
+      this.options.telemetry?.event('scenario-applied', { scenario: name, version });
     } catch (err) {
       error = (err as Error).message;
       this.log.error({ scenario: name, version, error }, 'a scenario from the Mixer could not be applied; the last good one runs on');
+      this.options.telemetry?.event('scenario-refused', { scenario: name, version, error });
     }
-    this.nc!.publish(AGENT_ACK, encodeMessage({ ack: this.sign({ scenario: name, version, ok: error === null, error }) }));
+    this.nc!.publish(agentAck(this.options.rack.name), encodeMessage({ ack: this.sign({ scenario: name, version, ok: error === null, error }) }));
   }
 
   private async serveCommands(sub: Subscription): Promise<void> {
     for await (const msg of sub) {
       let id = '';
+      let commandName = '';
       let error: string | null = null;
       let after: (() => void) | undefined;
       try {
@@ -332,10 +386,12 @@ export class MixerAgent {
         this.keepPassport(signed);
         const f = Fields.of(data, 'command');
         id = f.text('id', 64);
-        after = await this.execute(f.text('command', 32) as CommandName, Fields.of(data.args ?? {}, 'args'));
+        commandName = f.text('command', 32);
+        after = await this.execute(commandName as CommandName, Fields.of(data.args ?? {}, 'args'));
       } catch (err) {
         error = (err as Error).message;
       }
+      this.options.telemetry?.event('command', { id, command: commandName, ok: error === null, error });
       if (msg.reply !== undefined) msg.respond(encodeMessage({ answer: this.sign({ id, ok: error === null, error }) }));
       after?.();
     }
@@ -345,9 +401,14 @@ export class MixerAgent {
   private async execute(command: CommandName, args: Fields): Promise<(() => void) | undefined> {
     this.log.info({ command }, 'command from the Mixer');
     switch (command) {
-      case 'log-level':
-        this.options.rack.setLogLevel(args.text('level', 16));
+      case 'log-level': {
+        // {level} sets the local log, {telemetry} what the Mixer receives; either or both.
+        const local = args.optionalText('level', 16) ?? undefined;
+        const telemetry = args.optionalText('telemetry', 16) ?? undefined;
+        if (local === undefined && telemetry === undefined) throw new Error('log-level needs level, telemetry or both');
+        this.options.rack.setLogLevels({ local, telemetry });
         return undefined;
+      }
       case 'reload':
         await this.restore();
         return undefined;

@@ -1,7 +1,8 @@
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import type { CallTrace, ConnectionHost, MessageEnd, WorkerGear, WorkerGearContext } from '../gears/gear.js';
-import type { GearCounts } from '../gears/records.js';
+import type { GearCounts, StatsRecord } from '../gears/records.js';
+import { emptyHistogram, type HistogramData, observe } from '../telemetry/histogram.js';
 import { gearType } from '../gears/registry.js';
 import type { GuestClock } from '../gears/wasm/guest-clock.js';
 
@@ -70,6 +71,7 @@ export class GearChain {
   private hopPort = '';
   private readonly latencies: number[] = [];
   private latencyCount = 0;
+  private readonly callHistograms = new Map<string, HistogramData>();
 
   constructor(plan: ChainPlan, env: ChainEnv) {
     this.ctx = {
@@ -84,7 +86,7 @@ export class GearChain {
         const guest = this.guestNames.indexOf(gear);
         return clock === undefined ? undefined : { enter: () => clock.enter(guest), leave: () => clock.leave() };
       },
-      callTimed: (ms) => this.callTimed(ms),
+      callTimed: (gear, ms) => this.callTimed(gear, ms),
     };
     this.reconfigure(plan, env);
   }
@@ -187,8 +189,11 @@ export class GearChain {
     if (gear !== undefined) gear.errors++;
   }
 
-  /** A call was handled in this worker in `ms`: sampled for the rack's p50 and p99. */
-  private callTimed(ms: number): void {
+  /** A call was handled in this worker in `ms`: counted in its gear's histogram, sampled for the rack's p50 and p99. */
+  private callTimed(gear: string, ms: number): void {
+    let histogram = this.callHistograms.get(gear);
+    if (histogram === undefined) this.callHistograms.set(gear, (histogram = emptyHistogram()));
+    observe(histogram, ms);
     const n = this.latencyCount++;
     if (n < LATENCY_SAMPLES) this.latencies.push(ms);
     else {
@@ -199,7 +204,7 @@ export class GearChain {
   }
 
   /** Messages and errors per gear, and sampled call latencies, since the last time; then zeroes them. */
-  takeCounts(): { gears: GearCounts[]; latenciesMs: number[] } {
+  takeCounts(): StatsRecord {
     const gears: GearCounts[] = [];
     for (const [name, g] of this.gears) {
       gears.push({ gear: name, messages: g.messages, errors: g.errors });
@@ -208,7 +213,9 @@ export class GearChain {
     }
     const latenciesMs = this.latencies.splice(0);
     this.latencyCount = 0;
-    return { gears, latenciesMs };
+    const calls = [...this.callHistograms].map(([gear, h]) => ({ gear, ...h }));
+    this.callHistograms.clear();
+    return { gears, latenciesMs, calls };
   }
 
   /**

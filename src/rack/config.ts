@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parse as parseYaml } from 'yaml';
 import { FluxrigError } from '../errors.js';
+import { TELEMETRY_DEFAULTS } from '../telemetry/uplink.js';
 import { RACK_DEFAULTS } from './defaults.js';
 
 /** A rack's settings. Sources, later ones winning: defaults, the config file, FLUXRIG_<SECTION>_<KEY>, flags. */
@@ -17,6 +18,8 @@ export interface RackConfig {
   };
   nats: { url: string | undefined; kv_bucket: string; module_bucket: string | undefined };
   log: { level: string };
+  /** What the rack sends the Mixer (with --mixer): docs/snake-protocol.md, Telemetry. */
+  telemetry: { level: string; rate_per_s: number; burst: number; queue_entries: number; queue_bytes: number };
   wasm: { module_store: string | undefined; trusted_keys: string[] };
   /** KV entries the rack starts with (text values). */
   kv: Record<string, string>;
@@ -37,6 +40,13 @@ export function defaultRackConfig(): RackConfig {
     },
     nats: { url: undefined, kv_bucket: RACK_DEFAULTS.kv_bucket, module_bucket: undefined },
     log: { level: RACK_DEFAULTS.log_level },
+    telemetry: {
+      level: TELEMETRY_DEFAULTS.level,
+      rate_per_s: TELEMETRY_DEFAULTS.rate_per_s,
+      burst: TELEMETRY_DEFAULTS.burst,
+      queue_entries: TELEMETRY_DEFAULTS.queue_entries,
+      queue_bytes: TELEMETRY_DEFAULTS.queue_bytes,
+    },
     wasm: { module_store: undefined, trusted_keys: [] },
     kv: {},
   };

@@ -1,8 +1,9 @@
 // The rack's work inside a worker (or inline on the main thread, for the baseline): the chain
 // of the scenario's gears, each built by its type, and the records from the main thread
 // dispatched to them. Connection bytes go to the gear hosting that connection's session.
-import type { Logger } from 'pino';
-import { pino } from 'pino';
+import { type DestinationStream, type Logger, pino } from 'pino';
+import type { RingProducer } from '../ring/ring.js';
+import { type LogTap, tappedLogger } from '../telemetry/log-tap.js';
 import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
@@ -22,6 +23,8 @@ export interface RackHandlerOptions extends ChainPlan {
   version: number;
   kvSnapshot: Array<[string, Uint8Array]>;
   logLevel: string;
+  /** Lines at this level and above also go to the telemetry ring ('silent': none). */
+  telemetryLevel: string;
   readableLogs: boolean;
   /** How long a session waits for its calls after bye before it closes with a 503 bye. */
   drainTimeoutMs: number;
@@ -50,9 +53,11 @@ export function buildRackHandler(
   control?: Int32Array,
   epochMs = Date.now(),
   log?: Logger,
+  telemetry?: RingProducer,
 ): RecordHandler {
   let options = initial;
-  const logger = log ?? pino({ name: 'fluxrig.rack.worker', level: options.logLevel }, options.readableLogs ? readableLogStream() : undefined);
+  const tapped = log === undefined ? workerLogger(options, telemetry, control) : undefined;
+  const logger = log ?? tapped!.logger;
   const replica = new KvReplica(options.kvSnapshot, (key, value) => lane.send(RecordTag.KvPut, Records.kvPut.encode({ key, value })));
   const owners = new Map<number, ConnectionHost>();
   let http: SyncHttpClient | undefined;
@@ -141,9 +146,12 @@ export function buildRackHandler(
       }
       case RecordTag.Reconfigure:
         return reconfigure(Records.reconfigure.decode(payload).version);
-      case RecordTag.LogLevel:
-        logger.level = Records.logLevel.decode(payload).level;
+      case RecordTag.LogLevel: {
+        // Inline, the logger is the rack's own, and the rack has set it already.
+        const { level, telemetryLevel } = Records.logLevel.decode(payload);
+        if (tapped !== undefined) tapped.logger.level = tapped.tap.setLevels({ local: level, telemetry: telemetryLevel });
         return;
+      }
       case RecordTag.StatsRequest:
         lane.send(RecordTag.Stats, Records.stats.encode(chain.takeCounts()));
         return;
@@ -156,5 +164,51 @@ export function buildRackHandler(
   };
 }
 
-export const createHandler: HandlerFactory = ({ options, out, control, epochMs, takeOptions }) =>
-  buildRackHandler(options as RackHandlerOptions, out, takeOptions, control, epochMs);
+export const createHandler: HandlerFactory = ({ options, out, control, epochMs, takeOptions, telemetry }) =>
+  buildRackHandler(options as RackHandlerOptions, out, takeOptions, control, epochMs, undefined, telemetry);
+
+/**
+ * A worker's logger: the local log as before, and lines at the telemetry level into the
+ * worker's telemetry ring. A full ring drops the line and counts it: a log flood costs a gear
+ * one failed tryWrite per line, never a wait.
+ */
+function workerLogger(options: RackHandlerOptions, telemetry: RingProducer | undefined, control: Int32Array | undefined): { logger: Logger; tap: LogTap } {
+  const tapped = tappedLogger('fluxrig.rack.worker', options.logLevel, options.telemetryLevel, options.readableLogs ? readableLogStream() : localLog(control));
+  if (telemetry !== undefined && control !== undefined) {
+    tapped.tap.sink = (line) => {
+      const length = Buffer.byteLength(line);
+      const at = length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
+      if (at < 0) {
+        Atomics.add(control, ControlSlot.TelemetryDropped, 1);
+        return;
+      }
+      utf8.encodeInto(line, telemetry.bytes.subarray(at, at + length));
+      telemetry.commit();
+    };
+  }
+  return tapped;
+}
+
+const utf8 = new TextEncoder();
+
+/** Bytes of local log a worker holds while its output is busy; beyond, lines are dropped and counted. */
+const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/**
+ * A worker's local log: written asynchronously, so a gear never waits on a disk or a pipe, and
+ * lines that arrive while a write is under way go out together in the next one (a flood costs
+ * a few large writes, not a system call per line). Bounded: past LOCAL_LOG_BUFFER_BYTES lines
+ * are dropped and counted (ControlSlot.LocalLogDropped). What waits is written out at exit.
+ */
+function localLog(control: Int32Array | undefined): DestinationStream {
+  const out = pino.destination({ dest: 1, sync: false, maxLength: LOCAL_LOG_BUFFER_BYTES });
+  if (control !== undefined) out.on('drop', () => Atomics.add(control, ControlSlot.LocalLogDropped, 1));
+  process.once('exit', () => {
+    try {
+      out.flushSync();
+    } catch {
+      // Nothing more can be done for the log of a thread that is leaving.
+    }
+  });
+  return out;
+}

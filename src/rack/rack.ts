@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
 import { dirname } from 'node:path';
 import { pino, type Logger } from 'pino';
+import { LEVEL_VALUES, type LogTap } from '../telemetry/log-tap.js';
+import type { WorkerTelemetry } from '../telemetry/uplink.js';
+import { addHistogram, emptyHistogram, type HistogramData } from '../telemetry/histogram.js';
 import { connectRackBus, type RackBus } from '../bus/rack-bus.js';
 import { TopicBridge } from '../bus/topic-bridge.js';
 import { FluxrigError } from '../errors.js';
@@ -53,6 +56,20 @@ export interface RackOptions {
   /** Where `env:NAME` secret references in the scenario are read (default: process.env). */
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
+  /**
+   * The logger's destination when it has two outlets (the local log and telemetry,
+   * src/telemetry/log-tap.ts): setLogLevels then sets each, here and in every worker.
+   */
+  logTap?: LogTap;
+}
+
+/** What Rack.takeStats reports: counts since the last call. */
+export interface RackStats {
+  gears: Record<string, { messages: number; errors: number }>;
+  /** Calls each fluxar gear answered in a worker, in the shared latency buckets. */
+  calls: Record<string, HistogramData>;
+  p50Ms: number | null;
+  p99Ms: number | null;
 }
 
 export const DEFAULT_RING_BYTES = RACK_DEFAULTS.ring_bytes;
@@ -100,12 +117,16 @@ export class Rack extends EventEmitter {
   private connections: ConnectionTable | undefined;
   private readonly mainGears = new Map<string, MainGear>();
   private stopping: Promise<void> | undefined;
+  private localLevel: string;
+  private telemetryLevel: string;
 
   constructor(options: RackOptions) {
     super();
     this.options = options;
     this.scenario = options.scenario;
     this.log = options.logger ?? pino({ name: 'fluxrig.rack' });
+    this.localLevel = options.logTap?.localLevel ?? this.log.level;
+    this.telemetryLevel = options.logTap?.telemetryLevel ?? 'silent';
     this.groups = options.groups ?? [];
     const named = this.scenario.racks.filter((r) => r.name !== undefined);
     this.name = options.name ?? (named.length === 1 ? named[0]!.name! : 'rack');
@@ -187,7 +208,8 @@ export class Rack extends EventEmitter {
       fingerprints: this.fingerprints,
       guestNames: this.guestNames,
       kvSnapshot: [...bus.kv.entries()],
-      logLevel: this.log.level,
+      logLevel: this.localLevel,
+      telemetryLevel: this.telemetryLevel,
       readableLogs: this.options.readableLogs ?? false,
       drainTimeoutMs: this.drainTimeoutMs,
       onBus: bus.nats !== undefined,
@@ -300,7 +322,8 @@ export class Rack extends EventEmitter {
       prepared,
       fingerprints,
       guestNames: [...this.guestNames],
-      logLevel: this.log.level,
+      logLevel: this.localLevel,
+      telemetryLevel: this.telemetryLevel,
     };
     const errors = await this.switchWorkers(options);
     if (errors.length > 0) {
@@ -396,18 +419,50 @@ export class Rack extends EventEmitter {
 
   /** Sets the log level of the main thread and every worker. */
   setLogLevel(level: string): void {
-    if (!(level in this.log.levels.values))
-      throw new RackError(`unknown log level ${JSON.stringify(level)} (expected ${Object.keys(this.log.levels.values).join(', ')})`);
-    this.log.level = level;
-    if (this.handlerOptions !== undefined) this.handlerOptions = { ...this.handlerOptions, logLevel: level };
-    if (this.pool !== undefined) this.broadcast(RecordTag.LogLevel, Records.logLevel.encode({ level }));
+    this.setLogLevels({ local: level });
+  }
+
+  /**
+   * Sets the level of the local log, of the lines that go to telemetry, or both, on the main
+   * thread and in every worker. Telemetry needs the rack's logger to write through a LogTap.
+   */
+  setLogLevels(levels: { local?: string; telemetry?: string }): void {
+    for (const level of [levels.local, levels.telemetry])
+      if (level !== undefined && LEVEL_VALUES[level] === undefined)
+        throw new RackError(`unknown log level ${JSON.stringify(level)} (expected ${Object.keys(LEVEL_VALUES).join(', ')})`);
+    if (levels.telemetry !== undefined && this.options.logTap === undefined) throw new RackError('this rack has no telemetry log (no LogTap)');
+    this.localLevel = levels.local ?? this.localLevel;
+    this.telemetryLevel = levels.telemetry ?? this.telemetryLevel;
+    this.log.level = this.options.logTap === undefined ? this.localLevel : this.options.logTap.setLevels(levels);
+    if (this.handlerOptions !== undefined) this.handlerOptions = { ...this.handlerOptions, logLevel: this.localLevel, telemetryLevel: this.telemetryLevel };
+    if (this.pool !== undefined) this.broadcast(RecordTag.LogLevel, Records.logLevel.encode({ level: this.localLevel, telemetryLevel: this.telemetryLevel }));
+  }
+
+  /** The log levels in force: the local log's and telemetry's. */
+  get logLevels(): { local: string; telemetry: string } {
+    return { local: this.localLevel, telemetry: this.telemetryLevel };
+  }
+
+  /** Local log lines the workers dropped because their log output could not keep up. */
+  get localLogDropped(): number {
+    return this.pool?.localLogDropped() ?? 0;
+  }
+
+  /** The workers' telemetry rings, for the uplink; none with workers: 0 (the main logger has it all). */
+  get workerTelemetry(): WorkerTelemetry | undefined {
+    if (this.options.workers === 0) return undefined;
+    return {
+      pending: () => this.pool?.telemetryPending() ?? 0,
+      take: (max) => this.pool?.takeTelemetry(max) ?? [],
+      dropped: () => this.pool?.telemetryDropped() ?? 0,
+    };
   }
 
   /**
    * Messages and errors per gear since the last call, summed over the workers, and the p50 and
    * p99 of the calls the workers answered (ms; null without calls).
    */
-  async takeStats(): Promise<{ gears: Record<string, { messages: number; errors: number }>; p50Ms: number | null; p99Ms: number | null }> {
+  async takeStats(): Promise<RackStats> {
     const workers = this.pool?.size ?? 1;
     const reports = await new Promise<StatsRecord[]>((resolve) => {
       if (this.statsWaiter !== undefined || this.link === undefined) return resolve([]);
@@ -427,7 +482,8 @@ export class Rack extends EventEmitter {
       };
       this.broadcast(RecordTag.StatsRequest, Records.statsRequest.encode({}));
     });
-    const gears: Record<string, { messages: number; errors: number }> = {};
+    const gears: RackStats['gears'] = {};
+    const calls: RackStats['calls'] = {};
     const latencies: number[] = [];
     for (const report of reports) {
       for (const g of report.gears) {
@@ -435,12 +491,13 @@ export class Rack extends EventEmitter {
         sum.messages += g.messages;
         sum.errors += g.errors;
       }
+      for (const c of report.calls) addHistogram((calls[c.gear] ??= emptyHistogram()), c);
       latencies.push(...report.latenciesMs);
     }
     latencies.sort((a, b) => a - b);
     const at = (q: number) =>
       latencies.length === 0 ? null : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 1000) / 1000;
-    return { gears, p50Ms: at(0.5), p99Ms: at(0.99) };
+    return { gears, calls, p50Ms: at(0.5), p99Ms: at(0.99) };
   }
 
   private statsReported(stats: StatsRecord): void {

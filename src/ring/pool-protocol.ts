@@ -1,4 +1,5 @@
 import type { HotLane } from './lane.js';
+import type { RingProducer } from './ring.js';
 
 /**
  * What a rack worker is handed once, at start, in workerData. Everything on the hot path then
@@ -9,6 +10,12 @@ export interface WorkerBootData {
   generation: number;
   inbound: SharedArrayBuffer;
   outbound: SharedArrayBuffer;
+  /**
+   * Lossy side ring of log lines for the telemetry uplink: written with tryWrite only (a full
+   * ring drops the line and counts it in ControlSlot.TelemetryDropped), read by the main thread
+   * at the uplink's pace. Business records never go through it.
+   */
+  telemetry: SharedArrayBuffer;
   /** Control words shared with the pool (see ControlSlot). */
   control: SharedArrayBuffer;
   /** URL of the module whose createHandler builds this worker's record handler. */
@@ -37,6 +44,10 @@ export const ControlSlot = {
   GuestTimeoutMs: 5,
   /** Which guest is running (its index in the pool's guestNames, +1; 0 = unknown), to name a hung one. */
   GuestId: 6,
+  /** Telemetry lines dropped because the worker's telemetry ring was full. */
+  TelemetryDropped: 7,
+  /** Local log lines dropped because the worker's log buffer was full (its output was too slow). */
+  LocalLogDropped: 8,
 } as const;
 export const CONTROL_BYTES = 64;
 
@@ -54,6 +65,8 @@ export interface WorkerContext {
   out: HotLane;
   /** Shared control words (ControlSlot). */
   control: Int32Array;
+  /** The lossy telemetry ring (WorkerBootData.telemetry): tryWrite, never wait. */
+  telemetry: RingProducer;
   epochMs: number;
   /**
    * The newest handler options the pool sent (WorkerPool.reconfigure), or undefined when none

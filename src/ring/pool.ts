@@ -21,6 +21,8 @@ export interface WorkerPoolOptions {
   size?: number;
   /** Bytes per ring (power of two). */
   ringCapacity?: number;
+  /** Bytes of each worker's telemetry ring (log lines for the uplink; lossy). */
+  telemetryRingBytes?: number;
   /** lane_queue_size: most records in flight per ring. */
   laneQueueSize?: number;
   /** lane_send_timeout for a worker's sends back to the main thread. */
@@ -77,6 +79,7 @@ interface Slot {
   worker: Worker;
   inbound: RingProducer;
   outbound: RingConsumer;
+  telemetry: RingConsumer;
   control: Int32Array;
   /** Records accepted while the ring was full, in order; written before anything newer. */
   pending: PendingRecord[];
@@ -90,6 +93,8 @@ interface Slot {
 }
 
 const OUTPUT_BATCH = 1024;
+const DEFAULT_TELEMETRY_RING_BYTES = 256 * 1024;
+const utf8 = new TextDecoder();
 const WATCHDOG_MIN_MS = 10;
 
 /**
@@ -113,6 +118,10 @@ export class WorkerPool extends EventEmitter {
   private guestNames: string[] | undefined;
   private readonly toRing = new Set<Slot>();
   private ringScheduled = false;
+  /** Telemetry lines left in the rings of replaced workers, and what those workers dropped. */
+  private telemetryCarried: string[] = [];
+  private telemetryDroppedBefore = 0;
+  private localLogDroppedBefore = 0;
 
   constructor(options: WorkerPoolOptions) {
     super();
@@ -215,6 +224,37 @@ export class WorkerPool extends EventEmitter {
     };
   }
 
+  /** Telemetry lines waiting in the workers' telemetry rings. */
+  telemetryPending(): number {
+    let n = this.telemetryCarried.length;
+    for (const slot of this.slots) n += slot.telemetry.pendingRecords();
+    return n;
+  }
+
+  /** Takes up to `max` telemetry lines, worker by worker. */
+  takeTelemetry(max: number): string[] {
+    const lines = this.telemetryCarried.splice(0, max);
+    for (const slot of this.slots) {
+      if (lines.length >= max) break;
+      slot.telemetry.drain((_tag, bytes, start, length) => lines.push(utf8.decode(bytes.subarray(start, start + length))), max - lines.length);
+    }
+    return lines;
+  }
+
+  /** Telemetry lines the workers could not write (their ring was full) since the pool started. */
+  telemetryDropped(): number {
+    let n = this.telemetryDroppedBefore;
+    for (const slot of this.slots) n += Atomics.load(slot.control, ControlSlot.TelemetryDropped);
+    return n;
+  }
+
+  /** Local log lines the workers dropped (their log output could not keep up) since the pool started. */
+  localLogDropped(): number {
+    let n = this.localLogDroppedBefore;
+    for (const slot of this.slots) n += Atomics.load(slot.control, ControlSlot.LocalLogDropped);
+    return n;
+  }
+
   /** Sends one record to every worker (KV changes, configuration). Full rings hold it for later. */
   broadcast(tag: number, payload: Uint8Array): void {
     for (const slot of this.slots) {
@@ -283,6 +323,7 @@ export class WorkerPool extends EventEmitter {
   private spawn(index: number, generation: number, carry?: Slot): Slot {
     const inbound = createRing({ capacity: this.options.ringCapacity ?? DEFAULT_CAPACITY, maxRecords: this.options.laneQueueSize ?? DEFAULT_MAX_RECORDS });
     const outbound = createRing({ capacity: this.options.ringCapacity ?? DEFAULT_CAPACITY, maxRecords: this.options.laneQueueSize ?? DEFAULT_MAX_RECORDS });
+    const telemetry = createRing({ capacity: this.options.telemetryRingBytes ?? DEFAULT_TELEMETRY_RING_BYTES });
     const control = new SharedArrayBuffer(CONTROL_BYTES);
     const epochMs = Date.now();
     const boot: WorkerBootData = {
@@ -291,6 +332,7 @@ export class WorkerPool extends EventEmitter {
       generation,
       inbound,
       outbound,
+      telemetry,
       control,
       handler: this.handlerUrl,
       handlerOptions: this.handlerOptions,
@@ -303,6 +345,7 @@ export class WorkerPool extends EventEmitter {
       worker,
       inbound: this.producer(inbound),
       outbound: new RingConsumer(outbound),
+      telemetry: new RingConsumer(telemetry),
       control: new Int32Array(control),
       pending: carry?.pending ?? [],
       paused: carry?.paused ?? new Set(),
@@ -458,6 +501,9 @@ export class WorkerPool extends EventEmitter {
     const lostRecords = old.inbound.pendingRecords();
     void old.worker.terminate();
     this.drainOutput(old);
+    old.telemetry.drain((_tag, bytes, start, length) => this.telemetryCarried.push(utf8.decode(bytes.subarray(start, start + length))));
+    this.telemetryDroppedBefore += Atomics.load(old.control, ControlSlot.TelemetryDropped);
+    this.localLogDroppedBefore += Atomics.load(old.control, ControlSlot.LocalLogDropped);
     const fresh = this.spawn(old.index, old.generation + 1, old);
     this.slots[old.index] = fresh;
     this.scheduleOutput(fresh);

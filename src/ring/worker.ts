@@ -2,7 +2,7 @@
 // sleep on the ring's doorbell when there is nothing to do.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { HotLane } from './lane.js';
-import { RingConsumer } from './ring.js';
+import { RingConsumer, RingProducer } from './ring.js';
 import {
   CONTROL_BYTES,
   ControlSlot,
@@ -126,6 +126,7 @@ async function main(): Promise<void> {
     options: boot.handlerOptions,
     out,
     control,
+    telemetry: new RingProducer(boot.telemetry),
     epochMs: boot.epochMs,
     takeOptions,
   });

@@ -98,6 +98,7 @@ const guestInput = new CborWriter();
  */
 export class WasmGear {
   readonly name: string;
+  private guestLogger: Logger | undefined;
   readonly stats: GearStats = { processed: 0, ok: 0, rejected: 0, failed: 0, dropped: 0, traps: 0, emitted: 0, logsSuppressed: 0 };
   private readonly prepared: PreparedModule;
   private readonly config: WasmGearConfig;
@@ -299,11 +300,15 @@ export class WasmGear {
       return;
     }
     this.logTokens--;
-    const logger = this.services.logger;
-    if (logger === undefined) return;
+    if (this.services.logger === undefined) return;
+    // A child logger carries the gear's name already serialized: a line costs its text only.
+    this.guestLogger ??= this.services.logger.child({ gear: this.name });
+    // A child keeps the level it was made with: follow the rack's (set by log-level commands).
+    if (this.guestLogger.levelVal !== this.services.logger.levelVal) this.guestLogger.level = this.services.logger.level;
     const text = utf8.decode(this.bytesAt(ptr, len));
     const method = LOG_LEVELS[level] ?? 'info';
-    logger[method]({ gear: this.name, suppressed: this.stats.logsSuppressed || undefined }, text);
+    if (this.stats.logsSuppressed === 0) this.guestLogger[method](text);
+    else this.guestLogger[method]({ suppressed: this.stats.logsSuppressed }, text);
   }
 
   private emit(ptr: number, len: number): number {

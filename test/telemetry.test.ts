@@ -1,0 +1,323 @@
+// Telemetry: the log tap and the token bucket; a log flood against a rack's workers; logs,
+// events and metrics through a real nats-server to the Mixer, its /metrics, logs and audit
+// trail; and an uplink that outlives a NATS restart with exact accounting of what it dropped.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
+import { after, before, describe, it } from 'node:test';
+import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import type { FastifyInstance } from 'fastify';
+import parsePrometheusTextFormat from 'parse-prometheus-text-format';
+import { connect } from '../src/fluxar/mod.js';
+import { buildMixerApi } from '../src/mixer/api.js';
+import { Mixer } from '../src/mixer/mixer.js';
+import { MixerAgent } from '../src/rack/agent.js';
+import { Rack } from '../src/rack/rack.js';
+import { parseScenario } from '../src/scenario/parse.js';
+import { lineLevel, tappedLogger } from '../src/telemetry/log-tap.js';
+import { TokenBucket } from '../src/telemetry/token-bucket.js';
+import { TelemetryUplink } from '../src/telemetry/uplink.js';
+import { captureLogs } from './harness/logs.js';
+import { NatsServerProcess } from './harness/nats.js';
+import { until, untilAsync } from './harness/wait.js';
+
+const root = new URL('../../', import.meta.url).pathname;
+const chatty = join(root, 'dist/test-gears/chatty.wasm');
+const cli = join(root, 'dist/src/cli/main.js');
+const execFileAsync = promisify(execFile);
+const TOKEN = 'telemetry-token';
+
+function chattyScenario(name: string) {
+  return parseScenario(
+    JSON.stringify({
+      meta: { name, version: '1' },
+      gears: [
+        { name: 'api', type: 'fluxar', config: { listen: ['tcp://127.0.0.1:0'] } },
+        { name: 'chatty', type: 'wasm', config: { module: chatty, log_rate_per_s: 1_000_000_000 } },
+      ],
+      wires: [
+        { from: 'api.out', to: 'chatty.in' },
+        { from: 'chatty.out', to: 'api.in' },
+      ],
+    }),
+    join(root, `${name}.yaml`),
+  );
+}
+
+function sink(): { stream: Writable; lines: string[] } {
+  const lines: string[] = [];
+  return {
+    lines,
+    stream: new Writable({
+      write(chunk, _encoding, done) {
+        lines.push(String(chunk));
+        done();
+      },
+    }),
+  };
+}
+
+describe('telemetry: the log tap and the token bucket', () => {
+  it('reads the level of a pino line without parsing it', () => {
+    assert.equal(lineLevel('{"level":40,"time":1,"msg":"x"}\n'), 40);
+    assert.equal(lineLevel('{"level":5'), 5);
+    assert.equal(lineLevel('not json'), 0);
+  });
+
+  it('sends each line where its level reaches: the local log, telemetry, both or neither', async () => {
+    const local = sink();
+    const { logger, tap } = tappedLogger('t', 'error', 'warn', local.stream);
+    const tapped: string[] = [];
+    tap.sink = (line) => tapped.push(line);
+    assert.equal(logger.level, 'warn', 'the logger runs at the lower of the two levels');
+    logger.info('neither');
+    logger.warn('telemetry only');
+    logger.error('both');
+    await until(() => local.lines.length === 1, 'the local line');
+    assert.deepEqual(
+      tapped.map((l) => JSON.parse(l).msg),
+      ['telemetry only', 'both'],
+    );
+    assert.equal(JSON.parse(local.lines[0]!).msg, 'both');
+    logger.level = tap.setLevels({ telemetry: 'silent', local: 'info' });
+    logger.info('local now');
+    await until(() => local.lines.length === 2, 'the second local line');
+    assert.equal(tapped.length, 2);
+  });
+
+  it('grants tokens at its rate, up to its burst', () => {
+    const bucket = new TokenBucket(100, 10, 0);
+    assert.equal(bucket.take(50, 0), 10, 'a full bucket gives its burst');
+    assert.equal(bucket.take(50, 0), 0);
+    assert.equal(bucket.take(50, 50), 5, '50 ms at 100/s');
+    assert.equal(bucket.take(50, 10_000), 10, 'never more than the burst');
+    assert.throws(() => new TokenBucket(0, 1, 0), /rate > 0/);
+  });
+});
+
+describe('telemetry: a log flood in the workers', () => {
+  it('never blocks a gear: every call is answered, and what the ring cannot hold is dropped and counted exactly', async () => {
+    const { logger, tap } = tappedLogger('flood', 'error', 'warn', sink().stream);
+    const rack = new Rack({ scenario: chattyScenario('flood'), name: 'flood', workers: 2, logger, logTap: tap });
+    await rack.start();
+    let replaced = 0;
+    rack.on('worker-replaced', () => replaced++);
+    const peer = await connect(rack.addresses('api')[0]!);
+    try {
+      const CALLS = 400;
+      const LINES = 100;
+      const answers = await Promise.all(Array.from({ length: CALLS }, (_, i) => peer.call('log', { log_lines: LINES, i })));
+      assert.equal(answers.length, CALLS);
+      const telemetry = rack.workerTelemetry!;
+      // Nothing drains the rings here (no uplink): each line is either waiting or counted as dropped.
+      assert.equal(telemetry.pending() + telemetry.dropped(), CALLS * LINES);
+      assert.ok(telemetry.dropped() > (CALLS * LINES) / 2, `most lines dropped (${telemetry.dropped()})`);
+      assert.equal(replaced, 0, 'no worker stalled');
+      const taken = telemetry.take(10);
+      assert.equal(taken.length, 10);
+      assert.match(JSON.parse(taken[0]!).msg, /^chatty line \d+$/);
+    } finally {
+      await peer.close();
+      await rack.stop();
+    }
+  });
+});
+
+describe('telemetry through the Mixer', () => {
+  let nats: NatsServerProcess;
+  let nc: NatsConnection;
+  let mixer: Mixer;
+  let api: FastifyInstance;
+  let base: string;
+  let rack: Rack;
+  let agent: MixerAgent;
+  let uplink: TelemetryUplink;
+  const mixerLog = captureLogs('info');
+  const QUEUE = 500;
+
+  // biome-ignore lint/suspicious/noExplicitAny: the tests read API answers field by field, as JSON
+  async function http(method: string, path: string, body?: unknown, actor?: string): Promise<{ status: number; body: any; text: string }> {
+    const res = await fetch(`${base}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${TOKEN}`,
+        ...(actor === undefined ? {} : { 'x-fluxrig-actor': actor }),
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = null;
+    try {
+      parsed = JSON.parse(text);
+    } catch {}
+    return { status: res.status, body: parsed, text };
+  }
+
+  async function metricsFamilies() {
+    const res = await http('GET', '/metrics');
+    assert.equal(res.status, 200);
+    return parsePrometheusTextFormat(res.text);
+  }
+
+  const cliEnv = () => ({ ...process.env, FLUXRIG_MIXER_API: base, FLUXRIG_MIXER_TOKEN: TOKEN, FLUXRIG_ACTOR: 'cli@test' });
+
+  before(async () => {
+    nats = await NatsServerProcess.start();
+    nc = await natsConnect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+    mixer = new Mixer({ nats: nc, logger: mixerLog.logger, autoAdopt: true, commandTimeoutMs: 3000 });
+    await mixer.start();
+    api = await buildMixerApi({ mixer, token: TOKEN, version: 'test' });
+    base = await api.listen({ host: '127.0.0.1', port: 0 });
+    const { logger, tap } = tappedLogger('tele', 'error', 'warn', sink().stream);
+    rack = new Rack({ scenario: chattyScenario('tele'), name: 'tele', workers: 2, logger, logTap: tap });
+    await rack.start();
+    uplink = new TelemetryUplink({ rack: 'tele', workers: rack.workerTelemetry, queueEntries: QUEUE, ratePerS: 1_000_000, burst: 1_000_000, flushMs: 50 });
+    tap.sink = (line) => uplink.log(line);
+    agent = new MixerAgent({
+      rack,
+      natsUrl: nats.url,
+      stateDir: mkdtempSync(join(tmpdir(), 'fluxrig-tele-')),
+      baseDir: root,
+      labels: {},
+      heartbeatMs: 200,
+      version: 'test',
+      logger,
+      telemetry: uplink,
+      onShutdown: () => {},
+    });
+    agent.start();
+    await until(() => agent.status === 'active', 'the rack is adopted');
+  });
+
+  after(async () => {
+    await agent.stop();
+    await rack.stop();
+    await api.close();
+    await mixer.close();
+    await nc.close();
+    await nats.stop();
+  });
+
+  it('brings logs, events and per-gear metrics to the Mixer, its /metrics, its logs API and fluxrig logs', async () => {
+    const peer = await connect(rack.addresses('api')[0]!);
+    for (let i = 0; i < 10; i++) await peer.call('log', { log_lines: 2 });
+    await peer.close();
+    await until(() => mixer.telemetry.logs({ rack: 'tele', kind: 'log', limit: 1000 }).filter((r) => /^chatty line/.test(r.msg)).length === 20, 'the 20 lines');
+    const events = mixer.telemetry.logs({ rack: 'tele', kind: 'event' }).map((r) => r.msg);
+    assert.ok(events.includes('started') && events.includes('status'), `events: ${events}`);
+    await until(
+      () =>
+        (mixer.telemetry
+          .metrics()
+          .get('tele')
+          ?.metrics.gears.api?.calls?.counts.reduce((a, b) => a + b, 0) ?? 0) >= 10,
+      'the calls in the metrics',
+    );
+
+    const families = await metricsFamilies();
+    const family = (name: string) => {
+      const f = families.find((x) => x.name === name);
+      assert.ok(f !== undefined, `${name} in /metrics`);
+      return f;
+    };
+    assert.equal(family('fluxrig_racks').type, 'GAUGE');
+    assert.equal(family('fluxrig_rack_online').metrics.find((m) => m.labels?.rack === 'tele')?.value, '1');
+    const messages = family('fluxrig_gear_messages_total').metrics.find((m) => m.labels?.rack === 'tele' && m.labels.gear === 'chatty');
+    assert.ok(Number(messages?.value) >= 10);
+    const calls = family('fluxrig_gear_call_duration_seconds');
+    assert.equal(calls.type, 'HISTOGRAM');
+    // The parser flattens labelled histograms (it keeps one set of buckets): the samples are read as lines.
+    assert.ok(calls.metrics[0]?.buckets?.['+Inf'] !== undefined);
+    const text = (await http('GET', '/metrics')).text;
+    const count = Number(/^fluxrig_gear_call_duration_seconds_count\{rack="tele",gear="api"\} (\d+)$/m.exec(text)?.[1]);
+    const inf = Number(/^fluxrig_gear_call_duration_seconds_bucket\{rack="tele",gear="api",le="\+Inf"\} (\d+)$/m.exec(text)?.[1]);
+    assert.ok(
+      count >= 10 && inf === count,
+      `the histogram counts every call:\n${text
+        .split('\n')
+        .filter((l) => l.includes('call_duration'))
+        .join('\n')}`,
+    );
+    assert.ok(family('fluxrig_rack_telemetry_dropped_total').metrics.some((m) => m.labels?.rack === 'tele' && m.labels.kind === 'log'));
+
+    const listed = await http('GET', '/logs?rack=tele&level=warn&limit=5');
+    assert.equal(listed.status, 200);
+    assert.equal(listed.body.length, 5);
+    assert.ok(listed.body.every((r: { level: string }) => r.level === 'warn'));
+    assert.equal((await http('GET', '/logs?level=loud')).status, 400, 'an unknown level is refused');
+    const { stdout } = await execFileAsync(process.execPath, [cli, 'logs', '--rack', 'tele', '--limit', '3'], { env: cliEnv() });
+    assert.match(stdout, /tele WARN {2}chatty line/);
+  });
+
+  it('follows new log lines as server-sent events', async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${base}/logs/follow?rack=tele&kind=log&limit=1`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: controller.signal });
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = '';
+    rack.log.warn('followed line');
+    const deadline = Date.now() + 10_000;
+    while (!text.includes('followed line') && Date.now() < deadline) text += (await reader.read()).value ?? '';
+    controller.abort();
+    assert.match(text, /event: log\ndata: .*followed line/);
+  });
+
+  it('takes the telemetry level from the log-level command, and keeps an audit trail of who did what', async () => {
+    const set = await http('POST', '/racks/tele/commands', { command: 'log-level', telemetry: 'info' }, 'alice@ops');
+    assert.equal(set.status, 200, set.text);
+    assert.equal(set.body.ok, true);
+    assert.deepEqual(rack.logLevels, { local: 'error', telemetry: 'info' });
+    rack.log.info('an info line');
+    await until(() => mixer.telemetry.logs({ rack: 'tele' }).some((r) => r.msg === 'an info line'), 'the info line');
+    await http('POST', '/racks/tele/commands', { command: 'log-level', telemetry: 'warn' }, 'alice@ops');
+    const refused = await http('POST', '/racks/tele/commands', { command: 'log-level' }, 'alice@ops');
+    assert.equal(refused.status, 400);
+
+    const scenario = `meta: {name: audited, version: "1"}\nracks: [{name: tele}]\ngears: []\nwires: []\n`;
+    assert.equal((await http('POST', '/scenarios', { yaml: scenario, file: 'audited.yaml' }, 'bob@ops')).status, 200);
+    assert.equal((await http('POST', '/racks/nobody/suspend', undefined, 'bob@ops')).status, 404);
+    await until(() => mixer.audit.list().length >= 4, 'the audit entries');
+    const trail = (await http('GET', '/audit?limit=10')).body as Array<Record<string, unknown>>;
+    const find = (action: string, actor: string) => trail.find((e) => e.action === action && e.actor === actor);
+    assert.equal(find('command', 'alice@ops')?.target, 'tele');
+    assert.equal(find('command', 'alice@ops')?.ok, true);
+    assert.equal(find('push', 'bob@ops')?.target, 'audited.yaml');
+    assert.equal(find('suspend', 'bob@ops')?.ok, false, 'a refused operation is in the trail too');
+    assert.match(String(find('suspend', 'bob@ops')?.error), /no rack named nobody/);
+    const { stdout } = await execFileAsync(process.execPath, [cli, 'audit', '--actor', 'bob@ops'], { env: cliEnv() });
+    assert.match(stdout, /bob@ops\s+push\s+audited\.yaml/);
+  });
+
+  it('survives a NATS restart: what the queue held arrives afterwards, what overflowed is counted', async () => {
+    await until(() => uplink.logsWaiting() === 0, 'the uplink has published every line it had');
+    const droppedBefore = uplink.counters().dropped.log;
+    await nats.down();
+    const LINES = 2000;
+    for (let n = 0; n < LINES; n++) rack.log.warn({ n }, 'outage line');
+    assert.equal(uplink.counters().dropped.log - droppedBefore, LINES - QUEUE, 'the oldest lines beyond the bound were dropped, and counted');
+    await nats.up();
+    await untilAsync(
+      async () => mixer.telemetry.logs({ rack: 'tele', limit: 5000 }).filter((r) => r.msg === 'outage line').length === QUEUE,
+      'the queued lines arrive after the restart',
+      30_000,
+    );
+    const kept = mixer.telemetry
+      .logs({ rack: 'tele', limit: 5000 })
+      .filter((r) => r.msg === 'outage line')
+      .map((r) => JSON.parse(r.fields).n as number)
+      .sort((a, b) => a - b);
+    assert.deepEqual(
+      kept,
+      Array.from({ length: QUEUE }, (_, i) => LINES - QUEUE + i),
+      'the newest lines were kept, each once',
+    );
+    await untilAsync(async () => {
+      const dropped = (await metricsFamilies()).find((f) => f.name === 'fluxrig_rack_telemetry_dropped_total');
+      return Number(dropped?.metrics.find((m) => m.labels?.rack === 'tele' && m.labels.kind === 'log')?.value) >= LINES - QUEUE;
+    }, 'the Mixer shows the drops');
+  });
+});

@@ -93,10 +93,8 @@ describe('mTLS on the bus', () => {
     north.publish('flux.msg.south.gear.out', new Uint8Array(1));
     north.subscribe(agentNotify('south', '*'));
     await north.flush();
-    await until(() => violations.length >= 3, 'the server refuses all three');
-    assert.ok(violations.some((v) => /Publish to "flux.telemetry.south.log"/.test(v)));
-    assert.ok(violations.some((v) => /Publish to "flux.msg.south.gear.out"/.test(v)));
-    assert.ok(violations.some((v) => /Subscription to "fluxrig.agent.notify.south.\*"/.test(v)));
+    const refusals = [/Publish to "flux.telemetry.south.log"/, /Publish to "flux.msg.south.gear.out"/, /Subscription to "fluxrig.agent.notify.south.\*"/];
+    await until(() => refusals.every((r) => violations.some((v) => r.test(v))), `the server refuses all three (so far: ${violations.join('; ')})`);
     // Another rack's scenarios are out of reach, and so is making a consumer of its own.
     await assert.rejects(jetstream(north).consumers.get(SCENARIO_STREAM, scenarioConsumer('south')), /Permissions Violation|timeout/i);
     // Its own subjects are open to it; what it sends there is still read strictly by the Mixer.

@@ -4,6 +4,7 @@ import { DeliverPolicy, DiscardPolicy, type JetStreamManager, jetstream, Retenti
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { decodeMessage, encodeMessage, Fields } from '../bus/mixer-protocol.js';
+import { ensureStream } from '../bus/streams.js';
 import { AUDIT_STREAM, AUDIT_SUBJECT } from '../bus/subjects.js';
 
 /** How long a pull waits: the idle heartbeat is half of it. */
@@ -32,19 +33,15 @@ export interface AuditEntry {
 }
 
 export async function ensureAuditStream(jsm: JetStreamManager): Promise<void> {
-  try {
-    await jsm.streams.info(AUDIT_STREAM);
-  } catch {
-    await jsm.streams.add({
-      name: AUDIT_STREAM,
-      subjects: [AUDIT_SUBJECT],
-      retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
-      storage: StorageType.File,
-      max_msgs: AUDIT_STREAM_LIMITS.max_msgs,
-      max_age: AUDIT_STREAM_LIMITS.max_age_ms * 1_000_000,
-    });
-  }
+  await ensureStream(jsm, {
+    name: AUDIT_STREAM,
+    subjects: [AUDIT_SUBJECT],
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    storage: StorageType.File,
+    max_msgs: AUDIT_STREAM_LIMITS.max_msgs,
+    max_age: AUDIT_STREAM_LIMITS.max_age_ms * 1_000_000,
+  });
 }
 
 export class AuditLog {

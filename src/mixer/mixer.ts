@@ -33,6 +33,7 @@ import {
   rackScenarioSubject,
   SCENARIO_STREAM,
 } from '../bus/subjects.js';
+import { ensureStream } from '../bus/streams.js';
 import { parseScenario } from '../scenario/parse.js';
 import type { Scenario } from '../scenario/types.js';
 import { type Actor, AuditLog, ensureAuditStream } from './audit.js';
@@ -114,17 +115,13 @@ export class Mixer extends EventEmitter {
     this.mixerPub = publicKeyBytes(this.key.publicKey);
     this.mixerId = await this.registry.once('mixer-id', () => randomUUID());
     const jsm = await jetstreamManager(nc);
-    try {
-      await jsm.streams.info(SCENARIO_STREAM);
-    } catch {
-      await jsm.streams.add({
-        name: SCENARIO_STREAM,
-        subjects: [RACK_SCENARIO_ALL],
-        retention: RetentionPolicy.Workqueue,
-        discard: DiscardPolicy.Old,
-        max_msgs_per_subject: 8,
-      });
-    }
+    await ensureStream(jsm, {
+      name: SCENARIO_STREAM,
+      subjects: [RACK_SCENARIO_ALL],
+      retention: RetentionPolicy.Workqueue,
+      discard: DiscardPolicy.Old,
+      max_msgs_per_subject: 8,
+    });
     await ensureTelemetryStream(jsm);
     await ensureAuditStream(jsm);
     this.telemetry = new TelemetryStore({ nats: nc, logger: this.log, keep: this.options.keepLogs });

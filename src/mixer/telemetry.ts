@@ -6,6 +6,7 @@ import { DeliverPolicy, DiscardPolicy, type JetStreamManager, jetstream, jetstre
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { decodeMessage } from '../bus/mixer-protocol.js';
+import { ensureStream } from '../bus/streams.js';
 import { TELEMETRY_ALL, TELEMETRY_STREAM } from '../bus/subjects.js';
 import { LEVEL_VALUES } from '../telemetry/log-tap.js';
 import { type EventEntry, type LogEntry, type MetricsEntry, readPublication } from '../telemetry/shapes.js';
@@ -64,7 +65,8 @@ export interface TelemetryStoreOptions {
 }
 
 export async function ensureTelemetryStream(jsm: JetStreamManager): Promise<void> {
-  const config = {
+  await ensureStream(jsm, {
+    name: TELEMETRY_STREAM,
     subjects: [TELEMETRY_ALL],
     retention: RetentionPolicy.Limits,
     discard: DiscardPolicy.Old,
@@ -73,12 +75,7 @@ export async function ensureTelemetryStream(jsm: JetStreamManager): Promise<void
     max_bytes: TELEMETRY_STREAM_LIMITS.max_bytes,
     max_msg_size: TELEMETRY_STREAM_LIMITS.max_msg_size,
     duplicate_window: TELEMETRY_STREAM_LIMITS.duplicate_window_ms * 1_000_000,
-  };
-  try {
-    await jsm.streams.info(TELEMETRY_STREAM);
-  } catch {
-    await jsm.streams.add({ name: TELEMETRY_STREAM, ...config });
-  }
+  });
 }
 
 /**

@@ -4,11 +4,8 @@ import { DeliverPolicy, DiscardPolicy, type JetStreamManager, jetstream, Retenti
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { decodeMessage, encodeMessage, Fields } from '../bus/mixer-protocol.js';
-import { ensureStream } from '../bus/streams.js';
+import { ensureStream, followStream } from '../bus/streams.js';
 import { AUDIT_STREAM, AUDIT_SUBJECT } from '../bus/subjects.js';
-
-/** How long a pull waits: the idle heartbeat is half of it. */
-const CONSUME_EXPIRES_MS = 5000;
 
 export const AUDIT_STREAM_LIMITS = { max_msgs: 100_000, max_age_ms: 365 * 24 * 3600_000 } as const;
 
@@ -56,22 +53,14 @@ export class AuditLog {
   ) {}
 
   async start(): Promise<void> {
-    const consumer = await jetstream(this.nats).consumers.get(AUDIT_STREAM, { deliver_policy: DeliverPolicy.All });
-    // A short expiry makes missed heartbeats (a restarted server) noticed, and the consumer remade, within seconds.
-    const messages = await consumer.consume({ expires: CONSUME_EXPIRES_MS });
-    this.closeConsumer = async () => {
-      await messages.close();
-    };
-    void (async () => {
-      for await (const m of messages) {
-        try {
-          this.entries.push(readEntry(decodeMessage(m.data)));
-          if (this.entries.length > this.keep * 1.25) this.entries.splice(0, this.entries.length - this.keep);
-        } catch (err) {
-          this.log.warn({ err: (err as Error).message, seq: m.seq }, 'an audit entry could not be read');
-        }
+    this.closeConsumer = await followStream(this.nats, AUDIT_STREAM, { deliver_policy: DeliverPolicy.All }, (m) => {
+      try {
+        this.entries.push(readEntry(decodeMessage(m.data)));
+        if (this.entries.length > this.keep * 1.25) this.entries.splice(0, this.entries.length - this.keep);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, seq: m.seq }, 'an audit entry could not be read');
       }
-    })();
+    });
   }
 
   async stop(): Promise<void> {

@@ -2,17 +2,14 @@
 // (every Mixer reads all of them: each can answer for the whole fleet), keeps the newest log
 // lines and events in memory for queries and followers, and each rack's newest metrics.
 import { EventEmitter } from 'node:events';
-import { DeliverPolicy, DiscardPolicy, type JetStreamManager, jetstream, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
+import { DeliverPolicy, DiscardPolicy, type JetStreamManager, jetstreamManager, RetentionPolicy, StorageType } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { decodeMessage } from '../bus/mixer-protocol.js';
-import { ensureStream } from '../bus/streams.js';
+import { ensureStream, followStream } from '../bus/streams.js';
 import { TELEMETRY_ALL, TELEMETRY_STREAM } from '../bus/subjects.js';
 import { LEVEL_VALUES } from '../telemetry/log-tap.js';
 import { type EventEntry, type LogEntry, type MetricsEntry, readPublication } from '../telemetry/shapes.js';
-
-/** How long a pull waits: the idle heartbeat is half of it. */
-const CONSUME_EXPIRES_MS = 5000;
 
 /** Publications a starting Mixer reads back to fill its recent logs and metrics. */
 export const TELEMETRY_LOOKBACK = 5000;
@@ -97,21 +94,11 @@ export class TelemetryStore extends EventEmitter {
   async start(): Promise<void> {
     const jsm = await jetstreamManager(this.options.nats);
     const { first_seq, last_seq } = (await jsm.streams.info(TELEMETRY_STREAM)).state;
-    // The newest publications at start, counted back by sequence (a start time would make the
-    // ordered consumer's own restarts ask for a time and a sequence at once, which the server refuses).
+    // The newest publications at start, counted back by sequence.
     const from = Math.max(first_seq, last_seq - (this.options.lookback ?? TELEMETRY_LOOKBACK) + 1, 1);
-    // An ordered consumer: no state on the server, and it carries on across reconnects.
-    const consumer = await jetstream(this.options.nats).consumers.get(TELEMETRY_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from });
-    const messages = await consumer.consume({ expires: CONSUME_EXPIRES_MS });
-    this.closeConsumer = async () => {
-      await messages.close();
-    };
-    void (async () => {
-      for await (const m of messages) {
-        if (this.stopped) break;
-        this.take(m.subject, m.data);
-      }
-    })();
+    this.closeConsumer = await followStream(this.options.nats, TELEMETRY_STREAM, { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from }, (m) => {
+      if (!this.stopped) this.take(m.subject, m.data);
+    });
   }
 
   async stop(): Promise<void> {

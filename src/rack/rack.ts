@@ -117,16 +117,12 @@ export class Rack extends EventEmitter {
   private connections: ConnectionTable | undefined;
   private readonly mainGears = new Map<string, MainGear>();
   private stopping: Promise<void> | undefined;
-  private localLevel: string;
-  private telemetryLevel: string;
 
   constructor(options: RackOptions) {
     super();
     this.options = options;
     this.scenario = options.scenario;
     this.log = options.logger ?? pino({ name: 'fluxrig.rack' });
-    this.localLevel = options.logTap?.localLevel ?? this.log.level;
-    this.telemetryLevel = options.logTap?.telemetryLevel ?? 'silent';
     this.groups = options.groups ?? [];
     const named = this.scenario.racks.filter((r) => r.name !== undefined);
     this.name = options.name ?? (named.length === 1 ? named[0]!.name! : 'rack');
@@ -208,8 +204,8 @@ export class Rack extends EventEmitter {
       fingerprints: this.fingerprints,
       guestNames: this.guestNames,
       kvSnapshot: [...bus.kv.entries()],
-      logLevel: this.localLevel,
-      telemetryLevel: this.telemetryLevel,
+      logLevel: this.logLevels.local,
+      telemetryLevel: this.logLevels.telemetry,
       readableLogs: this.options.readableLogs ?? false,
       drainTimeoutMs: this.drainTimeoutMs,
       onBus: bus.nats !== undefined,
@@ -322,8 +318,8 @@ export class Rack extends EventEmitter {
       prepared,
       fingerprints,
       guestNames: [...this.guestNames],
-      logLevel: this.localLevel,
-      telemetryLevel: this.telemetryLevel,
+      logLevel: this.logLevels.local,
+      telemetryLevel: this.logLevels.telemetry,
     };
     const errors = await this.switchWorkers(options);
     if (errors.length > 0) {
@@ -431,16 +427,18 @@ export class Rack extends EventEmitter {
       if (level !== undefined && LEVEL_VALUES[level] === undefined)
         throw new RackError(`unknown log level ${JSON.stringify(level)} (expected ${Object.keys(LEVEL_VALUES).join(', ')})`);
     if (levels.telemetry !== undefined && this.options.logTap === undefined) throw new RackError('this rack has no telemetry log (no LogTap)');
-    this.localLevel = levels.local ?? this.localLevel;
-    this.telemetryLevel = levels.telemetry ?? this.telemetryLevel;
-    this.log.level = this.options.logTap === undefined ? this.localLevel : this.options.logTap.setLevels(levels);
-    if (this.handlerOptions !== undefined) this.handlerOptions = { ...this.handlerOptions, logLevel: this.localLevel, telemetryLevel: this.telemetryLevel };
-    if (this.pool !== undefined) this.broadcast(RecordTag.LogLevel, Records.logLevel.encode({ level: this.localLevel, telemetryLevel: this.telemetryLevel }));
+    const tap = this.options.logTap;
+    if (tap !== undefined) this.log.level = tap.setLevels(levels);
+    else if (levels.local !== undefined) this.log.level = levels.local;
+    const { local, telemetry } = this.logLevels;
+    if (this.handlerOptions !== undefined) this.handlerOptions = { ...this.handlerOptions, logLevel: local, telemetryLevel: telemetry };
+    if (this.pool !== undefined) this.broadcast(RecordTag.LogLevel, Records.logLevel.encode({ level: local, telemetryLevel: telemetry }));
   }
 
   /** The log levels in force: the local log's and telemetry's. */
   get logLevels(): { local: string; telemetry: string } {
-    return { local: this.localLevel, telemetry: this.telemetryLevel };
+    const tap = this.options.logTap;
+    return tap === undefined ? { local: this.log.level, telemetry: 'silent' } : { local: tap.localLevel, telemetry: tap.telemetryLevel };
   }
 
   /** Local log lines the workers dropped because their log output could not keep up. */

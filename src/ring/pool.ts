@@ -118,10 +118,10 @@ export class WorkerPool extends EventEmitter {
   private guestNames: string[] | undefined;
   private readonly toRing = new Set<Slot>();
   private ringScheduled = false;
-  /** Telemetry lines left in the rings of replaced workers, and what those workers dropped. */
+  /** Telemetry lines left in the rings of replaced workers. */
   private telemetryCarried: string[] = [];
-  private telemetryDroppedBefore = 0;
-  private localLogDroppedBefore = 0;
+  /** What replaced workers had counted in their control words (by ControlSlot): totals outlive a worker. */
+  private readonly retiredCounts = new Float64Array(CONTROL_BYTES / 4);
 
   constructor(options: WorkerPoolOptions) {
     super();
@@ -243,15 +243,18 @@ export class WorkerPool extends EventEmitter {
 
   /** Telemetry lines the workers could not write (their ring was full) since the pool started. */
   telemetryDropped(): number {
-    let n = this.telemetryDroppedBefore;
-    for (const slot of this.slots) n += Atomics.load(slot.control, ControlSlot.TelemetryDropped);
-    return n;
+    return this.countedSinceStart(ControlSlot.TelemetryDropped);
   }
 
   /** Local log lines the workers dropped (their log output could not keep up) since the pool started. */
   localLogDropped(): number {
-    let n = this.localLogDroppedBefore;
-    for (const slot of this.slots) n += Atomics.load(slot.control, ControlSlot.LocalLogDropped);
+    return this.countedSinceStart(ControlSlot.LocalLogDropped);
+  }
+
+  /** A control-word counter summed over the workers, the replaced ones included. */
+  private countedSinceStart(word: number): number {
+    let n = this.retiredCounts[word]!;
+    for (const slot of this.slots) n += Atomics.load(slot.control, word);
     return n;
   }
 
@@ -502,8 +505,7 @@ export class WorkerPool extends EventEmitter {
     void old.worker.terminate();
     this.drainOutput(old);
     old.telemetry.drain((_tag, bytes, start, length) => this.telemetryCarried.push(utf8.decode(bytes.subarray(start, start + length))));
-    this.telemetryDroppedBefore += Atomics.load(old.control, ControlSlot.TelemetryDropped);
-    this.localLogDroppedBefore += Atomics.load(old.control, ControlSlot.LocalLogDropped);
+    for (const word of [ControlSlot.TelemetryDropped, ControlSlot.LocalLogDropped]) this.retiredCounts[word]! += Atomics.load(old.control, word);
     const fresh = this.spawn(old.index, old.generation + 1, old);
     this.slots[old.index] = fresh;
     this.scheduleOutput(fresh);

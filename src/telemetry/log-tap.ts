@@ -12,6 +12,11 @@ export function levelValue(level: string): number {
   return value;
 }
 
+/** The name of a numeric level (the inverse of levelValue). */
+function levelName(value: number): string {
+  return Object.keys(LEVEL_VALUES).find((k) => LEVEL_VALUES[k] === value) ?? 'silent';
+}
+
 const LEVEL_PREFIX = '{"level":';
 
 /**
@@ -58,16 +63,15 @@ export class LogTap implements DestinationStream {
   }
 
   get loggerLevel(): string {
-    const lowest = Math.min(this.local, this.telemetry);
-    return Object.keys(LEVEL_VALUES).find((k) => LEVEL_VALUES[k] === lowest) ?? 'silent';
+    return levelName(Math.min(this.local, this.telemetry));
   }
 
   get localLevel(): string {
-    return Object.keys(LEVEL_VALUES).find((k) => LEVEL_VALUES[k] === this.local) ?? 'silent';
+    return levelName(this.local);
   }
 
   get telemetryLevel(): string {
-    return Object.keys(LEVEL_VALUES).find((k) => LEVEL_VALUES[k] === this.telemetry) ?? 'silent';
+    return levelName(this.telemetry);
   }
 }
 

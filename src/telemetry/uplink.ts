@@ -77,8 +77,8 @@ export class TelemetryUplink {
   private queuedBytes = 0;
   private readonly retries: Outgoing[] = [];
   private inFlight = 0;
-  private inFlightEntries = 0;
-  private inFlightLogs = 0;
+  /** Entries built into publications and not yet acknowledged (in flight, or waiting to be sent again), by kind. */
+  private readonly unacknowledged: Record<TelemetryKind, number> = { log: 0, metrics: 0, event: 0 };
   private seq = 0;
   private js: JetStreamClient | undefined;
   private connected = false;
@@ -134,24 +134,13 @@ export class TelemetryUplink {
 
   /** Log lines waiting (queued here, in the workers' rings, or in publications not yet acknowledged). */
   logsWaiting(): number {
-    let unacknowledged = 0;
-    for (const r of this.retries) if (r.kind === 'log') unacknowledged += r.entries;
-    return this.logs.length - this.logHead + unacknowledged + this.inFlightLogs + (this.options.workers?.pending() ?? 0);
+    return this.logs.length - this.logHead + this.unacknowledged.log + (this.options.workers?.pending() ?? 0);
   }
 
   /** Entries waiting: in the queue, in publications to retry, and in the workers' rings. */
   queued(): number {
-    let retrying = 0;
-    for (const r of this.retries) retrying += r.entries;
-    return (
-      this.logs.length -
-      this.logHead +
-      this.events.length +
-      (this.metrics === undefined ? 0 : 1) +
-      retrying +
-      this.inFlightEntries +
-      (this.options.workers?.pending() ?? 0)
-    );
+    const { metrics, event } = this.unacknowledged;
+    return this.logsWaiting() + this.events.length + (this.metrics === undefined ? 0 : 1) + metrics + event;
   }
 
   /** Stops the timer; waits (up to `ms`) for what is queued and in flight to be published. */
@@ -227,6 +216,7 @@ export class TelemetryUplink {
     const out = () => {
       const seq = ++this.seq;
       const bytes = encodeMessage({ rack: this.options.rack, kind, boot: this.boot, seq, entries: batch });
+      this.unacknowledged[kind] += batch.length;
       this.send({ kind, subject: telemetrySubject(this.options.rack, kind), bytes, msgID: `${this.boot}.${seq}`, entries: batch.length });
       batch = [];
       size = 0;
@@ -241,23 +231,21 @@ export class TelemetryUplink {
 
   private send(p: Outgoing): void {
     this.inFlight++;
-    this.inFlightEntries += p.entries;
-    if (p.kind === 'log') this.inFlightLogs += p.entries;
     // The message id makes a publication sent again (after a timeout that hid a success) count once.
     this.js!.publish(p.subject, p.bytes, { msgID: p.msgID, timeout: PUBLISH_TIMEOUT_MS }).then(
       () => {
         this.inFlight--;
-        this.inFlightEntries -= p.entries;
-        if (p.kind === 'log') this.inFlightLogs -= p.entries;
+        this.unacknowledged[p.kind] -= p.entries;
         this.published[p.kind] += p.entries;
         this.options.onProgress?.();
       },
       () => {
         this.inFlight--;
-        this.inFlightEntries -= p.entries;
-        if (p.kind === 'log') this.inFlightLogs -= p.entries;
         if (this.retries.length < MAX_RETRIES) this.retries.push(p);
-        else this.droppedHere[p.kind] += p.entries;
+        else {
+          this.unacknowledged[p.kind] -= p.entries;
+          this.droppedHere[p.kind] += p.entries;
+        }
         this.options.onProgress?.();
       },
     );

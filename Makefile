@@ -16,7 +16,7 @@ TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/
 GEAR_BUILD = node dist/src/cli/main.js gear build
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server mosquitto build gears lint test fuzz bench run-rack run-fleet clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server mosquitto chromium build gears lint test fuzz bench run-rack run-fleet clean $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
@@ -47,8 +47,18 @@ nats-server:
 		exit 1; \
 	fi
 
-build: $(DEPS_STAMP)
+build: $(DEPS_STAMP) dist/dashboard/index.html
 	$(NODE_BIN)/tsc -p tsconfig.json
+
+# The Mixer's dashboard (dashboard/, served at /): type-checked, then bundled with its styles by
+# esbuild into dist/dashboard. esbuild rather than Vite: one bundle of TypeScript and CSS is all
+# the page needs; a dev server and plugins are not.
+DASHBOARD_SRC := dashboard/index.html dashboard/tsconfig.json $(wildcard dashboard/src/*)
+dist/dashboard/index.html: $(DASHBOARD_SRC) $(DEPS_STAMP)
+	$(NODE_BIN)/tsc -p dashboard/tsconfig.json
+	$(NODE_BIN)/esbuild dashboard/src/main.ts --bundle --minify --sourcemap --format=esm --target=es2022 \
+		--outdir=dist/dashboard --log-level=warning
+	cp dashboard/index.html $@
 
 gears: $(GEARS)
 
@@ -72,7 +82,7 @@ run-fleet: deps build gears
 lint: $(DEPS_STAMP)
 	$(NODE_BIN)/biome ci --colors=off --error-on-warnings .
 
-test: deps build gears $(TEST_GEARS) lint
+test: deps chromium build gears $(TEST_GEARS) lint
 	node --test --test-reporter=spec --test-timeout=$(TEST_TIMEOUT_MS) $$(find dist/test -name '*.test.js' | sort)
 
 # The fuzz suite of make test, 50 times longer, with a random seed (printed, to replay a failure
@@ -89,6 +99,17 @@ bench: deps build gears $(TEST_GEARS)
 $(addprefix bench-,$(BENCHES)): bench-%: deps build gears $(TEST_GEARS)
 	@mkdir -p bench/results
 	node dist/bench/$*.js
+
+# The dashboard's tests drive Debian's Chromium (playwright-core brings no browser of its own).
+# Without it and without root, they are skipped, saying so.
+chromium:
+	@if command -v chromium >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium package (for the dashboard's browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "the dashboard's browser tests need Chromium: install it with 'sudo apt-get install chromium' (they are skipped without it)" >&2; \
+	fi
 
 # The pub/sub benchmark runs mosquitto as the MQTT peer (Debian installs it in /usr/sbin).
 bench-pubsub: mosquitto

@@ -50,7 +50,13 @@ function folderOf(path: string): string | null {
   return parts.length === 1 ? '' : parts[0]!;
 }
 
-const edges: Array<{ file: string; from: string; to: string | null; spec: string }> = [];
+interface Edge {
+  file: string;
+  from: string;
+  to: string | null;
+  spec: string;
+}
+const edges: Edge[] = [];
 for (const file of files(src)) {
   const from = folderOf(file)!;
   for (const spec of references(file)) edges.push({ file: relative(root, file), from, to: folderOf(normalize(join(dirname(file), spec))), spec });
@@ -67,8 +73,10 @@ describe('architecture', () => {
   });
 
   it('nothing in src/ reaches outside it (no workers/, test/ or bench/ code)', () => {
-    // The package's own metadata (the CLI's --version) is the one thing read from outside.
-    const outside = edges.filter((e) => e.to === null && !e.spec.endsWith('/package.json')).map((e) => `${e.file} -> ${e.spec}`);
+    // Read from outside, never imported: the package's metadata (the CLI's --version) and the
+    // built dashboard the Mixer's API serves as files (dashboard/, bundled into dist/dashboard).
+    const read = (e: Edge) => e.spec.endsWith('/package.json') || (e.file === 'src/mixer/api.ts' && e.spec === '../../dashboard/');
+    const outside = edges.filter((e) => e.to === null && !read(e)).map((e) => `${e.file} -> ${e.spec}`);
     assert.deepEqual(outside, []);
   });
 

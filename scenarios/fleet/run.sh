@@ -59,6 +59,9 @@ $FLUXRIG racks list
 cat <<TRY
 
 A fleet is running: a Mixer (API $FLUXRIG_MIXER_API, NATS $SCHEME://127.0.0.1:$NATS_PORT) and racks north and south.
+
+  Dashboard: $FLUXRIG_MIXER_API/   (it asks for the API token: cat $DATA/mixer/api-token)
+
 Logs are in $DATA. From another terminal, in this directory:
   export FLUXRIG_MIXER_API=$FLUXRIG_MIXER_API FLUXRIG_MIXER_TOKEN=\$(cat $DATA/mixer/api-token)
   npx fluxrig racks list

@@ -110,10 +110,13 @@ export async function runMixer(argv: string[]): Promise<number> {
   const api = await buildMixerApi({ mixer, token, version: packageVersion() });
   const [host, port] = splitHostPort(values.listen ?? MIXER_DEFAULTS.api);
   const address = await api.listen({ host, port });
-  logger.info({ api: address, nats: natsUrl, token_file: values.token === undefined ? join(dataDir, 'api-token') : undefined }, 'mixer API listening');
+  logger.info(
+    { api: address, dashboard: `${address}/`, nats: natsUrl, token_file: values.token === undefined ? join(dataDir, 'api-token') : undefined },
+    'mixer API listening',
+  );
   if (process.stderr.isTTY === true)
     console.error(
-      `\nfluxrig mixer: API ${address} (token in ${join(dataDir, 'api-token')}), racks join with\n  npx fluxrig rack --mixer ${natsUrl} --name NAME${tls === undefined ? '' : ` --certs ${certs}   (after fluxrig certs issue rack NAME)`}\nthen: npx fluxrig racks list\n`,
+      `\nfluxrig mixer: API and dashboard at ${address}/ (token in ${join(dataDir, 'api-token')}), racks join with\n  npx fluxrig rack --mixer ${natsUrl} --name NAME${tls === undefined ? '' : ` --certs ${certs}   (after fluxrig certs issue rack NAME)`}\nthen: npx fluxrig racks list\n`,
     );
   await new Promise<void>((done) => {
     const stop = () => done();

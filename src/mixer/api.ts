@@ -1,16 +1,32 @@
 import { timingSafeEqual } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import fastifyStatic from '@fastify/static';
 import swagger from '@fastify/swagger';
 import { createTwoFilesPatch } from 'diff';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { COMMANDS, type CommandName } from '../bus/mixer-protocol.js';
 import type { Actor } from './audit.js';
 import { mixerMetrics } from './metrics.js';
+import { ScenarioError } from '../scenario/types.js';
 import { type Mixer, MixerError } from './mixer.js';
-import { type LogQuery, type LogRecord, matches } from './telemetry.js';
+import { scenarioGraph } from './scenario-graph.js';
+import { SERIES_LIMITS } from './series.js';
+import { type LogQuery, type LogRecord, matches, type RackSampleEvent } from './telemetry.js';
+
+/** The dashboard as `make build` bundles it (dashboard/, built into dist/dashboard). */
+export const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboard/', import.meta.url));
+
+/**
+ * The page itself holds no fleet data, so it and its assets load without the token; everything it
+ * shows comes from the API, which wants it. Nothing but its own scripts and styles may run.
+ */
+const DASHBOARD_CSP =
+  "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 export interface MixerApiOptions {
   mixer: Mixer;
-  /** Every route but /healthz and /openapi.json wants `Authorization: Bearer <token>`. */
+  /** Every route but /healthz, /openapi.json and the dashboard's page wants `Authorization: Bearer <token>`. */
   token: string;
   version: string;
 }
@@ -94,7 +110,52 @@ function actorOf(req: { headers: Record<string, string | string[] | undefined>; 
   return { name, address: req.ip };
 }
 
-const errorSchema = { type: 'object', properties: { error: { type: 'string' } } } as const;
+const issueSchema = {
+  type: 'object',
+  properties: { file: { type: 'string' }, line: { type: 'number' }, column: { type: 'number' }, message: { type: 'string' } },
+} as const;
+const errorSchema = {
+  type: 'object',
+  properties: { error: { type: 'string' }, issues: { type: 'array', items: issueSchema, description: "an invalid scenario's problems, each where it is" } },
+} as const;
+
+const sampleSchema = {
+  type: 'object',
+  properties: {
+    time: { type: 'number' },
+    calls_per_s: { type: 'number' },
+    messages_per_s: { type: 'number' },
+    errors: { type: 'number' },
+    p99_ms: { type: ['number', 'null'] },
+  },
+} as const;
+
+const endSchema = { type: 'object', properties: { rack: { type: 'string' }, gear: { type: 'string' }, port: { type: 'string' } } } as const;
+const graphSchema = {
+  type: 'object',
+  properties: {
+    name: { type: 'string' },
+    version: { type: 'number' },
+    racks: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: {
+          rack: { type: 'string' },
+          groups: { type: 'array', items: { type: 'string' } },
+          gears: { type: 'array', items: { type: 'object', properties: { name: { type: 'string' }, type: { type: 'string' } } } },
+        },
+      },
+    },
+    wires: {
+      type: 'array',
+      items: {
+        type: 'object',
+        properties: { from: endSchema, to: endSchema, lane: { type: 'string', enum: ['hot', 'guaranteed'] }, cross_rack: { type: 'boolean' } },
+      },
+    },
+  },
+} as const;
 const nameParam = { type: 'object', required: ['name'], properties: { name: { type: 'string', pattern: '^[a-z0-9_-]{1,64}$' } } } as const;
 const errors = { 400: errorSchema, 401: errorSchema, 404: errorSchema, 504: errorSchema } as const;
 
@@ -115,7 +176,7 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
   });
   const token = Buffer.from(options.token);
   app.addHook('onRequest', async (req, reply) => {
-    if (req.url === '/healthz' || req.url === '/openapi.json') return;
+    if (req.url === '/healthz' || req.url === '/openapi.json' || req.url === '/' || req.url.startsWith('/dashboard/')) return;
     const given = Buffer.from(/^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1] ?? '');
     if (given.length !== token.length || !timingSafeEqual(given, token)) {
       await reply.code(401).send({ error: 'missing or wrong bearer token (Authorization: Bearer <token>; fluxrig mixer prints where it is)' });
@@ -123,7 +184,8 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
   });
   app.setErrorHandler(async (err, _req, reply) => {
     const status = err instanceof MixerError ? err.status : ((err as { statusCode?: number }).statusCode ?? 500);
-    await reply.code(status).send({ error: (err as Error).message });
+    const cause = (err as Error).cause;
+    await reply.code(status).send({ error: (err as Error).message, ...(cause instanceof ScenarioError ? { issues: cause.issues } : {}) });
   });
 
   app.get(
@@ -135,6 +197,13 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
     }),
   );
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  const dashboard = existsSync(`${DASHBOARD_DIR}index.html`);
+  if (dashboard) await app.register(fastifyStatic, { root: DASHBOARD_DIR, prefix: '/dashboard/', index: false, maxAge: 0 });
+  app.get('/', { schema: { hide: true } }, async (_req, reply) => {
+    if (!dashboard) return reply.code(503).type('text/plain').send('the dashboard is not built: run make build (the API works without it)\n');
+    return reply.header('content-security-policy', DASHBOARD_CSP).sendFile('index.html');
+  });
 
   app.get('/racks', { schema: { summary: 'Every enrolled rack', response: { 200: { type: 'array', items: rackSchema } } } }, async () => mixer.racks());
   app.get<{ Params: { name: string } }>('/racks/:name', { schema: { params: nameParam, response: { 200: rackSchema, ...errors } } }, async (req) =>
@@ -208,6 +277,17 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
     async (req) => mixer.push(req.body.yaml, req.body.file ?? 'scenario.yaml', req.body.racks ?? [], actorOf(req)),
   );
   app.get<{ Params: { name: string } }>(
+    '/scenarios/:name/graph',
+    {
+      schema: {
+        summary: 'The gears each target rack runs and the wires between them, with their lanes',
+        params: nameParam,
+        response: { 200: graphSchema, ...errors },
+      },
+    },
+    async (req) => scenarioGraph(await mixer.scenario(req.params.name)),
+  );
+  app.get<{ Params: { name: string } }>(
     '/scenarios/:name/status',
     {
       schema: {
@@ -251,22 +331,40 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
     },
   );
 
-  app.get('/events', { schema: { summary: 'Server-sent events: rack, rack-removed and scenario changes, from every Mixer' } }, (req, reply) => {
-    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-    reply.raw.write(': fluxrig mixer events\n\n');
-    const send = (event: string) => (data: unknown) => reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    const listeners = [
-      ['rack', send('rack')],
-      ['rack-removed', send('rack-removed')],
-      ['scenario', send('scenario')],
-    ] as const;
-    for (const [e, l] of listeners) mixer.on(e, l);
-    const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), 15_000);
-    req.raw.on('close', () => {
-      clearInterval(keepAlive);
-      for (const [e, l] of listeners) mixer.off(e, l);
-    });
-  });
+  app.get(
+    '/series',
+    {
+      schema: {
+        summary: `Each rack's traffic samples over the last ${SERIES_LIMITS.window_ms / 60_000} minutes, oldest first`,
+        response: { 200: { type: 'object', additionalProperties: { type: 'array', items: sampleSchema } } },
+      },
+    },
+    async () => mixer.telemetry.series(),
+  );
+
+  app.get(
+    '/events',
+    { schema: { summary: "Server-sent events: rack, rack-removed and scenario changes, from every Mixer, and each rack's traffic sample" } },
+    (req, reply) => {
+      reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+      reply.raw.write(': fluxrig mixer events\n\n');
+      const send = (event: string) => (data: unknown) => reply.raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+      const listeners = [
+        ['rack', send('rack')],
+        ['rack-removed', send('rack-removed')],
+        ['scenario', send('scenario')],
+      ] as const;
+      for (const [e, l] of listeners) mixer.on(e, l);
+      const sample = send('sample') as (s: RackSampleEvent) => void;
+      mixer.telemetry.on('sample', sample);
+      const keepAlive = setInterval(() => reply.raw.write(': keep-alive\n\n'), 15_000);
+      req.raw.on('close', () => {
+        clearInterval(keepAlive);
+        for (const [e, l] of listeners) mixer.off(e, l);
+        mixer.telemetry.off('sample', sample);
+      });
+    },
+  );
 
   const metrics = mixerMetrics(mixer);
   app.get('/metrics', { schema: { summary: 'Prometheus metrics: the fleet, each rack and each gear (text format)' } }, async (_req, reply) => {

@@ -10,6 +10,7 @@ import { ensureStream, followStream } from '../bus/streams.js';
 import { TELEMETRY_ALL, TELEMETRY_STREAM } from '../bus/subjects.js';
 import { LEVEL_VALUES } from '../telemetry/log-tap.js';
 import { type EventEntry, type LogEntry, type MetricsEntry, readPublication } from '../telemetry/shapes.js';
+import { type RackSample, RackSeries } from './series.js';
 
 /** Publications a starting Mixer reads back to fill its recent logs and metrics. */
 export const TELEMETRY_LOOKBACK = 5000;
@@ -75,13 +76,18 @@ export async function ensureTelemetryStream(jsm: JetStreamManager): Promise<void
   });
 }
 
+/** A rack's sample, as the 'sample' event and the API's /events carry it. */
+export type RackSampleEvent = RackSample & { rack: string };
+
 /**
- * Events: 'log' (LogRecord) for each line or event as it arrives.
+ * Events: 'log' (LogRecord) for each line or event as it arrives; 'sample' (RackSampleEvent) for
+ * each rack's traffic sample, one per metrics snapshot after its first.
  */
 export class TelemetryStore extends EventEmitter {
   private readonly records: LogRecord[] = [];
   private nextId = 1;
   private readonly latest = new Map<string, RackMetrics>();
+  private readonly traffic = new Map<string, RackSeries>();
   private stopped = false;
   private closeConsumer: (() => Promise<void>) | undefined;
   readonly stats = { publications: 0, entries: 0, refused: 0 };
@@ -126,6 +132,10 @@ export class TelemetryStore extends EventEmitter {
         const held = this.latest.get(rack);
         if (held === undefined || held.boot !== publication.boot || held.metrics.time <= e.time)
           this.latest.set(rack, { metrics: e, boot: publication.boot, receivedAt: Date.now() });
+        let series = this.traffic.get(rack);
+        if (series === undefined) this.traffic.set(rack, (series = new RackSeries()));
+        const sample = series.add(publication.boot, e);
+        if (sample !== undefined) this.emit('sample', { rack, ...sample } satisfies RackSampleEvent);
       }
       return;
     }
@@ -166,8 +176,14 @@ export class TelemetryStore extends EventEmitter {
     return this.latest;
   }
 
+  /** Each rack's traffic samples over the last minutes (SERIES_LIMITS), oldest first. */
+  series(): Record<string, readonly RackSample[]> {
+    return Object.fromEntries([...this.traffic].map(([rack, s]) => [rack, s.list()]));
+  }
+
   forget(rack: string): void {
     this.latest.delete(rack);
+    this.traffic.delete(rack);
   }
 }
 

@@ -17,6 +17,7 @@ import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from '../ring/pool.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
+import { gearsOnRack } from '../scenario/placement.js';
 import { ConnectionTable, type WorkerLink } from './connections.js';
 import { RACK_DEFAULTS } from './defaults.js';
 import { drain } from './drain.js';
@@ -129,10 +130,8 @@ export class Rack extends EventEmitter {
     this.gears = this.gearsOf(this.scenario);
   }
 
-  /** The gears of `scenario` this rack runs: those deployed to it, to one of its groups, or to every rack. */
   private gearsOf(scenario: Scenario): GearSpec[] {
-    const mine = new Set([this.name, ...this.groups]);
-    return scenario.gears.filter((g) => g.deploy === undefined || mine.has(g.deploy) || scenario.racks.length === 0);
+    return gearsOnRack(scenario, this.name, this.groups);
   }
 
   /** The scenario running now, and its version in this rack (1 at start, one more per reload). */

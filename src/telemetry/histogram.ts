@@ -33,3 +33,24 @@ export function histogramCount(h: HistogramData): number {
   for (const c of h.counts) n += c;
   return n;
 }
+
+/**
+ * The q-quantile (ms) of the counts in `h`, interpolated within its bucket as Prometheus'
+ * histogram_quantile does; null when empty. Above the last bound it answers that bound.
+ */
+export function histogramQuantile(h: HistogramData, q: number): number | null {
+  const total = histogramCount(h);
+  if (total === 0) return null;
+  const rank = q * total;
+  let seen = 0;
+  for (let i = 0; i < h.counts.length; i++) {
+    const c = h.counts[i]!;
+    if (c > 0 && seen + c >= rank) {
+      if (i === LATENCY_BOUNDS_MS.length) return LATENCY_BOUNDS_MS[i - 1]!;
+      const lower = i === 0 ? 0 : LATENCY_BOUNDS_MS[i - 1]!;
+      return lower + (LATENCY_BOUNDS_MS[i]! - lower) * ((rank - seen) / c);
+    }
+    seen += c;
+  }
+  return LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.length - 1]!;
+}

@@ -53,7 +53,7 @@ build: $(DEPS_STAMP) dist/dashboard/index.html
 # The Mixer's dashboard (dashboard/, served at /): type-checked, then bundled with its styles by
 # esbuild into dist/dashboard. esbuild rather than Vite: one bundle of TypeScript and CSS is all
 # the page needs; a dev server and plugins are not.
-DASHBOARD_SRC := dashboard/index.html dashboard/tsconfig.json $(wildcard dashboard/src/*)
+DASHBOARD_SRC := dashboard/index.html dashboard/tsconfig.json $(wildcard dashboard/src/*) src/mixer/api-shapes.ts
 dist/dashboard/index.html: $(DASHBOARD_SRC) $(DEPS_STAMP)
 	$(NODE_BIN)/tsc -p dashboard/tsconfig.json
 	$(NODE_BIN)/esbuild dashboard/src/main.ts --bundle --minify --sourcemap --format=esm --target=es2022 \

@@ -1,6 +1,11 @@
 // The Mixer's HTTP API as the page uses it: JSON requests with the bearer token, and server-sent
 // events read through fetch (EventSource cannot send an Authorization header, and a token in a
-// URL ends up in logs). The shapes are the API's (GET /openapi.json).
+// URL ends up in logs). The shapes are the API's (GET /openapi.json); those the Mixer declares
+// for the page come from src/mixer/api-shapes.ts.
+import type { RackSample } from '../../src/mixer/api-shapes.js';
+
+export type { LogRecord, ScenarioGraph } from '../../src/mixer/api-shapes.js';
+export type Sample = RackSample;
 
 export type RackStatus = 'pending' | 'active' | 'suspended' | 'denied';
 
@@ -24,14 +29,6 @@ export interface Rack {
   heartbeat: { ts: number; workers: number; connections: number; p50_ms: number | null; p99_ms: number | null; rss: number } | null;
 }
 
-export interface Sample {
-  time: number;
-  calls_per_s: number;
-  messages_per_s: number;
-  errors: number;
-  p99_ms: number | null;
-}
-
 export interface ScenarioRecord {
   name: string;
   version: number;
@@ -48,29 +45,6 @@ export interface RolloutRow {
   online: boolean;
   state: string;
   error: string | null;
-}
-
-export interface GraphEnd {
-  rack: string;
-  gear: string;
-  port: string;
-}
-
-export interface ScenarioGraph {
-  name: string;
-  version: number;
-  racks: Array<{ rack: string; groups: string[]; gears: Array<{ name: string; type: string }> }>;
-  wires: Array<{ from: GraphEnd; to: GraphEnd; lane: 'hot' | 'guaranteed'; cross_rack: boolean }>;
-}
-
-export interface LogRecord {
-  id: number;
-  rack: string;
-  kind: 'log' | 'event';
-  time: number;
-  level: string;
-  msg: string;
-  fields: string;
 }
 
 export interface ScenarioIssue {

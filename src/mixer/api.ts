@@ -12,7 +12,8 @@ import { ScenarioError } from '../scenario/types.js';
 import { type Mixer, MixerError } from './mixer.js';
 import { scenarioGraph } from './scenario-graph.js';
 import { SERIES_LIMITS } from './series.js';
-import { type LogQuery, type LogRecord, matches, type RackSampleEvent } from './telemetry.js';
+import type { LogRecord } from './api-shapes.js';
+import { type LogQuery, matches, type RackSampleEvent } from './telemetry.js';
 
 /** The dashboard as `make build` bundles it (dashboard/, built into dist/dashboard). */
 export const DASHBOARD_DIR = fileURLToPath(new URL('../../dashboard/', import.meta.url));

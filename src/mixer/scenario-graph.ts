@@ -2,21 +2,9 @@
 // the wires between them as concrete (rack, gear) pairs, each with its lane.
 import { parseScenario } from '../scenario/parse.js';
 import { gearsOnRack } from '../scenario/placement.js';
-import type { Lane, WireEnd } from '../scenario/types.js';
+import type { WireEnd } from '../scenario/types.js';
+import type { ScenarioGraph } from './api-shapes.js';
 import type { ScenarioRecord } from './registry.js';
-
-export interface GraphEnd {
-  rack: string;
-  gear: string;
-  port: string;
-}
-
-export interface ScenarioGraph {
-  name: string;
-  version: number;
-  racks: Array<{ rack: string; groups: string[]; gears: Array<{ name: string; type: string }> }>;
-  wires: Array<{ from: GraphEnd; to: GraphEnd; lane: Lane; cross_rack: boolean }>;
-}
 
 export function scenarioGraph(record: ScenarioRecord): ScenarioGraph {
   const scenario = parseScenario(record.yaml, `${record.name}.yaml`);

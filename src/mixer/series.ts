@@ -3,19 +3,7 @@
 // started, so a lost one widens the next sample instead of losing its calls).
 import { addHistogram, emptyHistogram, type HistogramData, histogramQuantile } from '../telemetry/histogram.js';
 import type { MetricsEntry } from '../telemetry/shapes.js';
-
-export interface RackSample {
-  /** The end of the interval (the rack's clock, ms). */
-  time: number;
-  /** Calls the rack's fluxar gears answered, per second. */
-  calls_per_s: number;
-  /** Messages through all its gears, per second. */
-  messages_per_s: number;
-  /** Gear errors in the interval. */
-  errors: number;
-  /** p99 of the calls answered in the interval, from the latency buckets (ms); null without calls. */
-  p99_ms: number | null;
-}
+import type { RackSample } from './api-shapes.js';
 
 export const SERIES_LIMITS = {
   /** Samples older than this are forgotten. */

@@ -10,7 +10,8 @@ import { ensureStream, followStream } from '../bus/streams.js';
 import { TELEMETRY_ALL, TELEMETRY_STREAM } from '../bus/subjects.js';
 import { LEVEL_VALUES } from '../telemetry/log-tap.js';
 import { type EventEntry, type LogEntry, type MetricsEntry, readPublication } from '../telemetry/shapes.js';
-import { type RackSample, RackSeries } from './series.js';
+import type { LogRecord, RackSample } from './api-shapes.js';
+import { RackSeries } from './series.js';
 
 /** Publications a starting Mixer reads back to fill its recent logs and metrics. */
 export const TELEMETRY_LOOKBACK = 5000;
@@ -22,19 +23,6 @@ export const TELEMETRY_STREAM_LIMITS = {
   /** Publications sent again within it (same message id) are stored once. */
   duplicate_window_ms: 2 * 60_000,
 } as const;
-
-/** A log line or an event of a rack, as the Mixer keeps it. */
-export interface LogRecord {
-  /** Increasing within this Mixer: where a follower is. */
-  id: number;
-  rack: string;
-  kind: 'log' | 'event';
-  time: number;
-  level: string;
-  msg: string;
-  /** The other fields (a log line's) or the detail (an event's), as JSON text. */
-  fields: string;
-}
 
 export interface LogQuery {
   rack?: string;

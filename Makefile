@@ -9,14 +9,25 @@ DEPS_STAMP := node_modules/.fluxrig-deps
 BENCHES := $(filter-out e2e,$(patsubst bench/%.ts,%,$(wildcard bench/*.ts))) e2e
 GEARS := $(patsubst wasm-gears/examples/%.ts,wasm-gears/build/%.wasm,$(wildcard wasm-gears/examples/*.ts))
 GEAR_SDK := $(wildcard wasm-gears/sdk/*.ts)
-TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/gears/*.ts))
+# Gears in C and Rust (docs/writing-gears.md): NAME.c builds NAME-c.wasm, NAME.rs NAME-rust.wasm.
+C_GEARS := $(patsubst wasm-gears/examples/%.c,wasm-gears/build/%-c.wasm,$(wildcard wasm-gears/examples/*.c))
+RUST_GEARS := $(patsubst wasm-gears/examples/%.rs,wasm-gears/build/%-rust.wasm,$(wildcard wasm-gears/examples/*.rs))
+TEST_GEARS := $(patsubst test/gears/%.ts,dist/test-gears/%.wasm,$(wildcard test/gears/*.ts)) \
+	$(patsubst test/gears-c/%.c,dist/test-gears/%-c.wasm,$(wildcard test/gears-c/*.c)) \
+	$(patsubst test/gears-rust/%.rs,dist/test-gears/%-rust.wasm,$(wildcard test/gears-rust/*.rs))
+# Debian's clang with wasi-libc, and a rustc whose standard library has the wasm32-wasi target:
+# Debian's (libstd-rust-dev-wasm32) where a rustup toolchain on PATH has none.
+CLANG_WASI = clang --target=wasm32-wasi --sysroot=/usr -O2 -mexec-model=reactor -Wall -Wextra -Werror -s -I wasm-gears/sdk-c
+RUSTC_WASI = $(shell for r in /usr/bin/rustc $$(command -v rustc); do [ -d "$$($$r --print sysroot 2>/dev/null)/lib/rustlib/wasm32-wasi" ] && { echo $$r; break; }; done) \
+	--edition 2021 --target wasm32-wasi --crate-type cdylib -O -C strip=symbols -C link-arg=--export=free
+WASI_PACKAGES := clang lld wasi-libc libclang-rt-14-dev-wasm32 rustc libstd-rust-dev-wasm32
 # Gears are built by `fluxrig gear build` (src/gears/wasm/build.ts): the runtime follows the
 # gear's marker (// fluxrig: arena -> stub, reset by the host; else minimal), chosen by measurement
 # in bench/wasm.ts, and the exports the ABI needs are checked.
 GEAR_BUILD = node dist/src/cli/main.js gear build
 TEST_TIMEOUT_MS ?= 120000
 
-.PHONY: help deps nats-server mosquitto chromium build gears lint test fuzz bench run-rack run-fleet clean $(addprefix bench-,$(BENCHES))
+.PHONY: help deps nats-server mosquitto chromium wasi-toolchains build gears lint test fuzz bench run-rack run-fleet clean $(addprefix bench-,$(BENCHES))
 
 help:
 	@echo "make run-rack    install, build and start a rack on scenarios/quickstart.yaml"
@@ -60,7 +71,35 @@ dist/dashboard/index.html: $(DASHBOARD_SRC) $(DEPS_STAMP)
 		--outdir=dist/dashboard --log-level=warning
 	cp dashboard/index.html $@
 
-gears: $(GEARS)
+gears: $(GEARS) $(C_GEARS) $(RUST_GEARS)
+
+# The C and Rust gears' compilers, from Debian: installed when missing and running as root.
+wasi-toolchains:
+	@if command -v clang >/dev/null && command -v wasm-ld >/dev/null && [ -f /usr/lib/wasm32-wasi/libc.a ] \
+		&& ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a >/dev/null 2>&1 \
+		&& [ -d /usr/lib/rustlib/wasm32-wasi ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's $(WASI_PACKAGES) (the C and Rust gears' compilers)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(WASI_PACKAGES) >/dev/null; \
+	else \
+		echo "the C and Rust gears need Debian's compilers: sudo apt-get install $(WASI_PACKAGES)" >&2; exit 1; \
+	fi
+
+wasm-gears/build/%-c.wasm: wasm-gears/examples/%.c wasm-gears/sdk-c/fluxrig.h | wasi-toolchains
+	@mkdir -p wasm-gears/build
+	$(CLANG_WASI) -o $@ $<
+
+wasm-gears/build/%-rust.wasm: wasm-gears/examples/%.rs wasm-gears/sdk-rust/fluxrig.rs | wasi-toolchains
+	@mkdir -p wasm-gears/build
+	$(RUSTC_WASI) -o $@ $<
+
+dist/test-gears/%-c.wasm: test/gears-c/%.c wasm-gears/sdk-c/fluxrig.h | wasi-toolchains
+	@mkdir -p dist/test-gears
+	$(CLANG_WASI) -o $@ $<
+
+dist/test-gears/%-rust.wasm: test/gears-rust/%.rs wasm-gears/sdk-rust/fluxrig.rs | wasi-toolchains
+	@mkdir -p dist/test-gears
+	$(RUSTC_WASI) -o $@ $<
 
 wasm-gears/build/%.wasm: wasm-gears/examples/%.ts $(GEAR_SDK) | build
 	@mkdir -p wasm-gears/build

@@ -27,6 +27,32 @@ export const manifest: GearManifest = {
       memory_limit_pages: { type: 'integer', description: 'linear memory ceiling in 64 KiB pages', minimum: 1, maximum: 65536, default: 256 },
       timeout_ms: { type: 'integer', description: 'per-message time limit', minimum: 1, default: 100 },
       log_rate_per_s: { type: 'integer', description: 'log lines per second', minimum: 0, default: 50 },
+      wasi: {
+        type: 'object',
+        description: 'WASI descriptors granted beyond clocks, random, proc_exit and stdout/stderr (docs/wasm-abi.md)',
+        properties: {
+          env: {
+            type: 'object',
+            description: 'environment variables the guest sees (none otherwise)',
+            properties: {},
+            additionalProperties: { type: 'string', description: 'value' },
+          },
+          preopens: {
+            type: 'array',
+            description: 'host directories the guest may open (none otherwise)',
+            items: {
+              type: 'object',
+              description: 'a preopened directory',
+              properties: {
+                guest: { type: 'string', description: 'the path the guest opens it by, e.g. /data' },
+                host: { type: 'string', description: 'the host directory (relative to the scenario)' },
+                rw: { type: 'boolean', description: 'writable (read-only otherwise)', default: false },
+              },
+              required: ['guest', 'host'],
+            },
+          },
+        },
+      },
     },
     oneRequired: ['module', 'source'],
   },
@@ -114,6 +140,7 @@ export const FAILURE_CODES: Readonly<Record<'reject' | FailureKind, number>> = {
   output: 500,
   memory: 500,
   timeout: 503,
+  exit: 500,
 };
 const FAILURE_LOG_INTERVAL_MS = 1000;
 
@@ -126,6 +153,8 @@ export function failureReason(gear: string, kind: FailureKind): string {
       return `gear ${gear} ran past its time limit (timeout_ms)`;
     case 'output':
       return `gear ${gear} failed: it returned output the host cannot read`;
+    case 'exit':
+      return `gear ${gear} failed: it exited (proc_exit)`;
     default:
       return `gear ${gear} failed`;
   }

@@ -15,6 +15,12 @@ export interface WasmGearConfig {
   timeout_ms?: number;
   /** Log lines per second this gear may write (token bucket; burst = one second's worth). Default 50. */
   log_rate_per_s?: number;
+  /**
+   * WASI beyond what every gear gets (clocks, random bytes, proc_exit, stdout/stderr as log lines):
+   * the approved descriptors. Environment variables, and host directories the guest opens by
+   * `guest` path, read-only unless rw.
+   */
+  wasi?: { env?: Record<string, string>; preopens?: Array<{ guest: string; host: string; rw?: boolean }> };
 }
 
 export const WASM_DEFAULTS = {

@@ -6,6 +6,7 @@ import { fluxMsgFromValue, writeFluxMsg } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { GuestTrap } from './errors.js';
+import { GuestExit, WASI_MODULE, WasiHost } from './wasi.js';
 
 /** The guest's output cannot be read (out of bounds): a failure of the gear, not a trap. */
 class OutputError extends GuestTrap {}
@@ -47,7 +48,7 @@ export interface GearServices {
  * How a gear failed, as opposed to rejecting a message on business grounds: a trap (an abort, an
  * unreachable), memory past its limit, output the host cannot read, or a guest past timeout_ms.
  */
-export type FailureKind = 'trap' | 'memory' | 'output' | 'timeout';
+export type FailureKind = 'trap' | 'memory' | 'output' | 'timeout' | 'exit';
 
 /**
  * What a gear decided for one message. `reject` is the gear's own business decision (its reason
@@ -111,6 +112,8 @@ export class WasmGear {
   private entry!: Entry;
   /** Optional export: lets an arena gear drop the previous message's allocations. */
   private reset: (() => void) | undefined;
+  /** The guest's WASI, for a module that imports it (one per instance: open files die with it). */
+  private wasi: WasiHost | undefined;
   // Token bucket for log lines.
   private logTokens: number;
   private logRefilledAt = Date.now();
@@ -140,7 +143,19 @@ export class WasmGear {
     if (this.prepared.importedMemoryPages !== undefined) {
       env.memory = new WebAssembly.Memory({ initial: this.prepared.importedMemoryPages, maximum: this.prepared.memoryLimitPages });
     }
-    const instance = new WebAssembly.Instance(this.prepared.module, { env });
+    const imports: WebAssembly.Imports = { env };
+    this.wasi?.close();
+    this.wasi = undefined;
+    if (this.prepared.wasi !== undefined) {
+      this.wasi = new WasiHost({
+        ...this.prepared.wasi,
+        memory: () => this.memory,
+        // stdout lines are info, stderr lines warn: the gear's own log, rate-limited the same.
+        line: (fd, text) => this.logText(fd === 1 ? 2 : 3, text),
+      });
+      imports[WASI_MODULE] = this.wasi.imports() as unknown as Record<string, WebAssembly.ImportValue>;
+    }
+    const instance = new WebAssembly.Instance(this.prepared.module, imports);
     const exports = instance.exports;
     this.memory = (env.memory as WebAssembly.Memory | undefined) ?? (exports.memory as WebAssembly.Memory);
     this.alloc = exports.alloc as Alloc;
@@ -148,6 +163,8 @@ export class WasmGear {
     this.entry = exports[this.config.entrypoint ?? WASM_DEFAULTS.entrypoint] as Entry;
     this.reset = typeof exports.reset === 'function' ? (exports.reset as () => void) : undefined;
     this.u8 = new Uint8Array(this.memory.buffer);
+    // A WASI reactor (C's wasi-libc) runs its constructors once, before any call.
+    if (typeof exports._initialize === 'function') (exports._initialize as () => void)();
   }
 
   /** The memory view, renewed when the guest grew its memory (the old buffer is detached). */
@@ -181,7 +198,7 @@ export class WasmGear {
       const detail = `gear ${this.name} ${err instanceof GuestTrap ? err.message : `trapped: ${(err as Error).message}`} (memory ${used} of ${limitBytes} bytes)`;
       // The guest's state is suspect after a trap: start a fresh instance for the next message.
       this.instantiate();
-      const kind = err instanceof OutputError ? 'output' : atLimit || MEMORY_FAILURE.test(detail) ? 'memory' : 'trap';
+      const kind = err instanceof GuestExit ? 'exit' : err instanceof OutputError ? 'output' : atLimit || MEMORY_FAILURE.test(detail) ? 'memory' : 'trap';
       return { status: 'fail', kind, detail };
     }
     if (output === null) {
@@ -212,6 +229,8 @@ export class WasmGear {
       packed = this.entry(inPtr, len);
     } finally {
       clock?.leave();
+      // A line printed without its newline is logged with the message that printed it.
+      this.wasi?.flush();
     }
     this.free(inPtr, len);
     if (packed === 0n) return null;
@@ -291,6 +310,10 @@ export class WasmGear {
   }
 
   private log(level: number, ptr: number, len: number): void {
+    this.logText(level, utf8.decode(this.bytesAt(ptr, len)));
+  }
+
+  private logText(level: number, text: string): void {
     const now = Date.now();
     const rate = this.config.log_rate_per_s ?? WASM_DEFAULTS.log_rate_per_s;
     this.logTokens = Math.min(rate, this.logTokens + ((now - this.logRefilledAt) * rate) / 1000);
@@ -305,7 +328,6 @@ export class WasmGear {
     this.guestLogger ??= this.services.logger.child({ gear: this.name });
     // A child keeps the level it was made with: follow the rack's (set by log-level commands).
     if (this.guestLogger.levelVal !== this.services.logger.levelVal) this.guestLogger.level = this.services.logger.level;
-    const text = utf8.decode(this.bytesAt(ptr, len));
     const method = LOG_LEVELS[level] ?? 'info';
     if (this.stats.logsSuppressed === 0) this.guestLogger[method](text);
     else this.guestLogger[method]({ suppressed: this.stats.logsSuppressed }, text);

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +8,7 @@ import { grantedImports, WASM_DEFAULTS, type WasmGearConfig } from './config.js'
 import { WasmModuleError } from './errors.js';
 import { verifyModule } from './signature.js';
 import { type ModuleSource, parseModuleUrn } from './store.js';
+import { type Preopen, WASI_FUNCTIONS, WASI_MODULE } from './wasi.js';
 
 export interface LoadOptions {
   /** Relative module paths resolve against this directory (the scenario's). */
@@ -30,6 +32,25 @@ export interface PreparedModule {
   /** memory_limit_pages, for a memory the host provides. */
   memoryLimitPages: number;
   signer: string | undefined;
+  /** What the WASI host grants, when the module imports WASI (docs/wasm-abi.md). */
+  wasi: { env: Record<string, string>; preopens: Preopen[] } | undefined;
+}
+
+const WASI_GRANTED = new Set<string>(WASI_FUNCTIONS);
+
+/** The scenario's approved descriptors, host directories resolved and checked. */
+function wasiGrant(config: WasmGearConfig, source: string, baseDir: string | undefined): NonNullable<PreparedModule['wasi']> {
+  const preopens = (config.wasi?.preopens ?? []).map((p) => {
+    const host = isAbsolute(p.host) ? p.host : resolve(baseDir ?? process.cwd(), p.host);
+    let isDir = false;
+    try {
+      isDir = statSync(host).isDirectory();
+    } catch {}
+    if (!isDir) throw new WasmModuleError(source, `wasi.preopens: ${host} (for ${p.guest}) is not a directory`);
+    if (!p.guest.startsWith('/')) throw new WasmModuleError(source, `wasi.preopens: the guest path ${JSON.stringify(p.guest)} must be absolute, e.g. /data`);
+    return { guest: p.guest, host, rw: p.rw === true };
+  });
+  return { env: { ...(config.wasi?.env ?? {}) }, preopens };
 }
 
 export async function readModuleBytes(source: string, options: LoadOptions = {}): Promise<Uint8Array> {
@@ -75,9 +96,19 @@ export function prepareModule(bytes: Uint8Array, source: string, config: WasmGea
   }
   const granted = grantedImports(config);
   let importedMemoryPages: number | undefined;
+  let usesWasi = false;
   for (const imp of WebAssembly.Module.imports(module)) {
     const name = `${imp.module}.${imp.name}`;
-    if (imp.module !== 'env') throw new WasmModuleError(source, `imports ${name}: only "env" imports exist`);
+    if (imp.module === WASI_MODULE) {
+      if (imp.kind !== 'function' || !WASI_GRANTED.has(imp.name))
+        throw new WasmModuleError(
+          source,
+          `imports ${name}, which the WASI host does not grant (clocks, random_get, proc_exit, stdout/stderr, wasi.env and wasi.preopens only; docs/wasm-abi.md)`,
+        );
+      usesWasi = true;
+      continue;
+    }
+    if (imp.module !== 'env') throw new WasmModuleError(source, `imports ${name}: only "env" and "${WASI_MODULE}" imports exist`);
     if (imp.kind === 'memory' && imp.name === 'memory') {
       importedMemoryPages = importedMemoryLimits(bytes)?.initial ?? 1;
       if (importedMemoryPages > limit)
@@ -102,6 +133,8 @@ export function prepareModule(bytes: Uint8Array, source: string, config: WasmGea
   if (exports.get('memory') !== 'memory' && importedMemoryPages === undefined) {
     throw new WasmModuleError(source, 'must export its memory as "memory" (or import env.memory)');
   }
+  if (exports.has('_start'))
+    throw new WasmModuleError(source, 'is a WASI command (it exports _start): build it as a reactor (C: clang -mexec-model=reactor; Rust: crate-type cdylib)');
   return {
     source,
     module,
@@ -110,6 +143,7 @@ export function prepareModule(bytes: Uint8Array, source: string, config: WasmGea
     importedMemoryPages,
     memoryLimitPages: limit,
     signer,
+    wasi: usesWasi ? wasiGrant(config, source, options.baseDir) : undefined,
   };
 }
 

@@ -50,6 +50,8 @@ function passthroughWith(runtime: 'minimal' | 'incremental'): Uint8Array {
 const modules = {
   passthrough: built('passthrough'),
   'fraud-scorer': built('fraud-scorer'),
+  'fraud-scorer-c': built('fraud-scorer-c'),
+  'fraud-scorer-rust': built('fraud-scorer-rust'),
   'passthrough-minimal': passthroughWith('minimal'),
   'passthrough-incremental': passthroughWith('incremental'),
   abi: await abiModule(),
@@ -68,12 +70,15 @@ const result = {
   host_overhead_ns: Math.round(ns['host overhead (alloc, copy, call, copy, free)']!),
   passthrough_wasm_vs_js: Math.round((perSecond('passthrough wasm') / perSecond('passthrough js')) * 100) / 100,
   fraud_scorer_wasm_vs_js: Math.round((perSecond('fraud-scorer wasm') / perSecond('fraud-scorer js')) * 100) / 100,
+  // The same fraud scorer written in C and in Rust (wasm-gears/examples/fraud-scorer.c, .rs).
+  c_vs_js: Math.round((perSecond('fraud-scorer c (wasm)') / perSecond('fraud-scorer js')) * 100) / 100,
+  rust_vs_js: Math.round((perSecond('fraud-scorer rust (wasm)') / perSecond('fraud-scorer js')) * 100) / 100,
   runtime_arena_vs_minimal: Math.round((perSecond('passthrough wasm') / perSecond('passthrough wasm (minimal runtime)')) * 100) / 100,
   runtime_minimal_vs_incremental:
     Math.round((perSecond('passthrough wasm (minimal runtime)') / perSecond('passthrough wasm (incremental runtime)')) * 100) / 100,
 };
 printTable(Object.entries(ns).map(([task, v]) => ({ task, 'ns/msg': v, 'msgs/s': 1e9 / v })));
 console.log(
-  `\nhost overhead ${result.host_overhead_ns} ns/call; fraud-scorer wasm/js ${result.fraud_scorer_wasm_vs_js}x; passthrough wasm/js ${result.passthrough_wasm_vs_js}x; runtimes: arena/minimal ${result.runtime_arena_vs_minimal}x, minimal/incremental ${result.runtime_minimal_vs_incremental}x`,
+  `\nhost overhead ${result.host_overhead_ns} ns/call; fraud-scorer vs js: AssemblyScript ${result.fraud_scorer_wasm_vs_js}x, C ${result.c_vs_js}x, Rust ${result.rust_vs_js}x; passthrough wasm/js ${result.passthrough_wasm_vs_js}x; runtimes: arena/minimal ${result.runtime_arena_vs_minimal}x, minimal/incremental ${result.runtime_minimal_vs_incremental}x`,
 );
 console.log(`wrote ${writeResult('wasm', result)}`);

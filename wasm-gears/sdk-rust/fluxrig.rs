@@ -121,8 +121,24 @@ fn key_is(key: &[u8], name: &str) -> bool {
     Reader { bytes: key, at: 0 }.text() == Some(name)
 }
 
+/// The value under text key `name`, found by walking the map in place (no allocation: a gear
+/// looks up several fields per message).
 fn lookup<'a>(map: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    Reader { bytes: map, at: 0 }.entries()?.into_iter().find(|(k, _)| key_is(k, name)).map(|(_, v)| v)
+    let mut r = Reader { bytes: map, at: 0 };
+    let (major, count, _) = r.head()?;
+    if major != 5 {
+        return None;
+    }
+    for _ in 0..count {
+        let k = r.at;
+        r.skip(0)?;
+        let v = r.at;
+        r.skip(0)?;
+        if key_is(&map[k..v], name) {
+            return Some(&map[v..r.at]);
+        }
+    }
+    None
 }
 
 /// A message as the host handed it.

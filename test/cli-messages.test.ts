@@ -34,7 +34,7 @@ describe('the command line', () => {
       fluxrig('rack', '--scenario', join(dir, 's.yaml'), '--trusted-key', join(dir, 'nope.pub')),
       (err: { code: number; stderr: string }) => {
         assert.equal(err.code, 1);
-        assert.match(err.stderr, /cannot read the trusted key .*nope\.pub \(wasm\.trusted_keys\)/);
+        assert.match(err.stderr, /cannot read the key .*nope\.pub \(wasm\.trusted_keys\)/);
         return true;
       },
     );

@@ -12,6 +12,7 @@ import { natsTlsConfig, writeNatsConfig } from '../bus/permissions.js';
 import { busTls } from '../bus/tls.js';
 import { buildMixerApi } from '../mixer/api.js';
 import { Mixer } from '../mixer/mixer.js';
+import { MODULE_DEFAULTS } from '../mixer/modules.js';
 import { readableLogStream } from '../rack/log-format.js';
 import { loadScenario } from '../scenario/parse.js';
 import { packageVersion } from './version.js';
@@ -39,7 +40,9 @@ options:
   --tls              mTLS on the bus: the embedded nats-server requires client certificates from
                      --certs and confines each rack to its own subjects (docs/snake-protocol.md);
                      with --nats, the Mixer presents its certificate to that server
-  --certs DIR        the certificates (fluxrig certs init; default ${CERT_DEFAULTS.dir})`;
+  --certs DIR        the certificates (fluxrig certs init; default ${CERT_DEFAULTS.dir})
+  --vendor-keys DIR  trusted gear vendors for module imports: NAME.pub files, raw 32 bytes as
+                     fluxrig writes them or PEM (default DATA/${MODULE_DEFAULTS.vendor_keys_dir})`;
 
 export async function runMixer(argv: string[]): Promise<number> {
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -58,6 +61,7 @@ export async function runMixer(argv: string[]): Promise<number> {
       'auto-adopt': { type: 'boolean' },
       tls: { type: 'boolean' },
       certs: { type: 'string' },
+      'vendor-keys': { type: 'string' },
     },
   });
   const readable = process.stdout.isTTY === true;
@@ -105,7 +109,15 @@ export async function runMixer(argv: string[]): Promise<number> {
     }
   }
   const nc = await natsConnect({ servers: natsUrl, name: 'fluxrig-mixer', maxReconnectAttempts: -1, ...(tls === undefined ? {} : { tls }) });
-  const mixer = new Mixer({ nats: nc, logger, bootstrapSecret: values.secret ?? process.env.FLUXRIG_MIXER_SECRET, autoAdopt: values['auto-adopt'] ?? false });
+  const vendorKeysDir = resolve(values['vendor-keys'] ?? join(dataDir, MODULE_DEFAULTS.vendor_keys_dir));
+  mkdirSync(vendorKeysDir, { recursive: true });
+  const mixer = new Mixer({
+    nats: nc,
+    logger,
+    bootstrapSecret: values.secret ?? process.env.FLUXRIG_MIXER_SECRET,
+    autoAdopt: values['auto-adopt'] ?? false,
+    vendorKeysDir,
+  });
   await mixer.start();
   const api = await buildMixerApi({ mixer, token, version: packageVersion() });
   const [host, port] = splitHostPort(values.listen ?? MIXER_DEFAULTS.api);
@@ -150,7 +162,7 @@ function splitHostPort(text: string): [string, number] {
 
 // ---- the operator's commands: each talks to the Mixer's API --------------------------------------
 
-const CLIENT_OPTIONS = {
+export const CLIENT_OPTIONS = {
   api: { type: 'string' },
   token: { type: 'string' },
   json: { type: 'boolean' },
@@ -167,7 +179,7 @@ interface Client {
   json: boolean;
 }
 
-function client(values: { api?: string; token?: string; json?: boolean }): Client {
+export function client(values: { api?: string; token?: string; json?: boolean }): Client {
   const base = (values.api ?? process.env.FLUXRIG_MIXER_API ?? `http://${MIXER_DEFAULTS.api}`).replace(/\/$/, '');
   let token = values.token ?? process.env.FLUXRIG_MIXER_TOKEN;
   if (token === undefined) {

@@ -26,7 +26,10 @@ options:
   --name NAME         this rack's name in the scenario
   --log-level LEVEL   debug, info, warn, error (default ${RACK_DEFAULTS.log_level})
   --module-store DIR  the content-addressed module store urn:wasm: modules come from
-  --trusted-key FILE  a PEM public key; with any, only modules signed by one of them load (repeatable)
+  --trusted-key FILE  a vendor's public key (PEM, or fluxrig's raw .pub); with any, only modules
+                      signed by one of them load (repeatable)
+  --cluster-key FILE  the Mixer's module key (fluxrig wasm cluster-key); with any, only modules the
+                      Mixer countersigned at import load (repeatable)
   --mixer URL         join the Mixer on this NATS: enroll, take scenarios from it, obey its commands;
                       without --scenario the rack runs the last scenario it applied (or none yet)
   --labels K=V,...    labels the Mixer's rack groups select on (with --mixer)
@@ -59,6 +62,7 @@ export async function runRack(argv: string[]): Promise<number> {
       'log-level': { type: 'string' },
       'module-store': { type: 'string' },
       'trusted-key': { type: 'string', multiple: true },
+      'cluster-key': { type: 'string', multiple: true },
       mixer: { type: 'string' },
       labels: { type: 'string' },
       'state-dir': { type: 'string' },
@@ -85,6 +89,7 @@ export async function runRack(argv: string[]): Promise<number> {
       'log.level': values['log-level'],
       'wasm.module_store': values['module-store'],
       'wasm.trusted_keys': values['trusted-key'],
+      'wasm.cluster_keys': values['cluster-key'],
       'telemetry.level': values['telemetry-level'],
     },
   });
@@ -114,7 +119,8 @@ export async function runRack(argv: string[]): Promise<number> {
     moduleBucket: config.nats.module_bucket,
     kv: config.kv,
     moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
-    trustedKeys: config.wasm.trusted_keys.map(readTrustedKey),
+    trustedKeys: config.wasm.trusted_keys.map((f) => readKeyFile(f, 'wasm.trusted_keys')),
+    clusterKeys: config.wasm.cluster_keys.map((f) => readKeyFile(f, 'wasm.cluster_keys')),
     laneQueueSize: config.rack.lane_queue_size,
     laneSendTimeoutMs: config.rack.lane_send_timeout_ms,
     ringBytes: config.rack.ring_bytes,
@@ -201,10 +207,11 @@ function parseLabels(text: string | undefined): Record<string, string> {
   return labels;
 }
 
-function readTrustedKey(file: string): string {
+/** A public key file: PEM, or the raw 32 bytes of fluxrig's .pub files. */
+function readKeyFile(file: string, setting: string): Uint8Array {
   try {
-    return readFileSync(file, 'utf8');
+    return readFileSync(file);
   } catch (err) {
-    throw new Error(`cannot read the trusted key ${file} (wasm.trusted_keys): ${(err as Error).message}`, { cause: err });
+    throw new Error(`cannot read the key ${file} (${setting}): ${(err as Error).message}`, { cause: err });
   }
 }

@@ -89,7 +89,7 @@ async function validate(file: string, argv: string[]): Promise<number> {
   const { problems } = await preflight(scenario, scenario.gears, {
     env: process.env,
     moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
-    trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f, 'utf8')),
+    trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f)),
     ringBytes: config.rack.ring_bytes,
   });
   for (const w of scenario.warnings) console.log(formatIssue(w));

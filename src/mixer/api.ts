@@ -10,6 +10,7 @@ import type { Actor } from './audit.js';
 import { mixerMetrics } from './metrics.js';
 import { ScenarioError } from '../scenario/types.js';
 import { type Mixer, MixerError } from './mixer.js';
+import { MODULE_DEFAULTS } from './modules.js';
 import { scenarioGraph } from './scenario-graph.js';
 import { SERIES_LIMITS } from './series.js';
 import type { LogRecord } from './api-shapes.js';
@@ -255,6 +256,56 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
       const args = { ...(level === undefined ? {} : { level }), ...(telemetry === undefined ? {} : { telemetry }) };
       return mixer.command(req.params.name, command, args, actorOf(req));
     },
+  );
+
+  app.post<{ Body: { name: string; version: string; module: string; allow_unsigned?: boolean } }>(
+    '/modules',
+    {
+      bodyLimit: Math.ceil((MODULE_DEFAULTS.max_module_bytes * 4) / 3) + 4096,
+      schema: {
+        summary: "Import a gear module: its vendor signature is checked, the Mixer countersigns it and puts it in the fleet's module bucket",
+        body: {
+          type: 'object',
+          required: ['name', 'version', 'module'],
+          additionalProperties: false,
+          properties: {
+            name: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,128}$' },
+            version: { type: 'string', pattern: '^[A-Za-z0-9_.+-]{1,64}$' },
+            module: { type: 'string', description: 'the module, base64' },
+            allow_unsigned: { type: 'boolean', description: 'import a module no trusted vendor signed (it is still countersigned)' },
+          },
+        },
+        response: {
+          200: {
+            type: 'object',
+            properties: {
+              name: { type: 'string' },
+              version: { type: 'string' },
+              digest: { type: 'string' },
+              vendor: { type: ['string', 'null'] },
+              bytes: { type: 'number' },
+              deprecated: { type: ['string', 'null'] },
+            },
+          },
+          ...errors,
+        },
+      },
+    },
+    async (req) => {
+      const bytes = Buffer.from(req.body.module, 'base64');
+      if (bytes.length > MODULE_DEFAULTS.max_module_bytes) throw new MixerError(`a module of at most ${MODULE_DEFAULTS.max_module_bytes} bytes`, 400);
+      return mixer.importModule(bytes, req.body.name, req.body.version, req.body.allow_unsigned === true, actorOf(req));
+    },
+  );
+  app.get(
+    '/modules/key',
+    {
+      schema: {
+        summary: 'The public key racks check module countersignatures with (wasm.cluster_keys)',
+        response: { 200: { type: 'object', properties: { pem: { type: 'string' }, raw_hex: { type: 'string' } } } },
+      },
+    },
+    async () => mixer.moduleKey,
   );
 
   app.get('/scenarios', { schema: { response: { 200: { type: 'array', items: scenarioSchema } } } }, async () => mixer.scenarios());

@@ -38,6 +38,7 @@ import { parseScenario } from '../scenario/parse.js';
 import type { Scenario } from '../scenario/types.js';
 import { type Actor, AuditLog, ensureAuditStream } from './audit.js';
 import { type HeartbeatReport, type RackRecord, Registry, type ScenarioRecord } from './registry.js';
+import { clusterPublicKey, type ImportedModule, importModule, MODULE_DEFAULTS } from './modules.js';
 import { ensureTelemetryStream, TelemetryStore } from './telemetry.js';
 
 /** What an operator asked for cannot be done (unknown rack, invalid scenario, ...). */
@@ -64,6 +65,10 @@ export interface MixerOptions {
   commandTimeoutMs?: number;
   /** Rack log lines and events kept in memory for queries. Default 10,000. */
   keepLogs?: number;
+  /** Trusted vendor keys for module imports: NAME.pub files (raw 32 bytes or PEM). None: only allow_unsigned imports. */
+  vendorKeysDir?: string;
+  /** The Object Store bucket imported modules go to. Default MODULE_DEFAULTS.bucket. */
+  moduleBucket?: string;
 }
 
 /** The Mixer acting on its own (not on an operator's request). */
@@ -452,6 +457,31 @@ export class Mixer extends EventEmitter {
     }
     this.log.info({ scenario: record.name, version: record.version, racks: Object.keys(targets) }, 'scenario pushed');
     return record;
+  }
+
+  /**
+   * Imports a gear module for the fleet: its vendor signature is checked against the trusted
+   * vendor keys (unless allowUnsigned), then the Mixer countersigns it and puts it in the module
+   * bucket as NAME:VERSION (urn:wasm:NAME:VERSION in scenarios).
+   */
+  async importModule(bytes: Uint8Array, name: string, version: string, allowUnsigned: boolean, actor: Actor = MIXER_ITSELF): Promise<ImportedModule> {
+    return this.audited(actor, 'import', `${name}:${version}`, `${bytes.length} bytes${allowUnsigned ? ', unsigned allowed' : ''}`, () =>
+      importModule({
+        nats: this.options.nats,
+        bucket: this.options.moduleBucket ?? MODULE_DEFAULTS.bucket,
+        vendorKeysDir: this.options.vendorKeysDir,
+        clusterKeyPem: this.key.privateKey,
+        bytes,
+        name,
+        version,
+        allowUnsigned,
+      }),
+    );
+  }
+
+  /** The key racks check module countersignatures with (fluxrig wasm cluster-key). */
+  get moduleKey(): { pem: string; raw_hex: string } {
+    return clusterPublicKey(this.key.publicKey);
   }
 
   async scenarios(): Promise<ScenarioRecord[]> {

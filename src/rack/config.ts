@@ -20,7 +20,7 @@ export interface RackConfig {
   log: { level: string };
   /** What the rack sends the Mixer (with --mixer): docs/snake-protocol.md, Telemetry. */
   telemetry: { level: string; rate_per_s: number; burst: number; queue_entries: number; queue_bytes: number };
-  wasm: { module_store: string | undefined; trusted_keys: string[] };
+  wasm: { module_store: string | undefined; trusted_keys: string[]; cluster_keys: string[] };
   /** KV entries the rack starts with (text values). */
   kv: Record<string, string>;
 }
@@ -47,7 +47,7 @@ export function defaultRackConfig(): RackConfig {
       queue_entries: TELEMETRY_DEFAULTS.queue_entries,
       queue_bytes: TELEMETRY_DEFAULTS.queue_bytes,
     },
-    wasm: { module_store: undefined, trusted_keys: [] },
+    wasm: { module_store: undefined, trusted_keys: [], cluster_keys: [] },
     kv: {},
   };
 }

@@ -14,8 +14,10 @@ export interface PreflightOptions {
   env: NodeJS.ProcessEnv;
   /** Where urn:wasm: modules come from. */
   moduleStore?: ModuleSource;
-  /** With any, only modules signed by one of them load. */
-  trustedKeys?: string[];
+  /** Vendor keys: with any, only modules signed by one of them load. */
+  trustedKeys?: Array<string | Uint8Array>;
+  /** The fleet's Mixer keys: with any, only modules it countersigned load. */
+  clusterKeys?: Array<string | Uint8Array>;
   ringBytes?: number;
 }
 
@@ -59,7 +61,8 @@ export async function preflight(
   const ctx: PrepareContext = {
     baseDir,
     env: options.env,
-    loadModule: (spec) => loadModule(wasmConfig(spec), { baseDir, store: options.moduleStore, trustedKeys: options.trustedKeys }),
+    loadModule: (spec) =>
+      loadModule(wasmConfig(spec), { baseDir, store: options.moduleStore, trustedKeys: options.trustedKeys, clusterKeys: options.clusterKeys }),
   };
   const prepared: Record<string, unknown> = {};
   for (const spec of gears) {

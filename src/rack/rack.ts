@@ -14,6 +14,7 @@ import { RecordTag, Records, type StatsRecord } from '../gears/records.js';
 import { gearType } from '../gears/registry.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
+import type { PreparedModule } from '../gears/wasm/loader.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from '../ring/pool.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
@@ -45,7 +46,10 @@ export interface RackOptions {
   kvBucket?: string;
   /** NATS Object Store bucket of gear modules when on the bus. */
   moduleBucket?: string;
-  trustedKeys?: string[];
+  /** Vendor keys (PEM or raw 32 bytes): with any, only modules signed by one of them load. */
+  trustedKeys?: Array<string | Uint8Array>;
+  /** The fleet's Mixer keys: with any, only modules it countersigned at import load. */
+  clusterKeys?: Array<string | Uint8Array>;
   laneQueueSize?: number;
   laneSendTimeoutMs?: number;
   ringBytes?: number;
@@ -130,6 +134,14 @@ export class Rack extends EventEmitter {
     this.gears = this.gearsOf(this.scenario);
   }
 
+  /** Says once per load which modules carry a signature in a deprecated format. */
+  private noteSignatures(prepared: Record<string, unknown>): void {
+    for (const [gear, p] of Object.entries(prepared)) {
+      const note = (p as Partial<PreparedModule>).signatureNote;
+      if (note !== undefined) this.log.warn({ gear, module: (p as PreparedModule).source }, `deprecated module signature: ${note}`);
+    }
+  }
+
   private gearsOf(scenario: Scenario): GearSpec[] {
     return gearsOnRack(scenario, this.name, this.groups);
   }
@@ -190,9 +202,11 @@ export class Rack extends EventEmitter {
       env: this.options.env ?? process.env,
       moduleStore: bus.modules,
       trustedKeys: this.options.trustedKeys,
+      clusterKeys: this.options.clusterKeys,
       ringBytes: this.options.ringBytes,
     });
     if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
+    this.noteSignatures(prepared);
     this.guestNames = this.gears.map((g) => g.name);
     this.fingerprints = fingerprintsOf(this.gears, prepared);
     const handlerOptions: RackHandlerOptions = {
@@ -292,9 +306,11 @@ export class Rack extends EventEmitter {
       env: this.options.env ?? process.env,
       moduleStore: this.bus!.modules,
       trustedKeys: this.options.trustedKeys,
+      clusterKeys: this.options.clusterKeys,
       ringBytes: this.options.ringBytes,
     });
     if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
+    this.noteSignatures(prepared);
     const fingerprints = fingerprintsOf(gears, prepared);
     for (const g of gears) if (!this.guestNames.includes(g.name)) this.guestNames.push(g.name);
     const previous = { options: this.handlerOptions, scenario: this.scenario, gears: this.gears, fingerprints: this.fingerprints };
@@ -580,6 +596,11 @@ export class Rack extends EventEmitter {
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      // A rack whose start failed has released what it held already; there is nothing to drain.
+      if (this.connections === undefined) {
+        await this.bus?.close().catch(() => {});
+        return;
+      }
       await drain({
         mainGears: [...this.mainGears.values()],
         connections: this.connections!,

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { importedMemoryLimits, limitMemory, type MemoryLimits, WasmFormatError } from './binary.js';
 import { grantedImports, WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { WasmModuleError } from './errors.js';
-import { verifyModule } from './signature.js';
+import { verifyCountersignature, verifyModule } from './signature.js';
 import { type ModuleSource, parseModuleUrn } from './store.js';
 import { type Preopen, WASI_FUNCTIONS, WASI_MODULE } from './wasi.js';
 
@@ -15,8 +15,10 @@ export interface LoadOptions {
   baseDir?: string;
   /** Where urn:wasm:NAME:VERSION modules live: a local ModuleStore or a NATS bucket. */
   store?: ModuleSource;
-  /** With trusted keys, only modules signed by one of them load. */
+  /** Vendor keys (PEM, or fluxrig's raw 32 bytes): with any, only modules signed by one of them load. */
   trustedKeys?: Array<string | Uint8Array>;
+  /** The fleet's Mixer keys: with any, only modules it countersigned at import load. */
+  clusterKeys?: Array<string | Uint8Array>;
 }
 
 /** A module checked and compiled once; the WebAssembly.Module is handed to every worker. */
@@ -32,6 +34,8 @@ export interface PreparedModule {
   /** memory_limit_pages, for a memory the host provides. */
   memoryLimitPages: number;
   signer: string | undefined;
+  /** Said once when the module loads: a signature in a deprecated format. */
+  signatureNote: string | undefined;
   /** What the WASI host grants, when the module imports WASI (docs/wasm-abi.md). */
   wasi: { env: Record<string, string>; preopens: Preopen[] } | undefined;
 }
@@ -75,10 +79,16 @@ export async function readModuleBytes(source: string, options: LoadOptions = {})
  */
 export function prepareModule(bytes: Uint8Array, source: string, config: WasmGearConfig, options: LoadOptions = {}): PreparedModule {
   let signer: string | undefined;
+  let signatureNote: string | undefined;
+  if (options.clusterKeys !== undefined && options.clusterKeys.length > 0) {
+    const check = verifyCountersignature(bytes, options.clusterKeys);
+    if (!check.ok) throw new WasmModuleError(source, `refused: ${check.reason}`);
+  }
   if (options.trustedKeys !== undefined && options.trustedKeys.length > 0) {
     const check = verifyModule(bytes, options.trustedKeys);
     if (!check.ok) throw new WasmModuleError(source, `refused: ${check.reason}`);
     signer = check.signer;
+    signatureNote = check.deprecated;
   }
   const limit = config.memory_limit_pages ?? WASM_DEFAULTS.memory_limit_pages;
   let limited: { module: Uint8Array; limits: MemoryLimits | undefined };
@@ -143,6 +153,7 @@ export function prepareModule(bytes: Uint8Array, source: string, config: WasmGea
     importedMemoryPages,
     memoryLimitPages: limit,
     signer,
+    signatureNote,
     wasi: usesWasi ? wasiGrant(config, source, options.baseDir) : undefined,
   };
 }

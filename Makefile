@@ -110,11 +110,11 @@ dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | build
 	$(GEAR_BUILD) $< -o $@
 
 # A standalone rack needs no nats-server; only the tests (and a rack on the bus) do.
-run-rack: $(DEPS_STAMP) build gears
+run-rack: $(DEPS_STAMP) build $(GEARS)
 	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
 
 # A Mixer with its embedded NATS and two racks, adopted, each running a pushed scenario.
-run-fleet: deps build gears
+run-fleet: deps build $(GEARS)
 	bash scenarios/fleet/run.sh
 
 # Biome checks formatting and lint first: a style slip fails fast, before the long suites.

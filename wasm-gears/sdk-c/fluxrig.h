@@ -267,43 +267,38 @@ static inline void fluxrig_set_text(fluxrig_edit *e, const char *key, const char
 /* Meta values are text. `v` must live until the answer is written. */
 static inline void fluxrig_set_meta(fluxrig_edit *e, const char *key, const char *v) { fluxrig_edit_add(e, 1, key, 2, 0, 0, v, strlen(v)); }
 
+/* Whether the entry at `r` (a key, then its value) is replaced by one of the edits of its kind. */
+static __attribute__((unused)) int fluxrig_replaced(fluxrig_reader r, const fluxrig_edit *e, int meta) {
+  int kmajor;
+  uint64_t n;
+  if (!fluxrig_head(&r, &kmajor, &n) || kmajor != 3) return 0;
+  for (int j = 0; j < e->count; j++)
+    if (e->edits[j].meta == meta && strlen(e->edits[j].key) == n && memcmp(r.p, e->edits[j].key, n) == 0) return 1;
+  return 0;
+}
+
 /* Writes a map (data or meta) with the edits of its kind applied. */
 static __attribute__((unused)) void fluxrig_write_map(fluxrig_buf *b, fluxrig_span map, const fluxrig_edit *e, int meta) {
   fluxrig_reader r = {map.p, map.p + map.len, 0};
   int major;
   uint64_t count = 0;
   if (map.p != NULL && (!fluxrig_head(&r, &major, &count) || major != 5)) count = 0;
-  /* First pass: how many entries survive, to write the map's head. */
+  /* Two passes: the first counts the entries that stay, for the map's head; the second copies them. */
   const uint8_t *entries = r.p;
-  uint64_t kept = 0;
-  for (uint64_t i = 0; i < count; i++) {
-    fluxrig_reader k = r;
-    int kmajor;
-    uint64_t n;
-    fluxrig_head(&k, &kmajor, &n);
-    int replaced = 0;
-    for (int j = 0; j < e->count; j++)
-      if (e->edits[j].meta == meta && kmajor == 3 && strlen(e->edits[j].key) == n && memcmp(k.p, e->edits[j].key, n) == 0) replaced = 1;
-    fluxrig_skip(&r, 0);
-    fluxrig_skip(&r, 0);
-    if (!replaced) kept++;
-  }
-  uint64_t added = 0;
-  for (int j = 0; j < e->count; j++) added += e->edits[j].meta == meta;
-  fluxrig_put_head(b, 5, kept + added);
-  r.p = entries;
-  for (uint64_t i = 0; i < count; i++) {
-    const uint8_t *start = r.p;
-    fluxrig_reader k = r;
-    int kmajor;
-    uint64_t n;
-    fluxrig_head(&k, &kmajor, &n);
-    int replaced = 0;
-    for (int j = 0; j < e->count; j++)
-      if (e->edits[j].meta == meta && kmajor == 3 && strlen(e->edits[j].key) == n && memcmp(k.p, e->edits[j].key, n) == 0) replaced = 1;
-    fluxrig_skip(&r, 0);
-    fluxrig_skip(&r, 0);
-    if (!replaced) fluxrig_put(b, start, (size_t)(r.p - start));
+  uint64_t total = 0;
+  for (int j = 0; j < e->count; j++) total += e->edits[j].meta == meta;
+  for (int pass = 0; pass < 2; pass++) {
+    r.p = entries;
+    if (pass == 1) fluxrig_put_head(b, 5, total);
+    for (uint64_t i = 0; i < count; i++) {
+      const uint8_t *start = r.p;
+      int replaced = fluxrig_replaced(r, e, meta);
+      fluxrig_skip(&r, 0);
+      fluxrig_skip(&r, 0);
+      if (replaced) continue;
+      if (pass == 0) total++;
+      else fluxrig_put(b, start, (size_t)(r.p - start));
+    }
   }
   for (int j = 0; j < e->count; j++) {
     if (e->edits[j].meta != meta) continue;

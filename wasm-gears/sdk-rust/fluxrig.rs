@@ -263,33 +263,28 @@ impl<'a> Edit<'a> {
         for (k, v) in entries {
             out.extend_from_slice(k);
             if key_is(k, "data") {
-                let fields = Reader { bytes: v, at: 0 }.entries().unwrap_or_default();
-                let kept: Vec<_> = fields.into_iter().filter(|(fk, _)| !self.data.iter().any(|(name, _)| key_is(fk, name))).collect();
-                put_head(out, 5, (kept.len() + self.data.len()) as u64);
-                for (fk, fv) in kept {
-                    out.extend_from_slice(fk);
-                    out.extend_from_slice(fv);
-                }
-                for (name, value) in &self.data {
-                    put_text(out, name);
-                    put_value(out, value);
-                }
+                write_map(out, v, &self.data, put_value);
             } else if key_is(k, "meta") {
-                let fields = Reader { bytes: v, at: 0 }.entries().unwrap_or_default();
-                let kept: Vec<_> = fields.into_iter().filter(|(fk, _)| !self.meta.iter().any(|(name, _)| key_is(fk, name))).collect();
-                put_head(out, 5, (kept.len() + self.meta.len()) as u64);
-                for (fk, fv) in kept {
-                    out.extend_from_slice(fk);
-                    out.extend_from_slice(fv);
-                }
-                for (name, value) in &self.meta {
-                    put_text(out, name);
-                    put_text(out, value);
-                }
+                write_map(out, v, &self.meta, |out, text: &String| put_text(out, text));
             } else {
                 out.extend_from_slice(v);
             }
         }
+    }
+}
+
+/// Writes `map` with `edits` applied: entries they replace are left out, then the edits follow.
+fn write_map<V>(out: &mut Vec<u8>, map: &[u8], edits: &[(String, V)], put: impl Fn(&mut Vec<u8>, &V)) {
+    let fields = Reader { bytes: map, at: 0 }.entries().unwrap_or_default();
+    let kept: Vec<_> = fields.into_iter().filter(|(k, _)| !edits.iter().any(|(name, _)| key_is(k, name))).collect();
+    put_head(out, 5, (kept.len() + edits.len()) as u64);
+    for (k, v) in kept {
+        out.extend_from_slice(k);
+        out.extend_from_slice(v);
+    }
+    for (name, value) in edits {
+        put_text(out, name);
+        put(out, value);
     }
 }
 

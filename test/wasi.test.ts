@@ -127,6 +127,40 @@ function sandboxDirs(): { data: string; scratch: string; secret: string } {
   return { data, scratch, secret: join(dir, 'secret.txt') };
 }
 
+describe('the WASI host against a hostile guest', () => {
+  it('garbage pointers and lengths fail that message only, never the host', async () => {
+    // process(ptr, len) calls the WASI function named by the input's first byte with pointers past memory.
+    const bytes = await wat(`(module
+      (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_get" (func $environ_get (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+      (func (export "free") (param i32 i32))
+      (func (export "process") (param $ptr i32) (param $len i32) (result i64)
+        (block $done
+          (br_if $done (i32.eqz (local.get $len)))
+          (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 1))
+            (then (drop (call $fd_write (i32.const 1) (i32.const 0x7ffffff0) (i32.const 1000000) (i32.const 16)))))
+          (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 2))
+            (then (drop (call $random_get (i32.const 65000) (i32.const 100000)))))
+          (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 3))
+            (then (drop (call $path_open (i32.const 3) (i32.const 0) (i32.const 100) (i32.const -1) (i32.const 0) (i64.const -1) (i64.const 0) (i32.const 0) (i32.const 70000)))))
+          (if (i32.eq (i32.load8_u (local.get $ptr)) (i32.const 4))
+            (then (drop (call $environ_get (i32.const 70000) (i32.const 70000))))))
+        (i64.const 0)))`);
+    const dir = mkdtempSync(join(tmpdir(), 'fluxrig-wasi-hostile-'));
+    const config: WasmGearConfig = { module: 'hostile', wasi: { env: { A: 'b' }, preopens: [{ guest: '/d', host: dir }] } };
+    const gear = new WasmGear('hostile', prepareModule(bytes, 'hostile', config), config, {});
+    for (const op of [1, 2, 3, 4]) {
+      const outcome = gear.processEncoded(new Uint8Array([op]));
+      assert.equal(outcome.status, 'fail', `op ${op}`);
+      assert.equal(gear.processEncoded(new Uint8Array([0])).status, 'drop', `the message after op ${op} runs on a fresh instance`);
+    }
+  });
+});
+
 describe('the WASI host refuses at load', () => {
   const config = (module: string, extra: Partial<WasmGearConfig> = {}): WasmGearConfig => ({ module, allow_kv: true, ...extra });
 

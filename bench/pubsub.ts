@@ -8,7 +8,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -17,6 +16,7 @@ import { connect as natsConnect } from '@nats-io/transport-node';
 import mqtt from 'mqtt';
 import { connect, type Peer } from '../src/fluxar/mod.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
+import { freePort } from '../test/harness/ports.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
 
@@ -138,15 +138,6 @@ async function pipelined(count: number, send: () => Promise<unknown>): Promise<v
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 async function quiet(last: () => number): Promise<void> {
   while (performance.now() - last() < 200) await new Promise((resolve) => setTimeout(resolve, 50));
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as { port: number };
-  server.close();
-  return port;
 }
 
 // ---- the brokers -----------------------------------------------------------------------------

@@ -10,7 +10,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -20,6 +19,7 @@ import { stringify } from 'yaml';
 import { Mixer } from '../src/mixer/mixer.js';
 import type { TelemetryCounters } from '../src/telemetry/shapes.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
+import { freePort } from '../test/harness/ports.js';
 import type { LoadResult } from './harness/open-loop.js';
 import { formatNumber, printTable, writeResult } from './harness/report.js';
 
@@ -42,16 +42,6 @@ const execFileAsync = promisify(execFile);
 const workers = Number(process.env.BENCH_WORKERS ?? 0) || availableParallelism();
 
 const dir = mkdtempSync(join(tmpdir(), 'fluxrig-telemetry-bench-'));
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as { port: number }).port;
-  server.close();
-  await once(server, 'close');
-  return port;
-}
 
 function scenario(port: number, flood: boolean): string {
   const gears: unknown[] = [

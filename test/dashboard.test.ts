@@ -5,7 +5,6 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +18,7 @@ import { Mixer } from '../src/mixer/mixer.js';
 import { CHROMIUM_HINT, findChromium, launchChromium } from './harness/browser.js';
 import { captureLogs } from './harness/logs.js';
 import { NatsServerProcess } from './harness/nats.js';
+import { freePort } from './harness/ports.js';
 import { untilAsync } from './harness/wait.js';
 import { FRAUD_WASM } from './harness/rack-process.js';
 
@@ -29,14 +29,6 @@ const TOKEN = 'dashboard-test-token';
 const HEARTBEAT_MS = 300;
 const WAIT_MS = 20_000;
 const chromiumPath = findChromium();
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 /** Each rack its own fluxar gear and port and its own fraud scorer: both racks on one machine. */
 function payments(ports: Record<string, number>): string {

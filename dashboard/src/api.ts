@@ -67,6 +67,18 @@ export class ApiError extends Error {
   }
 }
 
+/** What went wrong, in words for the page. */
+export function describe(err: unknown): string {
+  return err instanceof ApiError ? err.message : String(err);
+}
+
+/** Pauses before following a stream again after it ended: growing, at most 10 s. */
+const RETRY_MS = [500, 1000, 2000, 5000, 10_000];
+
+export function retryDelayMs(attempt: number): number {
+  return RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!;
+}
+
 export interface ServerEvent {
   event: string;
   data: unknown;

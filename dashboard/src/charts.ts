@@ -4,7 +4,7 @@
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import type { Sample } from './api.js';
-import { clear, el } from './dom.js';
+import { clear, coalesced, el } from './dom.js';
 import type { FleetState } from './state.js';
 
 const PALETTE = ['#2563eb', '#d97706', '#059669', '#db2777', '#7c3aed', '#0891b2', '#65a30d', '#dc2626'];
@@ -91,14 +91,7 @@ export function chartsView(state: FleetState): HTMLElement {
     summary.appendChild(summaryTable(state, racks));
   };
 
-  let timer: number | undefined;
-  const soon = () => {
-    if (timer === undefined)
-      timer = window.setTimeout(() => {
-        timer = undefined;
-        draw();
-      }, REDRAW_MS);
-  };
+  const soon = coalesced(draw, REDRAW_MS);
   state.addEventListener('samples', soon);
   state.addEventListener('racks', soon);
   minutes.addEventListener('change', draw);

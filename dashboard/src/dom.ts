@@ -32,6 +32,18 @@ export function svg<K extends keyof SVGElementTagNameMap>(
   return node;
 }
 
+/** `fn` run once, `ms` after the first of any number of calls meanwhile (a redraw per burst of events). */
+export function coalesced(fn: () => void, ms: number): () => void {
+  let timer: number | undefined;
+  return () => {
+    if (timer !== undefined) return;
+    timer = window.setTimeout(() => {
+      timer = undefined;
+      fn();
+    }, ms);
+  };
+}
+
 export function clear(node: Node): void {
   while (node.firstChild !== null) node.removeChild(node.firstChild);
 }

@@ -1,6 +1,6 @@
 // The fleet view: one row per rack, updated in place as the Mixer's events arrive, and the
 // operator's actions on each rack, each confirmed and reported.
-import { ApiError, LEVELS, type Rack } from './api.js';
+import { describe, LEVELS, type Rack } from './api.js';
 import { ask, report } from './dialog.js';
 import { ago, bytes, clear, el } from './dom.js';
 import { displayStatus, type FleetState } from './state.js';
@@ -187,8 +187,4 @@ async function commandDialog(state: FleetState, name: string): Promise<void> {
   } catch (err) {
     report(`${command.value} for ${name} failed: ${describe(err)}`, false);
   }
-}
-
-export function describe(err: unknown): string {
-  return err instanceof ApiError ? err.message : String(err);
 }

@@ -1,8 +1,7 @@
 // A tail of the fleet's log lines and events, as the Mixer receives them from the racks'
 // telemetry, filtered by rack and level. A change of filter follows the stream again with it.
-import { LEVELS, type LogRecord } from './api.js';
+import { describe, LEVELS, type LogRecord, retryDelayMs } from './api.js';
 import { clear, clock, el } from './dom.js';
-import { describe } from './fleet.js';
 import type { FleetState } from './state.js';
 
 /** Lines kept on the page; older ones leave the top. */
@@ -39,7 +38,7 @@ export function logsView(state: FleetState): HTMLElement {
           if (controller.signal.aborted) return;
           status.textContent = `The log stream stopped (${describe(err)}); following again.`;
         }
-        await new Promise((resolve) => setTimeout(resolve, Math.min(10_000, 500 * 2 ** attempt)));
+        await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt)));
         // What arrived while away comes again with the backlog; start a clean tail.
         clear(lines);
       }

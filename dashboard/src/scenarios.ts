@@ -1,10 +1,9 @@
 // The scenario view: push a scenario file (the Mixer validates it before any rack sees it, and
 // its problems are listed here with file:line:column), the active scenario drawn as a graph, and
 // its rollout on each rack, refreshed whenever a rack's record changes.
-import { ApiError, type RolloutRow, type ScenarioGraph } from './api.js';
+import { ApiError, describe, type RolloutRow, type ScenarioGraph } from './api.js';
 import { report } from './dialog.js';
-import { clear, el } from './dom.js';
-import { describe } from './fleet.js';
+import { clear, coalesced, el } from './dom.js';
 import { graphFigure } from './graph.js';
 import type { FleetState } from './state.js';
 
@@ -108,14 +107,7 @@ export function scenariosView(state: FleetState): HTMLElement {
     }
   };
   // Rollout progress follows the racks' records: refreshed at most every 250 ms while they change.
-  let pending: number | undefined;
-  const later = () => {
-    if (pending === undefined)
-      pending = window.setTimeout(() => {
-        pending = undefined;
-        void show();
-      }, 250);
-  };
+  const later = coalesced(() => void show(), 250);
   state.addEventListener('racks', later);
   state.addEventListener('scenarios', later);
 

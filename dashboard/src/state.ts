@@ -1,11 +1,10 @@
 // What the page knows of the fleet, kept current by the Mixer's server-sent events: it follows
 // /events first, then loads the snapshot, then applies what arrived in between, so no change
 // falls between the two. When the stream ends it follows again after a pause, with a new snapshot.
-import { ApiError, type MixerApi, type Rack, type Sample, type ScenarioRecord, type ServerEvent } from './api.js';
+import { ApiError, type MixerApi, type Rack, retryDelayMs, type Sample, type ScenarioRecord, type ServerEvent } from './api.js';
 
 /** Samples kept per rack: the Mixer's window (15 minutes) at one heartbeat a second. */
 const SAMPLES_KEPT = 1000;
-const RETRY_MS = [500, 1000, 2000, 5000, 10_000];
 
 export type Connection = 'connecting' | 'live' | 'reconnecting';
 
@@ -59,7 +58,7 @@ export class FleetState extends EventTarget {
         }
       }
       this.setConnection('reconnecting');
-      await new Promise((resolve) => setTimeout(resolve, RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]));
+      await new Promise((resolve) => setTimeout(resolve, retryDelayMs(attempt)));
     }
   }
 

@@ -151,7 +151,9 @@ export class WasmGear {
         ...this.prepared.wasi,
         memory: () => this.memory,
         // stdout lines are info, stderr lines warn: the gear's own log, rate-limited the same.
-        line: (fd, text) => this.logText(fd === 1 ? 2 : 3, text),
+        line: (fd, text) => {
+          if (this.admitLine()) this.writeLine(fd === 1 ? 2 : 3, text);
+        },
       });
       imports[WASI_MODULE] = this.wasi.imports() as unknown as Record<string, WebAssembly.ImportValue>;
     }
@@ -310,19 +312,26 @@ export class WasmGear {
   }
 
   private log(level: number, ptr: number, len: number): void {
-    this.logText(level, utf8.decode(this.bytesAt(ptr, len)));
+    // Bounds first (a bad buffer traps, suppressed or not); the text is decoded only for a line written.
+    const bytes = this.bytesAt(ptr, len);
+    if (this.admitLine()) this.writeLine(level, utf8.decode(bytes));
   }
 
-  private logText(level: number, text: string): void {
+  /** The gear's token bucket for log lines: false (and counted) past log_rate_per_s. */
+  private admitLine(): boolean {
     const now = Date.now();
     const rate = this.config.log_rate_per_s ?? WASM_DEFAULTS.log_rate_per_s;
     this.logTokens = Math.min(rate, this.logTokens + ((now - this.logRefilledAt) * rate) / 1000);
     this.logRefilledAt = now;
     if (this.logTokens < 1) {
       this.stats.logsSuppressed++;
-      return;
+      return false;
     }
     this.logTokens--;
+    return true;
+  }
+
+  private writeLine(level: number, text: string): void {
     if (this.services.logger === undefined) return;
     // A child logger carries the gear's name already serialized: a line costs its text only.
     this.guestLogger ??= this.services.logger.child({ gear: this.name });

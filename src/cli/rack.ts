@@ -208,7 +208,7 @@ function parseLabels(text: string | undefined): Record<string, string> {
 }
 
 /** A public key file: PEM, or the raw 32 bytes of fluxrig's .pub files. */
-function readKeyFile(file: string, setting: string): Uint8Array {
+export function readKeyFile(file: string, setting: string): Uint8Array {
   try {
     return readFileSync(file);
   } catch (err) {

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ModuleStore } from '../gears/wasm/store.js';
 import { loadRackConfig } from '../rack/config.js';
@@ -7,6 +7,7 @@ import { GEAR_MANIFESTS } from '../gears/registry.js';
 import { loadScenario } from '../scenario/parse.js';
 import { scenarioJsonSchema } from '../scenario/schema.js';
 import { runScenarioMixer, SCENARIO_MIXER_USAGE } from './mixer.js';
+import { readKeyFile } from './rack.js';
 import { formatIssue, type Scenario, ScenarioError } from '../scenario/types.js';
 
 export async function runScenario(argv: string[]): Promise<number> {
@@ -59,7 +60,7 @@ export function runGears(argv: string[]): number {
  * Checks a scenario the way a rack would before starting it: the document (every problem at
  * file:line:column), then each gear's preparation (modules found, parsed, signed, within their
  * grants and memory limit; secrets readable; endpoints valid) with the rack config's module
- * store and trusted keys.
+ * store, trusted keys and cluster keys.
  */
 async function validate(file: string, argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -89,7 +90,9 @@ async function validate(file: string, argv: string[]): Promise<number> {
   const { problems } = await preflight(scenario, scenario.gears, {
     env: process.env,
     moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
-    trustedKeys: config.wasm.trusted_keys.map((f) => readFileSync(f)),
+    // The keys the rack would check with, read as the rack reads them.
+    trustedKeys: config.wasm.trusted_keys.map((f) => readKeyFile(f, 'wasm.trusted_keys')),
+    clusterKeys: config.wasm.cluster_keys.map((f) => readKeyFile(f, 'wasm.cluster_keys')),
     ringBytes: config.rack.ring_bytes,
   });
   for (const w of scenario.warnings) console.log(formatIssue(w));

@@ -299,7 +299,9 @@ describe('rack behaviour', () => {
     await assert.rejects(
       new Rack({ scenario: guaranteed, workers: 1, logger: pino({ level: 'silent' }) }).start(),
       (err: unknown) =>
-        err instanceof RackError && /needs the snake bus/.test(err.message) && /g\.yaml:\d+:\d+: gen\.out -> sink\.in \(lane: guaranteed\)/.test(err.message),
+        err instanceof RackError &&
+        /travels over the snake bus \(NATS JetStream\); start the rack with --nats URL/.test(err.message) &&
+        /g\.yaml:\d+:\d+: gen\.out -> sink\.in \(lane: guaranteed\)/.test(err.message),
     );
     const natsOnly = parseScenario(
       stringify({ meta: { name: 'n' }, gears: [{ name: 'pub', type: 'nats', config: { subject: 'x', mode: 'publish' } }] }),

@@ -88,6 +88,8 @@ async function validate(file: string, argv: string[]): Promise<number> {
     flags: { 'wasm.module_store': values['module-store'], 'wasm.trusted_keys': values['trusted-key'] },
   });
   const { problems } = await preflight(scenario, scenario.gears, {
+    // As the rack would run it: guaranteed wires need its NATS.
+    onBus: config.nats.url !== undefined,
     env: process.env,
     moduleStore: config.wasm.module_store === undefined ? undefined : new ModuleStore(config.wasm.module_store),
     // The keys the rack would check with, read as the rack reads them.

@@ -100,3 +100,17 @@ export function metaValueToBytes(value: string): Uint8Array {
 export function uuidOrNull(id: Uint8Array | null): Uint8Array | null {
   return id === null || (id.length === UUID_BYTES && isNilUuid(id)) ? null : id;
 }
+
+/** A message id as hex (32 digits). */
+export function idHex(id: Uint8Array): string {
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString('hex');
+}
+
+/**
+ * The id of a message as it leaves gear.port (a JetStream Nats-Msg-Id): the fluxMsg id, which
+ * gears keep, and the hop. A republish after a crash or a redelivery is recognised as the same
+ * message, while the same message sent on by a later hop is not mistaken for it.
+ */
+export function hopMessageId(idHexText: string, gear: string, port: string): string {
+  return `${idHexText}.${gear}.${port}`;
+}

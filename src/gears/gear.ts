@@ -164,6 +164,11 @@ export interface MainGear {
   quiesce(): Promise<void>;
   /** Last step, once the workers are done: flush and release everything. */
   stop(): Promise<void>;
+  /**
+   * Settles once what it received so far is done with (a JetStream publish acknowledged), and
+   * rejects if any of it failed: a guaranteed wire acks its message only then.
+   */
+  settled?(): Promise<void>;
   /** The URLs it serves on, if it listens. */
   addresses?(): string[];
 }

@@ -3,7 +3,7 @@
 import { type JetStreamClient, jetstream } from '@nats-io/jetstream';
 import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
-import { createFluxMsg, type FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { createFluxMsg, type FluxMsg, hopMessageId, idHex } from '../fluxmsg/fluxmsg.js';
 import { configOf, type GearType, type MainGear, type MainGearContext, type GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 
@@ -26,6 +26,7 @@ export const manifest: GearManifest = {
   notes: [
     'Needs the rack to be connected to NATS (--nats URL, FLUXRIG_NATS_URL or the rack config); without it the rack refuses the scenario and says so.',
     'Messages travel as CBOR fluxMsgs.',
+    'JetStream publishes carry a Nats-Msg-Id made of the fluxMsg id and this gear: a message redelivered by a guaranteed wire and published again is dropped by the stream as a duplicate (within its duplicate window).',
   ],
 };
 
@@ -77,11 +78,19 @@ class NatsGear implements MainGear {
       return;
     }
     // JetStream publishes are pipelined: the acks are collected, not awaited one by one.
-    const ack = this.js
-      .publish(this.config.subject, bytes)
-      .catch((err: Error) => this.ctx.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed'));
+    const ack = this.js.publish(this.config.subject, bytes, { msgID: hopMessageId(idHex(msg.id), this.spec.name, 'in') });
     this.acks.add(ack);
-    void ack.finally(() => this.acks.delete(ack));
+    ack.then(
+      () => this.acks.delete(ack),
+      (err: Error) => {
+        this.acks.delete(ack);
+        this.ctx.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed');
+      },
+    );
+  }
+
+  async settled(): Promise<void> {
+    if (this.acks.size > 0) await Promise.all(this.acks);
   }
 
   async quiesce(): Promise<void> {
@@ -90,7 +99,7 @@ class NatsGear implements MainGear {
 
   async stop(): Promise<void> {
     this.subscription?.unsubscribe();
-    await Promise.all(this.acks);
+    await Promise.allSettled(this.acks);
   }
 }
 

@@ -58,6 +58,15 @@ export const RecordTag = {
   StatsRequest: -21,
   /** worker -> main: its per-gear counts since the last request. */
   Stats: -22,
+  /** worker -> main: a message sent along a bus wire (guaranteed, or to another rack). */
+  LanePublish: -23,
+  /**
+   * main -> worker: a message of a bus wire, for its target gear; answered by LaneDone. With
+   * token 0, the answer to a call that went along a bus wire, for its fluxar gear (no LaneDone).
+   */
+  LaneDeliver: -24,
+  /** worker -> main: what became of a LaneDeliver (the main thread acks or redelivers it). */
+  LaneDone: -25,
 } as const;
 
 export interface KvRecord {
@@ -96,6 +105,38 @@ export interface PublicationAckRecord {
   conn: number;
   key: string;
   error: string | null;
+}
+export interface LanePublishRecord {
+  /** The gear and port it left by. */
+  gear: string;
+  port: string;
+  /** The fluxMsg, encoded once in the worker: the main thread publishes these bytes as they are. */
+  bytes: Uint8Array;
+  /** The message id, hex (laneMessageId makes the Nats-Msg-Id of it). */
+  id: string;
+  /** The call it belongs to, answered once the bus has the message (0 and '': none). */
+  conn: number;
+  call: string;
+}
+export interface LaneDeliverRecord {
+  token: number;
+  gear: string;
+  port: string;
+  bytes: Uint8Array;
+}
+export const LaneOutcome = {
+  /** Every gear it reached has finished with it in this worker. */
+  Done: 0,
+  /** Some of it went on to the main thread (a main-thread gear, another bus wire). */
+  LeftWorker: 1,
+  /** A gear rejected it or failed on it: redelivered, or dead-lettered after max_deliver. */
+  Failed: 2,
+} as const;
+export type LaneOutcome = (typeof LaneOutcome)[keyof typeof LaneOutcome];
+export interface LaneDoneRecord {
+  token: number;
+  outcome: LaneOutcome;
+  reason: string;
 }
 export interface ConnEndRecord {
   id: number;
@@ -226,6 +267,21 @@ export const Records = {
       latenciesMs,
       calls: calls.map(([gear, counts, sumMs]) => ({ gear, counts, sumMs })),
     }),
+  ),
+  lanePublish: kind<LanePublishRecord, [string, string, Uint8Array, string, number, string]>(
+    RecordTag.LanePublish,
+    (r) => [r.gear, r.port, r.bytes, r.id, r.conn, r.call],
+    ([gear, port, bytes, id, conn, call]) => ({ gear, port, bytes, id, conn, call }),
+  ),
+  laneDeliver: kind<LaneDeliverRecord, [number, string, string, Uint8Array]>(
+    RecordTag.LaneDeliver,
+    (r) => [r.token, r.gear, r.port, r.bytes],
+    ([token, gear, port, bytes]) => ({ token, gear, port, bytes }),
+  ),
+  laneDone: kind<LaneDoneRecord, [number, LaneOutcome, string]>(
+    RecordTag.LaneDone,
+    (r) => [r.token, r.outcome, r.reason],
+    ([token, outcome, reason]) => ({ token, outcome, reason }),
   ),
   connEnd: kind<ConnEndRecord, [number, number, string]>(
     RecordTag.ConnEnd,

@@ -5,6 +5,7 @@ import type { GearCounts, StatsRecord } from '../gears/records.js';
 import { emptyHistogram, type HistogramData, observe } from '../telemetry/histogram.js';
 import { gearType } from '../gears/registry.js';
 import type { GuestClock } from '../gears/wasm/guest-clock.js';
+import { isBusWire } from '../scenario/lanes.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
 export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor' | 'callTimed'> & {
@@ -12,6 +13,8 @@ export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | '
   guestClock: GuestClock | undefined;
   /** A message for a gear that lives on the main thread (log, nats, ...). */
   toMain(gear: string, port: string, msg: FluxMsg): void;
+  /** A message sent out of gear.port along a bus wire: the main thread publishes it. */
+  toLane(gear: string, port: string, msg: FluxMsg): void;
 };
 
 /** One version of the scenario as a chain runs it. */
@@ -35,6 +38,13 @@ export interface ChainStats {
 }
 
 type Input = (port: string, msg: FluxMsg) => void;
+
+/** Where a wire from gear.port leads in this thread: a gear's input, or the bus (lane). */
+interface WireTarget {
+  gear: string;
+  port: string;
+  lane: boolean;
+}
 
 interface BuiltGear {
   fingerprint: string;
@@ -61,9 +71,10 @@ export class GearChain {
   /** The gears that host connections' sessions, by gear name. */
   readonly connectionHosts = new Map<string, ConnectionHost>();
   private gears = new Map<string, BuiltGear>();
-  private wires = new Map<string, Array<{ gear: string; port: string }>>();
+  private wires = new Map<string, WireTarget[]>();
   private guestNames: string[] = [];
   private readonly ctx: WorkerGearContext;
+  private readonly toLane: ChainEnv['toLane'];
   /** The sends being tracked (nested when a tracked send reaches another tracked send). */
   private readonly traces: CallTrace[] = [];
   private readonly tracePool: CallTrace[] = [];
@@ -74,6 +85,7 @@ export class GearChain {
   private readonly callHistograms = new Map<string, HistogramData>();
 
   constructor(plan: ChainPlan, env: ChainEnv) {
+    this.toLane = env.toLane;
     this.ctx = {
       ...env,
       emit: (gear, port, msg) => this.emit(gear, port, msg),
@@ -98,11 +110,14 @@ export class GearChain {
    */
   reconfigure(plan: ChainPlan, env: ChainEnv): ConnectionHost[] {
     this.guestNames = plan.guestNames;
-    const wires = new Map<string, Array<{ gear: string; port: string }>>();
+    const wires = new Map<string, WireTarget[]>();
     for (const w of plan.wires) {
       const key = `${w.from.gear}.${w.from.port}`;
       const list = wires.get(key) ?? [];
-      list.push({ gear: w.to.gear, port: w.to.port });
+      // Every bus wire from one port reads the same subject: the message is published once.
+      if (isBusWire(w)) {
+        if (!list.some((t) => t.lane)) list.push({ gear: w.from.gear, port: w.from.port, lane: true });
+      } else list.push({ gear: w.to.gear, port: w.to.port, lane: false });
       wires.set(key, list);
     }
     const previous = this.gears;
@@ -159,6 +174,13 @@ export class GearChain {
     // Fan-out along several wires: each target gets its own copy of the mutable parts.
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]!;
+      if (t.lane) {
+        // Encoded on the spot, so the copies below need not protect it.
+        const trace = this.traces.at(-1);
+        if (trace !== undefined) trace.leftWorker = true;
+        this.toLane(gear, port, msg);
+        continue;
+      }
       this.hopGear = gear;
       this.hopPort = port;
       this.deliver(t.gear, t.port, i === targets.length - 1 ? msg : { ...msg, meta: { ...msg.meta }, data: { ...msg.data }, path: [...msg.path] });
@@ -218,18 +240,29 @@ export class GearChain {
     return { gears, latenciesMs, calls };
   }
 
+  /** Delivers a bus wire's message to its target gear, recording how it ended in this worker. */
+  deliverTracked(gear: string, port: string, msg: FluxMsg): CallTrace {
+    return this.tracked(gear, port, msg, true);
+  }
+
   /**
    * Emits, recording how the messages it starts end in this worker. Traces are reused (one per
    * nesting depth), so a call on the hot path allocates nothing for them.
    */
   emitTracked(gear: string, port: string, msg: FluxMsg): CallTrace {
+    return this.tracked(gear, port, msg, false);
+  }
+
+  /** `direct`: into gear.port's input; otherwise out of gear.port along its wires. */
+  private tracked(gear: string, port: string, msg: FluxMsg, direct: boolean): CallTrace {
     const depth = this.traces.length;
     const trace = (this.tracePool[depth] ??= { ends: [], leftWorker: false });
     trace.ends.length = 0;
     trace.leftWorker = false;
     this.traces.push(trace);
     try {
-      this.emit(gear, port, msg);
+      if (direct) this.deliver(gear, port, msg);
+      else this.emit(gear, port, msg);
     } finally {
       this.traces.pop();
     }

@@ -27,6 +27,8 @@ interface Connection {
   transport: Transport;
   /** Over the stream high-water mark: the worker was told, and waits for the drain. */
   blocked: boolean;
+  /** Paused because its worker's ring is full (apart from a hold of the whole table). */
+  ringFull: boolean;
 }
 
 /** The source of the rack's own control records: nothing to pause. */
@@ -43,6 +45,8 @@ const MAX_CONNECTION_ID = 0x7ffffff0;
 export class ConnectionTable {
   private readonly connections = new Map<number, Connection>();
   private nextId = 1;
+  /** Every connection is paused: the rack's guaranteed lanes have too many publishes waiting. */
+  private held = false;
 
   constructor(
     private readonly link: WorkerLink,
@@ -58,7 +62,7 @@ export class ConnectionTable {
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_CONNECTION_ID ? 1 : this.nextId + 1;
     const worker = this.link.workerFor(id);
-    const conn: Connection = { id, worker, gear, transport, blocked: false };
+    const conn: Connection = { id, worker, gear, transport, blocked: false, ringFull: false };
     this.connections.set(id, conn);
     this.control(
       conn,
@@ -66,7 +70,19 @@ export class ConnectionTable {
       Records.connOpen.encode({ id, gear, framing: transport.framing, ip: transport.remoteAddress ?? '', port: transport.remotePort ?? 0 }),
     );
     const max = this.link.maxRecordBytes;
-    const toWorker = (piece: Uint8Array) => this.link.send(worker, id, piece, transport);
+    // A ring that has room again resumes the socket unless the whole table is held.
+    const source: Pausable = {
+      pause: () => {
+        conn.ringFull = true;
+        transport.pause();
+      },
+      resume: () => {
+        conn.ringFull = false;
+        if (!this.held) transport.resume();
+      },
+    };
+    if (this.held) transport.pause();
+    const toWorker = (piece: Uint8Array) => this.link.send(worker, id, piece, source);
     transport.onData((bytes) => {
       try {
         if (transport.framing === 'stream') return sendStreamBytes(bytes, max, toWorker);
@@ -111,6 +127,21 @@ export class ConnectionTable {
       this.connections.delete(id);
       conn.transport.destroy();
       this.control(conn, Records.connClosed.tag, Records.connClosed.encode({ id }));
+    }
+  }
+
+  /** The fluxar gear a connection belongs to. */
+  gearOf(id: number): string | undefined {
+    return this.connections.get(id)?.gear;
+  }
+
+  /** Pauses every connection's reads (true) until released (false): backpressure from the bus. */
+  hold(on: boolean): void {
+    if (this.held === on) return;
+    this.held = on;
+    for (const conn of this.connections.values()) {
+      if (on) conn.transport.pause();
+      else if (!conn.ringFull) conn.transport.resume();
     }
   }
 

@@ -24,3 +24,17 @@ export const RACK_DEFAULTS = {
 
 /** How long the main thread waits past the sessions' drain timeout before it cuts connections. */
 export const DRAIN_GRACE_MS = 1000;
+
+/** How a rack uses its bus wires (docs/rack.md, Lanes). */
+export const LANE_DEFAULTS = {
+  /** Publishes awaiting their JetStream ack before the rack pauses its connections. */
+  publish_window: 4096,
+  /** How long one publish waits for its ack before it is tried again. */
+  publish_timeout_ms: 5000,
+  /** How long a publish is tried again (same message id) before its sender is told it failed. */
+  publish_retry_ms: 15_000,
+  /** Messages one pull asks for (at most the wire's max_ack_pending). */
+  pull_batch: 1024,
+  /** The first redelivery delay after a rejection; it doubles per attempt, up to ack_wait_ms. */
+  redeliver_first_ms: 100,
+} as const;

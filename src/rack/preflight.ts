@@ -8,8 +8,11 @@ import type { ModuleSource } from '../gears/wasm/store.js';
 import { maxRecordBytes, RECORD_HEADER_BYTES } from '../ring/layout.js';
 import type { Scenario } from '../scenario/types.js';
 import { RACK_DEFAULTS } from './defaults.js';
+import { busWires } from '../scenario/lanes.js';
 
 export interface PreflightOptions {
+  /** The rack is on the bus (NATS): guaranteed wires and wires between racks can run. */
+  onBus: boolean;
   /** Where `env:NAME` secret references are read. */
   env: NodeJS.ProcessEnv;
   /** Where urn:wasm: modules come from. */
@@ -39,10 +42,12 @@ export async function preflight(
   options: PreflightOptions,
 ): Promise<{ prepared: Record<string, unknown>; problems: Problem[] }> {
   const problems: Problem[] = [];
-  for (const w of scenario.wires.filter((x) => x.lane === 'guaranteed' || x.crossRack)) {
+  const names = new Set(gears.map((g) => g.name));
+  for (const w of busWires(scenario)) {
+    if (options.onBus || !(names.has(w.from.gear) || names.has(w.to.gear))) continue;
     problems.push({
       at: w.at,
-      message: `${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} (${w.crossRack ? 'across racks' : 'lane: guaranteed'}) needs the snake bus (NATS JetStream lanes), which this rack does not provide yet; only hot lanes within one rack run today`,
+      message: `${w.from.gear}.${w.from.port} -> ${w.to.gear}.${w.to.port} (${w.crossRack ? 'across racks' : 'lane: guaranteed'}) travels over the snake bus (NATS JetStream); start the rack with --nats URL (or FLUXRIG_NATS_URL, or nats.url in the rack config). A rack-local durable lane without NATS is not provided (docs/rack.md, Lanes)`,
     });
   }
   const ringBytes = options.ringBytes ?? RACK_DEFAULTS.ring_bytes;

@@ -7,7 +7,10 @@ import { type LogTap, tappedLogger } from '../telemetry/log-tap.js';
 import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
-import { RecordTag, Records } from '../gears/records.js';
+import { LaneOutcome, RecordTag, Records } from '../gears/records.js';
+import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
+import { type FluxMsg, idHex } from '../fluxmsg/fluxmsg.js';
+import type { CallTrace } from '../gears/gear.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { type GuestClock, guestClock, shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
 import type { SyncHttpClient } from '../gears/wasm/host.js';
@@ -78,6 +81,7 @@ export function buildRackHandler(
     drainTimeoutMs: options.drainTimeoutMs,
     topics,
     toMain: (gear, port, msg) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, msg })),
+    toLane: (gear, port, msg) => lane.send(RecordTag.LanePublish, Records.lanePublish.encode(lanePublication(gear, port, msg))),
   };
   const chain = new GearChain(options, env);
 
@@ -144,6 +148,20 @@ export function buildRackHandler(
         chain.emit(gear, port, msg);
         return;
       }
+      case RecordTag.LaneDeliver: {
+        const { token, gear, port, bytes } = Records.laneDeliver.decode(payload);
+        // Token 0: the answer to a call whose message the bus took; nothing to report.
+        if (token === 0) return chain.deliver(gear, port, decodeFluxMsg(bytes));
+        let outcome: LaneOutcome = LaneOutcome.Failed;
+        let reason = '';
+        try {
+          ({ outcome, reason } = laneOutcome(chain.deliverTracked(gear, port, decodeFluxMsg(bytes)), gear, port));
+        } catch (err) {
+          reason = (err as Error).message;
+        }
+        lane.send(RecordTag.LaneDone, Records.laneDone.encode({ token, outcome, reason }));
+        return;
+      }
       case RecordTag.Reconfigure:
         return reconfigure(Records.reconfigure.decode(payload).version);
       case RecordTag.LogLevel: {
@@ -162,6 +180,33 @@ export function buildRackHandler(
       }
     }
   };
+}
+
+/** A message leaving along a bus wire, with the call it answers once the bus has it. */
+function lanePublication(gear: string, port: string, msg: FluxMsg) {
+  const call = msg.meta['fluxar.type'] === 'call' ? (msg.meta['fluxar.call'] ?? '') : '';
+  return {
+    gear,
+    port,
+    bytes: encodeFluxMsg(msg),
+    id: idHex(msg.id),
+    conn: call === '' ? 0 : Number(msg.meta['conn.id'] ?? 0),
+    call,
+  };
+}
+
+/**
+ * What a bus wire's delivery came to: a rejection or failure nobody handled (its gear's error
+ * port wired to nothing), or a target gear this worker does not run, fails it (redelivered);
+ * an output wired to nothing is where the scenario ends, not a failure.
+ */
+function laneOutcome(trace: CallTrace, gear: string, port: string): { outcome: LaneOutcome; reason: string } {
+  for (const end of trace.ends) {
+    if (end.why === 'rejected' || end.why === 'failed') return { outcome: LaneOutcome.Failed, reason: `${end.gear} ${end.why} it: ${end.reason ?? ''}` };
+    if (end.why === 'unrouted' && end.gear === gear && end.port === port)
+      return { outcome: LaneOutcome.Failed, reason: `gear ${gear} does not run in this rack's scenario` };
+  }
+  return { outcome: trace.leftWorker ? LaneOutcome.LeftWorker : LaneOutcome.Done, reason: '' };
 }
 
 export const createHandler: HandlerFactory = ({ options, out, control, epochMs, takeOptions, telemetry }) =>

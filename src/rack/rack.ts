@@ -8,6 +8,7 @@ import { connectRackBus, type RackBus } from '../bus/rack-bus.js';
 import { TopicBridge } from '../bus/topic-bridge.js';
 import { FluxrigError } from '../errors.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { encodeFluxMsg } from '../fluxmsg/codec.js';
 import type { MainGear, MainGearContext } from '../gears/gear.js';
 import type { KvStore } from '../gears/kv.js';
 import { RecordTag, Records, type StatsRecord } from '../gears/records.js';
@@ -23,6 +24,7 @@ import { ConnectionTable, type WorkerLink } from './connections.js';
 import { RACK_DEFAULTS } from './defaults.js';
 import { drain } from './drain.js';
 import { gearFingerprint } from './fingerprint.js';
+import { GuaranteedLanes, type LaneCounts } from './lanes.js';
 import { preflight } from './preflight.js';
 import { buildRackHandler, type RackHandlerOptions } from './rack-handler.js';
 
@@ -117,6 +119,8 @@ export class Rack extends EventEmitter {
   private reloading: Promise<unknown> = Promise.resolve();
   private bus: RackBus | undefined;
   private bridge: TopicBridge | undefined;
+  /** The guaranteed wires this rack sends or receives on (on the bus only). */
+  private lanes: GuaranteedLanes | undefined;
   private pool: WorkerPool | undefined;
   private link: WorkerLink | undefined;
   private connections: ConnectionTable | undefined;
@@ -199,6 +203,7 @@ export class Rack extends EventEmitter {
     }
     const bus = this.bus;
     const { prepared, problems } = await preflight(this.scenario, this.gears, {
+      onBus: bus.nats !== undefined,
       env: this.options.env ?? process.env,
       moduleStore: bus.modules,
       trustedKeys: this.options.trustedKeys,
@@ -234,6 +239,7 @@ export class Rack extends EventEmitter {
         this.broadcast(RecordTag.Publication, Records.publication.encode({ origin: 'bus', ...p, conn: 0, key: '' })),
       );
       await this.bridge.start();
+      await this.followLanes(this.scenario, this.gears);
     }
     bus.kv.watch((key, value) => this.broadcast(RecordTag.KvSet, Records.kvSet.encode({ key, value: value ?? null })));
     for (const spec of this.gears) {
@@ -241,6 +247,50 @@ export class Rack extends EventEmitter {
       if (gear !== undefined) this.mainGears.set(spec.name, gear);
     }
     for (const [name, gear] of this.mainGears) await this.startMainGear(name, gear, this.gears);
+  }
+
+  /** Starts, reconfigures or stops the guaranteed lanes for the scenario about to run. */
+  private async followLanes(scenario: Scenario, gears: GearSpec[]): Promise<void> {
+    const nats = this.bus?.nats;
+    const names = new Set(gears.map((g) => g.name));
+    if (nats === undefined) return;
+    if (!GuaranteedLanes.needed(scenario, names)) {
+      // Wires into this rack are gone: nothing more is consumed (publishes under way finish).
+      await this.lanes?.quiesce();
+      return;
+    }
+    if (this.lanes !== undefined) return this.lanes.reconfigure(scenario, names);
+    const link = this.link!;
+    const lanes = new GuaranteedLanes(nats, this.name, scenario, names, {
+      log: this.log,
+      deliver: (key, payload, source) => {
+        const worker = link.workerFor(key);
+        link.send(worker, RecordTag.LaneDeliver, payload, source);
+        return worker;
+      },
+      answer: (conn, msg) => {
+        const gear = this.connections?.gearOf(conn);
+        if (gear === undefined) return; // the caller has gone
+        const payload = Records.laneDeliver.encode({ token: 0, gear, port: 'in', bytes: encodeFluxMsg(msg) });
+        if (!link.trySend(link.workerFor(conn), RecordTag.LaneDeliver, payload)) this.log.warn({ conn }, 'lane full: the answer to a call is lost');
+      },
+      hold: (on) => this.connections?.hold(on),
+      settled: async () => {
+        await Promise.all([...this.mainGears.values()].map((g) => g.settled?.()));
+      },
+    });
+    try {
+      await lanes.start();
+    } catch (err) {
+      await lanes.stop().catch(() => {});
+      throw new RackError(`cannot set up the guaranteed lanes of scenario ${scenario.meta.name}: ${(err as Error).message}`, { cause: err });
+    }
+    this.lanes = lanes;
+  }
+
+  /** Counters of the rack's guaranteed lanes (none off the bus, or without bus wires). */
+  get laneCounts(): LaneCounts | undefined {
+    return this.lanes === undefined ? undefined : { ...this.lanes.counts };
   }
 
   private mainGearContext(): MainGearContext {
@@ -303,6 +353,7 @@ export class Rack extends EventEmitter {
     if (this.handlerOptions === undefined) throw new RackError('the rack has not started');
     const gears = this.gearsOf(scenario);
     const { prepared, problems } = await preflight(scenario, gears, {
+      onBus: this.bus!.nats !== undefined,
       env: this.options.env ?? process.env,
       moduleStore: this.bus!.modules,
       trustedKeys: this.options.trustedKeys,
@@ -336,8 +387,11 @@ export class Rack extends EventEmitter {
       logLevel: this.logLevels.local,
       telemetryLevel: this.logLevels.telemetry,
     };
+    // The stream must take the new wires' subjects before any worker sends on them.
+    await this.followLanes(scenario, gears);
     const errors = await this.switchWorkers(options);
     if (errors.length > 0) {
+      await this.followLanes(previous.scenario, previous.gears).catch((err: unknown) => this.log.error({ err }, 'the previous lanes could not be restored'));
       // Some worker could not build the new chain: every worker goes back to the running one.
       await this.switchWorkers({ ...previous.options, version: this.version + 1, guestNames: [...this.guestNames] });
       throw new RackError(`the workers could not run scenario ${scenario.meta.name}: ${errors.join('; ')}`);
@@ -573,6 +627,7 @@ export class Rack extends EventEmitter {
           ? `a gear timed out and the worker serving this connection was restarted (${event.reason})`
           : `the worker serving this connection was restarted (${event.reason})`;
       this.connections?.workerReplaced(event.index, reason);
+      this.lanes?.workerLost(event.index);
       this.emit('worker-replaced', event);
     });
     this.pool = pool;
@@ -602,7 +657,7 @@ export class Rack extends EventEmitter {
         return;
       }
       await drain({
-        mainGears: [...this.mainGears.values()],
+        mainGears: [...this.mainGears.values(), ...(this.lanes === undefined ? [] : [this.lanes])],
         connections: this.connections!,
         sayBye: () => this.broadcast(RecordTag.Drain, Records.drain.encode({})),
         drainTimeoutMs: this.drainTimeoutMs,
@@ -667,6 +722,12 @@ export class Rack extends EventEmitter {
         const { gear, port, msg } = Records.toMain.decode(payload);
         return this.mainGears.get(gear)?.receive(port, msg);
       }
+      case RecordTag.LanePublish:
+        if (this.lanes !== undefined) this.lanes.publish(Records.lanePublish.decode(payload));
+        else this.log.error('a message for a guaranteed wire reached a rack without lanes; dropped');
+        return;
+      case RecordTag.LaneDone:
+        return this.lanes?.done(Records.laneDone.decode(payload));
       case RecordTag.Reconfigured: {
         const { version, error } = Records.reconfigured.decode(payload);
         return this.reconfigured(version, error);

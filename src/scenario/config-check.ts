@@ -7,8 +7,9 @@ export function checkConfig(
   value: unknown,
   path: Array<string | number>,
   report: (path: Array<string | number>, message: string) => void,
+  root = 'config',
 ): void {
-  const where = path.length === 0 ? 'config' : `config.${path.join('.')}`;
+  const where = path.length === 0 ? root : `${root}.${path.join('.')}`;
   switch (schema.type) {
     case 'any':
       return;
@@ -31,7 +32,7 @@ export function checkConfig(
       if (!Array.isArray(value)) return report(path, `${where} must be a list`);
       if (schema.minItems !== undefined && value.length < schema.minItems)
         return report(path, `${where} needs at least ${schema.minItems} item${schema.minItems === 1 ? '' : 's'}`);
-      for (const [i, item] of value.entries()) checkConfig(schema.items, item, [...path, i], report);
+      for (const [i, item] of value.entries()) checkConfig(schema.items, item, [...path, i], report, root);
       return;
     case 'object': {
       if (value === null || typeof value !== 'object' || Array.isArray(value)) return report(path, `${where} must be a map`);
@@ -47,7 +48,7 @@ export function checkConfig(
             [...path, key],
             `unknown key ${key} in ${where}${didYouMean(key, Object.keys(schema.properties))} (expected ${Object.keys(schema.properties).join(', ')})`,
           );
-        else checkConfig(property, v, [...path, key], report);
+        else checkConfig(property, v, [...path, key], report, root);
       }
       return;
     }

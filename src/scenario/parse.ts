@@ -2,11 +2,12 @@ import { readFile } from 'node:fs/promises';
 import { LineCounter, type Node, parseDocument } from 'yaml';
 import { GEAR_MANIFESTS, outputPorts } from '../gears/registry.js';
 import { checkConfig } from './config-check.js';
+import { LANES_SCHEMA, laneSettings, WIRE_DELIVERY_KEYS, WIRE_DELIVERY_SCHEMA, wireDelivery } from './lanes.js';
 import { didYouMean } from './suggest.js';
 import { type GearSpec, type Lane, type RackSpec, type Scenario, ScenarioError, type ScenarioIssue, type WireEnd, type WireSpec } from './types.js';
 
 const NAME = /^[a-z0-9_-]+$/;
-const TOP_LEVEL = ['meta', 'racks', 'gears', 'wires', 'pipes'];
+const TOP_LEVEL = ['meta', 'racks', 'gears', 'wires', 'pipes', 'lanes'];
 
 type Path = Array<string | number>;
 
@@ -51,7 +52,7 @@ export function parseScenario(text: string, file: string): Scenario {
     throw new ScenarioError(issues);
   }
   const top = root as Record<string, unknown>;
-  for (const key of Object.keys(top)) if (!TOP_LEVEL.includes(key)) report([key], `unknown top-level key ${key} (expected meta, racks, gears, wires)`);
+  for (const key of Object.keys(top)) if (!TOP_LEVEL.includes(key)) report([key], `unknown top-level key ${key} (expected meta, racks, gears, wires, lanes)`);
 
   // meta
   const meta = (top.meta ?? {}) as Record<string, unknown>;
@@ -61,6 +62,9 @@ export function parseScenario(text: string, file: string): Scenario {
   else if (typeof meta.name === 'string' && !NAME.test(meta.name)) report(['meta', 'name'], `meta.name ${JSON.stringify(meta.name)} must match [a-z0-9_-]+`);
   if (meta.version !== undefined && typeof meta.version !== 'string' && typeof meta.version !== 'number')
     report(['meta', 'version'], 'meta.version must be text');
+
+  // lanes: the stream of the guaranteed wires
+  if (top.lanes !== undefined) checkConfig(LANES_SCHEMA, top.lanes, [], (p, message) => report(['lanes', ...p], message), 'lanes');
 
   // racks
   const racks: RackSpec[] = [];
@@ -170,6 +174,19 @@ export function parseScenario(text: string, file: string): Scenario {
     });
     const lane = wire.lane ?? 'hot';
     if (lane !== 'hot' && lane !== 'guaranteed') report([...path, 'lane'], `lane must be hot or guaranteed (got ${JSON.stringify(lane)})`);
+    const deliveryGiven: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(wire)) {
+      if (key === 'from' || key === 'to' || key === 'lane') continue;
+      if (!WIRE_DELIVERY_KEYS.includes(key)) {
+        report(
+          [...path, key],
+          `unknown key ${key} in a wire${didYouMean(key, ['from', 'to', 'lane', ...WIRE_DELIVERY_KEYS])} (expected from, to, lane, ${WIRE_DELIVERY_KEYS.join(', ')})`,
+        );
+        continue;
+      }
+      deliveryGiven[key] = value;
+    }
+    checkConfig(WIRE_DELIVERY_SCHEMA, deliveryGiven, [], (p, message) => report([...path, ...p], message), 'wire');
     const [from, to] = ends;
     if (from === undefined || to === undefined) continue;
     const fromRack = from.rack ?? gearsByName.get(from.gear)?.deploy;
@@ -178,7 +195,20 @@ export function parseScenario(text: string, file: string): Scenario {
     if (crossRack && lane === 'hot') {
       report(path, `hot lane across racks: ${from.gear} is on ${fromRack}, ${to.gear} on ${toRack}; a hot lane is in memory, use lane: guaranteed`);
     }
-    wires.push({ from, to, lane: lane as Lane, crossRack, at: where(path) });
+    const delivery = Object.keys(deliveryGiven).length > 0 ? deliveryGiven : undefined;
+    if (delivery !== undefined && lane === 'hot' && !crossRack)
+      report(
+        [...path, Object.keys(delivery)[0]!],
+        `${Object.keys(delivery).join(', ')} applies to guaranteed wires only; this wire is a hot lane (add lane: guaranteed)`,
+      );
+    wires.push({
+      from,
+      to,
+      lane: lane as Lane,
+      crossRack,
+      at: where(path),
+      ...(lane === 'guaranteed' || crossRack ? { delivery: wireDelivery(delivery) } : {}),
+    });
   }
 
   if (issues.length > 0) throw new ScenarioError(issues);
@@ -194,7 +224,8 @@ export function parseScenario(text: string, file: string): Scenario {
       message: `warning: gear ${gear.name} is on a call path and its error port is wired to nothing: its rejects are answered directly (403), out of the chain's sight`,
     };
   });
-  return { file, meta: { name: String(meta.name), version: String(meta.version ?? '0') }, racks, gears, wires, warnings };
+  const lanes = wires.some((w) => w.delivery !== undefined) ? laneSettings(top.lanes as Record<string, unknown> | undefined) : undefined;
+  return { file, meta: { name: String(meta.name), version: String(meta.version ?? '0') }, racks, gears, wires, warnings, ...(lanes ? { lanes } : {}) };
 }
 
 export async function loadScenario(file: string): Promise<Scenario> {

@@ -1,5 +1,6 @@
 import type { ConfigSchema } from '../gears/manifest.js';
 import { GEAR_MANIFESTS } from '../gears/registry.js';
+import { LANES_SCHEMA, WIRE_DELIVERY_SCHEMA } from './lanes.js';
 
 function toJsonSchema(schema: ConfigSchema): Record<string, unknown> {
   switch (schema.type) {
@@ -37,7 +38,12 @@ export function scenarioJsonSchema(): Record<string, unknown> {
     type: 'object',
     required: ['from', 'to'],
     additionalProperties: false,
-    properties: { from: END, to: END, lane: { enum: ['hot', 'guaranteed'], default: 'hot' } },
+    properties: {
+      from: END,
+      to: END,
+      lane: { enum: ['hot', 'guaranteed'], default: 'hot' },
+      ...(toJsonSchema(WIRE_DELIVERY_SCHEMA).properties as Record<string, unknown>),
+    },
   };
   return {
     $schema: 'https://json-schema.org/draft/2020-12/schema',
@@ -79,6 +85,7 @@ export function scenarioJsonSchema(): Record<string, unknown> {
           })),
         },
       },
+      lanes: toJsonSchema(LANES_SCHEMA),
       wires: { type: 'array', items: wire },
       pipes: { type: 'array', items: wire, description: 'older name for wires' },
     },

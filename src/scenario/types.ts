@@ -1,5 +1,6 @@
 import { FluxrigError } from '../errors.js';
 import type { GearSpec } from '../gears/gear.js';
+import type { LaneSettings, WireDelivery } from './lanes.js';
 
 export type { GearSpec };
 
@@ -20,6 +21,8 @@ export interface WireSpec {
   crossRack: boolean;
   /** "file:line:column" of the wire, for messages at run time. */
   at: string;
+  /** How a bus wire (guaranteed, or across racks) is consumed; defaults when absent. */
+  delivery?: WireDelivery;
 }
 
 export interface RackSpec {
@@ -36,6 +39,8 @@ export interface Scenario {
   racks: RackSpec[];
   gears: GearSpec[];
   wires: WireSpec[];
+  /** The stream of the bus wires (the top-level `lanes`); defaults when absent. */
+  lanes?: LaneSettings;
   /** What is allowed but probably not meant (shown by `fluxrig scenario validate`). */
   warnings: ScenarioIssue[];
 }

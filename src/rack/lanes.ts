@@ -1,0 +1,350 @@
+// The rack's bus wires, on the main thread: what its gears send along guaranteed wires is
+// published to JetStream here, and what its gears receive along them is pulled from their
+// durable consumers here, handed to a worker, and acknowledged once the chain is done with it.
+import { type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import type { Logger } from 'pino';
+import { deadLetterSubject, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
+import { ErrorCode } from '../fluxar/codes.js';
+import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
+import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
+import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import type { MainGear } from '../gears/gear.js';
+import { LaneOutcome, type LaneDoneRecord, type LanePublishRecord, Records } from '../gears/records.js';
+import type { Pausable } from '../ring/pool.js';
+import { busWires } from '../scenario/lanes.js';
+import type { Scenario, WireSpec } from '../scenario/types.js';
+import { LANE_DEFAULTS } from './defaults.js';
+
+/** What the lanes need from the rack. */
+export interface LaneHost {
+  log: Logger;
+  /** Sends a LaneDeliver record to the worker owning `key`; pauses `source` while its ring is full. Returns the worker. */
+  deliver(key: number, payload: Uint8Array, source: Pausable): number;
+  /** Answers call `call` of connection `conn` (its fluxar gear's `in` port). */
+  answer(conn: number, msg: FluxMsg): void;
+  /** Pauses (true) or resumes (false) the rack's connections: the publish window is full. */
+  hold(on: boolean): void;
+  /** Settles once every main-thread gear has finished with what it received so far (JetStream acks). */
+  settled(): Promise<void>;
+}
+
+/** Counters of the rack's bus wires since it started. */
+export interface LaneCounts {
+  published: number;
+  /** Publishes the bus refused or never confirmed within the retry time: their senders were told. */
+  publishFailed: number;
+  /** Publishes tried again (a server restart, a leader change); the stream drops the duplicates. */
+  publishRetries: number;
+  duplicates: number;
+  delivered: number;
+  acked: number;
+  redelivered: number;
+  deadLettered: number;
+  /** Publishes waiting for their acknowledgement now. */
+  outstanding: number;
+}
+
+interface Inbound {
+  wire: WireSpec;
+  name: string;
+  /** Deliveries of an ordered wire all go to one worker, in stream order. */
+  orderKey: number;
+  messages: ConsumerMessages | undefined;
+  source: Pausable;
+}
+
+interface Pending {
+  m: JsMsg;
+  inbound: Inbound;
+  worker: number;
+}
+
+export class GuaranteedLanes implements MainGear {
+  readonly counts: LaneCounts = {
+    published: 0,
+    publishFailed: 0,
+    publishRetries: 0,
+    duplicates: 0,
+    delivered: 0,
+    acked: 0,
+    redelivered: 0,
+    deadLettered: 0,
+    outstanding: 0,
+  };
+  private readonly js: JetStreamClient;
+  private jsm: JetStreamManager | undefined;
+  private readonly inbound = new Map<string, Inbound>();
+  private readonly pending = new Map<number, Pending>();
+  private readonly publishes = new Set<Promise<unknown>>();
+  private nextToken = 1;
+  private held = false;
+  private quiesced = false;
+  /** Deliveries that went on to the main thread: acked once it has finished with them. */
+  private settling: Pending[] = [];
+  private settleScheduled = false;
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly rack: string,
+    private scenario: Scenario,
+    private gears: ReadonlySet<string>,
+    private readonly host: LaneHost,
+    private readonly window = LANE_DEFAULTS.publish_window,
+  ) {
+    this.js = jetstream(nc);
+  }
+
+  /** Whether a scenario has bus wires this rack sends or receives on. */
+  static needed(scenario: Scenario, gears: ReadonlySet<string>): boolean {
+    return busWires(scenario).some((w) => gears.has(w.from.gear) || gears.has(w.to.gear));
+  }
+
+  async start(): Promise<void> {
+    await this.provision();
+    await this.follow();
+  }
+
+  /** Takes up a new scenario: its stream and consumers, and the wires into this rack's gears. */
+  async reconfigure(scenario: Scenario, gears: ReadonlySet<string>): Promise<void> {
+    this.scenario = scenario;
+    this.gears = gears;
+    await this.provision();
+    await this.follow();
+  }
+
+  private async provision(): Promise<void> {
+    this.jsm ??= await jetstreamManager(this.nc);
+    const changes = await provisionLanes(this.jsm, this.scenario);
+    if (changes.length > 0) this.host.log.info({ stream: laneStreamName(this.scenario.meta.name), changes }, 'guaranteed lanes provisioned');
+  }
+
+  /** Consumes the wires into this rack's gears; stops consuming wires that are gone. */
+  private async follow(): Promise<void> {
+    const wanted = new Map<string, WireSpec>();
+    for (const wire of busWires(this.scenario)) if (this.gears.has(wire.to.gear)) wanted.set(laneConsumerName(wire), wire);
+    for (const [name, inbound] of this.inbound) {
+      if (wanted.has(name) && sameDelivery(wanted.get(name)!, inbound.wire)) continue;
+      await inbound.messages?.close();
+      this.inbound.delete(name);
+    }
+    if (this.quiesced) return;
+    const stream = laneStreamName(this.scenario.meta.name);
+    for (const [name, wire] of wanted) {
+      if (this.inbound.has(name)) continue;
+      const inbound: Inbound = { wire, name, orderKey: this.inbound.size, messages: undefined, source: { pause() {}, resume() {} } };
+      const consumer: Consumer = await this.js.consumers.get(stream, name);
+      const d = deliveryOf(wire);
+      inbound.messages = await consumer.consume({
+        max_messages: Math.min(d.maxAckPending, LANE_DEFAULTS.pull_batch),
+        callback: (m) => this.take(inbound, m),
+      });
+      this.inbound.set(name, inbound);
+    }
+  }
+
+  /** A message of a wire into this rack: to a worker, unless its deliveries are spent. */
+  private take(inbound: Inbound, m: JsMsg): void {
+    const d = deliveryOf(inbound.wire);
+    if (m.info.deliveryCount > d.maxDeliver) {
+      // Every earlier attempt timed out (a crashed rack or worker): nobody said why.
+      void this.deadLetter({ m, inbound, worker: -1 }, `no outcome after ${d.maxDeliver} deliveries (each timed out)`);
+      return;
+    }
+    const token = this.nextToken;
+    this.nextToken = this.nextToken >= Number.MAX_SAFE_INTEGER ? 1 : this.nextToken + 1;
+    const payload = Records.laneDeliver.encode({ token, gear: inbound.wire.to.gear, port: inbound.wire.to.port, bytes: m.data });
+    // Pending before it is sent: inline (workers: 0) its LaneDone comes back within deliver().
+    const pending: Pending = { m, inbound, worker: -1 };
+    this.pending.set(token, pending);
+    this.counts.delivered++;
+    pending.worker = this.host.deliver(d.ordered ? inbound.orderKey : token, payload, inbound.source);
+  }
+
+  /** A worker finished with a delivery. */
+  done(record: LaneDoneRecord): void {
+    const p = this.pending.get(record.token);
+    if (p === undefined) return;
+    this.pending.delete(record.token);
+    switch (record.outcome) {
+      case LaneOutcome.Done:
+        p.m.ack();
+        this.counts.acked++;
+        return;
+      case LaneOutcome.LeftWorker:
+        this.settling.push(p);
+        if (!this.settleScheduled) {
+          this.settleScheduled = true;
+          setImmediate(() => this.settle());
+        }
+        return;
+      default:
+        this.failed(p, record.reason);
+    }
+  }
+
+  /**
+   * Deliveries whose messages went on to main-thread gears or other bus wires are acked once
+   * those have them (their JetStream acks included), in one batch per turn of the loop; if any
+   * of them failed, the batch is redelivered and the stream's dedupe drops what was sent twice.
+   */
+  private settle(): void {
+    this.settleScheduled = false;
+    const batch = this.settling;
+    this.settling = [];
+    Promise.all([this.host.settled(), this.publishesSettled()]).then(
+      () => {
+        for (const p of batch) p.m.ack();
+        this.counts.acked += batch.length;
+      },
+      (err: Error) => {
+        for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
+      },
+    );
+  }
+
+  private publishesSettled(): Promise<unknown> {
+    return this.publishes.size === 0 ? Promise.resolve() : Promise.all(this.publishes);
+  }
+
+  private failed(p: Pending, reason: string): void {
+    const d = deliveryOf(p.inbound.wire);
+    const attempt = p.m.info.deliveryCount;
+    if (attempt >= d.maxDeliver) {
+      void this.deadLetter(p, reason);
+      return;
+    }
+    p.m.nak(Math.min(d.ackWaitMs, LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1)));
+    this.counts.redelivered++;
+  }
+
+  /** To the scenario's dead-letter subject, with why in meta; then the stream stops offering it. */
+  private async deadLetter(p: Pending, reason: string): Promise<void> {
+    const wire = p.inbound.wire;
+    let bytes: Uint8Array;
+    try {
+      const msg = decodeFluxMsg(p.m.data, { copyBuffers: true });
+      msg.meta['lane.error'] = reason;
+      msg.meta['lane.deliveries'] = String(p.m.info.deliveryCount);
+      msg.meta['lane.wire'] = `${wire.from.gear}.${wire.from.port} -> ${wire.to.gear}.${wire.to.port}`;
+      msg.meta['lane.subject'] = p.m.subject;
+      bytes = encodeFluxMsg(msg);
+    } catch {
+      bytes = p.m.data; // not a fluxMsg: kept as it came
+    }
+    try {
+      await this.js.publish(deadLetterSubject(this.scenario.meta.name, wire.to.gear, wire.to.port), bytes, {
+        msgID: `dlq.${p.inbound.name}.${p.m.info.streamSequence}`,
+      });
+      p.m.term(reason);
+      this.counts.deadLettered++;
+      this.host.log.warn({ wire: p.inbound.name, seq: p.m.info.streamSequence, deliveries: p.m.info.deliveryCount, reason }, 'message dead-lettered');
+    } catch (err) {
+      // Offered again later: a message is never dropped because its dead letter could not be kept.
+      p.m.nak(LANE_DEFAULTS.redeliver_first_ms);
+      this.host.log.error({ err, wire: p.inbound.name }, 'a dead letter could not be published; the message will be offered again');
+    }
+  }
+
+  /** A worker was replaced: what it held is offered again now, not after ack_wait. */
+  workerLost(worker: number): void {
+    for (const [token, p] of this.pending) {
+      if (p.worker !== worker) continue;
+      this.pending.delete(token);
+      p.m.nak();
+      this.counts.redelivered++;
+    }
+  }
+
+  /**
+   * A message a gear sent along a bus wire. Publishes are pipelined; past the publish window the
+   * rack's connections are paused until half of it is acknowledged. A publish the bus does not
+   * confirm is tried again with the same message id (the stream drops a duplicate) until
+   * LANE_DEFAULTS.publish_retry_ms; its call, if it is one's, is answered when it is settled.
+   */
+  publish(record: LanePublishRecord): void {
+    const subject = laneSubject(this.rack, record.gear, record.port);
+    const msgID = laneMessageId(record.id, record.gear, record.port);
+    this.counts.outstanding++;
+    if (!this.held && this.counts.outstanding >= this.window) {
+      this.held = true;
+      this.host.hold(true);
+    }
+    const sent = this.publishWithRetry(subject, record.bytes, msgID);
+    this.publishes.add(sent);
+    sent.then(
+      (ack) => {
+        this.counts.published++;
+        if (ack.duplicate) this.counts.duplicates++;
+        if (record.conn !== 0) this.answer(record, { lane: subject, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate });
+      },
+      (err: Error) => {
+        this.counts.publishFailed++;
+        this.host.log.error({ err, subject }, 'a message could not be published on its guaranteed wire');
+        if (record.conn !== 0) this.answer(record, undefined, `the bus did not take the message for ${subject}: ${err.message}`);
+      },
+    );
+    void sent
+      .catch(() => {})
+      .finally(() => {
+        this.publishes.delete(sent);
+        this.counts.outstanding--;
+        if (this.held && this.counts.outstanding <= this.window / 2) {
+          this.held = false;
+          this.host.hold(false);
+        }
+      });
+  }
+
+  private async publishWithRetry(subject: string, bytes: Uint8Array, msgID: string): Promise<{ stream: string; seq: number; duplicate: boolean }> {
+    const deadline = Date.now() + LANE_DEFAULTS.publish_retry_ms;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.js.publish(subject, bytes, { msgID, timeout: LANE_DEFAULTS.publish_timeout_ms });
+      } catch (err) {
+        // A full stream or a subject no stream has is an answer, not an outage.
+        if (!retryable(err as Error) || Date.now() >= deadline) throw err;
+        this.counts.publishRetries++;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
+      }
+    }
+  }
+
+  private answer(record: LanePublishRecord, value: Record<string, unknown> | undefined, error?: string): void {
+    const meta: Record<string, string> = { 'conn.id': String(record.conn), 'fluxar.call': record.call, 'fluxar.type': 'call' };
+    if (error !== undefined) {
+      meta['error.reason'] = error;
+      meta['error.code'] = String(ErrorCode.Unavailable);
+    }
+    this.host.answer(record.conn, createFluxMsg({ meta, data: value ?? {} }));
+  }
+
+  receive(): void {}
+
+  /** No new deliveries; those under way finish. */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    await Promise.all([...this.inbound.values()].map((i) => i.messages?.close()));
+  }
+
+  /** Once the workers are done: what was sent is confirmed, and what no worker finished is offered again. */
+  async stop(): Promise<void> {
+    this.quiesced = true;
+    await Promise.all([...this.inbound.values()].map((i) => i.messages?.close()));
+    this.inbound.clear();
+    await Promise.allSettled([...this.publishes]);
+    if (this.settling.length > 0) this.settle();
+    for (const p of this.pending.values()) p.m.nak();
+    this.pending.clear();
+  }
+}
+
+function sameDelivery(a: WireSpec, b: WireSpec): boolean {
+  return JSON.stringify(deliveryOf(a)) === JSON.stringify(deliveryOf(b));
+}
+
+/** Whether a failed publish may succeed if tried again (an outage), or is the stream's answer. */
+function retryable(err: Error): boolean {
+  const text = `${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`;
+  return !/maximum (bytes|messages)|resource limits|no stream matches|stream store|insufficient/i.test(text);
+}

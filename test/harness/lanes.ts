@@ -1,0 +1,82 @@
+// What the guaranteed-lane tests and benchmark share: a two-rack scenario whose wire from rack
+// A's fluxar gear to rack B's probe gear is guaranteed, and the stream where rack B's sink puts
+// what came through, read back to see exactly which messages arrived.
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { decodeFluxMsg } from '../../src/fluxmsg/codec.js';
+
+const root = new URL('../../../', import.meta.url);
+export const PROBE_WASM = new URL('dist/test-gears/probe.wasm', root).pathname;
+
+/** Where rack B's sink publishes (a JetStream stream of the test's, deduplicating by message id). */
+export const OUT_SUBJECT = 'lanes.out';
+export const OUT_STREAM = 'LANES_OUT';
+
+export interface LaneScenarioOptions {
+  name?: string;
+  ackWaitMs?: number;
+  maxDeliver?: number;
+  ordered?: boolean;
+  replicas?: number;
+  /** The probe runs with this time limit per message (a spin then costs its worker). */
+  probeTimeoutMs?: number;
+}
+
+/** rack a: api (fluxar) -guaranteed-> rack b: probe (wasm) -> sink (nats, JetStream). */
+export function laneScenario(options: LaneScenarioOptions = {}): Record<string, unknown> {
+  return {
+    meta: { name: options.name ?? 'lanes', version: '1' },
+    racks: [{ name: 'a' }, { name: 'b' }],
+    lanes: { replicas: options.replicas ?? 1 },
+    gears: [
+      { name: 'api', type: 'fluxar', deploy: 'a', config: { listen: ['tcp://127.0.0.1:0'] } },
+      {
+        name: 'probe',
+        type: 'wasm',
+        deploy: 'b',
+        config: { module: PROBE_WASM, ...(options.probeTimeoutMs === undefined ? {} : { timeout_ms: options.probeTimeoutMs }) },
+      },
+      { name: 'sink', type: 'nats', deploy: 'b', config: { subject: OUT_SUBJECT, mode: 'publish', jetstream: true } },
+    ],
+    wires: [
+      {
+        from: 'api.out',
+        to: 'probe.in',
+        lane: 'guaranteed',
+        ack_wait_ms: options.ackWaitMs ?? 2000,
+        max_deliver: options.maxDeliver ?? 5,
+        ...(options.ordered ? { ordered: true } : {}),
+      },
+      { from: 'probe.out', to: 'sink.in' },
+    ],
+  };
+}
+
+export async function makeOutStream(nc: NatsConnection, replicas = 1): Promise<void> {
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: OUT_STREAM, subjects: [OUT_SUBJECT], duplicate_window: 120_000 * 1_000_000, num_replicas: replicas });
+}
+
+/** The `data.n` of every message in a stream (in stream order), with each fluxMsg's meta. */
+export async function readStream(nc: NatsConnection, stream: string): Promise<Array<{ n: number; meta: Record<string, string> }>> {
+  const jsm = await jetstreamManager(nc);
+  const total = (await jsm.streams.info(stream)).state.messages;
+  const out: Array<{ n: number; meta: Record<string, string> }> = [];
+  if (total === 0) return out;
+  const consumer = await jetstream(nc).consumers.get(stream);
+  const messages = await consumer.consume({ max_messages: 1000 });
+  for await (const m of messages) {
+    const msg = decodeFluxMsg(m.data, { copyBuffers: true });
+    out.push({ n: Number((msg.data as Record<string, unknown>).n), meta: msg.meta });
+    if (out.length >= total) break;
+  }
+  await messages.close();
+  return out;
+}
+
+/** How many times each n occurs. */
+export function tally(ns: number[]): Map<number, number> {
+  const counts = new Map<number, number>();
+  for (const n of ns) counts.set(n, (counts.get(n) ?? 0) + 1);
+  return counts;
+}

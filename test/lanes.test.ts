@@ -1,0 +1,181 @@
+// Guaranteed wires between racks over JetStream (a real nats-server): every call rack A
+// accepted reaches rack B's gears exactly once, a poison message ends in the dead-letter
+// subject without blocking the wire, a reload provisions and cleans up, and the stream's
+// limits reach the caller as an error.
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import { stringify } from 'yaml';
+import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
+import { connect, type Peer } from '../src/fluxar/mod.js';
+import { Rack } from '../src/rack/rack.js';
+import { parseScenario } from '../src/scenario/parse.js';
+import { captureLogs } from './harness/logs.js';
+import { laneScenario, makeOutStream, OUT_STREAM, readStream, tally } from './harness/lanes.js';
+import { NatsServerProcess } from './harness/nats.js';
+import { untilAsync } from './harness/wait.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'fluxrig-lanes-'));
+
+function rackOn(name: string, natsUrl: string, doc: Record<string, unknown>, workers = 2): Rack {
+  const file = join(dir, `${name}-${Date.now()}.yaml`);
+  writeFileSync(file, stringify(doc));
+  return new Rack({ scenario: parseScenario(stringify(doc), file), name, natsUrl, workers, logger: captureLogs().logger });
+}
+
+/** `count` calls through `peer`, at most `window` in flight; the answers by n (or the errors). */
+async function callMany(peer: Peer, count: number, body: (n: number) => Record<string, unknown>, window = 256) {
+  const answers: unknown[] = new Array(count);
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const n = next++;
+      answers[n] = await peer.call('lane', { n, ...body(n) }).catch((err: Error) => err);
+    }
+  };
+  await Promise.all(Array.from({ length: window }, worker));
+  return answers;
+}
+
+describe('guaranteed wires between racks', () => {
+  let nats: NatsServerProcess;
+  let nc: NatsConnection;
+
+  before(async () => {
+    nats = await NatsServerProcess.start();
+    nc = await natsConnect({ servers: nats.url });
+  });
+  after(async () => {
+    await nc.close();
+    await nats.stop();
+  });
+
+  it('every call rack A accepted reaches rack B once; the call is answered when the stream has it', async () => {
+    await makeOutStream(nc);
+    const doc = laneScenario({ name: 'lanes-basic' });
+    const a = rackOn('a', nats.url, doc);
+    const b = rackOn('b', nats.url, doc);
+    await a.start();
+    await b.start();
+    const peer = await connect(a.addresses()[0]!);
+    try {
+      const answers = await callMany(peer, 2000, () => ({}));
+      for (const [n, answer] of answers.entries()) {
+        assert.ok(!(answer instanceof Error), `call ${n}: ${(answer as Error).message}`);
+        const { lane, stream, seq, duplicate } = answer as Record<string, unknown>;
+        assert.deepEqual([lane, stream, duplicate, typeof seq], ['flux.msg.a.api.out', laneStreamName('lanes-basic'), false, 'number']);
+      }
+      await untilAsync(
+        async () => (await jetstreamManager(nc).then((j) => j.streams.info(OUT_STREAM))).state.messages >= 2000,
+        'rack B to pass on every message',
+      );
+      const out = await readStream(nc, OUT_STREAM);
+      const counts = tally(out.map((m) => m.n));
+      assert.equal(counts.size, 2000);
+      assert.ok([...counts.values()].every((c) => c === 1));
+      assert.ok(
+        out.every((m) => m.meta.probe === 'seen'),
+        'each went through the probe gear on rack B',
+      );
+      assert.deepEqual([a.laneCounts?.published, a.laneCounts?.publishFailed, b.laneCounts?.acked], [2000, 0, 2000]);
+    } finally {
+      await peer.close();
+      await a.stop();
+      await b.stop();
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
+  it('a poison message ends in the dead-letter subject after max_deliver, with its error, and the wire flows on', async () => {
+    await makeOutStream(nc);
+    const doc = laneScenario({ name: 'lanes-poison', maxDeliver: 3, ackWaitMs: 1000 });
+    const a = rackOn('a', nats.url, doc);
+    const b = rackOn('b', nats.url, doc);
+    await a.start();
+    await b.start();
+    const peer = await connect(a.addresses()[0]!);
+    try {
+      const answers = await callMany(peer, 200, (n) => (n === 7 ? { action: 'reject', reason: 'not today' } : {}));
+      assert.ok(answers.every((x) => !(x instanceof Error)));
+      await untilAsync(async () => (await readStream(nc, OUT_STREAM)).length >= 199, 'the other 199 to arrive');
+      const stream = laneStreamName('lanes-poison');
+      await untilAsync(async () => b.laneCounts?.deadLettered === 1, 'the poison message to be dead-lettered');
+      const dead = (await readStream(nc, stream)).filter((m) => m.meta['lane.error'] !== undefined);
+      assert.equal(dead.length, 1);
+      assert.equal(dead[0]!.n, 7);
+      assert.match(dead[0]!.meta['lane.error']!, /probe rejected it: not today/);
+      assert.deepEqual([dead[0]!.meta['lane.deliveries'], dead[0]!.meta['lane.wire']], ['3', 'api.out -> probe.in']);
+      assert.equal(b.laneCounts?.redelivered, 2);
+      const out = await readStream(nc, OUT_STREAM);
+      assert.deepEqual(
+        out.map((m) => m.n).sort((x, y) => x - y),
+        Array.from({ length: 200 }, (_, n) => n).filter((n) => n !== 7),
+      );
+    } finally {
+      await peer.close();
+      await a.stop();
+      await b.stop();
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
+  it('a reload that removes a wire removes its consumer; the stream is made with the scenario settings', async () => {
+    const doc = laneScenario({ name: 'lanes-reload' });
+    const b = rackOn('b', nats.url, doc);
+    await b.start();
+    const jsm = await jetstreamManager(nc);
+    const stream = laneStreamName('lanes-reload');
+    try {
+      const info = await jsm.streams.info(stream);
+      assert.deepEqual(info.config.subjects.sort(), ['flux.dlq.lanes-reload.*.*', 'flux.msg.a.api.out']);
+      assert.equal(info.config.discard, 'new');
+      const consumer = await jsm.consumers.info(stream, 'api_out__probe_in');
+      assert.deepEqual([consumer.config.ack_wait, consumer.config.max_ack_pending], [2000 * 1_000_000, 4096]);
+      const without = { ...doc, wires: (doc.wires as unknown[]).slice(1) };
+      const file = join(dir, 'reload.yaml');
+      writeFileSync(file, stringify(without));
+      await b.reload(parseScenario(stringify(without), file));
+      // No bus wire is left in the scenario: the rack stops consuming; the Mixer's rollout or the
+      // next scenario with wires cleans the stream up.
+      const withOther = {
+        ...doc,
+        wires: [{ from: 'api.out', to: 'probe.in', lane: 'guaranteed', max_ack_pending: 10 }, (doc.wires as unknown[])[1]],
+      };
+      const file2 = join(dir, 'reload2.yaml');
+      writeFileSync(file2, stringify(withOther));
+      await b.reload(parseScenario(stringify(withOther), file2));
+      const updated = await jsm.consumers.info(stream, laneConsumerName(parseScenario(stringify(withOther), file2).wires[0]!));
+      assert.equal(updated.config.max_ack_pending, 10);
+    } finally {
+      await b.stop();
+    }
+  });
+
+  it('a stream at its limits answers the caller with an error, never silently', async () => {
+    const doc = { ...laneScenario({ name: 'lanes-full' }), lanes: { max_bytes: 4096 } };
+    const a = rackOn('a', nats.url, doc);
+    await a.start();
+    const peer = await connect(a.addresses()[0]!);
+    try {
+      const answers = await callMany(peer, 100, () => ({ pad: 'x'.repeat(200) }), 10);
+      const failed = answers.filter((x) => x instanceof Error) as Array<Error & { code?: number }>;
+      assert.ok(failed.length > 50, `${failed.length} of 100 refused`);
+      assert.ok(
+        answers.slice(0, 5).every((x) => !(x instanceof Error)),
+        'the first ones fit',
+      );
+      assert.equal(failed[0]!.code, 503);
+      assert.match(failed[0]!.message, /the bus did not take the message for flux\.msg\.a\.api\.out: .*maximum bytes/i);
+      assert.equal(a.laneCounts?.publishFailed, failed.length);
+    } finally {
+      await peer.close();
+      await a.stop();
+    }
+  });
+});

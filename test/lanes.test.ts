@@ -11,11 +11,11 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
 import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
-import { connect, type Peer } from '../src/fluxar/mod.js';
+import { connect } from '../src/fluxar/mod.js';
 import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
 import { captureLogs } from './harness/logs.js';
-import { laneScenario, makeOutStream, OUT_STREAM, readStream, tally } from './harness/lanes.js';
+import { callMany, laneScenario, makeOutStream, OUT_STREAM, readStream, tally } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { untilAsync } from './harness/wait.js';
 
@@ -25,20 +25,6 @@ function rackOn(name: string, natsUrl: string, doc: Record<string, unknown>, wor
   const file = join(dir, `${name}-${Date.now()}.yaml`);
   writeFileSync(file, stringify(doc));
   return new Rack({ scenario: parseScenario(stringify(doc), file), name, natsUrl, workers, logger: captureLogs().logger });
-}
-
-/** `count` calls through `peer`, at most `window` in flight; the answers by n (or the errors). */
-async function callMany(peer: Peer, count: number, body: (n: number) => Record<string, unknown>, window = 256) {
-  const answers: unknown[] = new Array(count);
-  let next = 0;
-  const worker = async () => {
-    while (next < count) {
-      const n = next++;
-      answers[n] = await peer.call('lane', { n, ...body(n) }).catch((err: Error) => err);
-    }
-  };
-  await Promise.all(Array.from({ length: window }, worker));
-  return answers;
 }
 
 describe('guaranteed wires between racks', () => {

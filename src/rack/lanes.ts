@@ -151,6 +151,11 @@ export class GuaranteedLanes implements MainGear {
       void this.deadLetter({ m, inbound, worker: -1 }, `no outcome after ${d.maxDeliver} deliveries (each timed out)`);
       return;
     }
+    this.send(inbound, m);
+  }
+
+  private send(inbound: Inbound, m: JsMsg): void {
+    const d = deliveryOf(inbound.wire);
     const token = this.nextToken;
     this.nextToken = this.nextToken >= Number.MAX_SAFE_INTEGER ? 1 : this.nextToken + 1;
     const payload = Records.laneDeliver.encode({ token, gear: inbound.wire.to.gear, port: inbound.wire.to.port, bytes: m.data });
@@ -236,7 +241,8 @@ export class GuaranteedLanes implements MainGear {
       await this.js.publish(deadLetterSubject(this.scenario.meta.name, wire.to.gear, wire.to.port), bytes, {
         msgID: `dlq.${p.inbound.name}.${p.m.info.streamSequence}`,
       });
-      p.m.term(reason);
+      // No reason on the wire: nats-server before 2.10 ignores a "+TERM reason" ack.
+      p.m.term();
       this.counts.deadLettered++;
       this.host.log.warn({ wire: p.inbound.name, seq: p.m.info.streamSequence, deliveries: p.m.info.deliveryCount, reason }, 'message dead-lettered');
     } catch (err) {
@@ -246,13 +252,26 @@ export class GuaranteedLanes implements MainGear {
     }
   }
 
-  /** A worker was replaced: what it held is offered again now, not after ack_wait. */
-  workerLost(worker: number): void {
-    for (const [token, p] of this.pending) {
+  /**
+   * A worker was replaced, with `lostRecords` records unread or under way in its ring. A worker
+   * takes records in order, so of this worker's deliveries (in the order they were sent):
+   * - the first was under way: it may be what killed the worker, and is redelivered by the
+   *   stream, which counts the attempt (a message that keeps killing workers ends dead-lettered);
+   * - the next ones, up to lostRecords, never started: sent again to a worker at once, without
+   *   costing them an attempt;
+   * - the rest were still queued by the pool, which hands them to the new worker.
+   */
+  workerLost(worker: number, lostRecords: number): void {
+    let index = 0;
+    for (const [token, p] of [...this.pending]) {
       if (p.worker !== worker) continue;
+      if (index >= Math.max(1, lostRecords)) break;
       this.pending.delete(token);
-      p.m.nak();
-      this.counts.redelivered++;
+      if (index++ === 0) {
+        const attempt = p.m.info.deliveryCount;
+        p.m.nak(LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1));
+        this.counts.redelivered++;
+      } else this.send(p.inbound, p.m);
     }
   }
 

@@ -627,7 +627,7 @@ export class Rack extends EventEmitter {
           ? `a gear timed out and the worker serving this connection was restarted (${event.reason})`
           : `the worker serving this connection was restarted (${event.reason})`;
       this.connections?.workerReplaced(event.index, reason);
-      this.lanes?.workerLost(event.index);
+      this.lanes?.workerLost(event.index, event.lostRecords);
       this.emit('worker-replaced', event);
     });
     this.pool = pool;

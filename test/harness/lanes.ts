@@ -3,6 +3,7 @@
 // what came through, read back to see exactly which messages arrived.
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { Peer } from '../../src/fluxar/mod.js';
 import { decodeFluxMsg } from '../../src/fluxmsg/codec.js';
 
 const root = new URL('../../../', import.meta.url);
@@ -63,7 +64,16 @@ export async function readStream(nc: NatsConnection, stream: string): Promise<Ar
   const total = (await jsm.streams.info(stream)).state.messages;
   const out: Array<{ n: number; meta: Record<string, string> }> = [];
   if (total === 0) return out;
-  const consumer = await jetstream(nc).consumers.get(stream);
+  // On a cluster that just lost a node, making the reader may time out while JetStream settles.
+  let consumer: Awaited<ReturnType<ReturnType<typeof jetstream>['consumers']['get']>> | undefined;
+  for (let attempt = 1; consumer === undefined; attempt++) {
+    consumer = await jetstream(nc)
+      .consumers.get(stream)
+      .catch((err: Error) => {
+        if (attempt >= 5) throw err;
+        return undefined;
+      });
+  }
   const messages = await consumer.consume({ max_messages: 1000 });
   for await (const m of messages) {
     const msg = decodeFluxMsg(m.data, { copyBuffers: true });
@@ -79,4 +89,29 @@ export function tally(ns: number[]): Map<number, number> {
   const counts = new Map<number, number>();
   for (const n of ns) counts.set(n, (counts.get(n) ?? 0) + 1);
   return counts;
+}
+
+/**
+ * `count` calls `{n, ...body(n)}` through `peer`, at most `window` in flight; the answers by n
+ * (an Error for a call that failed). `onAnswer` sees how many have been answered so far.
+ */
+export async function callMany(
+  peer: Peer,
+  count: number,
+  body: (n: number) => Record<string, unknown>,
+  window = 256,
+  onAnswer?: (answered: number) => void,
+): Promise<unknown[]> {
+  const answers: unknown[] = new Array(count);
+  let next = 0;
+  let answered = 0;
+  const worker = async () => {
+    while (next < count) {
+      const n = next++;
+      answers[n] = await peer.call('lane', { n, ...body(n) }).catch((err: Error) => err);
+      onAnswer?.(++answered);
+    }
+  };
+  await Promise.all(Array.from({ length: window }, worker));
+  return answers;
 }

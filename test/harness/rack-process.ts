@@ -37,12 +37,17 @@ export function quickstartScenario(fluxar: Record<string, unknown>): Record<stri
   };
 }
 
-export async function startRackProcess(scenario: Record<string, unknown>, rack: Record<string, unknown> = {}): Promise<RackProcess> {
+/** `config`: more sections of the rack config (nats, telemetry, ...). */
+export async function startRackProcess(
+  scenario: Record<string, unknown>,
+  rack: Record<string, unknown> = {},
+  config: Record<string, unknown> = {},
+): Promise<RackProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'fluxrig-rackproc-'));
   writeFileSync(join(dir, 'scenario.yaml'), stringify(scenario));
   writeFileSync(
     join(dir, 'rack.yaml'),
-    stringify({ rack: { scenario: join(dir, 'scenario.yaml'), workers: 2, ...rack }, log: { level: 'info' }, kv: { 'fraud/blocklist': 'm-666' } }),
+    stringify({ rack: { scenario: join(dir, 'scenario.yaml'), workers: 2, ...rack }, log: { level: 'info' }, kv: { 'fraud/blocklist': 'm-666' }, ...config }),
   );
   // The rack reads FLUXRIG_<SECTION>_<KEY> settings: none from the test's own environment.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLUXRIG_')));

@@ -43,9 +43,14 @@ async function outCount(nc: NatsConnection): Promise<number> {
  * Which of the accepted calls arrived, how often, and what arrived that nobody was told of:
  * every accepted one must arrive exactly once.
  */
-async function checkArrivals(nc: NatsConnection, answers: unknown[], what: string) {
+async function checkArrivals(nc: NatsConnection, answers: unknown[], what: string, diagnose?: () => Promise<unknown>) {
   const accepted = answers.flatMap((a, n) => (a instanceof Error ? [] : [n]));
-  await untilAsync(async () => (await outCount(nc)) >= accepted.length, `${what}: every accepted message in the output stream`, 60_000);
+  try {
+    await untilAsync(async () => (await outCount(nc)) >= accepted.length, `${what}: every accepted message in the output stream`, 60_000);
+  } catch (err) {
+    const state = await diagnose?.().catch((e: Error) => e.message);
+    throw new Error(`${(err as Error).message}: ${await outCount(nc).catch(() => '?')} of ${accepted.length} arrived; ${JSON.stringify(state)}`);
+  }
   const counts = tally((await readStream(nc, OUT_STREAM)).map((m) => m.n));
   const missing = accepted.filter((n) => counts.get(n) !== 1);
   assert.deepEqual(missing.slice(0, 10), [], `${what}: accepted messages that did not arrive exactly once`);
@@ -208,8 +213,9 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
       await Promise.all(nodes.map((n) => n.stop()));
     });
 
-    // Reported, not yet gating: in some runs the receiving rack's consumer does not resume
-    // after the leader change within the deadline (docs/rack.md, Lanes: not provided yet).
+    // Reported, not yet gating: in about one run of eight the output stream does not get every
+    // accepted message within the deadline after the leader change (docs/rack.md, Lanes); a
+    // failing run prints the wire consumer's state and rack B's counts.
     const todo = 'the receiving consumer sometimes stalls after a leader change';
     it('the stream leader killed mid-flow: the flow goes on with the new leader, and nothing accepted is lost', { todo }, async () => {
       const nc = await natsConnect({ servers: nodes.map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
@@ -256,7 +262,10 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
             },
           );
           await killed;
-          const figures = await checkArrivals(nc, answers, 'stream leader killed');
+          const figures = await checkArrivals(nc, answers, 'stream leader killed', async () => {
+            const c = await jsm.consumers.info(laneStreamName('faults-cluster'), 'api_out__probe_in');
+            return { consumer: { pending: c.num_pending, ackPending: c.num_ack_pending, leader: c.cluster?.leader }, b: b.laneCounts };
+          });
           const newLeader = (await jsm.streams.info(laneStreamName('faults-cluster'))).cluster?.leader;
           assert.notEqual(newLeader, leaderName);
           assert.ok(figures.accepted > COUNT / 2, JSON.stringify(figures));

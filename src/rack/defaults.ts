@@ -35,6 +35,8 @@ export const LANE_DEFAULTS = {
   publish_retry_ms: 15_000,
   /** Messages one pull asks for (at most the wire's max_ack_pending). */
   pull_batch: 1024,
+  /** How long one pull waits; its idle heartbeat is half of it, so a lost server is noticed in seconds. */
+  pull_expires_ms: 5000,
   /** The first redelivery delay after a rejection; it doubles per attempt, up to ack_wait_ms. */
   redeliver_first_ms: 100,
 } as const;

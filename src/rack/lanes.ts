@@ -133,14 +133,35 @@ export class GuaranteedLanes implements MainGear {
     for (const [name, wire] of wanted) {
       if (this.inbound.has(name)) continue;
       const inbound: Inbound = { wire, name, orderKey: this.inbound.size, messages: undefined, source: { pause() {}, resume() {} } };
-      const consumer: Consumer = await this.js.consumers.get(stream, name);
-      const d = deliveryOf(wire);
-      inbound.messages = await consumer.consume({
-        max_messages: Math.min(d.maxAckPending, LANE_DEFAULTS.pull_batch),
-        callback: (m) => this.take(inbound, m),
-      });
       this.inbound.set(name, inbound);
+      await this.consume(stream, inbound);
     }
+  }
+
+  /**
+   * Pulls a wire's consumer. Short pulls with idle heartbeats notice a server restart or a
+   * leader change within seconds; a pull loop that ends by itself (not closed by us) is
+   * started again.
+   */
+  private async consume(stream: string, inbound: Inbound): Promise<void> {
+    const consumer: Consumer = await this.js.consumers.get(stream, inbound.name);
+    const d = deliveryOf(inbound.wire);
+    const messages = await consumer.consume({
+      max_messages: Math.min(d.maxAckPending, LANE_DEFAULTS.pull_batch),
+      expires: LANE_DEFAULTS.pull_expires_ms,
+      callback: (m) => this.take(inbound, m),
+    });
+    inbound.messages = messages;
+    void messages.closed().then((err) => {
+      if (this.quiesced || this.inbound.get(inbound.name) !== inbound || inbound.messages !== messages) return;
+      this.host.log.warn({ wire: inbound.name, err }, 'a guaranteed wire stopped pulling; pulling again');
+      const again = () =>
+        this.consume(stream, inbound).catch((e: unknown) => {
+          this.host.log.warn({ wire: inbound.name, err: e }, 'a guaranteed wire cannot pull yet; trying again');
+          setTimeout(again, LANE_DEFAULTS.pull_expires_ms).unref();
+        });
+      void again();
+    });
   }
 
   /** A message of a wire into this rack: to a worker, unless its deliveries are spent. */

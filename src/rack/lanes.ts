@@ -4,6 +4,7 @@
 import { type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
+import { AsyncPublisher, type PublishAck, PublishTimeout } from '../bus/async-publisher.js';
 import { deadLetterSubject, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
@@ -73,6 +74,7 @@ export class GuaranteedLanes implements MainGear {
     outstanding: 0,
   };
   private readonly js: JetStreamClient;
+  private readonly publisher: AsyncPublisher;
   private jsm: JetStreamManager | undefined;
   private readonly inbound = new Map<string, Inbound>();
   private readonly pending = new Map<number, Pending>();
@@ -93,6 +95,7 @@ export class GuaranteedLanes implements MainGear {
     private readonly window = LANE_DEFAULTS.publish_window,
   ) {
     this.js = jetstream(nc);
+    this.publisher = new AsyncPublisher(nc);
   }
 
   /** Whether a scenario has bus wires this rack sends or receives on. */
@@ -336,11 +339,11 @@ export class GuaranteedLanes implements MainGear {
       });
   }
 
-  private async publishWithRetry(subject: string, bytes: Uint8Array, msgID: string): Promise<{ stream: string; seq: number; duplicate: boolean }> {
+  private async publishWithRetry(subject: string, bytes: Uint8Array, msgID: string): Promise<PublishAck> {
     const deadline = Date.now() + LANE_DEFAULTS.publish_retry_ms;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.js.publish(subject, bytes, { msgID, timeout: LANE_DEFAULTS.publish_timeout_ms });
+        return await this.publisher.publish(subject, bytes, msgID, LANE_DEFAULTS.publish_timeout_ms);
       } catch (err) {
         // A full stream or a subject no stream has is an answer, not an outage.
         if (!retryable(err as Error) || Date.now() >= deadline) throw err;
@@ -373,6 +376,7 @@ export class GuaranteedLanes implements MainGear {
     await Promise.all([...this.inbound.values()].map((i) => i.messages?.close()));
     this.inbound.clear();
     await Promise.allSettled([...this.publishes]);
+    this.publisher.close();
     if (this.settling.length > 0) this.settle();
     for (const p of this.pending.values()) p.m.nak();
     this.pending.clear();
@@ -383,8 +387,11 @@ function sameDelivery(a: WireSpec, b: WireSpec): boolean {
   return JSON.stringify(deliveryOf(a)) === JSON.stringify(deliveryOf(b));
 }
 
-/** Whether a failed publish may succeed if tried again (an outage), or is the stream's answer. */
+/**
+ * Whether a failed publish may succeed if tried again: no acknowledgement (an outage), or no
+ * responder (a stream between leaders) — not a stream's refusal (its limits).
+ */
 function retryable(err: Error): boolean {
-  const text = `${err.message} ${(err.cause as Error | undefined)?.message ?? ''}`;
-  return !/maximum (bytes|messages)|resource limits|no stream matches|stream store|insufficient/i.test(text);
+  if (err instanceof PublishTimeout) return true;
+  return !/maximum (bytes|messages)|resource limits|stream store|insufficient|wrong last|message size/i.test(err.message);
 }

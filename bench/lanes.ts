@@ -1,0 +1,218 @@
+// Guaranteed wires against their floor and their ceiling, in one run on one nats-server:
+// - guaranteed: rack A's generator -> (guaranteed wire) -> rack B's probe gear -> a core NATS
+//   subject the benchmark reads; two rack processes, as deployed;
+// - hot: the same chain inside one rack (a hot lane), for the cost of durability;
+// - bare JetStream: nats.js alone, publishing with pipelined acks and a pull consumer acking each
+//   message (the floor a guaranteed wire should stay close to), two ways: core publishes whose
+//   acks come to one reply subscription (nats.go's PublishAsync; the faster, so the floor), and
+//   js.publish() calls kept in flight (nats.js's API, a request per message);
+// - sync publish: one awaited js.publish() at a time (what a naive sender gets).
+// Each rack chain is offered a ladder of rates; its maximum is the highest rate it delivered
+// (>= 95 % of offered) with p99 under the budget; then p99 at half of that maximum.
+// Latency is from the message's creation (fluxMsg ts) to its arrival at the benchmark.
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { createInbox, headers, connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import { decodeFluxMsg } from '../src/fluxmsg/codec.js';
+import { nowNs } from '../src/fluxmsg/fluxmsg.js';
+import { NatsServerProcess } from '../test/harness/nats.js';
+import { type RackProcess, startRackProcess } from '../test/harness/rack-process.js';
+import { PROBE_WASM } from '../test/harness/lanes.js';
+import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
+import { printTable, writeResult } from './harness/report.js';
+
+const STEP_MS = Number(process.env.BENCH_LANES_STEP_MS ?? 4000);
+const WARMUP_MS = Number(process.env.BENCH_LANES_WARMUP_MS ?? 2000);
+const LADDER = (process.env.BENCH_LANES_RATES ?? '5000,10000,20000,35000,50000,70000').split(',').map(Number);
+const P99_BUDGET_MS = 500;
+const OUT = 'bench.lanes.out';
+const TARGETS = { msgs_per_s: 50_000, p99_ms_at_half_max: 20, ratio_vs_bare_jetstream: 0.8 };
+
+interface Step {
+  offered: number;
+  delivered_per_s: number;
+  latency: LatencySummary;
+}
+
+function chain(name: string, rate: number, lane: 'hot' | 'guaranteed'): Record<string, unknown> {
+  const across = lane === 'guaranteed';
+  return {
+    meta: { name, version: '1' },
+    racks: across ? [{ name: 'a' }, { name: 'b' }] : [{ name: 'a' }],
+    ...(across ? { lanes: { storage: 'file' } } : {}),
+    gears: [
+      { name: 'gen', type: 'generator', deploy: 'a', config: { rate_per_s: rate, data: { kind: 'bench' } } },
+      { name: 'probe', type: 'wasm', deploy: across ? 'b' : 'a', config: { module: PROBE_WASM } },
+      { name: 'out', type: 'nats', deploy: across ? 'b' : 'a', config: { subject: OUT, mode: 'publish' } },
+    ],
+    wires: [
+      { from: 'gen.out', to: 'probe.in', ...(across ? { lane: 'guaranteed' } : {}) },
+      { from: 'probe.out', to: 'out.in' },
+    ],
+  };
+}
+
+/** Reads what arrives on OUT during the measured window; latency from each message's ts. */
+async function measure(nc: NatsConnection, run: () => Promise<() => Promise<void>>): Promise<{ delivered_per_s: number; latency: LatencySummary }> {
+  const recorder = new LatencyRecorder();
+  let counting = false;
+  let count = 0;
+  const sub = nc.subscribe(OUT, {
+    callback: (_err, m) => {
+      if (!counting) return;
+      count++;
+      recorder.recordNs(Number(nowNs() - decodeFluxMsg(m.data).ts));
+    },
+  });
+  const stop = await run();
+  await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
+  counting = true;
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, STEP_MS));
+  counting = false;
+  const seconds = (performance.now() - started) / 1000;
+  sub.unsubscribe();
+  await stop();
+  return { delivered_per_s: count / seconds, latency: recorder.summary() };
+}
+
+async function rackChain(nats: NatsServerProcess, nc: NatsConnection, lane: 'hot' | 'guaranteed', rate: number, n: number): Promise<Step> {
+  const doc = chain(`bench-${lane}-${n}`, rate, lane);
+  const result = await measure(nc, async () => {
+    const racks: RackProcess[] = [];
+    // The receiver first, so the sender's first messages find it consuming.
+    if (lane === 'guaranteed') racks.push(await startRackProcess(doc, { name: 'b', workers: 1 }, { nats: { url: nats.url } }));
+    racks.push(await startRackProcess(doc, { name: 'a', workers: 1 }, { nats: { url: nats.url } }));
+    return async () => {
+      for (const r of racks.reverse()) await r.stop();
+    };
+  });
+  return { offered: rate, ...result };
+}
+
+async function ladder(nats: NatsServerProcess, nc: NatsConnection, lane: 'hot' | 'guaranteed'): Promise<Step[]> {
+  const steps: Step[] = [];
+  for (const [i, rate] of LADDER.entries()) {
+    const step = await rackChain(nats, nc, lane, rate, i);
+    steps.push(step);
+    console.log(
+      `${lane} ${rate}/s offered: ${Math.round(step.delivered_per_s)}/s delivered, p50 ${step.latency.p50_us / 1000} ms, p99 ${step.latency.p99_us / 1000} ms`,
+    );
+    if (!held(step)) break;
+  }
+  return steps;
+}
+
+const held = (s: Step) => s.delivered_per_s >= 0.95 * s.offered && s.latency.p99_us / 1000 <= P99_BUDGET_MS;
+const maxOf = (steps: Step[]) => Math.max(0, ...steps.filter(held).map((s) => s.delivered_per_s));
+
+type BareMode = 'reply-subscription' | 'js-publish' | 'sync';
+
+/** nats.js alone: publishes (a window of acks in flight, or one at a time) and a pull consumer acking each. */
+async function bareJetStream(nc: NatsConnection, mode: BareMode): Promise<{ msgs_per_s: number; latency: LatencySummary }> {
+  const jsm = await jetstreamManager(nc);
+  const stream = `BENCH_${mode.replace(/-/g, '_').toUpperCase()}`;
+  await jsm.streams.delete(stream).catch(() => {});
+  await jsm.streams.add({ name: stream, subjects: [`${stream}.>`], duplicate_window: 120_000 * 1_000_000 });
+  await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, max_ack_pending: 4096 });
+  const js = jetstream(nc);
+  const recorder = new LatencyRecorder();
+  let received = 0;
+  const consumer = await js.consumers.get(stream, 'c');
+  const messages = await consumer.consume({
+    max_messages: 1024,
+    callback: (m) => {
+      recorder.recordNs(Number(process.hrtime.bigint() - BigInt(m.headers?.get('t') ?? '0')));
+      m.ack();
+      received++;
+    },
+  });
+  const payload = new Uint8Array(160);
+  const deadline = performance.now() + STEP_MS;
+  let sent = 0;
+  let acked = 0;
+  const inbox = createInbox();
+  const acks = nc.subscribe(`${inbox}.*`, {
+    callback: () => {
+      acked++;
+    },
+  });
+  const window = new Set<Promise<unknown>>();
+  const started = performance.now();
+  while (performance.now() < deadline) {
+    const h = headers();
+    h.set('t', String(process.hrtime.bigint()));
+    h.set('Nats-Msg-Id', `m${sent}`);
+    if (mode === 'reply-subscription') {
+      nc.publish(`${stream}.x`, payload, { reply: `${inbox}.${sent}`, headers: h });
+      sent++;
+      if ((sent & 255) === 0) while (sent - acked > 4096) await new Promise((resolve) => setImmediate(resolve));
+      continue;
+    }
+    const p = js.publish(`${stream}.x`, payload, { headers: h });
+    sent++;
+    if (mode === 'sync') {
+      await p;
+      continue;
+    }
+    window.add(p);
+    void p.finally(() => window.delete(p));
+    if (window.size >= 4096) await Promise.race(window);
+  }
+  await Promise.all(window);
+  acks.unsubscribe();
+  while (received < sent && performance.now() < deadline + 10_000) await new Promise((resolve) => setTimeout(resolve, 5));
+  const seconds = (performance.now() - started) / 1000;
+  await messages.close();
+  return { msgs_per_s: received / seconds, latency: recorder.summary() };
+}
+
+async function main(): Promise<void> {
+  const nats = await NatsServerProcess.start();
+  const nc = await natsConnect({ servers: nats.url });
+  try {
+    const bare = await bareJetStream(nc, 'reply-subscription');
+    console.log(`bare JetStream pipeline (acks on one subscription): ${Math.round(bare.msgs_per_s)}/s, p99 ${bare.latency.p99_us / 1000} ms`);
+    const jsPublish = await bareJetStream(nc, 'js-publish');
+    console.log(`bare JetStream pipeline (js.publish in flight): ${Math.round(jsPublish.msgs_per_s)}/s, p99 ${jsPublish.latency.p99_us / 1000} ms`);
+    const syncPublish = await bareJetStream(nc, 'sync');
+    console.log(`synchronous publish: ${Math.round(syncPublish.msgs_per_s)}/s`);
+    const guaranteed = await ladder(nats, nc, 'guaranteed');
+    const hot = await ladder(nats, nc, 'hot');
+    const max = maxOf(guaranteed);
+    const half = max > 0 ? await rackChain(nats, nc, 'guaranteed', Math.round(max / 2), 99) : undefined;
+    const result = {
+      guaranteed_msgs_per_s: Math.round(max),
+      p99_ms_at_half_max: half === undefined ? null : half.latency.p99_us / 1000,
+      p50_ms_at_half_max: half === undefined ? null : half.latency.p50_us / 1000,
+      ratio_vs_bare_jetstream: Math.round((max / bare.msgs_per_s) * 100) / 100,
+      ratio_vs_sync_publish: Math.round((max / syncPublish.msgs_per_s) * 100) / 100,
+      ratio_vs_hot_lane: Math.round((max / Math.max(1, maxOf(hot))) * 100) / 100,
+      bare_jetstream: { msgs_per_s: Math.round(bare.msgs_per_s), ...bare.latency },
+      bare_js_publish: { msgs_per_s: Math.round(jsPublish.msgs_per_s), ...jsPublish.latency },
+      ratio_vs_bare_js_publish: Math.round((max / jsPublish.msgs_per_s) * 100) / 100,
+      sync_publish: { msgs_per_s: Math.round(syncPublish.msgs_per_s) },
+      hot_lane_msgs_per_s: Math.round(maxOf(hot)),
+      ladder: { guaranteed, hot },
+      targets: TARGETS,
+      met: {
+        msgs_per_s: max >= TARGETS.msgs_per_s,
+        p99_ms_at_half_max: half !== undefined && half.latency.p99_us / 1000 <= TARGETS.p99_ms_at_half_max,
+        ratio_vs_bare_jetstream: max / bare.msgs_per_s >= TARGETS.ratio_vs_bare_jetstream,
+      },
+    };
+    printTable([
+      { path: 'guaranteed wire (2 racks)', 'msgs/s': result.guaranteed_msgs_per_s, 'p99 ms @ half': result.p99_ms_at_half_max ?? 'n/a' },
+      { path: 'hot lane (1 rack)', 'msgs/s': result.hot_lane_msgs_per_s, 'p99 ms @ half': '' },
+      { path: 'bare nats.js, acks on one subscription', 'msgs/s': result.bare_jetstream.msgs_per_s, 'p99 ms @ half': '' },
+      { path: 'bare nats.js, js.publish in flight', 'msgs/s': result.bare_js_publish.msgs_per_s, 'p99 ms @ half': '' },
+      { path: 'synchronous publish', 'msgs/s': result.sync_publish.msgs_per_s, 'p99 ms @ half': '' },
+    ]);
+    console.log(`ratios: vs bare ${result.ratio_vs_bare_jetstream}, vs sync ${result.ratio_vs_sync_publish}, vs hot ${result.ratio_vs_hot_lane}`);
+    console.log(`wrote ${writeResult('lanes', result)}`);
+  } finally {
+    await nc.close();
+    await nats.stop();
+  }
+}
+
+await main();

@@ -7,6 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import type { FastifyInstance } from 'fastify';
 import { stringify } from 'yaml';
@@ -63,10 +64,12 @@ describe('mixer', () => {
     name: string,
     labels: Record<string, string> = {},
     stateDir = mkdtempSync(join(tmpdir(), `fluxrig-rack-${name}-`)),
+    onBus = false,
   ): Promise<FleetRack> {
     const state = loadAgentState(stateDir);
     const start = startingScenario(state, root);
-    const rack = new Rack({ scenario: start.scenario, groups: start.groups, name, workers: 0, logger: log.logger });
+    // onBus: on the bus for its data too (KV, topics, guaranteed wires), as rack --mixer URL --nats URL.
+    const rack = new Rack({ scenario: start.scenario, groups: start.groups, name, natsUrl: onBus ? nats.url : undefined, workers: 0, logger: log.logger });
     await rack.start();
     const agent = new MixerAgent({
       rack,
@@ -169,7 +172,7 @@ describe('mixer', () => {
   });
 
   it('rolls a scenario out to a group by labels, and shows desired and applied versions', async () => {
-    const b = await joinRack('edge-b', { site: 'b' });
+    const b = await joinRack('edge-b', { site: 'b' }, undefined, true);
     await untilAsync(async () => (await rackView('edge-b'))?.status === 'pending', 'edge-b is pending');
     await http('POST', '/racks/edge-b/approve');
     await untilAsync(async () => b.agent.status === 'active', 'edge-b is active');
@@ -189,6 +192,38 @@ describe('mixer', () => {
     assert.equal(((await peer.call('pay', { amount: 5 })) as Record<string, unknown>).decision, 'approved');
     await peer.close();
     await untilAsync(async () => ((await rackView('edge-a'))?.heartbeat?.gears.fraud?.messages ?? 0) >= 1, 'a heartbeat reports the call');
+  });
+
+  it('provisions the stream and consumers of a scenario with a guaranteed wire when it is pushed; its racks run the wire', async () => {
+    const b = fleet.find((m) => m.rack.name === 'edge-b')!;
+    const yaml = stringify({
+      meta: { name: 'settle', version: '1' },
+      racks: [{ name: 'edge-b' }],
+      lanes: { max_age_ms: 3_600_000 },
+      gears: [
+        { name: 'api', type: 'fluxar', deploy: 'edge-b', config: { listen: ['tcp://127.0.0.1:0'] } },
+        { name: 'fraud', type: 'wasm', deploy: 'edge-b', config: { module: fraudWasm, allow_kv: true } },
+        { name: 'audit', type: 'log', deploy: 'edge-b' },
+      ],
+      wires: [
+        { from: 'api.out', to: 'fraud.in', lane: 'guaranteed', max_deliver: 3 },
+        { from: 'fraud.out', to: 'audit.in' },
+        { from: 'fraud.error', to: 'audit.in' },
+      ],
+    });
+    const pushed = await http('POST', '/scenarios', { yaml, file: 'settle.yaml' });
+    assert.equal(pushed.status, 200, JSON.stringify(pushed.body));
+    const jsm = await jetstreamManager(nc);
+    const stream = await jsm.streams.info('FLUX_MSG_settle');
+    assert.deepEqual(stream.config.subjects.sort(), ['flux.dlq.settle.*.*', 'flux.msg.edge-b.api.out']);
+    assert.equal(stream.config.max_age, 3_600_000 * 1_000_000);
+    assert.equal((await jsm.consumers.info('FLUX_MSG_settle', 'api_out__fraud_in')).config.filter_subject, 'flux.msg.edge-b.api.out');
+    await untilAsync(async () => (await http('GET', '/scenarios/settle/status')).body[0]?.state === 'applied', 'edge-b applied settle');
+    const peer = await connect(b.rack.addresses('api')[0]!);
+    const answer = (await peer.call('pay', { amount: 5 })) as Record<string, unknown>;
+    assert.deepEqual([answer.stream, answer.lane, answer.duplicate], ['FLUX_MSG_settle', 'flux.msg.edge-b.api.out', false]);
+    await peer.close();
+    await untilAsync(async () => (b.rack.laneCounts?.acked ?? 0) >= 1, 'edge-b consumed its wire and acked the message');
   });
 
   it('refuses an invalid scenario with file:line:column before any rack sees it', async () => {

@@ -34,6 +34,7 @@ import {
   SCENARIO_STREAM,
 } from '../bus/subjects.js';
 import { ensureStream } from '../bus/streams.js';
+import { provisionLanes } from '../bus/lanes.js';
 import { parseScenario } from '../scenario/parse.js';
 import type { Scenario } from '../scenario/types.js';
 import { type Actor, AuditLog, ensureAuditStream } from './audit.js';
@@ -419,6 +420,15 @@ export class Mixer extends EventEmitter {
     const targets = resolveTargets(scenario, racks, extraRacks);
     if (Object.keys(targets).length === 0)
       throw new MixerError(`scenario ${scenario.meta.name} names no adopted rack (racks:, deploy: or a group's match_labels); name one with --rack`, 400);
+    const jsm = await jetstreamManager(this.options.nats);
+    // The guaranteed wires' stream and consumers exist before any rack runs the scenario (a
+    // rack confined by bus permissions could not make them itself).
+    try {
+      const changes = await provisionLanes(jsm, scenario);
+      if (changes.length > 0) this.log.info({ scenario: scenario.meta.name, changes }, 'guaranteed lanes provisioned');
+    } catch (err) {
+      throw new MixerError(`cannot provision the guaranteed lanes of scenario ${scenario.meta.name}: ${(err as Error).message}`, 409, { cause: err });
+    }
     const stored = await this.registry.updateScenario(scenario.meta.name, (current) => ({
       name: scenario.meta.name,
       version: (current?.version ?? 0) + 1,
@@ -429,7 +439,6 @@ export class Mixer extends EventEmitter {
     }));
     const record = stored!;
     const js = jetstream(this.options.nats);
-    const jsm = await jetstreamManager(this.options.nats);
     for (const [rackName, groups] of Object.entries(targets)) {
       const rack = racks.find((r) => r.name === rackName)!;
       const subject = rackScenarioSubject(rackName);

@@ -9,13 +9,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
-import { stringify } from 'yaml';
 import { laneStreamName } from '../src/bus/lanes.js';
-import { connect } from '../src/fluxar/mod.js';
-import { Rack } from '../src/rack/rack.js';
-import { parseScenario } from '../src/scenario/parse.js';
-import { callMany, type LaneScenarioOptions, laneScenario, makeOutStream, OUT_STREAM, readStream, tally } from './harness/lanes.js';
-import { captureLogs } from './harness/logs.js';
+import { connect, type Peer } from '../src/fluxar/mod.js';
+import { callMany, type LaneScenarioOptions, laneRack, laneScenario, makeOutStream, OUT_STREAM, readStream, tally, withRackPair } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { freePort } from './harness/ports.js';
 import { type RackProcess, startRackProcess } from './harness/rack-process.js';
@@ -24,19 +20,28 @@ import { until, untilAsync } from './harness/wait.js';
 const COUNT = 20_000;
 const dir = mkdtempSync(join(tmpdir(), 'fluxrig-lane-faults-'));
 
-function rackOn(name: string, natsUrl: string | string[], doc: Record<string, unknown>): Rack {
-  const file = join(dir, `${name}-${Math.random().toString(36).slice(2)}.yaml`);
-  writeFileSync(file, stringify(doc));
-  const url = Array.isArray(natsUrl) ? natsUrl.join(',') : natsUrl;
-  return new Rack({ scenario: parseScenario(stringify(doc), file), name, natsUrl: url, workers: 2, logger: captureLogs().logger });
-}
-
 function rackProcess(name: string, natsUrl: string, doc: Record<string, unknown>): Promise<RackProcess> {
   return startRackProcess(doc, { name }, { nats: { url: natsUrl } });
 }
 
 async function outCount(nc: NatsConnection): Promise<number> {
   return (await (await jetstreamManager(nc)).streams.info(OUT_STREAM)).state.messages;
+}
+
+/** COUNT calls through `peer`; once a quarter are answered, `fault` strikes. The answers, once it is over. */
+async function callsWithFault(peer: Peer, fault: () => unknown): Promise<unknown[]> {
+  let struck: unknown;
+  const answers = await callMany(
+    peer,
+    COUNT,
+    () => ({}),
+    256,
+    (answered) => {
+      if (answered === COUNT / 4) struck = fault();
+    },
+  );
+  await struck;
+  return answers;
 }
 
 /**
@@ -81,36 +86,17 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
 
     it('nats-server killed (SIGKILL) and restarted mid-flow: nothing acknowledged to the caller is lost', async () => {
       const doc = await fresh({ name: 'faults-nats' });
-      const a = rackOn('a', nats.url, doc);
-      const b = rackOn('b', nats.url, doc);
-      await a.start();
-      await b.start();
-      const peer = await connect(a.addresses()[0]!);
-      try {
-        let restarted: Promise<void> | undefined;
-        const answers = await callMany(
-          peer,
-          COUNT,
-          () => ({}),
-          256,
-          (answered) => {
-            if (answered === COUNT / 4) restarted = nats.restart();
-          },
-        );
-        await restarted;
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ a, b, peer }) => {
+        const answers = await callsWithFault(peer, () => nats.restart());
         const figures = await checkArrivals(nc, answers, 'nats-server restart');
         assert.ok(figures.accepted > COUNT / 4, `${figures.accepted} accepted`);
         console.log(`# nats-server restart: ${JSON.stringify({ ...figures, retries: a.laneCounts?.publishRetries, redelivered: b.laneCounts?.redelivered })}`);
-      } finally {
-        await peer.close();
-        await a.stop();
-        await b.stop();
-      }
+      });
     });
 
     it('rack B killed (SIGKILL) mid-flow and restarted: its unacked messages are redelivered, and arrive once', async () => {
       const doc = await fresh({ name: 'faults-b', ackWaitMs: 1000 });
-      const a = rackOn('a', nats.url, doc);
+      const a = laneRack('a', nats.url, doc);
       await a.start();
       let b = await rackProcess('b', nats.url, doc);
       const peer = await connect(a.addresses()[0]!);
@@ -134,19 +120,11 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
     it('rack A killed mid-flow: what it had acknowledged is delivered; its caller hears of the rest as failed', async () => {
       const doc = await fresh({ name: 'faults-a' });
       const a = await rackProcess('a', nats.url, doc);
-      const b = rackOn('b', nats.url, doc);
+      const b = laneRack('b', nats.url, doc);
       await b.start();
       const peer = await connect(a.addresses[0]!);
       try {
-        const answers = await callMany(
-          peer,
-          COUNT,
-          () => ({}),
-          256,
-          (answered) => {
-            if (answered === COUNT / 4) a.child.kill('SIGKILL');
-          },
-        );
+        const answers = await callsWithFault(peer, () => a.child.kill('SIGKILL'));
         const figures = await checkArrivals(nc, answers, 'rack A killed');
         assert.ok(figures.failed > 0 && figures.accepted >= COUNT / 4, JSON.stringify(figures));
         for (const err of answers.filter((x) => x instanceof Error) as Error[]) assert.match(err.message, /clos|lost|reset|ECONN|EPIPE|end/i);
@@ -159,15 +137,10 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
 
     it('a worker of rack B lost (a gear that never returns): its in-flight messages are redelivered; the culprit is dead-lettered', async () => {
       const doc = await fresh({ name: 'faults-worker', ackWaitMs: 2000, maxDeliver: 2, probeTimeoutMs: 300 });
-      const a = rackOn('a', nats.url, doc);
-      const b = rackOn('b', nats.url, doc);
-      await a.start();
-      await b.start();
-      const replaced: unknown[] = [];
-      b.on('worker-replaced', (e) => replaced.push(e));
-      const peer = await connect(a.addresses()[0]!);
       const SPIN = COUNT / 2;
-      try {
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ b, peer }) => {
+        const replaced: unknown[] = [];
+        b.on('worker-replaced', (e) => replaced.push(e));
         const answers = await callMany(peer, COUNT, (n) => (n === SPIN ? { action: 'spin' } : {}));
         assert.ok(answers.every((x) => !(x instanceof Error)));
         const others = answers.map((_, n) => n).filter((n) => n !== SPIN);
@@ -188,11 +161,7 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
         console.log(
           `# worker lost: ${JSON.stringify({ replaced: replaced.length, redelivered: b.laneCounts?.redelivered, dead: dead[0]?.meta['lane.error'] })}`,
         );
-      } finally {
-        await peer.close();
-        await a.stop();
-        await b.stop();
-      }
+      });
     });
   });
 
@@ -243,25 +212,12 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
         );
         const doc = laneScenario({ name: 'faults-cluster', replicas: 3 });
         // The racks connect to different nodes (and know the others, to move on when theirs dies).
-        const a = rackOn('a', [nodes[0]!.url, nodes[1]!.url, nodes[2]!.url], doc);
-        const b = rackOn('b', [nodes[1]!.url, nodes[2]!.url, nodes[0]!.url], doc);
-        await a.start();
-        await b.start();
-        const leaderName = (await jsm.streams.info(laneStreamName('faults-cluster'))).cluster?.leader;
-        const leader = nodes[Number(leaderName?.slice(1))]!;
-        const peer = await connect(a.addresses()[0]!);
-        try {
-          let killed: Promise<void> | undefined;
-          const answers = await callMany(
-            peer,
-            COUNT,
-            () => ({}),
-            256,
-            (answered) => {
-              if (answered === COUNT / 4) killed = leader.down();
-            },
-          );
-          await killed;
+        const urls = nodes.map((n) => n.url);
+        const natsUrls = { a: urls, b: [urls[1]!, urls[2]!, urls[0]!] };
+        await withRackPair(natsUrls, doc, async ({ a, b, peer }) => {
+          const leaderName = (await jsm.streams.info(laneStreamName('faults-cluster'))).cluster?.leader;
+          const leader = nodes[Number(leaderName?.slice(1))]!;
+          const answers = await callsWithFault(peer, () => leader.down());
           const figures = await checkArrivals(nc, answers, 'stream leader killed', async () => {
             const c = await jsm.consumers.info(laneStreamName('faults-cluster'), 'api_out__probe_in');
             return { consumer: { pending: c.num_pending, ackPending: c.num_ack_pending, leader: c.cluster?.leader }, b: b.laneCounts };
@@ -270,11 +226,7 @@ describe('guaranteed wires under faults', { timeout: 600_000 }, () => {
           assert.notEqual(newLeader, leaderName);
           assert.ok(figures.accepted > COUNT / 2, JSON.stringify(figures));
           console.log(`# leader ${leaderName} killed: ${JSON.stringify({ ...figures, newLeader, retries: a.laneCounts?.publishRetries })}`);
-        } finally {
-          await peer.close();
-          await a.stop();
-          await b.stop();
-        }
+        });
       } finally {
         await nc.close();
       }

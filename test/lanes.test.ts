@@ -12,20 +12,10 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import { stringify } from 'yaml';
 import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
 import { connect } from '../src/fluxar/mod.js';
-import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
-import { captureLogs } from './harness/logs.js';
-import { callMany, laneScenario, makeOutStream, OUT_STREAM, readStream, tally } from './harness/lanes.js';
+import { callMany, laneRack, laneScenario, makeOutStream, OUT_STREAM, readStream, tally, withRackPair } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { untilAsync } from './harness/wait.js';
-
-const dir = mkdtempSync(join(tmpdir(), 'fluxrig-lanes-'));
-
-function rackOn(name: string, natsUrl: string, doc: Record<string, unknown>, workers = 2): Rack {
-  const file = join(dir, `${name}-${Date.now()}.yaml`);
-  writeFileSync(file, stringify(doc));
-  return new Rack({ scenario: parseScenario(stringify(doc), file), name, natsUrl, workers, logger: captureLogs().logger });
-}
 
 describe('guaranteed wires between racks', () => {
   let nats: NatsServerProcess;
@@ -43,35 +33,29 @@ describe('guaranteed wires between racks', () => {
   it('every call rack A accepted reaches rack B once; the call is answered when the stream has it', async () => {
     await makeOutStream(nc);
     const doc = laneScenario({ name: 'lanes-basic' });
-    const a = rackOn('a', nats.url, doc);
-    const b = rackOn('b', nats.url, doc);
-    await a.start();
-    await b.start();
-    const peer = await connect(a.addresses()[0]!);
     try {
-      const answers = await callMany(peer, 2000, () => ({}));
-      for (const [n, answer] of answers.entries()) {
-        assert.ok(!(answer instanceof Error), `call ${n}: ${(answer as Error).message}`);
-        const { lane, stream, seq, duplicate } = answer as Record<string, unknown>;
-        assert.deepEqual([lane, stream, duplicate, typeof seq], ['flux.msg.a.api.out', laneStreamName('lanes-basic'), false, 'number']);
-      }
-      await untilAsync(
-        async () => (await jetstreamManager(nc).then((j) => j.streams.info(OUT_STREAM))).state.messages >= 2000,
-        'rack B to pass on every message',
-      );
-      const out = await readStream(nc, OUT_STREAM);
-      const counts = tally(out.map((m) => m.n));
-      assert.equal(counts.size, 2000);
-      assert.ok([...counts.values()].every((c) => c === 1));
-      assert.ok(
-        out.every((m) => m.meta.probe === 'seen'),
-        'each went through the probe gear on rack B',
-      );
-      assert.deepEqual([a.laneCounts?.published, a.laneCounts?.publishFailed, b.laneCounts?.acked], [2000, 0, 2000]);
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ a, b, peer }) => {
+        const answers = await callMany(peer, 2000, () => ({}));
+        for (const [n, answer] of answers.entries()) {
+          assert.ok(!(answer instanceof Error), `call ${n}: ${(answer as Error).message}`);
+          const { lane, stream, seq, duplicate } = answer as Record<string, unknown>;
+          assert.deepEqual([lane, stream, duplicate, typeof seq], ['flux.msg.a.api.out', laneStreamName('lanes-basic'), false, 'number']);
+        }
+        await untilAsync(
+          async () => (await jetstreamManager(nc).then((j) => j.streams.info(OUT_STREAM))).state.messages >= 2000,
+          'rack B to pass on every message',
+        );
+        const out = await readStream(nc, OUT_STREAM);
+        const counts = tally(out.map((m) => m.n));
+        assert.equal(counts.size, 2000);
+        assert.ok([...counts.values()].every((c) => c === 1));
+        assert.ok(
+          out.every((m) => m.meta.probe === 'seen'),
+          'each went through the probe gear on rack B',
+        );
+        assert.deepEqual([a.laneCounts?.published, a.laneCounts?.publishFailed, b.laneCounts?.acked], [2000, 0, 2000]);
+      });
     } finally {
-      await peer.close();
-      await a.stop();
-      await b.stop();
       const jsm = await jetstreamManager(nc);
       await jsm.streams.delete(OUT_STREAM);
     }
@@ -80,32 +64,26 @@ describe('guaranteed wires between racks', () => {
   it('a poison message ends in the dead-letter subject after max_deliver, with its error, and the wire flows on', async () => {
     await makeOutStream(nc);
     const doc = laneScenario({ name: 'lanes-poison', maxDeliver: 3, ackWaitMs: 1000 });
-    const a = rackOn('a', nats.url, doc);
-    const b = rackOn('b', nats.url, doc);
-    await a.start();
-    await b.start();
-    const peer = await connect(a.addresses()[0]!);
     try {
-      const answers = await callMany(peer, 200, (n) => (n === 7 ? { action: 'reject', reason: 'not today' } : {}));
-      assert.ok(answers.every((x) => !(x instanceof Error)));
-      await untilAsync(async () => (await readStream(nc, OUT_STREAM)).length >= 199, 'the other 199 to arrive');
-      const stream = laneStreamName('lanes-poison');
-      await untilAsync(async () => b.laneCounts?.deadLettered === 1, 'the poison message to be dead-lettered');
-      const dead = (await readStream(nc, stream)).filter((m) => m.meta['lane.error'] !== undefined);
-      assert.equal(dead.length, 1);
-      assert.equal(dead[0]!.n, 7);
-      assert.match(dead[0]!.meta['lane.error']!, /probe rejected it: not today/);
-      assert.deepEqual([dead[0]!.meta['lane.deliveries'], dead[0]!.meta['lane.wire']], ['3', 'api.out -> probe.in']);
-      assert.equal(b.laneCounts?.redelivered, 2);
-      const out = await readStream(nc, OUT_STREAM);
-      assert.deepEqual(
-        out.map((m) => m.n).sort((x, y) => x - y),
-        Array.from({ length: 200 }, (_, n) => n).filter((n) => n !== 7),
-      );
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ b, peer }) => {
+        const answers = await callMany(peer, 200, (n) => (n === 7 ? { action: 'reject', reason: 'not today' } : {}));
+        assert.ok(answers.every((x) => !(x instanceof Error)));
+        await untilAsync(async () => (await readStream(nc, OUT_STREAM)).length >= 199, 'the other 199 to arrive');
+        const stream = laneStreamName('lanes-poison');
+        await untilAsync(async () => b.laneCounts?.deadLettered === 1, 'the poison message to be dead-lettered');
+        const dead = (await readStream(nc, stream)).filter((m) => m.meta['lane.error'] !== undefined);
+        assert.equal(dead.length, 1);
+        assert.equal(dead[0]!.n, 7);
+        assert.match(dead[0]!.meta['lane.error']!, /probe rejected it: not today/);
+        assert.deepEqual([dead[0]!.meta['lane.deliveries'], dead[0]!.meta['lane.wire']], ['3', 'api.out -> probe.in']);
+        assert.equal(b.laneCounts?.redelivered, 2);
+        const out = await readStream(nc, OUT_STREAM);
+        assert.deepEqual(
+          out.map((m) => m.n).sort((x, y) => x - y),
+          Array.from({ length: 200 }, (_, n) => n).filter((n) => n !== 7),
+        );
+      });
     } finally {
-      await peer.close();
-      await a.stop();
-      await b.stop();
       const jsm = await jetstreamManager(nc);
       await jsm.streams.delete(OUT_STREAM);
     }
@@ -113,7 +91,7 @@ describe('guaranteed wires between racks', () => {
 
   it('a reload that removes a wire removes its consumer; the stream is made with the scenario settings', async () => {
     const doc = laneScenario({ name: 'lanes-reload' });
-    const b = rackOn('b', nats.url, doc);
+    const b = laneRack('b', nats.url, doc);
     await b.start();
     const jsm = await jetstreamManager(nc);
     const stream = laneStreamName('lanes-reload');
@@ -124,7 +102,7 @@ describe('guaranteed wires between racks', () => {
       const consumer = await jsm.consumers.info(stream, 'api_out__probe_in');
       assert.deepEqual([consumer.config.ack_wait, consumer.config.max_ack_pending], [2000 * 1_000_000, 4096]);
       const without = { ...doc, wires: (doc.wires as unknown[]).slice(1) };
-      const file = join(dir, 'reload.yaml');
+      const file = join(mkdtempSync(join(tmpdir(), 'fluxrig-lanes-')), 'reload.yaml');
       writeFileSync(file, stringify(without));
       await b.reload(parseScenario(stringify(without), file));
       // No bus wire is left in the scenario: the rack stops consuming; the Mixer's rollout or the
@@ -133,7 +111,7 @@ describe('guaranteed wires between racks', () => {
         ...doc,
         wires: [{ from: 'api.out', to: 'probe.in', lane: 'guaranteed', max_ack_pending: 10 }, (doc.wires as unknown[])[1]],
       };
-      const file2 = join(dir, 'reload2.yaml');
+      const file2 = `${file}.2.yaml`;
       writeFileSync(file2, stringify(withOther));
       await b.reload(parseScenario(stringify(withOther), file2));
       const updated = await jsm.consumers.info(stream, laneConsumerName(parseScenario(stringify(withOther), file2).wires[0]!));
@@ -145,7 +123,7 @@ describe('guaranteed wires between racks', () => {
 
   it('a stream at its limits answers the caller with an error, never silently', async () => {
     const doc = { ...laneScenario({ name: 'lanes-full' }), lanes: { max_bytes: 4096 } };
-    const a = rackOn('a', nats.url, doc);
+    const a = laneRack('a', nats.url, doc);
     await a.start();
     const peer = await connect(a.addresses()[0]!);
     try {

@@ -3,8 +3,15 @@
 // what came through, read back to see exactly which messages arrived.
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
-import type { Peer } from '../../src/fluxar/mod.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { connect, type Peer } from '../../src/fluxar/mod.js';
 import { decodeFluxMsg } from '../../src/fluxmsg/codec.js';
+import { Rack } from '../../src/rack/rack.js';
+import { parseScenario } from '../../src/scenario/parse.js';
+import { captureLogs } from './logs.js';
 
 const root = new URL('../../../', import.meta.url);
 export const PROBE_WASM = new URL('dist/test-gears/probe.wasm', root).pathname;
@@ -114,4 +121,37 @@ export async function callMany(
   };
   await Promise.all(Array.from({ length: window }, worker));
   return answers;
+}
+
+const rackDir = mkdtempSync(join(tmpdir(), 'fluxrig-lane-racks-'));
+
+/** A rack of a lane scenario, in this process, on `natsUrl` (several URLs: a cluster's nodes). */
+export function laneRack(name: string, natsUrl: string | string[], doc: Record<string, unknown>, workers = 2): Rack {
+  const file = join(rackDir, `${name}-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(file, stringify(doc));
+  const url = Array.isArray(natsUrl) ? natsUrl.join(',') : natsUrl;
+  return new Rack({ scenario: parseScenario(stringify(doc), file), name, natsUrl: url, workers, logger: captureLogs().logger });
+}
+
+/**
+ * Starts racks a and b of a lane scenario, runs `body` with a client of a's fluxar gear, and
+ * stops them all, whatever `body` did.
+ */
+export async function withRackPair(
+  natsUrls: { a: string | string[]; b: string | string[] },
+  doc: Record<string, unknown>,
+  body: (racks: { a: Rack; b: Rack; peer: Peer }) => Promise<void>,
+): Promise<void> {
+  const a = laneRack('a', natsUrls.a, doc);
+  const b = laneRack('b', natsUrls.b, doc);
+  await a.start();
+  await b.start();
+  const peer = await connect(a.addresses()[0]!);
+  try {
+    await body({ a, b, peer });
+  } finally {
+    await peer.close();
+    await a.stop();
+    await b.stop();
+  }
 }

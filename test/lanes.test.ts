@@ -61,6 +61,26 @@ describe('guaranteed wires between racks', () => {
     }
   });
 
+  it('a main-thread source (a generator) sends along a guaranteed wire straight from the main thread; every message arrives once', async () => {
+    await makeOutStream(nc);
+    const doc = laneScenario({ name: 'lanes-generator' });
+    const gears = doc.gears as Array<Record<string, unknown>>;
+    gears.push({ name: 'gen', type: 'generator', deploy: 'a', config: { rate_per_s: 5000, count: 1000 } });
+    (doc.wires as unknown[]).push({ from: 'gen.out', to: 'probe.in', lane: 'guaranteed' });
+    try {
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ a, b }) => {
+        await untilAsync(async () => (await readStream(nc, OUT_STREAM)).length >= 1000, 'the generated messages to arrive');
+        const out = await readStream(nc, OUT_STREAM);
+        assert.equal(out.length, 1000);
+        assert.equal(new Set(out.map((m) => m.meta['generator.gear'])).size, 1);
+        assert.deepEqual([a.laneCounts?.published, b.laneCounts?.acked], [1000, 1000]);
+      });
+    } finally {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
   it('a poison message ends in the dead-letter subject after max_deliver, with its error, and the wire flows on', async () => {
     await makeOutStream(nc);
     const doc = laneScenario({ name: 'lanes-poison', maxDeliver: 3, ackWaitMs: 1000 });

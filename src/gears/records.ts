@@ -1,7 +1,7 @@
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
-import { fluxMsgFromValue } from '../fluxmsg/codec.js';
+import { encodeFluxMsg, fluxMsgFromValue } from '../fluxmsg/codec.js';
 import type { Qos } from '../fluxar/pubsub-state.js';
-import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { type FluxMsg, idHex } from '../fluxmsg/fluxmsg.js';
 
 /**
  * The records the main thread and the workers exchange through the rings, besides a
@@ -118,6 +118,12 @@ export interface LanePublishRecord {
   conn: number;
   call: string;
 }
+/** A message leaving gear.port along a bus wire, with the call it answers once the bus has it. */
+export function lanePublication(gear: string, port: string, msg: FluxMsg): LanePublishRecord {
+  const call = msg.meta['fluxar.type'] === 'call' ? (msg.meta['fluxar.call'] ?? '') : '';
+  return { gear, port, bytes: encodeFluxMsg(msg), id: idHex(msg.id), conn: call === '' ? 0 : Number(msg.meta['conn.id'] ?? 0), call };
+}
+
 export interface LaneDeliverRecord {
   token: number;
   gear: string;

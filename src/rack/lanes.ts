@@ -81,6 +81,8 @@ export class GuaranteedLanes implements MainGear {
   private readonly publishes = new Set<Promise<unknown>>();
   private nextToken = 1;
   private held = false;
+  /** Main-thread sources (a generator) that published past the window: resumed with the connections. */
+  private readonly pausedSources = new Set<Pausable>();
   private quiesced = false;
   /** Deliveries that went on to the main thread: acked once it has finished with them. */
   private settling: Pending[] = [];
@@ -314,7 +316,11 @@ export class GuaranteedLanes implements MainGear {
    * confirm is tried again with the same message id (the stream drops a duplicate) until
    * LANE_DEFAULTS.publish_retry_ms; its call, if it is one's, is answered when it is settled.
    */
-  publish(record: LanePublishRecord): void {
+  publish(record: LanePublishRecord, source?: Pausable): void {
+    if (source !== undefined && this.held && !this.pausedSources.has(source)) {
+      this.pausedSources.add(source);
+      source.pause();
+    }
     const subject = laneSubject(this.rack, record.gear, record.port);
     const msgID = laneMessageId(record.id, record.gear, record.port);
     this.counts.outstanding++;
@@ -344,6 +350,8 @@ export class GuaranteedLanes implements MainGear {
         if (this.held && this.counts.outstanding <= this.window / 2) {
           this.held = false;
           this.host.hold(false);
+          for (const s of this.pausedSources) s.resume();
+          this.pausedSources.clear();
         }
       });
   }

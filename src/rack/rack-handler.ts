@@ -7,9 +7,8 @@ import { type LogTap, tappedLogger } from '../telemetry/log-tap.js';
 import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
-import { LaneOutcome, RecordTag, Records } from '../gears/records.js';
-import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
-import { type FluxMsg, idHex } from '../fluxmsg/fluxmsg.js';
+import { LaneOutcome, lanePublication, RecordTag, Records } from '../gears/records.js';
+import { decodeFluxMsg } from '../fluxmsg/codec.js';
 import type { CallTrace } from '../gears/gear.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { type GuestClock, guestClock, shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
@@ -179,19 +178,6 @@ export function buildRackHandler(
         return;
       }
     }
-  };
-}
-
-/** A message leaving along a bus wire, with the call it answers once the bus has it. */
-function lanePublication(gear: string, port: string, msg: FluxMsg) {
-  const call = msg.meta['fluxar.type'] === 'call' ? (msg.meta['fluxar.call'] ?? '') : '';
-  return {
-    gear,
-    port,
-    bytes: encodeFluxMsg(msg),
-    id: idHex(msg.id),
-    conn: call === '' ? 0 : Number(msg.meta['conn.id'] ?? 0),
-    call,
   };
 }
 

@@ -11,7 +11,7 @@ import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { encodeFluxMsg } from '../fluxmsg/codec.js';
 import type { MainGear, MainGearContext } from '../gears/gear.js';
 import type { KvStore } from '../gears/kv.js';
-import { RecordTag, Records, type StatsRecord } from '../gears/records.js';
+import { lanePublication, RecordTag, Records, type StatsRecord } from '../gears/records.js';
 import { gearType } from '../gears/registry.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
@@ -20,6 +20,7 @@ import type { ModuleSource } from '../gears/wasm/store.js';
 import { type Pausable, WorkerPool, type WorkerReplaced } from '../ring/pool.js';
 import type { GearSpec, Scenario } from '../scenario/types.js';
 import { gearsOnRack } from '../scenario/placement.js';
+import { isBusWire } from '../scenario/lanes.js';
 import { ConnectionTable, type WorkerLink } from './connections.js';
 import { RACK_DEFAULTS } from './defaults.js';
 import { drain } from './drain.js';
@@ -121,6 +122,8 @@ export class Rack extends EventEmitter {
   private bridge: TopicBridge | undefined;
   /** The guaranteed wires this rack sends or receives on (on the bus only). */
   private lanes: GuaranteedLanes | undefined;
+  /** gear.port of main-thread gears wired along bus wires only: their messages skip the workers. */
+  private busOnlyPorts = new Set<string>();
   private pool: WorkerPool | undefined;
   private link: WorkerLink | undefined;
   private connections: ConnectionTable | undefined;
@@ -254,6 +257,7 @@ export class Rack extends EventEmitter {
     const nats = this.bus?.nats;
     const names = new Set(gears.map((g) => g.name));
     if (nats === undefined) return;
+    this.busOnlyPorts = busOnlyPorts(scenario);
     if (!GuaranteedLanes.needed(scenario, names)) {
       // Wires into this rack are gone: nothing more is consumed (publishes under way finish).
       await this.lanes?.quiesce();
@@ -701,6 +705,8 @@ export class Rack extends EventEmitter {
   }
 
   private inject(gear: string, port: string, msg: FluxMsg, key: number, source?: Pausable): void {
+    // Sent only along bus wires: published from here, without a round trip through a worker.
+    if (this.lanes !== undefined && this.busOnlyPorts.has(`${gear}.${port}`)) return this.lanes.publish(lanePublication(gear, port, msg), source);
     const link = this.link!;
     const payload = Records.inject.encode({ gear, port, msg });
     const worker = link.workerFor(key);
@@ -742,4 +748,14 @@ export class Rack extends EventEmitter {
       }
     }
   }
+}
+
+/** gear.port of every port whose wires all go over the bus. */
+function busOnlyPorts(scenario: Scenario): Set<string> {
+  const kinds = new Map<string, boolean>();
+  for (const w of scenario.wires) {
+    const key = `${w.from.gear}.${w.from.port}`;
+    kinds.set(key, (kinds.get(key) ?? true) && isBusWire(w));
+  }
+  return new Set([...kinds].filter(([, busOnly]) => busOnly).map(([key]) => key));
 }

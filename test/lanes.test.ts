@@ -81,6 +81,26 @@ describe('guaranteed wires between racks', () => {
     }
   });
 
+  it('an ordered wire delivers in stream order: the output follows the order the stream took the calls in', async () => {
+    await makeOutStream(nc);
+    const doc = laneScenario({ name: 'lanes-ordered', ordered: true });
+    try {
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ peer }) => {
+        const answers = (await callMany(peer, 3000, () => ({}), 64)) as Array<{ seq: number }>;
+        const seqOf = new Map(answers.map((a, n) => [n, a.seq]));
+        await untilAsync(async () => (await readStream(nc, OUT_STREAM)).length >= 3000, 'every message to arrive');
+        const seqs = (await readStream(nc, OUT_STREAM)).map((m) => seqOf.get(m.n)!);
+        assert.deepEqual(
+          seqs,
+          [...seqs].sort((x, y) => x - y),
+        );
+      });
+    } finally {
+      const jsm = await jetstreamManager(nc);
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
   it('a poison message ends in the dead-letter subject after max_deliver, with its error, and the wire flows on', async () => {
     await makeOutStream(nc);
     const doc = laneScenario({ name: 'lanes-poison', maxDeliver: 3, ackWaitMs: 1000 });

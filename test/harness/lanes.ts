@@ -3,6 +3,7 @@
 // what came through, read back to see exactly which messages arrived.
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,6 +13,7 @@ import { decodeFluxMsg } from '../../src/fluxmsg/codec.js';
 import { Rack } from '../../src/rack/rack.js';
 import { parseScenario } from '../../src/scenario/parse.js';
 import { captureLogs } from './logs.js';
+import { untilAsync } from './wait.js';
 
 const root = new URL('../../../', import.meta.url);
 export const PROBE_WASM = new URL('dist/test-gears/probe.wasm', root).pathname;
@@ -154,4 +156,47 @@ export async function withRackPair(
     await a.stop();
     await b.stop();
   }
+}
+
+/** Messages each fault test sends. */
+export const FAULT_COUNT = 20_000;
+
+export async function outCount(nc: NatsConnection): Promise<number> {
+  return (await (await jetstreamManager(nc)).streams.info(OUT_STREAM)).state.messages;
+}
+
+/** FAULT_COUNT calls through `peer`; once a quarter are answered, `fault` strikes. The answers, once it is over. */
+export async function callsWithFault(peer: Peer, fault: () => unknown): Promise<unknown[]> {
+  let struck: unknown;
+  const answers = await callMany(
+    peer,
+    FAULT_COUNT,
+    () => ({}),
+    256,
+    (answered) => {
+      if (answered === FAULT_COUNT / 4) struck = fault();
+    },
+  );
+  await struck;
+  return answers;
+}
+
+/**
+ * Which of the accepted calls arrived, how often, and what arrived that nobody was told of:
+ * every accepted one must arrive exactly once.
+ */
+export async function checkArrivals(nc: NatsConnection, answers: unknown[], what: string, diagnose?: () => Promise<unknown>) {
+  const accepted = answers.flatMap((a, n) => (a instanceof Error ? [] : [n]));
+  try {
+    await untilAsync(async () => (await outCount(nc)) >= accepted.length, `${what}: every accepted message in the output stream`, 60_000);
+  } catch (err) {
+    const state = await diagnose?.().catch((e: Error) => e.message);
+    throw new Error(`${(err as Error).message}: ${await outCount(nc).catch(() => '?')} of ${accepted.length} arrived; ${JSON.stringify(state)}`);
+  }
+  const counts = tally((await readStream(nc, OUT_STREAM)).map((m) => m.n));
+  const missing = accepted.filter((n) => counts.get(n) !== 1);
+  assert.deepEqual(missing.slice(0, 10), [], `${what}: accepted messages that did not arrive exactly once`);
+  const duplicates = [...counts.values()].filter((c) => c > 1).length;
+  assert.equal(duplicates, 0, `${what}: duplicates in the output stream`);
+  return { accepted: accepted.length, failed: answers.length - accepted.length, arrived: counts.size };
 }

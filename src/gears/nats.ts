@@ -6,6 +6,7 @@ import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import { createFluxMsg, type FluxMsg, hopMessageId, idHex } from '../fluxmsg/fluxmsg.js';
 import { configOf, type GearType, type MainGear, type MainGearContext, type GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
+import { PendingOutputs } from './pending-outputs.js';
 
 export const manifest: GearManifest = {
   type: 'nats',
@@ -27,8 +28,12 @@ export const manifest: GearManifest = {
     'Needs the rack to be connected to NATS (--nats URL, FLUXRIG_NATS_URL or the rack config); without it the rack refuses the scenario and says so.',
     'Messages travel as CBOR fluxMsgs.',
     'JetStream publishes carry a Nats-Msg-Id made of the fluxMsg id and this gear: a message redelivered by a guaranteed wire and published again is dropped by the stream as a duplicate (within its duplicate window).',
+    'An unconfirmed JetStream publish (a server restart, a stream electing a leader) is tried again with the same id for up to 15 s; a refusal by the stream (its limits) is final.',
   ],
 };
+
+/** How long a JetStream publish is tried again before it counts as failed. */
+const PUBLISH_RETRY_MS = 15_000;
 
 export interface NatsGearConfig {
   subject: string;
@@ -39,7 +44,7 @@ export interface NatsGearConfig {
 class NatsGear implements MainGear {
   private subscription: Subscription | undefined;
   private js: JetStreamClient | undefined;
-  private readonly acks = new Set<Promise<unknown>>();
+  private readonly acks = new PendingOutputs();
   private seq = 0;
   private readonly config: NatsGearConfig;
 
@@ -78,19 +83,30 @@ class NatsGear implements MainGear {
       return;
     }
     // JetStream publishes are pipelined: the acks are collected, not awaited one by one.
-    const ack = this.js.publish(this.config.subject, bytes, { msgID: hopMessageId(idHex(msg.id), this.spec.name, 'in') });
+    const ack = this.publishRetrying(this.js, bytes, hopMessageId(idHex(msg.id), this.spec.name, 'in'));
     this.acks.add(ack);
-    ack.then(
-      () => this.acks.delete(ack),
-      (err: Error) => {
-        this.acks.delete(ack);
-        this.ctx.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed');
-      },
-    );
+    ack.catch((err: Error) => this.ctx.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed'));
+  }
+
+  /**
+   * A publish the stream did not confirm (a server restart, a stream between leaders) is tried
+   * again with the same message id, which the stream deduplicates, for up to
+   * PUBLISH_RETRY_MS; a refusal (the stream's limits) is final at once.
+   */
+  private async publishRetrying(js: JetStreamClient, bytes: Uint8Array, msgID: string): Promise<unknown> {
+    const deadline = Date.now() + PUBLISH_RETRY_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await js.publish(this.config.subject, bytes, { msgID });
+      } catch (err) {
+        if (!/timeout|no responders|503|disconnect|closed/i.test((err as Error).message) || Date.now() >= deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
+      }
+    }
   }
 
   async settled(): Promise<void> {
-    if (this.acks.size > 0) await Promise.all(this.acks);
+    await this.acks.settled();
   }
 
   async quiesce(): Promise<void> {
@@ -99,7 +115,7 @@ class NatsGear implements MainGear {
 
   async stop(): Promise<void> {
     this.subscription?.unsubscribe();
-    await Promise.allSettled(this.acks);
+    await this.acks.drained();
   }
 }
 

@@ -11,6 +11,7 @@ import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { MainGear } from '../gears/gear.js';
+import { PendingOutputs } from '../gears/pending-outputs.js';
 import { LaneOutcome, type LaneDoneRecord, type LanePublishRecord, Records } from '../gears/records.js';
 import type { Pausable } from '../ring/pool.js';
 import { busWires } from '../scenario/lanes.js';
@@ -78,7 +79,7 @@ export class GuaranteedLanes implements MainGear {
   private jsm: JetStreamManager | undefined;
   private readonly inbound = new Map<string, Inbound>();
   private readonly pending = new Map<number, Pending>();
-  private readonly publishes = new Set<Promise<unknown>>();
+  private readonly publishes = new PendingOutputs();
   private nextToken = 1;
   private held = false;
   /** Main-thread sources (a generator) that published past the window: resumed with the connections. */
@@ -232,19 +233,23 @@ export class GuaranteedLanes implements MainGear {
     this.settleScheduled = false;
     const batch = this.settling;
     this.settling = [];
-    Promise.all([this.host.settled(), this.publishesSettled()]).then(
-      () => {
-        for (const p of batch) p.m.ack();
-        this.counts.acked += batch.length;
-      },
-      (err: Error) => {
-        for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
-      },
-    );
-  }
-
-  private publishesSettled(): Promise<unknown> {
-    return this.publishes.size === 0 ? Promise.resolve() : Promise.all(this.publishes);
+    // What they led to may take longer than ack_wait (a stream electing a leader, a publish tried
+    // again): the stream is told they are being worked on, so it does not offer them again.
+    const ackWait = Math.min(...batch.map((p) => deliveryOf(p.inbound.wire).ackWaitMs));
+    const working = setInterval(() => {
+      for (const p of batch) p.m.working();
+    }, ackWait / 2);
+    Promise.all([this.host.settled(), this.publishes.settled()])
+      .finally(() => clearInterval(working))
+      .then(
+        () => {
+          for (const p of batch) p.m.ack();
+          this.counts.acked += batch.length;
+        },
+        (err: Error) => {
+          for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
+        },
+      );
   }
 
   private failed(p: Pending, reason: string): void {
@@ -345,7 +350,6 @@ export class GuaranteedLanes implements MainGear {
     void sent
       .catch(() => {})
       .finally(() => {
-        this.publishes.delete(sent);
         this.counts.outstanding--;
         if (this.held && this.counts.outstanding <= this.window / 2) {
           this.held = false;
@@ -392,7 +396,7 @@ export class GuaranteedLanes implements MainGear {
     this.quiesced = true;
     await Promise.all([...this.inbound.values()].map((i) => i.messages?.close()));
     this.inbound.clear();
-    await Promise.allSettled([...this.publishes]);
+    await this.publishes.drained();
     this.publisher.close();
     if (this.settling.length > 0) this.settle();
     for (const p of this.pending.values()) p.m.nak();

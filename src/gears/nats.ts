@@ -99,7 +99,9 @@ class NatsGear implements MainGear {
       try {
         return await js.publish(this.config.subject, bytes, { msgID });
       } catch (err) {
-        if (!/timeout|no responders|503|disconnect|closed/i.test((err as Error).message) || Date.now() >= deadline) throw err;
+        // "jetstream is not enabled" is what a cluster node answers while its JetStream has no meta leader.
+        if (!/timeout|no responders|503|disconnect|closed|jetstream is not enabled|unavailable|leader/i.test((err as Error).message) || Date.now() >= deadline)
+          throw err;
         await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
       }
     }

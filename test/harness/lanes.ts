@@ -67,21 +67,30 @@ export async function makeOutStream(nc: NatsConnection, replicas = 1): Promise<v
   await jsm.streams.add({ name: OUT_STREAM, subjects: [OUT_SUBJECT], duplicate_window: 120_000 * 1_000_000, num_replicas: replicas });
 }
 
+const READER_DEADLINE_MS = 30_000;
+
 /** The `data.n` of every message in a stream (in stream order), with each fluxMsg's meta. */
-export async function readStream(nc: NatsConnection, stream: string): Promise<Array<{ n: number; meta: Record<string, string> }>> {
+export async function readStream(
+  nc: NatsConnection,
+  stream: string,
+  readerDeadlineMs = READER_DEADLINE_MS,
+): Promise<Array<{ n: number; meta: Record<string, string> }>> {
   const jsm = await jetstreamManager(nc);
   const total = (await jsm.streams.info(stream)).state.messages;
   const out: Array<{ n: number; meta: Record<string, string> }> = [];
   if (total === 0) return out;
-  // On a cluster that just lost a node, making the reader may time out while JetStream settles.
+  // On a cluster that just lost a node, making the reader may time out for a while (CI saw five
+  // timeouts in a row) while JetStream settles: it is tried again until the deadline.
+  const deadline = Date.now() + readerDeadlineMs;
   let consumer: Awaited<ReturnType<ReturnType<typeof jetstream>['consumers']['get']>> | undefined;
-  for (let attempt = 1; consumer === undefined; attempt++) {
+  while (consumer === undefined) {
     consumer = await jetstream(nc)
       .consumers.get(stream)
       .catch((err: Error) => {
-        if (attempt >= 5) throw err;
+        if (Date.now() >= deadline) throw err;
         return undefined;
       });
+    if (consumer === undefined) await new Promise((resolve) => setTimeout(resolve, 500));
   }
   const messages = await consumer.consume({ max_messages: 1000 });
   for await (const m of messages) {
@@ -185,10 +194,11 @@ export async function callsWithFault(peer: Peer, fault: () => unknown): Promise<
  * Which of the accepted calls arrived, how often, and what arrived that nobody was told of:
  * every accepted one must arrive exactly once.
  */
-export async function checkArrivals(nc: NatsConnection, answers: unknown[], what: string, diagnose?: () => Promise<unknown>) {
+/** `waitMs`: how long the arrivals may take (the whole file must stay within make test's per-file timeout). */
+export async function checkArrivals(nc: NatsConnection, answers: unknown[], what: string, diagnose?: () => Promise<unknown>, waitMs = 60_000) {
   const accepted = answers.flatMap((a, n) => (a instanceof Error ? [] : [n]));
   try {
-    await untilAsync(async () => (await outCount(nc)) >= accepted.length, `${what}: every accepted message in the output stream`, 60_000);
+    await untilAsync(async () => (await outCount(nc)) >= accepted.length, `${what}: every accepted message in the output stream`, waitMs);
   } catch (err) {
     const state = await diagnose?.().catch((e: Error) => e.message);
     throw new Error(`${(err as Error).message}: ${await outCount(nc).catch(() => '?')} of ${accepted.length} arrived; ${JSON.stringify(state)}`);

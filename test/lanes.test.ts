@@ -7,11 +7,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
 import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
 import { connect } from '../src/fluxar/mod.js';
+import { encodeFluxMsg } from '../src/fluxmsg/codec.js';
+import { createFluxMsg } from '../src/fluxmsg/fluxmsg.js';
 import { parseScenario } from '../src/scenario/parse.js';
 import { callMany, laneRack, laneScenario, makeOutStream, OUT_STREAM, readStream, tally, withRackPair } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
@@ -129,7 +131,8 @@ describe('guaranteed wires between racks', () => {
     }
   });
 
-  it('a reload that removes a wire removes its consumer; the stream is made with the scenario settings', async () => {
+  it('a reload that removes a wire removes its consumer, and one that brings it back consumes it again; the stream is made with the scenario settings', async () => {
+    await makeOutStream(nc);
     const doc = laneScenario({ name: 'lanes-reload' });
     const b = laneRack('b', nats.url, doc);
     await b.start();
@@ -156,8 +159,13 @@ describe('guaranteed wires between racks', () => {
       await b.reload(parseScenario(stringify(withOther), file2));
       const updated = await jsm.consumers.info(stream, laneConsumerName(parseScenario(stringify(withOther), file2).wires[0]!));
       assert.equal(updated.config.max_ack_pending, 10);
+      // The wire is consumed again: a message published on its subject goes through rack B.
+      await jetstream(nc).publish('flux.msg.a.api.out', encodeFluxMsg(createFluxMsg({ data: { n: 7 } })));
+      await untilAsync(async () => (await readStream(nc, OUT_STREAM)).some((m) => m.n === 7), 'rack B to consume the wire it was given back');
+      assert.equal(b.laneCounts?.acked, 1);
     } finally {
       await b.stop();
+      await jsm.streams.delete(OUT_STREAM);
     }
   });
 

@@ -258,12 +258,10 @@ export class Rack extends EventEmitter {
     const names = new Set(gears.map((g) => g.name));
     if (nats === undefined) return;
     this.busOnlyPorts = busOnlyPorts(scenario);
-    if (!GuaranteedLanes.needed(scenario, names)) {
-      // Wires into this rack are gone: nothing more is consumed (publishes under way finish).
-      await this.lanes?.quiesce();
-      return;
-    }
+    // Lanes that run take up any scenario, one without bus wires too: they stop consuming the
+    // wires it lacks, and start again on those a later one brings.
     if (this.lanes !== undefined) return this.lanes.reconfigure(scenario, names);
+    if (!GuaranteedLanes.needed(scenario, names)) return;
     const link = this.link!;
     const lanes = new GuaranteedLanes(nats, this.name, scenario, names, {
       log: this.log,

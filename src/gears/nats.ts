@@ -7,6 +7,7 @@ import { createFluxMsg, type FluxMsg, hopMessageId, idHex } from '../fluxmsg/flu
 import { configOf, type GearType, type MainGear, type MainGearContext, type GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 import { PendingOutputs } from './pending-outputs.js';
+import { publishRetrying } from './publish-retry.js';
 
 export const manifest: GearManifest = {
   type: 'nats',
@@ -31,9 +32,6 @@ export const manifest: GearManifest = {
     'An unconfirmed JetStream publish (a server restart, a stream electing a leader) is tried again with the same id for up to 15 s; a refusal by the stream (its limits) is final.',
   ],
 };
-
-/** How long a JetStream publish is tried again before it counts as failed. */
-const PUBLISH_RETRY_MS = 15_000;
 
 export interface NatsGearConfig {
   subject: string;
@@ -83,28 +81,11 @@ class NatsGear implements MainGear {
       return;
     }
     // JetStream publishes are pipelined: the acks are collected, not awaited one by one.
-    const ack = this.publishRetrying(this.js, bytes, hopMessageId(idHex(msg.id), this.spec.name, 'in'));
+    const js = this.js;
+    const msgID = hopMessageId(idHex(msg.id), this.spec.name, 'in');
+    const ack = publishRetrying(() => js.publish(this.config.subject, bytes, { msgID }), retryable);
     this.acks.add(ack);
     ack.catch((err: Error) => this.ctx.logger.error({ gear: this.spec.name, err: err.message }, 'JetStream publish failed'));
-  }
-
-  /**
-   * A publish the stream did not confirm (a server restart, a stream between leaders) is tried
-   * again with the same message id, which the stream deduplicates, for up to
-   * PUBLISH_RETRY_MS; a refusal (the stream's limits) is final at once.
-   */
-  private async publishRetrying(js: JetStreamClient, bytes: Uint8Array, msgID: string): Promise<unknown> {
-    const deadline = Date.now() + PUBLISH_RETRY_MS;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await js.publish(this.config.subject, bytes, { msgID });
-      } catch (err) {
-        // "jetstream is not enabled" is what a cluster node answers while its JetStream has no meta leader.
-        if (!/timeout|no responders|503|disconnect|closed|jetstream is not enabled|unavailable|leader/i.test((err as Error).message) || Date.now() >= deadline)
-          throw err;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
-      }
-    }
   }
 
   async settled(): Promise<void> {
@@ -119,6 +100,14 @@ class NatsGear implements MainGear {
     this.subscription?.unsubscribe();
     await this.acks.drained();
   }
+}
+
+/**
+ * Unconfirmed rather than refused: no acknowledgement, no responder, a connection between
+ * servers, or a cluster node whose JetStream has no meta leader yet ("jetstream is not enabled").
+ */
+function retryable(err: Error): boolean {
+  return /timeout|no responders|503|disconnect|closed|jetstream is not enabled|unavailable|leader/i.test(err.message);
 }
 
 export const natsGear: GearType = {

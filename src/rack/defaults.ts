@@ -31,8 +31,6 @@ export const LANE_DEFAULTS = {
   publish_window: 4096,
   /** How long one publish waits for its ack before it is tried again. */
   publish_timeout_ms: 5000,
-  /** How long a publish is tried again (same message id) before its sender is told it failed. */
-  publish_retry_ms: 15_000,
   /** Messages one pull asks for (at most the wire's max_ack_pending). */
   pull_batch: 1024,
   /** How long one pull waits; its idle heartbeat is half of it, so a lost server is noticed in seconds. */

@@ -4,7 +4,7 @@
 import { type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { AsyncPublisher, type PublishAck, PublishTimeout } from '../bus/async-publisher.js';
+import { AsyncPublisher, PublishTimeout } from '../bus/async-publisher.js';
 import { deadLetterSubject, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
@@ -12,6 +12,7 @@ import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { MainGear } from '../gears/gear.js';
 import { PendingOutputs } from '../gears/pending-outputs.js';
+import { publishRetrying } from '../gears/publish-retry.js';
 import { LaneOutcome, type LaneDoneRecord, type LanePublishRecord, Records } from '../gears/records.js';
 import type { Pausable } from '../ring/pool.js';
 import { busWires } from '../scenario/lanes.js';
@@ -318,8 +319,8 @@ export class GuaranteedLanes implements MainGear {
   /**
    * A message a gear sent along a bus wire. Publishes are pipelined; past the publish window the
    * rack's connections are paused until half of it is acknowledged. A publish the bus does not
-   * confirm is tried again with the same message id (the stream drops a duplicate) until
-   * LANE_DEFAULTS.publish_retry_ms; its call, if it is one's, is answered when it is settled.
+   * confirm is tried again with the same message id (the stream drops a duplicate) for up to
+   * PUBLISH_RETRY_MS (gears/publish-retry.ts); its call, if it is one's, is answered when it is settled.
    */
   publish(record: LanePublishRecord, source?: Pausable): void {
     if (source !== undefined && this.held && !this.pausedSources.has(source)) {
@@ -333,7 +334,11 @@ export class GuaranteedLanes implements MainGear {
       this.held = true;
       this.host.hold(true);
     }
-    const sent = this.publishWithRetry(subject, record.bytes, msgID);
+    const sent = publishRetrying(
+      () => this.publisher.publish(subject, record.bytes, msgID, LANE_DEFAULTS.publish_timeout_ms),
+      retryable,
+      () => this.counts.publishRetries++,
+    );
     this.publishes.add(sent);
     sent.then(
       (ack) => {
@@ -358,20 +363,6 @@ export class GuaranteedLanes implements MainGear {
           this.pausedSources.clear();
         }
       });
-  }
-
-  private async publishWithRetry(subject: string, bytes: Uint8Array, msgID: string): Promise<PublishAck> {
-    const deadline = Date.now() + LANE_DEFAULTS.publish_retry_ms;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.publisher.publish(subject, bytes, msgID, LANE_DEFAULTS.publish_timeout_ms);
-      } catch (err) {
-        // A full stream or a subject no stream has is an answer, not an outage.
-        if (!retryable(err as Error) || Date.now() >= deadline) throw err;
-        this.counts.publishRetries++;
-        await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
-      }
-    }
   }
 
   private answer(record: LanePublishRecord, value: Record<string, unknown> | undefined, error?: string): void {

@@ -16,6 +16,7 @@ import { publishRetrying } from '../gears/publish-retry.js';
 import { LaneOutcome, type LaneDoneRecord, type LanePublishRecord, Records } from '../gears/records.js';
 import type { Pausable } from '../ring/pool.js';
 import { busWires } from '../scenario/lanes.js';
+import type { WireDelivery } from '../scenario/lanes.js';
 import type { Scenario, WireSpec } from '../scenario/types.js';
 import { LANE_DEFAULTS } from './defaults.js';
 
@@ -50,6 +51,7 @@ export interface LaneCounts {
 
 interface Inbound {
   wire: WireSpec;
+  delivery: WireDelivery;
   name: string;
   /** Deliveries of an ordered wire all go to one worker, in stream order. */
   orderKey: number;
@@ -64,7 +66,7 @@ interface Pending {
 }
 
 export class GuaranteedLanes implements MainGear {
-  readonly counts: LaneCounts = {
+  private readonly tally: Omit<LaneCounts, 'outstanding'> = {
     published: 0,
     publishFailed: 0,
     publishRetries: 0,
@@ -73,7 +75,6 @@ export class GuaranteedLanes implements MainGear {
     acked: 0,
     redelivered: 0,
     deadLettered: 0,
-    outstanding: 0,
   };
   private readonly js: JetStreamClient;
   private readonly publisher: AsyncPublisher;
@@ -100,6 +101,10 @@ export class GuaranteedLanes implements MainGear {
   ) {
     this.js = jetstream(nc);
     this.publisher = new AsyncPublisher(nc);
+  }
+
+  get counts(): LaneCounts {
+    return { ...this.tally, outstanding: this.publishes.size };
   }
 
   /** Whether a scenario has bus wires this rack sends or receives on. */
@@ -140,7 +145,7 @@ export class GuaranteedLanes implements MainGear {
     const wanted = new Map<string, WireSpec>();
     for (const wire of busWires(this.scenario)) if (this.gears.has(wire.to.gear)) wanted.set(laneConsumerName(wire), wire);
     for (const [name, inbound] of this.inbound) {
-      if (wanted.has(name) && sameDelivery(wanted.get(name)!, inbound.wire)) continue;
+      if (wanted.has(name) && JSON.stringify(deliveryOf(wanted.get(name)!)) === JSON.stringify(inbound.delivery)) continue;
       await inbound.messages?.close();
       this.inbound.delete(name);
     }
@@ -148,7 +153,14 @@ export class GuaranteedLanes implements MainGear {
     const stream = laneStreamName(this.scenario.meta.name);
     for (const [name, wire] of wanted) {
       if (this.inbound.has(name)) continue;
-      const inbound: Inbound = { wire, name, orderKey: this.inbound.size, messages: undefined, source: { pause() {}, resume() {} } };
+      const inbound: Inbound = {
+        wire,
+        delivery: deliveryOf(wire),
+        name,
+        orderKey: this.inbound.size,
+        messages: undefined,
+        source: { pause() {}, resume() {} },
+      };
       this.inbound.set(name, inbound);
       await this.consume(stream, inbound);
     }
@@ -161,9 +173,8 @@ export class GuaranteedLanes implements MainGear {
    */
   private async consume(stream: string, inbound: Inbound): Promise<void> {
     const consumer: Consumer = await this.js.consumers.get(stream, inbound.name);
-    const d = deliveryOf(inbound.wire);
     const messages = await consumer.consume({
-      max_messages: Math.min(d.maxAckPending, LANE_DEFAULTS.pull_batch),
+      max_messages: Math.min(inbound.delivery.maxAckPending, LANE_DEFAULTS.pull_batch),
       expires: LANE_DEFAULTS.pull_expires_ms,
       callback: (m) => this.take(inbound, m),
     });
@@ -182,25 +193,24 @@ export class GuaranteedLanes implements MainGear {
 
   /** A message of a wire into this rack: to a worker, unless its deliveries are spent. */
   private take(inbound: Inbound, m: JsMsg): void {
-    const d = deliveryOf(inbound.wire);
-    if (m.info.deliveryCount > d.maxDeliver) {
+    const { maxDeliver } = inbound.delivery;
+    if (m.info.deliveryCount > maxDeliver) {
       // Every earlier attempt timed out (a crashed rack or worker): nobody said why.
-      void this.deadLetter({ m, inbound, worker: -1 }, `no outcome after ${d.maxDeliver} deliveries (each timed out)`);
+      void this.deadLetter({ m, inbound, worker: -1 }, `no outcome after ${maxDeliver} deliveries (each timed out)`);
       return;
     }
     this.send(inbound, m);
   }
 
   private send(inbound: Inbound, m: JsMsg): void {
-    const d = deliveryOf(inbound.wire);
     const token = this.nextToken;
     this.nextToken = this.nextToken >= Number.MAX_SAFE_INTEGER ? 1 : this.nextToken + 1;
     const payload = Records.laneDeliver.encode({ token, gear: inbound.wire.to.gear, port: inbound.wire.to.port, bytes: m.data });
     // Pending before it is sent: inline (workers: 0) its LaneDone comes back within deliver().
     const pending: Pending = { m, inbound, worker: -1 };
     this.pending.set(token, pending);
-    this.counts.delivered++;
-    pending.worker = this.host.deliver(d.ordered ? inbound.orderKey : token, payload, inbound.source);
+    this.tally.delivered++;
+    pending.worker = this.host.deliver(inbound.delivery.ordered ? inbound.orderKey : token, payload, inbound.source);
   }
 
   /** A worker finished with a delivery. */
@@ -211,7 +221,7 @@ export class GuaranteedLanes implements MainGear {
     switch (record.outcome) {
       case LaneOutcome.Done:
         p.m.ack();
-        this.counts.acked++;
+        this.tally.acked++;
         return;
       case LaneOutcome.LeftWorker:
         this.settling.push(p);
@@ -236,7 +246,7 @@ export class GuaranteedLanes implements MainGear {
     this.settling = [];
     // What they led to may take longer than ack_wait (a stream electing a leader, a publish tried
     // again): the stream is told they are being worked on, so it does not offer them again.
-    const ackWait = Math.min(...batch.map((p) => deliveryOf(p.inbound.wire).ackWaitMs));
+    const ackWait = Math.min(...batch.map((p) => p.inbound.delivery.ackWaitMs));
     const working = setInterval(() => {
       for (const p of batch) p.m.working();
     }, ackWait / 2);
@@ -245,7 +255,7 @@ export class GuaranteedLanes implements MainGear {
       .then(
         () => {
           for (const p of batch) p.m.ack();
-          this.counts.acked += batch.length;
+          this.tally.acked += batch.length;
         },
         (err: Error) => {
           for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
@@ -254,14 +264,15 @@ export class GuaranteedLanes implements MainGear {
   }
 
   private failed(p: Pending, reason: string): void {
-    const d = deliveryOf(p.inbound.wire);
+    if (p.m.info.deliveryCount >= p.inbound.delivery.maxDeliver) void this.deadLetter(p, reason);
+    else this.redeliver(p);
+  }
+
+  /** Offered again by the stream, which counts the attempt, after 100 ms doubling per attempt (up to ack_wait). */
+  private redeliver(p: Pending): void {
     const attempt = p.m.info.deliveryCount;
-    if (attempt >= d.maxDeliver) {
-      void this.deadLetter(p, reason);
-      return;
-    }
-    p.m.nak(Math.min(d.ackWaitMs, LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1)));
-    this.counts.redelivered++;
+    p.m.nak(Math.min(p.inbound.delivery.ackWaitMs, LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1)));
+    this.tally.redelivered++;
   }
 
   /** To the scenario's dead-letter subject, with why in meta; then the stream stops offering it. */
@@ -284,7 +295,7 @@ export class GuaranteedLanes implements MainGear {
       });
       // No reason on the wire: nats-server before 2.10 ignores a "+TERM reason" ack.
       p.m.term();
-      this.counts.deadLettered++;
+      this.tally.deadLettered++;
       this.host.log.warn({ wire: p.inbound.name, seq: p.m.info.streamSequence, deliveries: p.m.info.deliveryCount, reason }, 'message dead-lettered');
     } catch (err) {
       // Offered again later: a message is never dropped because its dead letter could not be kept.
@@ -308,11 +319,8 @@ export class GuaranteedLanes implements MainGear {
       if (p.worker !== worker) continue;
       if (index >= Math.max(1, lostRecords)) break;
       this.pending.delete(token);
-      if (index++ === 0) {
-        const attempt = p.m.info.deliveryCount;
-        p.m.nak(LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1));
-        this.counts.redelivered++;
-      } else this.send(p.inbound, p.m);
+      if (index++ === 0) this.redeliver(p);
+      else this.send(p.inbound, p.m);
     }
   }
 
@@ -329,34 +337,33 @@ export class GuaranteedLanes implements MainGear {
     }
     const subject = laneSubject(this.rack, record.gear, record.port);
     const msgID = laneMessageId(record.id, record.gear, record.port);
-    this.counts.outstanding++;
-    if (!this.held && this.counts.outstanding >= this.window) {
-      this.held = true;
-      this.host.hold(true);
-    }
     const sent = publishRetrying(
       () => this.publisher.publish(subject, record.bytes, msgID, LANE_DEFAULTS.publish_timeout_ms),
       retryable,
-      () => this.counts.publishRetries++,
+      () => this.tally.publishRetries++,
     );
     this.publishes.add(sent);
+    if (!this.held && this.publishes.size >= this.window) {
+      this.held = true;
+      this.host.hold(true);
+    }
     sent.then(
       (ack) => {
-        this.counts.published++;
-        if (ack.duplicate) this.counts.duplicates++;
+        this.tally.published++;
+        if (ack.duplicate) this.tally.duplicates++;
         if (record.conn !== 0) this.answer(record, { lane: subject, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate });
       },
       (err: Error) => {
-        this.counts.publishFailed++;
+        this.tally.publishFailed++;
         this.host.log.error({ err, subject }, 'a message could not be published on its guaranteed wire');
         if (record.conn !== 0) this.answer(record, undefined, `the bus did not take the message for ${subject}: ${err.message}`);
       },
     );
     void sent
       .catch(() => {})
+      // After PendingOutputs has let go of it (its handlers run first).
       .finally(() => {
-        this.counts.outstanding--;
-        if (this.held && this.counts.outstanding <= this.window / 2) {
+        if (this.held && this.publishes.size <= this.window / 2) {
           this.held = false;
           this.host.hold(false);
           for (const s of this.pausedSources) s.resume();
@@ -393,10 +400,6 @@ export class GuaranteedLanes implements MainGear {
     for (const p of this.pending.values()) p.m.nak();
     this.pending.clear();
   }
-}
-
-function sameDelivery(a: WireSpec, b: WireSpec): boolean {
-  return JSON.stringify(deliveryOf(a)) === JSON.stringify(deliveryOf(b));
 }
 
 /**

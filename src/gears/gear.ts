@@ -7,7 +7,7 @@ import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { Lane } from '../ring/lane.js';
 import type { Pausable } from '../ring/pool.js';
 import type { KvReplica } from './kv.js';
-import type { ConfigSchema, GearManifest } from './manifest.js';
+import { type GearManifest, withDefaults } from './manifest.js';
 import type { SyncHttpClient } from './wasm/host.js';
 
 /** One gear of a scenario, as configured: what a gear type builds a gear from. */
@@ -175,11 +175,6 @@ export interface MainGear {
 
 /** A gear's config with the manifest's defaults filled in, as its type. */
 export function configOf<C>(spec: GearSpec, manifest: GearManifest): C {
-  const config: Record<string, unknown> = { ...spec.config };
-  for (const [key, schema] of Object.entries(manifest.config.properties)) {
-    const fallback = (schema as ConfigSchema & { default?: unknown }).default;
-    if (config[key] === undefined && fallback !== undefined) config[key] = fallback;
-  }
   // Scenario validation has checked the config against the manifest's schema: it has this shape.
-  return config as C;
+  return withDefaults(manifest.config, spec.config) as C;
 }

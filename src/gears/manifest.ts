@@ -32,3 +32,13 @@ export interface GearManifest {
   /** Longer notes for `fluxrig gears doc`. */
   notes: string[];
 }
+
+/** A config with the defaults of `schema`'s properties filled in where it leaves them out. */
+export function withDefaults(schema: Extract<ConfigSchema, { type: 'object' }>, config: Record<string, unknown> | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...config };
+  for (const [key, property] of Object.entries(schema.properties)) {
+    const fallback = (property as ConfigSchema & { default?: unknown }).default;
+    if (out[key] === undefined && fallback !== undefined) out[key] = fallback;
+  }
+  return out;
+}

@@ -1,4 +1,4 @@
-import type { ConfigSchema } from '../gears/manifest.js';
+import { type ConfigSchema, withDefaults } from '../gears/manifest.js';
 import type { Scenario, WireSpec } from './types.js';
 
 type ObjectSchema = Extract<ConfigSchema, { type: 'object' }>;
@@ -52,12 +52,6 @@ export interface LaneSettings {
   maxBytes: number;
   duplicateWindowMs: number;
   storage: 'file' | 'memory';
-}
-
-function withDefaults(schema: ObjectSchema, given: Record<string, unknown> | undefined): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [key, s] of Object.entries(schema.properties)) out[key] = given?.[key] ?? (s as { default?: unknown }).default;
-  return out;
 }
 
 export function wireDelivery(given: Record<string, unknown> | undefined): WireDelivery {

@@ -141,6 +141,25 @@ export class Rack extends EventEmitter {
     this.gears = this.gearsOf(this.scenario);
   }
 
+  /**
+   * Every check of preflight() for the gears of `scenario` this rack runs, with the rack's bus,
+   * module store and keys; what the gear types prepared, or a RackError listing each problem.
+   */
+  private async prepare(scenario: Scenario, gears: GearSpec[]): Promise<Record<string, unknown>> {
+    const bus = this.bus!;
+    const { prepared, problems } = await preflight(scenario, gears, {
+      onBus: bus.nats !== undefined,
+      env: this.options.env ?? process.env,
+      moduleStore: bus.modules,
+      trustedKeys: this.options.trustedKeys,
+      clusterKeys: this.options.clusterKeys,
+      ringBytes: this.options.ringBytes,
+    });
+    if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
+    this.noteSignatures(prepared);
+    return prepared;
+  }
+
   /** Says once per load which modules carry a signature in a deprecated format. */
   private noteSignatures(prepared: Record<string, unknown>): void {
     for (const [gear, p] of Object.entries(prepared)) {
@@ -205,16 +224,7 @@ export class Rack extends EventEmitter {
       throw new RackError(`cannot use NATS at ${this.options.natsUrl}: ${(err as Error).message}`, { cause: err });
     }
     const bus = this.bus;
-    const { prepared, problems } = await preflight(this.scenario, this.gears, {
-      onBus: bus.nats !== undefined,
-      env: this.options.env ?? process.env,
-      moduleStore: bus.modules,
-      trustedKeys: this.options.trustedKeys,
-      clusterKeys: this.options.clusterKeys,
-      ringBytes: this.options.ringBytes,
-    });
-    if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
-    this.noteSignatures(prepared);
+    const prepared = await this.prepare(this.scenario, this.gears);
     this.guestNames = this.gears.map((g) => g.name);
     this.fingerprints = fingerprintsOf(this.gears, prepared);
     const handlerOptions: RackHandlerOptions = {
@@ -354,16 +364,7 @@ export class Rack extends EventEmitter {
     if (this.stopping !== undefined) throw new RackError('the rack is stopping');
     if (this.handlerOptions === undefined) throw new RackError('the rack has not started');
     const gears = this.gearsOf(scenario);
-    const { prepared, problems } = await preflight(scenario, gears, {
-      onBus: this.bus!.nats !== undefined,
-      env: this.options.env ?? process.env,
-      moduleStore: this.bus!.modules,
-      trustedKeys: this.options.trustedKeys,
-      clusterKeys: this.options.clusterKeys,
-      ringBytes: this.options.ringBytes,
-    });
-    if (problems.length > 0) throw new RackError(problems.map((p) => `${p.at}: ${p.message}`).join('\n'));
-    this.noteSignatures(prepared);
+    const prepared = await this.prepare(scenario, gears);
     const fingerprints = fingerprintsOf(gears, prepared);
     for (const g of gears) if (!this.guestNames.includes(g.name)) this.guestNames.push(g.name);
     const previous = { options: this.handlerOptions, scenario: this.scenario, gears: this.gears, fingerprints: this.fingerprints };

@@ -1,5 +1,6 @@
 // Echo calls through FLUXAR over TCP (1 and 8 connections), gRPC unary (grpc-js) and NATS
-// request/reply, in one run, with the same number of calls in flight. The servers run in a
+// request/reply, in one run, with the same number of calls in flight. Then FLUXAR with a 4 KiB
+// JSON-like payload, plain and with each compression: calls/s and bytes on the wire. The servers run in a
 // second process (and nats-server in a third): on 2 cores the load generator, the server and the
 // broker share the machine, and NATS pays for its extra hop through the broker.
 import { spawn } from 'node:child_process';
@@ -8,7 +9,8 @@ import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { NatsServerProcess } from '../test/harness/nats.js';
-import { connect, type Peer } from '../src/fluxar/mod.js';
+import { COMPRESSIONS, connect, type Peer, Session } from '../src/fluxar/mod.js';
+import { transactions } from '../test/harness/documents.js';
 import { echoService } from './fixtures/rpc-grpc.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
@@ -18,11 +20,29 @@ const RUN_MS = 3000;
 const WARMUP_MS = 500;
 const PAYLOAD = new Uint8Array(64).fill(7);
 const LATENCY_SAMPLE = 4;
+const DOCUMENT_4K = transactions(4096);
+const COMPRESSION_CONNECTIONS = 8;
 
 interface Result extends LatencySummary {
   peer: string;
   connections: number;
   calls_per_s: number;
+  /** The compression agreed, for the 4 KiB runs ('none' for plain). */
+  compression?: string;
+  /** Bytes of one call's frame on the wire (its answer is as large). */
+  wire_bytes?: number;
+}
+
+/** The bytes of one call frame carrying `payload` with the compression agreed from `caps`. */
+function wireBytes(caps: string[], payload: unknown): number {
+  const client = new Session({ role: 'client', framing: 'stream', caps });
+  const server = new Session({ role: 'server', framing: 'stream' });
+  for (const b of client.takeOutput()) server.receive(b);
+  for (const e of server.takeEvents()) if (e.type === 'authenticate') server.accept({ id: 'bench' });
+  for (const b of server.takeOutput()) client.receive(b);
+  client.takeOutput();
+  client.call('echo', payload);
+  return client.takeOutput().reduce((n, b) => n + b.length, 0);
 }
 
 /** Keeps IN_FLIGHT calls going for RUN_MS after a warm-up; call(i) makes call number i. */
@@ -99,6 +119,15 @@ try {
   const nc = await natsConnect({ servers: nats.url });
   results.push(await drive('nats-request', 1, () => nc.request('bench.echo', PAYLOAD, { timeout: 10_000 })));
   await nc.close();
+
+  for (const compression of ['none', ...COMPRESSIONS]) {
+    const caps = compression === 'none' ? [] : [compression];
+    const n = COMPRESSION_CONNECTIONS;
+    const peers: Peer[] = await Promise.all(Array.from({ length: n }, () => connect(addresses.fluxar, { caps })));
+    const result = await drive('fluxar-tcp-4k', n, (i) => peers[i % n]!.call('echo', DOCUMENT_4K));
+    results.push({ ...result, compression, wire_bytes: wireBytes(caps, DOCUMENT_4K) });
+    await Promise.all(peers.map((p) => p.close()));
+  }
 } finally {
   servers.stdin!.end();
   await once(servers, 'exit');
@@ -107,6 +136,16 @@ try {
 
 const rate = (peer: string, connections = 1) => results.find((r) => r.peer === peer && r.connections === connections)!.calls_per_s;
 const best = Math.max(rate('fluxar-tcp', 1), rate('fluxar-tcp', 8));
+const compressed = (name: string) => results.find((r) => r.peer === 'fluxar-tcp-4k' && r.compression === name)!;
+const plain4k = compressed('none');
+const round2 = (x: number) => Math.round(x * 100) / 100;
+/** Per compression: wire bytes and calls/s against the plain 4 KiB run. */
+const vsPlain = Object.fromEntries(
+  COMPRESSIONS.flatMap((name) => [
+    [`${name}_wire_ratio_4k`, round2(compressed(name).wire_bytes! / plain4k.wire_bytes!)],
+    [`${name}_calls_vs_plain_4k`, round2(compressed(name).calls_per_s / plain4k.calls_per_s)],
+  ]),
+);
 const summary = {
   in_flight: IN_FLIGHT,
   run_ms: RUN_MS,
@@ -119,8 +158,27 @@ const summary = {
   nats_calls_per_s: rate('nats-request'),
   ratio_vs_grpc: Math.round((best / rate('grpc-js')) * 10) / 10,
   ratio_vs_nats: Math.round((best / rate('nats-request')) * 10) / 10,
+  payload_4k_json_bytes: JSON.stringify(DOCUMENT_4K).length,
+  plain_wire_bytes_4k: plain4k.wire_bytes,
+  plain_calls_per_s_4k: plain4k.calls_per_s,
+  ...vsPlain,
   results,
 };
-printTable(results.map((r) => ({ peer: r.peer, conns: r.connections, 'calls/s': r.calls_per_s, 'p50 us': r.p50_us, 'p99 us': r.p99_us, 'max us': r.max_us })));
+printTable(
+  results.map((r) => ({
+    peer: r.compression === undefined ? r.peer : `${r.peer} ${r.compression}`,
+    conns: r.connections,
+    'calls/s': r.calls_per_s,
+    'wire B': r.wire_bytes ?? '',
+    'p50 us': r.p50_us,
+    'p99 us': r.p99_us,
+    'max us': r.max_us,
+  })),
+);
 console.log(`\nFLUXAR (best) vs grpc-js: ${summary.ratio_vs_grpc}x, vs NATS request/reply: ${summary.ratio_vs_nats}x (${IN_FLIGHT} calls in flight)`);
+for (const name of COMPRESSIONS) {
+  console.log(
+    `4 KiB JSON with ${name}: ${vsPlain[`${name}_wire_ratio_4k`]}x the bytes on the wire, ${vsPlain[`${name}_calls_vs_plain_4k`]}x the calls/s of plain`,
+  );
+}
 console.log(`wrote ${writeResult('rpc', summary)}`);

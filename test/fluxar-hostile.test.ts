@@ -92,7 +92,7 @@ describe('FLUXAR session under hostile input', () => {
     const c = call('echo', 'x'.repeat(5000));
     s.feed(frame(deflateRawSync(c.bytes.subarray(5)), 1));
     assert.equal(s.fatal()?.code, 413);
-    assert.match(s.fatal()!.message, /inflates past 4096/);
+    assert.match(s.fatal()!.message, /decompresses past 4096/);
   });
 
   it('max_frame: missing means 1 MiB, under 1024 (0 too) or not an integer is refused with 400', () => {

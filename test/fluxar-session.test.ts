@@ -15,7 +15,7 @@ describe('FLUXAR session (sans-I/O)', () => {
     const [open] = ofType(events.client, 'open');
     assert.equal(open!.info.maxFrame, 64 * 1024);
     assert.equal(open!.info.heartbeatMs, 1000);
-    assert.deepEqual(open!.info.caps, ['deflate']);
+    assert.deepEqual(open!.info.caps, ['zstd']);
     assert.equal(open!.info.id.length, 16);
     assert.equal(open!.info.resumeToken.length, 16);
   });
@@ -223,7 +223,7 @@ describe('FLUXAR session (sans-I/O)', () => {
   });
 
   it('compresses large frames when deflate is agreed, and the payload arrives intact', () => {
-    const { client, server, events, pump } = pair();
+    const { client, server, events, pump } = pair({ caps: ['deflate'] });
     pump();
     const big = 'x'.repeat(100_000);
     client.call('big', big);

@@ -12,7 +12,7 @@ import { Kvm } from '@nats-io/kv';
 import { ModuleBucket } from '../src/bus/module-bucket.js';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
-import { connect, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
+import { COMPRESSIONS, connect, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
 import { createFluxMsg, decodeFluxMsg, encodeFluxMsg } from '../src/mod.js';
 import { Rack, RackError } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
@@ -122,6 +122,18 @@ describe('rack', () => {
 
   it('says it is standalone without NATS', () => {
     assert.ok(log.lines.some((l) => /standalone: no NATS configured/.test(String(l.msg))));
+  });
+
+  it('takes and answers compressed frames with every compression, in its workers', async () => {
+    const note = Array.from({ length: 200 }, (_, i) => `line ${i}: card ending ${1000 + i} approved`).join('\n');
+    for (const compression of COMPRESSIONS) {
+      const peer = await connect(rack.addresses()[0]!, { caps: [compression] });
+      assert.deepEqual(peer.session.info!.caps, [compression]);
+      const answer = (await peer.call('payments.authorize', { ...approved, note })) as Record<string, unknown>;
+      assert.equal(answer.note, note, compression);
+      assert.equal(answer.decision, 'approved');
+      await peer.close();
+    }
   });
 
   it('spreads connections over the workers and keeps many calls in flight', async () => {

@@ -14,6 +14,11 @@ import { SocketTransport, type Transport, WebSocketTransport } from './transport
 export interface ConnectOptions {
   credentials?: Credentials;
   psk?: Uint8Array | string;
+  /**
+   * Capabilities to offer, in order of preference. Default: every compression this process can
+   * run, zstd first; the server agrees on one (spec section 7.1). `[]` asks for none.
+   */
+  caps?: string[];
   tls?: { ca?: string | Buffer | Array<string | Buffer>; cert?: string | Buffer; key?: string | Buffer; servername?: string; rejectUnauthorized?: boolean };
   maxFrame?: number;
   /** Connect plus handshake must finish within this; default 10 s. */
@@ -99,6 +104,7 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
       framing: transport.framing,
       credentials: options.credentials,
       psk: options.psk,
+      caps: options.caps,
       maxFrame: options.maxFrame,
       maxStreams: options.maxStreams,
       maxPublishes: options.maxPublishes,

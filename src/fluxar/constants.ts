@@ -38,17 +38,19 @@ export const STREAM_HIGH_WATER_MARK = 1024 * 1024;
 export const DEFAULT_STREAM_WINDOW = 64;
 /** How long a graceful close (bye) waits for in-flight calls before closing anyway. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
-/** Frames at least this large are compressed when both sides agreed on deflate. */
+/** Frames at least this large are compressed when both sides agreed on a compression. */
 export const COMPRESS_THRESHOLD = 1024;
-/** A frame whose deflate output is over this share of its size did not compress. */
+/** A frame whose compressed form is over this share of its size did not compress. */
 export const COMPRESS_MIN_GAIN = 0.9;
-/** After frames that did not compress, at most this many are sent before deflate is tried again. */
+/** After frames that did not compress, at most this many are sent before compression is tried again. */
 export const COMPRESS_MAX_BACKOFF = 4096;
 /** Bytes queued for a peer that does not read before it is disconnected. */
 export const DEFAULT_MAX_WRITE_BUFFER = 8 * 1024 * 1024;
 
 /** Capabilities a hello may offer. */
 export const Capability = {
+  Zstd: 'zstd',
+  Gzip: 'gzip',
   Deflate: 'deflate',
   Psk: 'psk',
 } as const;
@@ -56,7 +58,7 @@ export const Capability = {
 /**
  * Per-connection budgets, refilled continuously (token buckets on the session's clock). Going
  * over one closes the connection with a 429 bye. They bound what one connection can make the
- * receiver do: a deflate bomb of small frames, or floods of tiny CBOR items.
+ * receiver do: a compression bomb of small frames, or floods of tiny CBOR items.
  */
 export const DEFAULT_INFLATE_BYTES_PER_S = 32 * 1024 * 1024;
 export const DEFAULT_DECODE_ITEMS_PER_S = 4_000_000;

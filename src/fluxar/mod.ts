@@ -14,6 +14,8 @@ export {
   PROTOCOL_VERSION,
   STREAM_HIGH_WATER_MARK,
 } from './constants.js';
+export type { Codec, Compression } from './compression.js';
+export { availableCompressions, COMPRESSIONS } from './compression.js';
 export type { Frame } from './framing.js';
 export { encodeMessageFrame, encodeStreamFrame, StreamFrameSplitter } from './framing.js';
 export type { CallOptions, Framing, OpenStreamOptions, Role, SessionEvent, SessionInfo, SessionOptions, SessionState } from './session.js';

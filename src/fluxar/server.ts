@@ -14,6 +14,7 @@ import type { Transport } from './transport.js';
 export type { TlsOptions } from './listener.js';
 /** The session settings a server applies to every connection: named once, for the type and the copy. */
 const SERVER_SESSION_KEYS = [
+  'caps',
   'psk',
   'maxFrame',
   'heartbeatMs',

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
 import { UUID_BYTES, uuidv7, writeUuidv7 } from '../fluxmsg/uuid.js';
 import { isCborMap } from '../cbor/profile.js';
 import { describeValue, StrictReader, unmarkFloats } from '../cbor/strict.js';
 import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
+import { availableCompressions, chooseCompression, type Codec, codecFor, isCompression } from './compression.js';
 import {
   Capability,
   COMPRESS_MAX_BACKOFF,
@@ -51,7 +51,10 @@ export interface SessionOptions {
   clock?: () => number;
   /** Client: credentials to present. */
   credentials?: Credentials;
-  /** Capabilities offered (client) or supported (server). Default: deflate. */
+  /**
+   * Capabilities offered, in order of preference (client), or supported (server). Default: the
+   * compressions this process can run, zstd first (src/fluxar/compression.ts).
+   */
   caps?: string[];
   /** Pre-shared key: both sides prove they hold it (HMAC over both nonces) without sending it. */
   psk?: Uint8Array | string;
@@ -233,7 +236,8 @@ export class Session {
   private readonly inflateBudget: TokenBucket;
   private readonly decodeBudget: TokenBucket;
   private readonly decodeWork = { items: 0 };
-  private deflate = false;
+  /** The agreed compression, or null. */
+  private codec: Codec | null = null;
   /** Frames over the threshold still to send uncompressed, and the current wait between tries. */
   private compressSkips = 0;
   private compressBackoff = 0;
@@ -416,8 +420,10 @@ export class Session {
     if (!this.authenticating || this.state !== 'handshake') return;
     this.authenticating = false;
     this.principal = principal;
-    const supported = this.options.caps ?? [Capability.Deflate];
-    const caps = this.offeredCaps.filter((c) => supported.includes(c) && c !== Capability.Psk);
+    const supported = this.options.caps ?? availableCompressions();
+    // One compression at most: the client's first choice among those this side supports.
+    const compression = chooseCompression(this.offeredCaps, supported);
+    const caps = this.offeredCaps.filter((c) => supported.includes(c) && c !== Capability.Psk && (!isCompression(c) || c === compression));
     if (this.options.psk !== undefined) caps.push(Capability.Psk);
     const info: SessionInfo = {
       id: entityId(EntityType.Session),
@@ -448,7 +454,7 @@ export class Session {
     this.serverHelloId = uuidv7();
     this.sendEnvelope({ type: MessageType.Hello, id: this.serverHelloId, ref: this.clientHelloId, target: null, meta: null, payload, error: null });
     this.info = info;
-    this.deflate = caps.includes(Capability.Deflate);
+    this.codec = compression === null ? null : codecFor(compression)!;
     if (this.options.psk !== undefined) {
       this.awaitingPskProof = true;
       return;
@@ -1087,7 +1093,7 @@ export class Session {
   private sendClientHello(): void {
     this.clientNonce = newNonce();
     this.clientHelloId = uuidv7();
-    const caps = [...(this.options.caps ?? [Capability.Deflate])];
+    const caps = [...(this.options.caps ?? availableCompressions())];
     if (this.options.psk !== undefined && !caps.includes(Capability.Psk)) caps.push(Capability.Psk);
     const payload: Record<string, unknown> = {
       versions: [...SUPPORTED_VERSIONS],
@@ -1107,16 +1113,13 @@ export class Session {
     if (frame.flags & FrameFlag.Encrypted) return this.abort(ErrorCode.Unsupported, 'encrypted frames are not supported (use TLS)');
     let body = frame.body;
     if (frame.flags & FrameFlag.Compressed) {
-      if (!this.deflate) return this.abort(ErrorCode.BadRequest, 'compressed frame, but deflate was not agreed');
+      if (this.codec === null) return this.abort(ErrorCode.BadRequest, 'compressed frame, but no compression was agreed');
       if (!this.inflateBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the inflate budget of ${this.inflateBudget.rate} bytes per second`);
       try {
-        body = inflateRawSync(body, { maxOutputLength: this.maxFrameIn });
+        body = this.codec.decompress(body, this.maxFrameIn);
       } catch (err) {
-        const tooBig = (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE';
-        return this.abort(
-          tooBig ? ErrorCode.TooLarge : ErrorCode.BadRequest,
-          tooBig ? `frame inflates past ${this.maxFrameIn} bytes` : 'compressed frame does not inflate',
-        );
+        const code = err instanceof FluxarError ? err.code : ErrorCode.BadRequest;
+        return this.abort(code, (err as Error).message);
       }
       this.inflateBudget.spend(body.length, now);
     }
@@ -1230,7 +1233,10 @@ export class Session {
     };
     this.peerMaxStreams = serverStreams;
     this.peerMaxPublishes = serverPublishes;
-    this.deflate = caps.includes(Capability.Deflate);
+    // The server agrees on one compression; one this side did not offer is never used.
+    const offered = this.options.caps ?? availableCompressions();
+    const compression = caps.find((c) => isCompression(c) && offered.includes(c) && codecFor(c) !== undefined);
+    this.codec = compression === undefined ? null : codecFor(compression)!;
     this.open();
   }
 
@@ -1593,16 +1599,16 @@ export class Session {
     }
   }
 
-  /** Whether a body of this length is to be deflated: agreed, large enough, and not backing off. */
+  /** Whether a body of this length is to be compressed: agreed, large enough, and not backing off. */
   private tryCompress(bodyLength: number): boolean {
-    return this.deflate && bodyLength >= COMPRESS_THRESHOLD && this.compressSkips-- <= 0;
+    return this.codec !== null && bodyLength >= COMPRESS_THRESHOLD && this.compressSkips-- <= 0;
   }
 
-  /** The body deflated when that shrank it; else null. */
-  private compressed(body: Uint8Array): Buffer | null {
-    // deflateRawSync copies its input before the outbox can move under it.
-    const packed = deflateRawSync(body);
-    // Data that does not shrink (media, ciphertext, a stream of random bytes) costs a deflate
+  /** The body compressed when that shrank it; else null. */
+  private compressed(body: Uint8Array): Uint8Array | null {
+    // Each codec reads its input synchronously, before the outbox can move under it.
+    const packed = this.codec!.compress(body);
+    // Data that does not shrink (media, ciphertext, a stream of random bytes) costs a compression
     // per frame for nothing: after such a frame the next ones are sent as they are, and the
     // wait before the next try doubles while it keeps failing.
     if (packed.length > body.length * COMPRESS_MIN_GAIN) {

@@ -12,7 +12,7 @@ import { Kvm } from '@nats-io/kv';
 import { ModuleBucket } from '../src/bus/module-bucket.js';
 import { pino } from 'pino';
 import { stringify } from 'yaml';
-import { COMPRESSIONS, connect, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
+import { COMPRESSIONS, connect, type DescribeDocument, decodeEnvelope, FluxarError, StreamFrameSplitter } from '../src/fluxar/mod.js';
 import { createFluxMsg, decodeFluxMsg, encodeFluxMsg } from '../src/mod.js';
 import { Rack, RackError } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
@@ -231,6 +231,61 @@ describe('rack behaviour', () => {
       const again = await connect(rack.addresses()[0]!);
       assert.equal(((await again.call('x', { action: 'ok' })) as Record<string, unknown>).action, 'ok');
       await Promise.all([other.close(), again.close()]);
+    } finally {
+      await rack.stop();
+    }
+  });
+
+  it('fluxar.describe answers the targets the scenario routes, from its router rules and gear manifests', async () => {
+    const s = scenario({
+      meta: { name: 'described' },
+      gears: [
+        { name: 'api', type: 'fluxar', config: { listen: ['tcp://127.0.0.1:0'] } },
+        {
+          name: 'route',
+          type: 'router',
+          config: {
+            routes: [
+              { port: 'pay', meta: { 'fluxar.target': 'payments.authorize' } },
+              { port: 'feed', meta: { 'fluxar.target': 'reports.feed', 'fluxar.type': 'stream' } },
+            ],
+          },
+        },
+        { name: 'fraud', type: 'wasm', config: { module: fraudWasm, allow_kv: true } },
+        { name: 'probe', type: 'wasm', config: { module: probeWasm } },
+        { name: 'ticks', type: 'generator', config: { rate_per_s: 1, meta: { 'fluxar.topic': 'prices.eurusd' } } },
+      ],
+      wires: [
+        { from: 'api.out', to: 'route.in' },
+        { from: 'route.pay', to: 'fraud.in' },
+        { from: 'route.feed', to: 'probe.in' },
+        { from: 'route.default', to: 'probe.in' },
+        { from: 'fraud.out', to: 'api.in' },
+        { from: 'probe.out', to: 'api.in' },
+        { from: 'ticks.out', to: 'api.in' },
+      ],
+    });
+    const rack = new Rack({ scenario: s, workers: 2, logger: capture().logger });
+    await rack.start();
+    try {
+      const peer = await connect(rack.addresses()[0]!);
+      const doc = (await peer.call('fluxar.describe', null)) as DescribeDocument;
+      assert.equal(doc.version, 1);
+      assert.deepEqual(
+        doc.methods.map((m) => m.name),
+        ['payments.authorize', '*'],
+      );
+      assert.match(doc.methods[0]!.description!, /^payments\.authorize: to fraud \(wasm: .+\) by route$/);
+      assert.deepEqual(
+        doc.streams.map((m) => m.name),
+        ['reports.feed', '*'],
+      );
+      assert.deepEqual(
+        doc.topics.map((t) => t.pattern),
+        ['prices.eurusd'],
+      );
+      await assert.rejects(peer.call('fluxar.describe', { version: 9 }), (err: unknown) => err instanceof FluxarError && err.code === 501);
+      await peer.close();
     } finally {
       await rack.stop();
     }

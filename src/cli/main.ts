@@ -2,6 +2,7 @@
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
 import { runCerts } from './certs.js';
+import { runDescribe } from './describe.js';
 import { runAudit, runCommand, runLogs, runMixer, runRacks, SCENARIO_MIXER_USAGE } from './mixer.js';
 import { packageVersion } from './version.js';
 import { runPub, runSub } from './pubsub.js';
@@ -26,6 +27,7 @@ ${SCENARIO_MIXER_USAGE}
   gears list | doc TYPE    the gear types and their ports and config
   gear build|new|test      write, build and try a Wasm gear without a rack (fluxrig gear help)
   call URL TARGET [JSON]   call a FLUXAR server and print the answer (fluxrig call --help)
+  describe URL [--ts]      what a FLUXAR server serves, or a typed client for it (fluxrig describe --help)
   sub URL PATTERN          subscribe and print each message (fluxrig sub --help)
   pub URL TOPIC [JSON]     publish a message (fluxrig pub --help)
   wasm keygen|sign|verify|import   manage Wasm gear modules (fluxrig wasm help)
@@ -38,6 +40,8 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'call':
       return runCall(argv.slice(1));
+    case 'describe':
+      return runDescribe(argv.slice(1));
     case 'sub':
       return runSub(argv.slice(1));
     case 'pub':

@@ -29,8 +29,20 @@ export { FluxarSubscription } from './subscription.js';
 export { patternError, topicError } from './topics.js';
 export { FluxarStream, MAX_QUEUED_WRITES } from './stream.js';
 export { idKey, Session } from './session.js';
-export type { CallContext, Handler, PeerCallOptions, PeerOptions, PublishOptions, StreamContext, StreamHandler, SubscribeCallOptions } from './peer.js';
+export type {
+  CallContext,
+  Handler,
+  TypedHandler,
+  PeerCallOptions,
+  PeerOptions,
+  PublishOptions,
+  StreamContext,
+  StreamHandler,
+  SubscribeCallOptions,
+} from './peer.js';
 export { Peer } from './peer.js';
+export type { Contract, DescribeDocument, DescribedTarget, DescribedTopic, DescribePolicy, InputOf, OutputOf, TopicContract } from './describe.js';
+export { DESCRIBE_TARGET, DESCRIBE_VERSION, inputCheck } from './describe.js';
 export type { Transport, TransportKind } from './transport.js';
 export type { Endpoint } from './endpoint.js';
 export { parseEndpoint } from './endpoint.js';

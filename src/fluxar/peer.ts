@@ -3,6 +3,19 @@ import type { Logger } from 'pino';
 import type { AuthOptions, Principal } from './auth.js';
 import { ERROR_NAMES, ErrorCode } from './codes.js';
 import { DEFAULT_MAX_WRITE_BUFFER, DEFAULT_STREAM_WINDOW } from './constants.js';
+import {
+  type Contract,
+  DESCRIBE_TARGET,
+  type DescribePolicy,
+  describeAllowed,
+  describeDocument,
+  describeRequestError,
+  type InputOf,
+  type OutputOf,
+  type TopicContract,
+  typedHandler,
+  typedStreamHandler,
+} from './describe.js';
 import { SessionDriver } from './driver.js';
 import { FluxarError } from './errors.js';
 import type { Session, SessionEvent, SessionInfo } from './session.js';
@@ -43,6 +56,9 @@ export interface StreamContext extends CallContext {
  */
 export type StreamHandler = (chunks: AsyncIterable<unknown>, ctx: StreamContext) => unknown;
 
+/** A handler whose input and answer are typed by its contract's schemas. */
+export type TypedHandler<C extends Contract> = (payload: InputOf<C>, ctx: CallContext) => OutputOf<C> | Promise<OutputOf<C>>;
+
 export interface PeerCallOptions {
   /** Caller-side timeout: sent as the deadline and enforced locally; rejects with 408. */
   timeoutMs?: number;
@@ -56,6 +72,13 @@ export interface PeerOptions {
   /** Handlers shared by every peer of a server; a peer's own handle() takes precedence. */
   sharedHandlers?: Map<string, Handler>;
   sharedStreamHandlers?: Map<string, StreamHandler>;
+  /** Topics a server declared for describe, shared by its peers. */
+  sharedTopics?: Map<string, TopicContract>;
+  /**
+   * Who may call `fluxar.describe` (spec section 17): true (default) for every peer the
+   * handshake accepted, false to serve no describe (404), or a function of the principal (403).
+   */
+  describe?: DescribePolicy;
   /** Up chunks a stream handler keeps granted ahead of its reader (default 64). */
   streamWindow?: number;
   /** The broker that serves this connection's subscribes and publishes (a server shares one); default: the peer's own. */
@@ -102,6 +125,7 @@ export class Peer extends EventEmitter implements StreamHost, BrokerLink {
   private readonly pending = new Map<string, PendingCall>();
   private readonly running = new Map<string, RunningCall>();
   private readonly streamHandlers = new Map<string, StreamHandler>();
+  private readonly topics = new Map<string, TopicContract>();
   /** Streams of this connection, either side's: the opener's handle, or the handler's channel. */
   private readonly openStreams = new Map<string, { channel: StreamChannel; opened?: FluxarStream; controller?: AbortController }>();
   /** Serves the peer's subscribes and publishes. */
@@ -167,15 +191,29 @@ export class Peer extends EventEmitter implements StreamHost, BrokerLink {
     return this.session.state === 'open';
   }
 
-  /** Registers the handler for calls to `target` on this connection. */
-  handle(target: string, handler: Handler): this {
-    this.handlers.set(target, handler);
+  /**
+   * Registers the handler for calls to `target` on this connection. With a contract, the input
+   * is checked against its schema first (400 naming the path of the first problem), and
+   * `fluxar.describe` lists both schemas.
+   */
+  handle(target: string, handler: Handler): this;
+  handle<C extends Contract>(target: string, contract: C, handler: TypedHandler<C>): this;
+  handle(target: string, a: Handler | Contract, b?: TypedHandler<Contract>): this {
+    this.handlers.set(target, typeof a === 'function' ? a : typedHandler(a, b!));
     return this;
   }
 
-  /** Registers the handler for streams opened to `target` on this connection. */
-  handleStream(target: string, handler: StreamHandler): this {
-    this.streamHandlers.set(target, handler);
+  /** Registers the handler for streams opened to `target` on this connection; a contract as for handle(). */
+  handleStream(target: string, handler: StreamHandler): this;
+  handleStream(target: string, contract: Contract, handler: StreamHandler): this;
+  handleStream(target: string, a: StreamHandler | Contract, b?: StreamHandler): this {
+    this.streamHandlers.set(target, typeof a === 'function' ? a : typedStreamHandler(a, b!));
+    return this;
+  }
+
+  /** Declares a topic this side publishes, for `fluxar.describe`. */
+  topic(pattern: string, contract: TopicContract = {}): this {
+    this.topics.set(pattern, contract);
     return this;
   }
 
@@ -435,8 +473,27 @@ export class Peer extends EventEmitter implements StreamHost, BrokerLink {
     }
   }
 
+  /** The built-in targets, served when no handler took the name: `fluxar.describe`. */
+  private builtIn(target: string): Handler | undefined {
+    return target === DESCRIBE_TARGET && this.options.describe !== false ? this.describe : undefined;
+  }
+
+  private readonly describe: Handler = (payload, ctx) => {
+    if (!describeAllowed(this.options.describe, ctx.principal))
+      throw new FluxarError(ErrorCode.Forbidden, `${DESCRIBE_TARGET} is not allowed for this principal`);
+    const refused = describeRequestError(payload);
+    if (refused !== null) throw refused;
+    return describeDocument({
+      handlers: this.handlers,
+      sharedHandlers: this.options.sharedHandlers,
+      streamHandlers: this.streamHandlers,
+      sharedStreamHandlers: this.options.sharedStreamHandlers,
+      topics: new Map([...(this.options.sharedTopics ?? []), ...this.topics]),
+    });
+  };
+
   private runHandler(key: string, target: string, payload: unknown, meta: Record<string, unknown> | null): void {
-    const handler = this.handlers.get(target) ?? this.options.sharedHandlers?.get(target);
+    const handler = this.handlers.get(target) ?? this.options.sharedHandlers?.get(target) ?? this.builtIn(target);
     if (handler === undefined) {
       this.session.fail(key, ErrorCode.NotFound, `no handler for ${target}`);
       return;

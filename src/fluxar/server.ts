@@ -6,7 +6,8 @@ import { FluxarListener, type ListenerLimits } from './listener.js';
 import { uuidv7 } from '../fluxmsg/uuid.js';
 import { Broker, type BrokerOptions, type PublishOutcome } from './broker.js';
 import { FluxarError } from './errors.js';
-import { type Handler, Peer, type PublishOptions, type StreamHandler } from './peer.js';
+import { type Contract, type DescribePolicy, type TopicContract, typedHandler, typedStreamHandler } from './describe.js';
+import { type Handler, Peer, type PublishOptions, type StreamHandler, type TypedHandler } from './peer.js';
 import { topicError } from './topics.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Transport } from './transport.js';
@@ -34,6 +35,8 @@ export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits
   auth?: AuthOptions;
   maxWriteBuffer?: number;
   logger?: Logger;
+  /** Who may call `fluxar.describe` (spec section 17); default: every peer the handshake accepted. */
+  describe?: DescribePolicy;
   /** The broker's limits (spec section 14): queue per subscription, dedupe window, ... */
   broker?: Omit<BrokerOptions, 'clock' | 'schedule'>;
 }
@@ -42,6 +45,7 @@ export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits
 export class FluxarServer extends EventEmitter {
   readonly handlers = new Map<string, Handler>();
   readonly streamHandlers = new Map<string, StreamHandler>();
+  readonly topics = new Map<string, TopicContract>();
   /** One broker for every connection: a publish on one reaches subscribers on all. */
   readonly broker: Broker;
   private brokerTimer: NodeJS.Timeout | undefined;
@@ -72,15 +76,28 @@ export class FluxarServer extends EventEmitter {
     return this.broker.publish(null, null, uuidv7(), topic, options.qos ?? 0, payload);
   }
 
-  /** Registers a handler for every connection. */
-  handle(target: string, handler: Handler): this {
-    this.handlers.set(target, handler);
+  /**
+   * Registers a handler for every connection. With a contract, the input is checked against its
+   * schema first (400 naming the path of the first problem), and `fluxar.describe` lists both.
+   */
+  handle(target: string, handler: Handler): this;
+  handle<C extends Contract>(target: string, contract: C, handler: TypedHandler<C>): this;
+  handle(target: string, a: Handler | Contract, b?: TypedHandler<Contract>): this {
+    this.handlers.set(target, typeof a === 'function' ? a : typedHandler(a, b!));
     return this;
   }
 
-  /** Registers a stream handler for every connection (spec section 13). */
-  handleStream(target: string, handler: StreamHandler): this {
-    this.streamHandlers.set(target, handler);
+  /** Registers a stream handler for every connection (spec section 13); a contract as for handle(). */
+  handleStream(target: string, handler: StreamHandler): this;
+  handleStream(target: string, contract: Contract, handler: StreamHandler): this;
+  handleStream(target: string, a: StreamHandler | Contract, b?: StreamHandler): this {
+    this.streamHandlers.set(target, typeof a === 'function' ? a : typedStreamHandler(a, b!));
+    return this;
+  }
+
+  /** Declares a topic the server publishes, for `fluxar.describe`. */
+  topic(pattern: string, contract: TopicContract = {}): this {
+    this.topics.set(pattern, contract);
     return this;
   }
 
@@ -113,6 +130,8 @@ export class FluxarServer extends EventEmitter {
       auth: this.options.auth,
       sharedHandlers: this.handlers,
       sharedStreamHandlers: this.streamHandlers,
+      sharedTopics: this.topics,
+      describe: this.options.describe,
       broker: this.broker,
       maxWriteBuffer: this.options.maxWriteBuffer,
       logger: this.log,

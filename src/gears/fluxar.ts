@@ -6,6 +6,7 @@ import { isAbsolute, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { type AuthOptions, type Principal, secretsEqual, secretTable } from '../fluxar/auth.js';
 import { ErrorCode } from '../fluxar/codes.js';
+import { DESCRIBE_TARGET, describeRequestError } from '../fluxar/describe.js';
 import {
   DEFAULT_DECODE_ITEMS_PER_S,
   DEFAULT_HEARTBEAT_MS,
@@ -141,6 +142,11 @@ export const manifest: GearManifest = {
         minimum: 1000,
         default: DEFAULT_DECODE_ITEMS_PER_S,
       },
+      describe: {
+        type: 'boolean',
+        description: `answer ${DESCRIBE_TARGET} with the targets the scenario routes and the topics wired in (false: 404)`,
+        default: true,
+      },
     },
     required: ['listen'],
   },
@@ -173,6 +179,7 @@ export interface FluxarConfig {
   upgrade_timeout_ms: number;
   inflate_bytes_per_s: number;
   decode_items_per_s: number;
+  describe: boolean;
 }
 
 /** The gear's secrets, read on the main thread at start and handed to every worker. */
@@ -620,6 +627,7 @@ export class FluxarSessions implements ConnectionHost {
   private onCall(conn: Conn, key: string, target: string, payload: unknown, callMeta: Record<string, unknown> | null): void {
     const gear = this.spec.name;
     const session = conn.driver.session;
+    if (target === DESCRIBE_TARGET && this.config.describe) return this.describe(session, key, payload);
     if (!this.outWired(session, key)) return;
     const meta = this.baseMeta(conn, callMeta, target);
     meta['fluxar.type'] = 'call';
@@ -639,6 +647,13 @@ export class FluxarSessions implements ConnectionHost {
     if (!session.isPending(key)) return this.ctx.callTimed(gear, performance.now() - started);
     if (sent.leftWorker) return;
     this.answerEnded(session, key, sent.ends);
+  }
+
+  /** fluxar.describe (spec section 17), answered by the gear from the scenario running now. */
+  private describe(session: Session, key: string, payload: unknown): void {
+    const refused = describeRequestError(payload);
+    if (refused !== null) session.fail(key, refused.code, refused.message);
+    else session.respond(key, this.ctx.describe(this.spec.name));
   }
 
   /** Whether anything is wired from `out`; a call or stream that would go nowhere is answered 404. */

@@ -1,6 +1,7 @@
 import type { NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Broker, PublishOutcome } from '../fluxar/broker.js';
+import type { DescribeDocument } from '../fluxar/describe.js';
 import type { Qos } from '../fluxar/pubsub-state.js';
 import type { Transport } from '../fluxar/transport.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
@@ -55,6 +56,8 @@ export interface WorkerGearContext {
   /** Sends a message out of gear.port along every wire (function calls inside this worker). */
   emit(gear: string, port: string, msg: FluxMsg): void;
   hasRoute(gear: string, port: string): boolean;
+  /** What fluxar gear `gear` serves in the scenario running now, for fluxar.describe. */
+  describe(gear: string): DescribeDocument;
   /** Records back to the main thread. */
   lane: Lane;
   /** This worker's copy of the KV store. */

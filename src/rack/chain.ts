@@ -6,9 +6,10 @@ import { emptyHistogram, type HistogramData, observe } from '../telemetry/histog
 import { gearType } from '../gears/registry.js';
 import type { GuestClock } from '../gears/wasm/guest-clock.js';
 import { isBusWire } from '../scenario/lanes.js';
+import { scenarioTargets } from './targets.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
-export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor' | 'callTimed'> & {
+export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'describe' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor' | 'callTimed'> & {
   /** The worker's guest clock; a gear's guest id is its index in the chain's guestNames. */
   guestClock: GuestClock | undefined;
   /** A message for a gear that lives on the main thread (log, nats, ...). */
@@ -73,6 +74,8 @@ export class GearChain {
   private gears = new Map<string, BuiltGear>();
   private wires = new Map<string, WireTarget[]>();
   private guestNames: string[] = [];
+  /** The plan running now: its gears and wires answer fluxar.describe. */
+  private plan!: ChainPlan;
   private readonly ctx: WorkerGearContext;
   private readonly toLane: ChainEnv['toLane'];
   /** The sends being tracked (nested when a tracked send reaches another tracked send). */
@@ -90,6 +93,7 @@ export class GearChain {
       ...env,
       emit: (gear, port, msg) => this.emit(gear, port, msg),
       hasRoute: (gear, port) => this.hasRoute(gear, port),
+      describe: (gear) => scenarioTargets(this.plan.gears, this.plan.wires, gear),
       ended: (end) => this.ended(end),
       emitTracked: (gear, port, msg) => this.emitTracked(gear, port, msg),
       lastHop: () => ({ gear: this.hopGear, port: this.hopPort }),
@@ -110,6 +114,7 @@ export class GearChain {
    */
   reconfigure(plan: ChainPlan, env: ChainEnv): ConnectionHost[] {
     this.guestNames = plan.guestNames;
+    this.plan = plan;
     const wires = new Map<string, WireTarget[]>();
     for (const w of plan.wires) {
       const key = `${w.from.gear}.${w.from.port}`;

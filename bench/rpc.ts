@@ -1,6 +1,7 @@
 // Echo calls through FLUXAR over TCP (1 and 8 connections), gRPC unary (grpc-js) and NATS
 // request/reply, in one run, with the same number of calls in flight. Then FLUXAR with a 4 KiB
-// JSON-like payload, plain and with each compression: calls/s and bytes on the wire. The servers run in a
+// JSON-like payload, plain and with each compression: calls/s and bytes on the wire. Then with
+// end-to-end encryption (Noise NN), 64 B and 4 KiB, against the same runs in the clear. The servers run in a
 // second process (and nats-server in a third): on 2 cores the load generator, the server and the
 // broker share the machine, and NATS pays for its extra hop through the broker.
 import { spawn } from 'node:child_process';
@@ -29,6 +30,8 @@ interface Result extends LatencySummary {
   calls_per_s: number;
   /** The compression agreed, for the 4 KiB runs ('none' for plain). */
   compression?: string;
+  /** Sealed end to end. */
+  e2e?: boolean;
   /** Bytes of one call's frame on the wire (its answer is as large). */
   wire_bytes?: number;
 }
@@ -128,6 +131,16 @@ try {
     results.push({ ...result, compression, wire_bytes: wireBytes(caps, DOCUMENT_4K) });
     await Promise.all(peers.map((p) => p.close()));
   }
+
+  for (const [peer, payload] of [
+    ['fluxar-tcp', PAYLOAD],
+    ['fluxar-tcp-4k', DOCUMENT_4K],
+  ] as const) {
+    const n = COMPRESSION_CONNECTIONS;
+    const peers: Peer[] = await Promise.all(Array.from({ length: n }, () => connect(addresses.fluxar, { caps: [], e2e: {} })));
+    results.push({ ...(await drive(peer, n, (i) => peers[i % n]!.call('echo', payload))), e2e: true });
+    await Promise.all(peers.map((p) => p.close()));
+  }
 } finally {
   servers.stdin!.end();
   await once(servers, 'exit');
@@ -137,6 +150,7 @@ try {
 const rate = (peer: string, connections = 1) => results.find((r) => r.peer === peer && r.connections === connections)!.calls_per_s;
 const best = Math.max(rate('fluxar-tcp', 1), rate('fluxar-tcp', 8));
 const compressed = (name: string) => results.find((r) => r.peer === 'fluxar-tcp-4k' && r.compression === name)!;
+const sealed = (peer: string) => results.find((r) => r.peer === peer && r.e2e === true)!;
 const plain4k = compressed('none');
 const round2 = (x: number) => Math.round(x * 100) / 100;
 /** Per compression: wire bytes and calls/s against the plain 4 KiB run. */
@@ -162,11 +176,15 @@ const summary = {
   plain_wire_bytes_4k: plain4k.wire_bytes,
   plain_calls_per_s_4k: plain4k.calls_per_s,
   ...vsPlain,
+  encrypted_calls_per_s_64: sealed('fluxar-tcp').calls_per_s,
+  encrypted_calls_per_s_4k: sealed('fluxar-tcp-4k').calls_per_s,
+  encrypted_vs_plain_64: round2(sealed('fluxar-tcp').calls_per_s / rate('fluxar-tcp', 8)),
+  encrypted_vs_plain_4k: round2(sealed('fluxar-tcp-4k').calls_per_s / plain4k.calls_per_s),
   results,
 };
 printTable(
   results.map((r) => ({
-    peer: r.compression === undefined ? r.peer : `${r.peer} ${r.compression}`,
+    peer: r.e2e ? `${r.peer} e2e` : r.compression === undefined ? r.peer : `${r.peer} ${r.compression}`,
     conns: r.connections,
     'calls/s': r.calls_per_s,
     'wire B': r.wire_bytes ?? '',
@@ -181,4 +199,7 @@ for (const name of COMPRESSIONS) {
     `4 KiB JSON with ${name}: ${vsPlain[`${name}_wire_ratio_4k`]}x the bytes on the wire, ${vsPlain[`${name}_calls_vs_plain_4k`]}x the calls/s of plain`,
   );
 }
+console.log(
+  `end to end (Noise NN, ChaCha20-Poly1305): ${summary.encrypted_vs_plain_64}x the calls/s in the clear at 64 B, ${summary.encrypted_vs_plain_4k}x at 4 KiB`,
+);
 console.log(`wrote ${writeResult('rpc', summary)}`);

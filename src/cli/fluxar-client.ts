@@ -5,10 +5,13 @@ import type { Credentials } from '../fluxar/auth.js';
 import { connect } from '../fluxar/client.js';
 import { FluxarError } from '../fluxar/errors.js';
 import type { Peer } from '../fluxar/peer.js';
+import type { E2eOptions } from '../fluxar/e2e.js';
 
 export const CONNECTION_USAGE = `  --token T          bearer token            --api-key K     API key
   --user U --password P                      credentials
   --psk SECRET       pre-shared key (PSK peer trust)
+  --e2e              encrypt end to end (Noise); refuse a server that does not
+  --server-key HEX   the server's end-to-end public key, pinned (implies --e2e)
   --ca FILE          CA certificate for tls:// and wss://
   --insecure         do not verify the server certificate`;
 
@@ -19,6 +22,8 @@ export const CONNECTION_OPTIONS = {
   user: { type: 'string' },
   password: { type: 'string' },
   psk: { type: 'string' },
+  e2e: { type: 'boolean', default: false },
+  'server-key': { type: 'string' },
   ca: { type: 'string' },
   insecure: { type: 'boolean', default: false },
 } as const;
@@ -32,11 +37,21 @@ export function credentialsFrom(values: Values): Credentials | undefined {
   return undefined;
 }
 
+function e2eFrom(values: Values): E2eOptions | undefined {
+  const pinned = values['server-key'];
+  if (typeof pinned === 'string') {
+    if (!/^[0-9a-fA-F]{64}$/.test(pinned)) throw new FluxarError(400, '--server-key must be 64 hex digits (the key fluxrig e2e keygen printed)');
+    return { serverKey: Buffer.from(pinned, 'hex') };
+  }
+  return values.e2e ? {} : undefined;
+}
+
 /** Connects to `url` with the connection options given. */
 export function connectWith(url: string, values: Values, timeoutMs?: number): Promise<Peer> {
   return connect(url, {
     credentials: credentialsFrom(values),
     psk: values.psk as string | undefined,
+    e2e: e2eFrom(values),
     timeoutMs,
     tls: { ca: typeof values.ca === 'string' ? readFileSync(values.ca) : undefined, rejectUnauthorized: !values.insecure },
   });

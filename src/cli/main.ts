@@ -3,6 +3,7 @@ import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';
 import { runCerts } from './certs.js';
 import { runDescribe } from './describe.js';
+import { runE2e } from './e2e.js';
 import { runAudit, runCommand, runLogs, runMixer, runRacks, SCENARIO_MIXER_USAGE } from './mixer.js';
 import { packageVersion } from './version.js';
 import { runPub, runSub } from './pubsub.js';
@@ -21,6 +22,7 @@ commands:
   logs [--rack R] [--level L] [--follow]   the racks' logs and events, through the Mixer
   audit                    who approved, pushed or commanded what (the Mixer's audit trail)
   certs init|issue         certificates of an mTLS bus (fluxrig certs help)
+  e2e keygen --out FILE    a key for FLUXAR end-to-end encryption (fluxrig e2e help)
   scenario validate FILE   check a scenario; every problem with file:line:column
   scenario schema [OUT]    print (or write) the JSON Schema of scenario files
 ${SCENARIO_MIXER_USAGE}
@@ -62,6 +64,8 @@ async function main(argv: string[]): Promise<number> {
       return runLogs(argv.slice(1));
     case 'audit':
       return runAudit(argv.slice(1));
+    case 'e2e':
+      return runE2e(argv.slice(1));
     case 'certs':
       return runCerts(argv.slice(1));
     case 'scenario':

@@ -6,9 +6,10 @@ import type { Credentials } from './auth.js';
 import { ErrorCode } from './codes.js';
 import { MAX_FRAME_CEILING } from './constants.js';
 import { parseEndpoint } from './endpoint.js';
+import type { E2eOptions } from './e2e.js';
 import { FluxarError } from './errors.js';
 import { type Handler, Peer, type StreamHandler } from './peer.js';
-import { Session } from './session.js';
+import { type Framing, Session } from './session.js';
 import { SocketTransport, type Transport, WebSocketTransport } from './transport.js';
 
 export interface ConnectOptions {
@@ -19,6 +20,12 @@ export interface ConnectOptions {
    * run, zstd first; the server agrees on one (spec section 7.1). `[]` asks for none.
    */
   caps?: string[];
+  /**
+   * End-to-end encryption (spec section 19): the session is sealed with keys only the two ends
+   * hold, whatever sits between them. Pin the server's static key (`serverKey`) to authenticate
+   * it; without a pin or a PSK it protects against passive observers only.
+   */
+  e2e?: E2eOptions;
   tls?: { ca?: string | Buffer | Array<string | Buffer>; cert?: string | Buffer; key?: string | Buffer; servername?: string; rejectUnauthorized?: boolean };
   maxFrame?: number;
   /** Connect plus handshake must finish within this; default 10 s. */
@@ -90,6 +97,21 @@ function openTransport(url: string, options: ConnectOptions): Promise<Transport>
   });
 }
 
+function newClientSession(framing: Framing, options: ConnectOptions, timeoutMs: number): Session {
+  return new Session({
+    role: 'client',
+    framing,
+    credentials: options.credentials,
+    psk: options.psk,
+    caps: options.caps,
+    e2e: options.e2e,
+    maxFrame: options.maxFrame,
+    maxStreams: options.maxStreams,
+    maxPublishes: options.maxPublishes,
+    handshakeTimeoutMs: timeoutMs,
+  });
+}
+
 /** Connects and completes the handshake; resolves with an open Peer. */
 export async function connect(url: string, options: ConnectOptions = {}): Promise<Peer> {
   const timeoutMs = options.timeoutMs ?? 10_000;
@@ -99,17 +121,14 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
   });
   try {
     const transport = await Promise.race([openTransport(url, options), timeout]);
-    const session = new Session({
-      role: 'client',
-      framing: transport.framing,
-      credentials: options.credentials,
-      psk: options.psk,
-      caps: options.caps,
-      maxFrame: options.maxFrame,
-      maxStreams: options.maxStreams,
-      maxPublishes: options.maxPublishes,
-      handshakeTimeoutMs: timeoutMs,
-    });
+    let session: Session;
+    try {
+      session = newClientSession(transport.framing, options, timeoutMs);
+    } catch (err) {
+      // Refused before a byte was sent (a pinned key that is no key): nothing stays open.
+      transport.destroy();
+      throw err;
+    }
     const peer = new Peer(session, transport, { maxWriteBuffer: options.maxWriteBuffer, logger: options.logger });
     for (const [target, handler] of Object.entries(options.handlers ?? {})) peer.handle(target, handler);
     for (const [target, handler] of Object.entries(options.streamHandlers ?? {})) peer.handleStream(target, handler);

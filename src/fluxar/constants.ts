@@ -47,12 +47,16 @@ export const COMPRESS_MAX_BACKOFF = 4096;
 /** Bytes queued for a peer that does not read before it is disconnected. */
 export const DEFAULT_MAX_WRITE_BUFFER = 8 * 1024 * 1024;
 
+/** What end-to-end sealing adds to the largest frame: the header of the frame inside, and the 16-byte tag. */
+export const SEAL_OVERHEAD = 5 + 16;
+
 /** Capabilities a hello may offer. */
 export const Capability = {
   Zstd: 'zstd',
   Gzip: 'gzip',
   Deflate: 'deflate',
   Psk: 'psk',
+  Noise: 'noise',
 } as const;
 
 /**
@@ -82,5 +86,6 @@ export interface FrameLimits {
 /** The limits of a listener or session configured with `maxFrame` (default 1 MiB). */
 export function frameLimits(maxFrame: number | undefined): FrameLimits {
   const frame = Math.max(MIN_MAX_FRAME, Math.min(maxFrame ?? DEFAULT_MAX_FRAME, MAX_FRAME_CEILING));
-  return { maxFrame: frame, maxMessage: frame + 1, maxStreamFrame: frame + STREAM_HEADER_BYTES };
+  // A sealed message holds the largest frame with its header, and the tag (spec section 19.3).
+  return { maxFrame: frame, maxMessage: frame + 1 + SEAL_OVERHEAD, maxStreamFrame: frame + STREAM_HEADER_BYTES };
 }

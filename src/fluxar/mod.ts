@@ -15,6 +15,9 @@ export {
   STREAM_HIGH_WATER_MARK,
 } from './constants.js';
 export type { Codec, Compression } from './compression.js';
+export type { E2eOptions } from './e2e.js';
+export type { KeyPair, NoisePattern } from './noise.js';
+export { generateKeyPair, keyPairFrom } from './noise.js';
 export { availableCompressions, COMPRESSIONS } from './compression.js';
 export type { Frame } from './framing.js';
 export { encodeMessageFrame, encodeStreamFrame, StreamFrameSplitter } from './framing.js';

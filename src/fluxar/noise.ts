@@ -6,7 +6,17 @@
 // - nonces are 64-bit counters (BigInt), never 32-bit numbers that wrap;
 // - a message that fails its tag leaves the counter where it was;
 // - the tag is always 16 bytes (authTagLength: 16), so a truncated tag is refused.
-import { createCipheriv, createDecipheriv, createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  hkdfSync,
+  type KeyObject,
+} from 'node:crypto';
 
 export type NoisePattern = 'NN' | 'NK' | 'IK' | 'NNpsk0';
 export const NOISE_PATTERNS: readonly NoisePattern[] = ['NN', 'NK', 'IK', 'NNpsk0'];
@@ -194,9 +204,27 @@ type Token = 'e' | 's' | 'ee' | 'es' | 'se' | 'ss' | 'psk';
 /** The message patterns (Noise section 7.4), initiator first; and whether the responder's static is pre-known. */
 const PATTERNS: Record<NoisePattern, { messages: Token[][]; responderStaticKnown: boolean }> = {
   NN: { messages: [['e'], ['e', 'ee']], responderStaticKnown: false },
-  NK: { messages: [['e', 'es'], ['e', 'ee']], responderStaticKnown: true },
-  IK: { messages: [['e', 'es', 's', 'ss'], ['e', 'ee', 'se']], responderStaticKnown: true },
-  NNpsk0: { messages: [['psk', 'e'], ['e', 'ee']], responderStaticKnown: false },
+  NK: {
+    messages: [
+      ['e', 'es'],
+      ['e', 'ee'],
+    ],
+    responderStaticKnown: true,
+  },
+  IK: {
+    messages: [
+      ['e', 'es', 's', 'ss'],
+      ['e', 'ee', 'se'],
+    ],
+    responderStaticKnown: true,
+  },
+  NNpsk0: {
+    messages: [
+      ['psk', 'e'],
+      ['e', 'ee'],
+    ],
+    responderStaticKnown: false,
+  },
 };
 
 export function protocolName(pattern: NoisePattern): string {

@@ -17,6 +17,7 @@ export type { TlsOptions } from './listener.js';
 const SERVER_SESSION_KEYS = [
   'caps',
   'psk',
+  'e2e',
   'maxFrame',
   'heartbeatMs',
   'handshakeTimeoutMs',

@@ -1,11 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
 import { UUID_BYTES, uuidv7, writeUuidv7 } from '../fluxmsg/uuid.js';
-import { isCborMap } from '../cbor/profile.js';
-import { describeValue, StrictReader, unmarkFloats } from '../cbor/strict.js';
+import { isDeepStrictEqual } from 'node:util';
+import { encodeCbor, isCborMap } from '../cbor/profile.js';
+import { decodeStrict, describeValue, StrictReader, unmarkFloats } from '../cbor/strict.js';
 import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
 import { availableCompressions, chooseCompression, type Codec, codecFor, isCompression } from './compression.js';
+import { clientPattern, type E2eOptions, encodeSealedStreamFrame, FrameCiphers, helloPrologue, noisePsk } from './e2e.js';
+import { HandshakeState, NOISE_PATTERNS, type NoisePattern, needsResponderStatic } from './noise.js';
 import {
   Capability,
   COMPRESS_MAX_BACKOFF,
@@ -27,11 +30,12 @@ import {
   MIN_MAX_FRAME,
   MISSED_HEARTBEATS_LIMIT,
   PROTOCOL_VERSION,
+  SEAL_OVERHEAD,
   STREAM_HEADER_BYTES,
   SUPPORTED_VERSIONS,
 } from './constants.js';
 import { CborWriter, MAJOR_ARRAY, MAJOR_BYTES, MAJOR_UINT } from '../cbor/writer.js';
-import { decodeEnvelope, ENVELOPE_ITEMS, type Envelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo, writeEnvelope } from './envelope.js';
+import { decodeEnvelope, ENVELOPE_ITEMS, type Envelope, encodeEnvelope, encodeEnvelopeWithRoom, type EnvelopeErrorInfo, writeEnvelope } from './envelope.js';
 import { EnvelopeError, FluxarError } from './errors.js';
 import { encodeMessageFrame, type Frame, StreamFrameSplitter } from './framing.js';
 import { TokenBucket } from './budget.js';
@@ -49,8 +53,14 @@ export interface SessionOptions {
   framing: Framing;
   /** The clock, in milliseconds. The session has no timers: the host calls tick(). */
   clock?: () => number;
-  /** Client: credentials to present. */
+  /** Client: credentials to present (sealed, with end-to-end encryption). */
   credentials?: Credentials;
+  /**
+   * End-to-end encryption (spec section 19). Client: encrypt, and refuse a server that does not.
+   * Server: the keys for NK and IK, and whether to require it; false refuses to take part.
+   * A server without it still takes NN and NNpsk0.
+   */
+  e2e?: E2eOptions | false;
   /**
    * Capabilities offered, in order of preference (client), or supported (server). Default: the
    * compressions this process can run, zstd first (src/fluxar/compression.ts).
@@ -238,6 +248,19 @@ export class Session {
   private readonly decodeWork = { items: 0 };
   /** The agreed compression, or null. */
   private codec: Codec | null = null;
+  // End-to-end encryption (spec section 19).
+  /** The Noise handshake, while it runs and until the ciphers are made. */
+  private noise: HandshakeState | null = null;
+  /** The transport ciphers once the Noise handshake is done: every frame after that is sealed. */
+  private ciphers: FrameCiphers | null = null;
+  /** Server: the client's encrypted credentials are due. Client: the server's acceptance of them. */
+  private noiseStage: 'none' | 'credentials' | 'acceptance' = 'none';
+  /** Output queued before the ciphers started (bytes of the outbox, or messages): sent in the clear. */
+  private plainOutput = 0;
+  /** The id of the client's credentials message, which the server's acceptance refers to. */
+  private credentialsId: Uint8Array | null = null;
+  /** The peer's static key, when the Noise pattern carried one (IK's client, seen by the server). */
+  peerStaticKey: Uint8Array | null = null;
   /** Frames over the threshold still to send uncompressed, and the current wait between tries. */
   private compressSkips = 0;
   private compressBackoff = 0;
@@ -283,6 +306,7 @@ export class Session {
   takeOutput(): Uint8Array[] {
     this.outputBytes = 0;
     const box = this.outbox;
+    if (this.ciphers !== null) return this.takeSealedOutput();
     if (box !== null) {
       if (box.pos === 0) return [];
       // Small flushes are copied out (into Node's pool) and the buffer kept; large ones handed
@@ -298,6 +322,34 @@ export class Session {
     const out = this.output;
     this.output = [];
     return out;
+  }
+
+  /** takeOutput() once the session is sealed: what preceded the ciphers as it is, the rest sealed in runs. */
+  private takeSealedOutput(): Uint8Array[] {
+    const plain = this.plainOutput;
+    this.plainOutput = 0;
+    const limit = this.maxFrameOut + STREAM_HEADER_BYTES;
+    const box = this.outbox;
+    if (box !== null) {
+      if (box.pos === 0) return [];
+      const out: Uint8Array[] = plain > 0 ? [Buffer.from(box.buf.subarray(0, plain))] : [];
+      out.push(...this.sealed(box.buf.subarray(plain, box.pos), limit));
+      box.reset();
+      return out;
+    }
+    const messages = this.output;
+    this.output = [];
+    if (messages.length === plain) return messages;
+    // Messages become frames of the byte-stream layout inside the seal: length, flags, envelope.
+    const inner = messages.slice(plain);
+    const run = Buffer.allocUnsafe(inner.reduce((n, m) => n + m.length + 4, 0));
+    let at = 0;
+    for (const m of inner) {
+      run.writeUInt32BE(m.length, at);
+      run.set(m, at + 4);
+      at += m.length + 4;
+    }
+    return [...messages.slice(0, plain), ...this.sealed(run, limit)];
   }
 
   /**
@@ -328,7 +380,9 @@ export class Session {
       if (this.splitter !== null) frames = this.splitter.push(bytes);
       else {
         if (bytes.length === 0) throw new FluxarError(400, 'empty message (a frame holds at least its flags byte)');
-        if (bytes.length - 1 > this.maxFrameIn) throw new FluxarError(413, `frame of ${bytes.length - 1} bytes exceeds the maximum of ${this.maxFrameIn}`);
+        const seal = this.ciphers === null ? 0 : SEAL_OVERHEAD;
+        if (bytes.length - 1 - seal > this.maxFrameIn)
+          throw new FluxarError(413, `frame of ${bytes.length - 1 - seal} bytes exceeds the maximum of ${this.maxFrameIn}`);
         frames = [{ flags: bytes[0]!, body: bytes.subarray(1) }];
       }
     } catch (err) {
@@ -420,11 +474,27 @@ export class Session {
     if (!this.authenticating || this.state !== 'handshake') return;
     this.authenticating = false;
     this.principal = principal;
+    if (this.ciphers !== null) {
+      // The hellos went before the credentials: the acceptance is the last handshake message.
+      this.sendEnvelope({ type: MessageType.Hello, id: uuidv7(), ref: this.credentialsId, target: Capability.Noise, meta: null, payload: null, error: null });
+      return this.open();
+    }
+    this.sendServerHello();
+    if (this.options.psk !== undefined) {
+      this.awaitingPskProof = true;
+      return;
+    }
+    this.open();
+  }
+
+  /** The server hello: the choices made, the session's settings, and the Noise reply when one is due. */
+  private sendServerHello(): void {
     const supported = this.options.caps ?? availableCompressions();
     // One compression at most: the client's first choice among those this side supports.
     const compression = chooseCompression(this.offeredCaps, supported);
     const caps = this.offeredCaps.filter((c) => supported.includes(c) && c !== Capability.Psk && (!isCompression(c) || c === compression));
-    if (this.options.psk !== undefined) caps.push(Capability.Psk);
+    if (this.options.psk !== undefined && this.noise === null) caps.push(Capability.Psk);
+    if (this.noise !== null) caps.push(Capability.Noise);
     const info: SessionInfo = {
       id: entityId(EntityType.Session),
       resumeToken: randomBytes(16),
@@ -448,18 +518,53 @@ export class Session {
       },
       nonce: this.serverNonce,
     };
-    if (this.options.psk !== undefined) {
+    if (this.options.psk !== undefined && this.noise === null) {
       payload.proof = pskProof(this.options.psk, 'server', this.clientNonce!, this.serverNonce);
+    }
+    if (this.noise !== null) {
+      // The choices again, inside the Noise reply: an edit of the plaintext copy is detected.
+      payload.noise = this.noise.writeMessage(encodeCbor({ version: payload.version, caps: payload.caps, session: payload.session }));
     }
     this.serverHelloId = uuidv7();
     this.sendEnvelope({ type: MessageType.Hello, id: this.serverHelloId, ref: this.clientHelloId, target: null, meta: null, payload, error: null });
     this.info = info;
     this.codec = compression === null ? null : codecFor(compression)!;
-    if (this.options.psk !== undefined) {
-      this.awaitingPskProof = true;
-      return;
+    if (this.noise !== null) {
+      this.startCiphers();
+      this.noiseStage = 'credentials';
     }
-    this.open();
+  }
+
+  /** From the completed handshake on, every frame either way is sealed. */
+  private startCiphers(): void {
+    const { send, receive } = this.noise!.split();
+    this.noise = null;
+    this.ciphers = new FrameCiphers(send, receive);
+    // What is queued already (the server hello) goes in the clear; everything after is sealed.
+    this.plainOutput = this.outbox?.pos ?? this.output.length;
+    if (this.splitter !== null) this.splitter.maxFrame = this.maxFrameIn + SEAL_OVERHEAD;
+  }
+
+  /**
+   * The queued frames, sealed: runs of whole frames, each run one sealed frame of at most
+   * max_frame + 5 bytes of plaintext. One seal per run, not per frame: a burst of small frames
+   * costs one AEAD operation, which is what keeps encryption cheap (spec section 19.3).
+   */
+  private sealed(frames: Uint8Array, limit: number): Buffer[] {
+    const out: Buffer[] = [];
+    const view = Buffer.from(frames.buffer, frames.byteOffset, frames.byteLength);
+    for (let from = 0; from < view.length; ) {
+      let to = from;
+      while (to < view.length) {
+        const next = to + 4 + view.readUInt32BE(to);
+        if (next - from > limit && to > from) break;
+        to = next;
+      }
+      const sealed = this.ciphers!.seal(view.subarray(from, to), 0);
+      out.push(this.options.framing === 'stream' ? encodeSealedStreamFrame(sealed) : encodeMessageFrame(FrameFlag.Encrypted, sealed));
+      from = to;
+    }
+    return out;
   }
 
   /** Server: refuse the credentials (401 by default) and close. */
@@ -1103,14 +1208,68 @@ export class Session {
       max_streams: this.options.maxStreams ?? DEFAULT_MAX_STREAMS,
       max_publishes: this.options.maxPublishes ?? DEFAULT_MAX_PUBLISHES,
     };
-    if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
-    this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
+    const e2e = this.options.e2e;
+    if (e2e === undefined || e2e === false) {
+      if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
+      this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
+      return;
+    }
+    // End to end: credentials wait for the encrypted channel; the Noise message goes last, and
+    // the prologue is the hello with an empty message in its place (spec section 19.2).
+    caps.push(Capability.Noise);
+    const pattern = clientPattern(e2e, this.options.psk);
+    const noise: { pattern: NoisePattern; msg: Uint8Array } = { pattern, msg: new Uint8Array(0) };
+    payload.noise = noise;
+    const hello: Envelope = { type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null };
+    try {
+      this.noise = new HandshakeState({
+        pattern,
+        initiator: true,
+        prologue: encodeEnvelope(hello),
+        staticKey: pattern === 'IK' ? e2e.staticKey : undefined,
+        remoteStaticKey: e2e.serverKey,
+        psk: this.options.psk === undefined ? undefined : noisePsk(this.options.psk),
+      });
+      noise.msg = this.noise.writeMessage(new Uint8Array(0));
+    } catch (err) {
+      // Only this side's keys are involved yet: a pinned key that is no usable X25519 key.
+      throw new FluxarError(ErrorCode.BadRequest, `end-to-end handshake failed: ${(err as Error).message} (is the pinned server key right?)`, { cause: err });
+    }
+    this.sendEnvelope(hello);
   }
 
   /** One frame; `now` is when its bytes arrived (the budgets are charged at that time). */
   private receiveFrame(frame: Frame, now: number): void {
     if ((frame.flags & ~KNOWN_FLAGS) !== 0) return this.abort(ErrorCode.BadRequest, `unknown frame flags 0x${frame.flags.toString(16)}`);
-    if (frame.flags & FrameFlag.Encrypted) return this.abort(ErrorCode.Unsupported, 'encrypted frames are not supported (use TLS)');
+    if (this.ciphers === null) {
+      if (frame.flags & FrameFlag.Encrypted) return this.abort(ErrorCode.Unsupported, 'encrypted frame, but no end-to-end encryption was agreed');
+      return this.receivePlainFrame(frame, now);
+    }
+    if (frame.flags !== FrameFlag.Encrypted) return this.abort(ErrorCode.BadRequest, 'plaintext frame in an end-to-end encrypted session');
+    let run: Buffer;
+    try {
+      run = this.ciphers.open(frame.body, frame.flags);
+    } catch {
+      // Fatal, and the counter stays: nothing after a forged or replayed frame is read.
+      return this.abort(ErrorCode.BadRequest, 'encrypted frame failed its authentication tag');
+    }
+    // The seal holds whole frames in the byte-stream layout, the last one ending with it.
+    for (let at = 0; at < run.length; ) {
+      if (run.length - at < STREAM_HEADER_BYTES) return this.abort(ErrorCode.BadRequest, 'a sealed frame ends inside a frame header');
+      const length = run.readUInt32BE(at);
+      if (length === 0) return this.abort(ErrorCode.BadRequest, 'frame of length 0 (a frame holds at least its flags byte)');
+      if (length - 1 > this.maxFrameIn) return this.abort(ErrorCode.TooLarge, `frame of ${length - 1} bytes exceeds the maximum of ${this.maxFrameIn}`);
+      if (at + 4 + length > run.length) return this.abort(ErrorCode.BadRequest, 'a sealed frame ends inside a frame');
+      const flags = run[at + 4]!;
+      if (flags & ~FrameFlag.Compressed) return this.abort(ErrorCode.BadRequest, `frame flags 0x${flags.toString(16)} inside a sealed frame`);
+      this.receivePlainFrame({ flags, body: run.subarray(at + STREAM_HEADER_BYTES, at + 4 + length) }, now);
+      if (this.state === 'closed') return;
+      at += 4 + length;
+    }
+  }
+
+  /** A frame in the clear, or one of those a sealed frame held. */
+  private receivePlainFrame(frame: Frame, now: number): void {
     let body = frame.body;
     if (frame.flags & FrameFlag.Compressed) {
       if (this.codec === null) return this.abort(ErrorCode.BadRequest, 'compressed frame, but no compression was agreed');
@@ -1140,11 +1299,12 @@ export class Session {
     } finally {
       this.decodeBudget.spend(this.decodeWork.items, now);
     }
-    if (this.state === 'handshake') return this.receiveHandshake(env);
+    if (this.state === 'handshake') return this.receiveHandshake(env, body);
     this.dispatch(env);
   }
 
-  private receiveHandshake(env: Envelope): void {
+  private receiveHandshake(env: Envelope, body: Uint8Array): void {
+    if (this.noiseStage !== 'none') return this.receiveNoiseStage(env);
     if (this.role === 'server') {
       if (this.awaitingPskProof) return this.receivePskProof(env);
       if (this.authenticating || this.clientHelloId !== null)
@@ -1171,6 +1331,11 @@ export class Session {
       const clientPublishes = readHelloLimit(p.max_publishes, DEFAULT_MAX_PUBLISHES, 'max_publishes');
       if (typeof clientPublishes === 'string') return this.refuseHello(ErrorCode.BadRequest, clientPublishes);
       this.peerMaxPublishes = clientPublishes;
+      const e2e = this.options.e2e;
+      if (this.offeredCaps.includes(Capability.Noise) && e2e !== false) return this.startNoise(p, body);
+      if (e2e !== undefined && e2e !== false && e2e.require) {
+        return this.refuseHello(ErrorCode.BadRequest, 'this server requires end-to-end encryption (the noise capability)');
+      }
       if (this.options.psk !== undefined && !this.offeredCaps.includes(Capability.Psk)) {
         return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust');
       }
@@ -1207,7 +1372,10 @@ export class Session {
       return this.abort(ErrorCode.BadRequest, 'malformed server hello');
     }
     const caps = Array.isArray(p.caps) ? p.caps.filter((c): c is string => typeof c === 'string') : [];
-    if (this.options.psk !== undefined) {
+    if (this.noise !== null) {
+      const refused = this.readNoiseReply(p, caps);
+      if (refused !== null) return this.abort(ErrorCode.BadRequest, refused);
+    } else if (this.options.psk !== undefined) {
       if (!(p.nonce instanceof Uint8Array)) return this.abort(ErrorCode.Unauthenticated, 'server hello lacks a nonce for PSK');
       const expected = pskProof(this.options.psk, 'server', this.clientNonce!, p.nonce);
       if (!proofsEqual(p.proof, expected)) return this.abort(ErrorCode.Unauthenticated, 'server failed the PSK proof');
@@ -1237,6 +1405,91 @@ export class Session {
     const offered = this.options.caps ?? availableCompressions();
     const compression = caps.find((c) => isCompression(c) && offered.includes(c) && codecFor(c) !== undefined);
     this.codec = compression === undefined ? null : codecFor(compression)!;
+    if (this.noise !== null) {
+      this.startCiphers();
+      // The credentials, sealed; the session opens when the server has accepted them.
+      this.credentialsId = uuidv7();
+      const payload = this.options.credentials === undefined ? {} : { auth: this.options.credentials };
+      this.sendEnvelope({ type: MessageType.Hello, id: this.credentialsId, ref: env.id, target: Capability.Noise, meta: null, payload, error: null });
+      this.noiseStage = 'acceptance';
+      return;
+    }
+    this.open();
+  }
+
+  /** Client: checks the server's Noise reply; returns why the session cannot go on, or null. */
+  private readNoiseReply(p: Record<string, unknown>, caps: string[]): string | null {
+    if (!caps.includes(Capability.Noise) || !(p.noise instanceof Uint8Array)) {
+      return 'the server did not agree to end-to-end encryption (it does not offer it, or the capability was stripped in transit)';
+    }
+    let choices: unknown;
+    try {
+      choices = decodeStrict(this.noise!.readMessage(p.noise));
+    } catch {
+      return 'end-to-end handshake failed: a hello was changed in transit, or the server key is not the pinned one';
+    }
+    if (!isDeepStrictEqual(plainValue(choices), plainValue({ version: p.version, caps: p.caps, session: p.session }))) {
+      return 'the server hello was edited in transit: its encrypted copy differs';
+    }
+    return null;
+  }
+
+  /** Server: the client hello asks for end-to-end encryption; read its Noise message and answer it. */
+  private startNoise(p: Record<string, unknown>, body: Uint8Array): void {
+    const offer = p.noise;
+    if (!isCborMap(offer) || typeof offer.pattern !== 'string' || !(offer.msg instanceof Uint8Array)) {
+      return this.refuseHello(ErrorCode.BadRequest, 'the noise offer must be a map {pattern, msg}');
+    }
+    const pattern = offer.pattern as NoisePattern;
+    if (!NOISE_PATTERNS.includes(pattern)) return this.refuseHello(ErrorCode.BadRequest, `unknown noise pattern ${describeValue(offer.pattern)}`);
+    if (p.auth !== undefined) return this.refuseHello(ErrorCode.BadRequest, 'with end-to-end encryption, credentials travel encrypted, never in the hello');
+    const psk = this.options.psk;
+    if (psk !== undefined && pattern !== 'NNpsk0')
+      return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust: the noise pattern must be NNpsk0');
+    if (psk === undefined && pattern === 'NNpsk0') return this.refuseHello(ErrorCode.BadRequest, 'NNpsk0 offered, but this server has no PSK');
+    const e2e = this.options.e2e || {};
+    if (needsResponderStatic(pattern) && e2e.staticKey === undefined) {
+      return this.refuseHello(ErrorCode.BadRequest, `noise pattern ${pattern} needs the server's static key, and this server has none`);
+    }
+    const prologue = helloPrologue(body, offer.msg);
+    if (prologue === null) return this.refuseHello(ErrorCode.BadRequest, 'the noise message must be the last item of the hello');
+    try {
+      this.noise = new HandshakeState({ pattern, initiator: false, prologue, staticKey: e2e.staticKey, psk: psk === undefined ? undefined : noisePsk(psk) });
+      this.noise.readMessage(offer.msg);
+    } catch (err) {
+      this.noise = null;
+      const code = pattern === 'NNpsk0' ? ErrorCode.Unauthenticated : ErrorCode.BadRequest;
+      return this.refuseHello(code, `end-to-end handshake failed: ${(err as Error).message}${pattern === 'NNpsk0' ? ' (not the same PSK?)' : ''}`);
+    }
+    this.peerStaticKey = this.noise.remoteStaticKey ?? null;
+    this.sendServerHello();
+  }
+
+  /** The handshake messages that follow the hellos in an end-to-end session (spec section 19.2). */
+  private receiveNoiseStage(env: Envelope): void {
+    if (env.type === MessageType.Hello && env.target === ControlTarget.Bye && env.error !== null) {
+      return this.terminate(env.error.code, env.error.message, false);
+    }
+    if (this.role === 'server') {
+      if (env.type !== MessageType.Hello || env.target !== Capability.Noise || env.ref === null || idKey(env.ref) !== idKey(this.serverHelloId!)) {
+        return this.abort(ErrorCode.BadRequest, 'expected the encrypted credentials');
+      }
+      const p = env.payload;
+      const credentials = parseCredentials(unmarkFloats(isCborMap(p) ? p.auth : undefined));
+      if (isAuthRefusal(credentials)) return this.abort(credentials.refused, credentials.message);
+      this.noiseStage = 'none';
+      this.credentialsId = env.id;
+      this.authenticating = true;
+      this.events.push({ type: 'authenticate', credentials });
+      return;
+    }
+    if (env.type === MessageType.Hello && env.ref !== null && idKey(env.ref) === idKey(this.clientHelloId!) && env.error !== null) {
+      return this.terminate(env.error.code, env.error.message, false);
+    }
+    if (env.type !== MessageType.Hello || env.target !== Capability.Noise || env.ref === null || idKey(env.ref) !== idKey(this.credentialsId!)) {
+      return this.abort(ErrorCode.BadRequest, 'expected the server to accept the credentials');
+    }
+    this.noiseStage = 'none';
     this.open();
   }
 
@@ -1582,13 +1835,14 @@ export class Session {
       box.pos = start + STREAM_HEADER_BYTES;
       box.raw(packed);
     }
+    const flags = packed === null ? 0 : FrameFlag.Compressed;
     const wireLength = box.pos - start - STREAM_HEADER_BYTES + 1;
     const b = box.buf;
     b[start] = wireLength >>> 24;
     b[start + 1] = (wireLength >>> 16) & 0xff;
     b[start + 2] = (wireLength >>> 8) & 0xff;
     b[start + 3] = wireLength & 0xff;
-    box.buf[start + STREAM_HEADER_BYTES - 1] = packed === null ? 0 : FrameFlag.Compressed;
+    box.buf[start + STREAM_HEADER_BYTES - 1] = flags;
     this.outputBytes += box.pos - start;
   }
 
@@ -1699,4 +1953,12 @@ function fatalBye(code: number, message: string): Envelope {
  */
 export function encodeByeFrame(framing: Framing, code: number, message: string): Uint8Array {
   return encodeEnvelopeFrame(framing, fatalBye(code, message));
+}
+
+/** A decoded value with its byte strings as text, so two decodings of the same CBOR compare equal. */
+function plainValue(value: unknown): unknown {
+  if (value instanceof Uint8Array) return `bytes:${Buffer.from(value).toString('hex')}`;
+  if (Array.isArray(value)) return value.map(plainValue);
+  if (isCborMap(value)) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, plainValue(v)]));
+  return value;
 }

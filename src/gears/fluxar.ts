@@ -7,6 +7,8 @@ import { parse as parseYaml } from 'yaml';
 import { type AuthOptions, type Principal, secretsEqual, secretTable } from '../fluxar/auth.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { DESCRIBE_TARGET, describeRequestError } from '../fluxar/describe.js';
+import type { E2eOptions } from '../fluxar/e2e.js';
+import { keyPairFrom } from '../fluxar/noise.js';
 import {
   DEFAULT_DECODE_ITEMS_PER_S,
   DEFAULT_HEARTBEAT_MS,
@@ -96,6 +98,17 @@ export const manifest: GearManifest = {
         additionalProperties: { type: 'string', description: 'principal id' },
       },
       psk: { type: 'string', description: `${secretRef} holding the pre-shared key (spec section 10)` },
+      e2e: {
+        type: 'object',
+        description: 'end-to-end encryption (spec section 19); clients that ask for it get it (NN, NNpsk0) without this',
+        properties: {
+          static_key: {
+            type: 'string',
+            description: `${secretRef} holding the X25519 private key (64 hex digits), for clients that pin the rack's key (NK, IK)`,
+          },
+          require: { type: 'boolean', description: 'refuse clients that do not encrypt end to end (400)', default: false },
+        },
+      },
       max_frame: {
         type: 'integer',
         description: 'largest frame accepted, bytes',
@@ -169,6 +182,7 @@ export interface FluxarConfig {
   auth?: { bearer?: string; api_key?: string; credentials?: string; custom?: Record<string, string>; allow_anonymous?: boolean };
   bearer_tokens?: Record<string, string>;
   psk?: string;
+  e2e?: { static_key?: string; require: boolean };
   max_frame: number;
   max_in_flight: number;
   max_streams: number;
@@ -190,6 +204,9 @@ export interface FluxarSecrets {
   custom?: Record<string, Record<string, string>>;
   allowAnonymous?: boolean;
   psk?: string;
+  /** The X25519 private key for end-to-end encryption, as 64 hex digits. */
+  e2eKey?: string;
+  e2eRequire?: boolean;
 }
 
 /** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
@@ -254,6 +271,13 @@ async function prepare(spec: GearSpec, ctx: PrepareContext): Promise<FluxarSecre
   }
   if (a.allow_anonymous !== undefined) secrets.allowAnonymous = a.allow_anonymous;
   if (config.psk !== undefined) secrets.psk = readSecret(config.psk, ctx, where('psk'));
+  if (config.e2e?.static_key !== undefined) {
+    const key = readSecret(config.e2e.static_key, ctx, where('e2e.static_key')).trim();
+    if (!/^[0-9a-fA-F]{64}$/.test(key))
+      throw new Error(`${where('e2e.static_key')}: expected an X25519 private key as 64 hex digits (fluxrig e2e keygen writes one)`);
+    secrets.e2eKey = key;
+  }
+  if (config.e2e?.require) secrets.e2eRequire = true;
   return secrets;
 }
 
@@ -444,6 +468,7 @@ export class FluxarSessions implements ConnectionHost {
   private readonly conns = new Map<number, Conn>();
   private readonly config: FluxarConfig;
   private readonly auth: AuthOptions;
+  private readonly e2e: E2eOptions;
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Number.POSITIVE_INFINITY;
   /** Answers that came for calls no longer waiting for one. */
@@ -457,6 +482,11 @@ export class FluxarSessions implements ConnectionHost {
   ) {
     this.config = configOf<FluxarConfig>(spec, manifest);
     this.auth = authFromSecrets(secrets);
+    // The worker that owns a session holds its keys: the main thread moves sealed bytes only.
+    this.e2e = {
+      staticKey: secrets.e2eKey === undefined ? undefined : keyPairFrom(Buffer.from(secrets.e2eKey, 'hex')),
+      require: secrets.e2eRequire ?? false,
+    };
   }
 
   open(id: number, framing: Framing, ip: string, port: number): void {
@@ -466,6 +496,7 @@ export class FluxarSessions implements ConnectionHost {
       framing,
       copyBuffers: true,
       psk: this.secrets.psk,
+      e2e: this.e2e,
       maxFrame: c.max_frame,
       maxInFlight: c.max_in_flight,
       maxStreams: c.max_streams,

@@ -1,0 +1,102 @@
+// End-to-end encryption of a FLUXAR session (spec section 19): which Noise pattern a client
+// uses, the prologue that binds its hello, and the frame ciphers once the handshake is done.
+import { createHash } from 'node:crypto';
+import { FrameFlag } from './constants.js';
+import { type CipherState, type KeyPair, NoiseError, type NoisePattern, TAG_BYTES } from './noise.js';
+
+/** End-to-end encryption settings of one side. */
+export interface E2eOptions {
+  /**
+   * This side's static key pair: a server needs one for clients that pin its key (NK, IK); a
+   * client with one and a pinned server key uses IK, which also proves the client's key.
+   */
+  staticKey?: KeyPair;
+  /** Client: the server's static public key, pinned (NK, or IK with staticKey). */
+  serverKey?: Uint8Array;
+  /** Server: refuse clients that do not encrypt end to end (400). A client always requires it once configured. */
+  require?: boolean;
+}
+
+/** Frames per key: each direction rekeys after this many (Noise section 11.3). */
+export const REKEY_INTERVAL = 1n << 20n;
+
+/**
+ * The client's pattern: NNpsk0 with a PSK, IK when it pins the server key and has its own, NK
+ * when it only pins the server key, NN otherwise (which protects against passive observers only).
+ */
+export function clientPattern(e2e: E2eOptions, psk: unknown): NoisePattern {
+  if (psk !== undefined) return 'NNpsk0';
+  if (e2e.serverKey !== undefined) return e2e.staticKey !== undefined ? 'IK' : 'NK';
+  return 'NN';
+}
+
+/** Noise takes a 32-byte PSK; FLUXAR's PSK is any secret, so it goes in as its SHA-256. */
+export function noisePsk(psk: Uint8Array | string): Uint8Array {
+  return createHash('sha256').update(psk).digest();
+}
+
+/** The encoding of an empty byte string, which stands in for the Noise message in the prologue. */
+const EMPTY_BYTES = 0x40;
+const CBOR_NULL = 0xf6;
+
+/**
+ * The prologue: the client hello's envelope bytes with its Noise message replaced by an empty
+ * byte string. The message is the last item before the envelope's error (null), so the
+ * receiver finds it from the end, and every other byte of the hello is bound to the handshake.
+ * Returns null when the bytes do not end that way.
+ */
+export function helloPrologue(helloBody: Uint8Array, message: Uint8Array): Uint8Array | null {
+  const n = message.length;
+  const header = n < 24 ? [0x40 | n] : n < 256 ? [0x58, n] : n < 65536 ? [0x59, n >> 8, n & 0xff] : null;
+  if (header === null) return null;
+  const tail = header.length + n + 1;
+  if (helloBody.length < tail || helloBody[helloBody.length - 1] !== CBOR_NULL) return null;
+  const at = helloBody.length - tail;
+  for (let i = 0; i < header.length; i++) if (helloBody[at + i] !== header[i]) return null;
+  if (!Buffer.from(helloBody.subarray(at + header.length, helloBody.length - 1)).equals(message)) return null;
+  const prologue = new Uint8Array(at + 2);
+  prologue.set(helloBody.subarray(0, at));
+  prologue[at] = EMPTY_BYTES;
+  prologue[at + 1] = CBOR_NULL;
+  return prologue;
+}
+
+/** The associated data of a frame: its 5-byte header as a byte stream writes it. */
+function frameHeader(wireBodyLength: number, flags: number): Buffer {
+  const header = Buffer.alloc(5);
+  header.writeUInt32BE(wireBodyLength + 1, 0);
+  header[4] = flags;
+  return header;
+}
+
+/** A sealed frame on a byte stream: its header, then the sealed bytes. */
+export function encodeSealedStreamFrame(sealed: Uint8Array): Buffer {
+  const frame = Buffer.allocUnsafe(sealed.length + 5);
+  frame.writeUInt32BE(sealed.length + 1, 0);
+  frame[4] = FrameFlag.Encrypted;
+  frame.set(sealed, 5);
+  return frame;
+}
+
+/** The transport ciphers of an encrypted session, one per direction. */
+export class FrameCiphers {
+  constructor(
+    private readonly send: CipherState,
+    private readonly receive: CipherState,
+  ) {}
+
+  /** The body sealed; the frame's flags get the encrypted bit, and its header is the associated data. */
+  seal(body: Uint8Array, flags: number): Buffer {
+    const out = this.send.encryptWithAd(frameHeader(body.length + TAG_BYTES, flags | FrameFlag.Encrypted), body);
+    if (this.send.nonce % REKEY_INTERVAL === 0n) this.send.rekey();
+    return out;
+  }
+
+  /** The body opened; throws NoiseError on a bad tag (the counter stays). */
+  open(body: Uint8Array, flags: number): Buffer {
+    if (body.length < TAG_BYTES) throw new NoiseError('encrypted frame shorter than its tag');
+    const out = this.receive.decryptWithAd(frameHeader(body.length, flags), body);
+    if (this.receive.nonce % REKEY_INTERVAL === 0n) this.receive.rekey();
+    return out;
+  }
+}

@@ -10,8 +10,10 @@ import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
 import Type from 'typebox';
+import { typedHandler, typedStreamHandler } from '../src/fluxar/describe.js';
 import { connect, type DescribeDocument, FluxarError, type FluxarServer, listen, secretTable } from '../src/fluxar/mod.js';
 import { schemaType } from '../src/fluxar/typescript-client.js';
+import { errorOf } from './harness/errors.js';
 import { until } from './harness/wait.js';
 
 const run = promisify(execFile);
@@ -35,16 +37,6 @@ const Export = {
   output: Type.Object({ n: Type.Integer() }),
 };
 
-async function failure(call: Promise<unknown>): Promise<FluxarError> {
-  try {
-    await call;
-  } catch (err) {
-    assert.ok(err instanceof FluxarError, String(err));
-    return err;
-  }
-  assert.fail('the call was answered, not refused');
-}
-
 describe('FLUXAR introspection', () => {
   let server: FluxarServer;
   let url: string;
@@ -66,11 +58,11 @@ describe('FLUXAR introspection', () => {
   it('a typed handler answers conforming input and refuses the rest with 400 and the JSON path of the first problem', async () => {
     const peer = await connect(url);
     assert.deepEqual(await peer.call('payments.authorize', { amount: 500, merchant: 'm-1' }), { decision: 'approved', score: 5 });
-    const negative = await failure(peer.call('payments.authorize', { amount: -5, merchant: 'm-1' }));
+    const negative = await errorOf(peer.call('payments.authorize', { amount: -5, merchant: 'm-1' }));
     assert.equal(negative.code, 400);
     assert.equal(negative.message, 'input at /amount must be >= 0');
     assert.deepEqual(negative.data, { path: '/amount', keyword: 'minimum' });
-    const nested = await failure(
+    const nested = await errorOf(
       peer.call('payments.authorize', {
         amount: 1,
         merchant: 'm',
@@ -81,12 +73,28 @@ describe('FLUXAR introspection', () => {
       }),
     );
     assert.equal((nested.data as { path: string }).path, '/items/1/qty');
-    const missing = await failure(peer.call('payments.authorize', { amount: 1 }));
+    const missing = await errorOf(peer.call('payments.authorize', { amount: 1 }));
     assert.match(missing.message, /^input must have required properties merchant/);
     assert.equal((missing.data as { path: string }).path, '');
-    const wrongType = await failure(peer.call('payments.authorize', 'a string'));
+    const wrongType = await errorOf(peer.call('payments.authorize', 'a string'));
     assert.equal(wrongType.code, 400);
     await peer.close();
+  });
+
+  it('a call that comes before the schema is compiled waits for it, and is checked all the same', async () => {
+    const ctx = {} as Parameters<ReturnType<typeof typedHandler>>[1];
+    const early = typedHandler(Authorize, (p) => ({ doubled: p.amount * 2 }));
+    assert.deepEqual(await early({ amount: 2, merchant: 'm' }, ctx), { doubled: 4 });
+    const refused = typedHandler(Authorize, () => 'never');
+    await assert.rejects(Promise.resolve(refused({ amount: -1, merchant: 'm' }, ctx)), (err: unknown) => err instanceof FluxarError && err.code === 400);
+    const stream = typedStreamHandler(Export, async function* (_chunks, c) {
+      for (let n = 0; n < (c.payload as { rows: number }).rows; n++) yield { n };
+      return 'done';
+    });
+    const it = stream([] as unknown as AsyncIterable<unknown>, { payload: { rows: 2 } } as Parameters<typeof stream>[1]) as AsyncGenerator<unknown>;
+    assert.deepEqual(await it.next(), { value: { n: 0 }, done: false });
+    assert.deepEqual(await it.next(), { value: { n: 1 }, done: false });
+    assert.deepEqual(await it.next(), { value: 'done', done: true });
   });
 
   it('a typed stream handler checks the opening payload', async () => {
@@ -95,7 +103,7 @@ describe('FLUXAR introspection', () => {
     for await (const chunk of peer.stream('reports.export', { rows: 3 })) chunks.push(chunk);
     assert.deepEqual(chunks, [{ n: 0 }, { n: 1 }, { n: 2 }]);
     const bad = peer.stream('reports.export', { rows: -1 });
-    const err = await failure(bad.result);
+    const err = await errorOf(bad.result);
     assert.equal(err.code, 400);
     assert.equal((err.data as { path: string }).path, '/rows');
     await peer.close();
@@ -126,11 +134,11 @@ describe('FLUXAR introspection', () => {
 
   it('an unknown describe version is 501, a malformed request 400', async () => {
     const peer = await connect(url);
-    const v2 = await failure(peer.call('fluxar.describe', { version: 2 }));
+    const v2 = await errorOf(peer.call('fluxar.describe', { version: 2 }));
     assert.equal(v2.code, 501);
     assert.match(v2.message, /describe version 2 is not supported \(this peer speaks 1\)/);
-    assert.equal((await failure(peer.call('fluxar.describe', [1]))).code, 400);
-    assert.equal((await failure(peer.call('fluxar.describe', { version: 'one' }))).code, 400);
+    assert.equal((await errorOf(peer.call('fluxar.describe', [1]))).code, 400);
+    assert.equal((await errorOf(peer.call('fluxar.describe', { version: 'one' }))).code, 400);
     await peer.close();
   });
 
@@ -148,10 +156,10 @@ describe('FLUXAR introspection', () => {
       const ops = await connect(guarded.addresses[0]!, { credentials: { scheme: 'bearer', token: 'ops-token' } });
       assert.deepEqual(((await ops.call('fluxar.describe', null)) as DescribeDocument).methods, [{ name: 'ping' }]);
       const app = await connect(guarded.addresses[0]!, { credentials: { scheme: 'bearer', token: 'app-token' } });
-      assert.equal((await failure(app.call('fluxar.describe', null))).code, 403);
+      assert.equal((await errorOf(app.call('fluxar.describe', null))).code, 403);
       assert.equal(await app.call('ping', null), 'pong');
       const anyone = await connect(closed.addresses[0]!);
-      assert.equal((await failure(anyone.call('fluxar.describe', null))).code, 404);
+      assert.equal((await errorOf(anyone.call('fluxar.describe', null))).code, 404);
       await Promise.all([ops.close(), app.close(), anyone.close()]);
     } finally {
       await Promise.all([guarded.close(), closed.close()]);

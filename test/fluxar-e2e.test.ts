@@ -20,7 +20,6 @@ import {
   decodeEnvelope,
   encodeEnvelope,
   type Envelope,
-  FluxarError,
   type FluxarServer,
   generateKeyPair,
   keyPairFrom,
@@ -33,6 +32,7 @@ import {
 import { CipherState, HandshakeState } from '../src/fluxar/noise.js';
 import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
+import { errorOf } from './harness/errors.js';
 import { ofType, pair } from './harness/session-pair.js';
 
 const quiet = pino({ level: 'silent' });
@@ -81,16 +81,6 @@ async function recordingProxy(target: string): Promise<{ url: string; up: Buffer
 
 function frames(chunks: Buffer[]): Array<{ flags: number; body: Uint8Array }> {
   return new StreamFrameSplitter(16 * 1024 * 1024).push(Buffer.concat(chunks));
-}
-
-async function failure(p: Promise<unknown>): Promise<FluxarError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof FluxarError, String(err));
-    return err;
-  }
-  assert.fail('it succeeded');
 }
 
 describe('FLUXAR end-to-end encryption over real sockets', () => {
@@ -149,7 +139,7 @@ describe('FLUXAR end-to-end encryption over real sockets', () => {
     const peer = await connect(pskServer.addresses[0]!, { psk: 'shared-secret', e2e: {} });
     assert.equal(await peer.call('echo', 'hi'), 'hi');
     await peer.close();
-    const wrong = await failure(connect(pskServer.addresses[0]!, { psk: 'another', e2e: {} }));
+    const wrong = await errorOf(connect(pskServer.addresses[0]!, { psk: 'another', e2e: {} }));
     assert.equal(wrong.code, 401);
   });
 
@@ -191,12 +181,12 @@ describe('FLUXAR end-to-end encryption over real sockets', () => {
   });
 
   it('a client that pins another key is refused; a server that requires E2E refuses a plain client', async () => {
-    const pinnedWrong = await failure(connect(server.addresses[0]!, { e2e: { serverKey: generateKeyPair().publicKey } }));
+    const pinnedWrong = await errorOf(connect(server.addresses[0]!, { e2e: { serverKey: generateKeyPair().publicKey } }));
     assert.equal(pinnedWrong.code, 400);
     assert.match(pinnedWrong.message, /end-to-end handshake failed/);
     const strict = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: quiet, e2e: { require: true } });
     try {
-      const plain = await failure(connect(strict.addresses[0]!));
+      const plain = await errorOf(connect(strict.addresses[0]!));
       assert.equal(plain.code, 400);
       assert.match(plain.message, /requires end-to-end encryption/);
     } finally {
@@ -207,7 +197,7 @@ describe('FLUXAR end-to-end encryption over real sockets', () => {
   it('a client that asked for E2E refuses a server that answers in plaintext', async () => {
     const plainOnly = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: quiet, e2e: false });
     try {
-      const err = await failure(connect(plainOnly.addresses[0]!, { e2e: {} }));
+      const err = await errorOf(connect(plainOnly.addresses[0]!, { e2e: {} }));
       assert.equal(err.code, 400);
       assert.match(err.message, /did not agree to end-to-end encryption/);
     } finally {
@@ -434,7 +424,7 @@ describe('a rack with end-to-end encryption', () => {
     const answer = (await peer.call('anything', { secret: SECRET })) as Record<string, unknown>;
     assert.equal(answer.secret, SECRET);
     await peer.close();
-    const plain = await failure(connect(rack.addresses()[0]!));
+    const plain = await errorOf(connect(rack.addresses()[0]!));
     assert.equal(plain.code, 400);
   });
 });

@@ -11,9 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
-import { connect, FluxarError, type Peer } from '../src/fluxar/mod.js';
+import { connect, type Peer } from '../src/fluxar/mod.js';
 import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
+import { errorOf } from './harness/errors.js';
 import { captureLogs } from './harness/logs.js';
 import { until } from './harness/wait.js';
 
@@ -25,17 +26,6 @@ function scenarioOf(doc: Record<string, unknown>) {
   const file = join(dir, `s-${Math.random().toString(36).slice(2)}.yaml`);
   writeFileSync(file, stringify(doc));
   return parseScenario(stringify(doc), file);
-}
-
-/** The error a call ends with (it must end: a hang fails the test at the call's own timeout). */
-async function errorOf(call: Promise<unknown>): Promise<FluxarError> {
-  try {
-    await call;
-  } catch (err) {
-    assert.ok(err instanceof FluxarError, String(err));
-    return err;
-  }
-  assert.fail('the call was answered, not failed');
 }
 
 // With workers the gears log from the worker threads; inline (workers: 0) the same code logs to

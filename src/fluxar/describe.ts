@@ -3,11 +3,11 @@
 // peer serves. The schemas are TypeBox's, which are plain JSON Schema: the same object validates
 // here, travels in the describe answer and becomes TypeScript types in a generated client.
 import type { Static, TSchema } from 'typebox';
-import { Compile } from 'typebox/compile';
 import { ErrorCode } from './codes.js';
 import { FluxarError } from './errors.js';
 import type { Handler, StreamHandler } from './peer.js';
 import type { Principal } from './auth.js';
+import { isAsyncIterable, isIterator } from './stream.js';
 
 /** The built-in target that answers the describe document. */
 export const DESCRIBE_TARGET = 'fluxar.describe';
@@ -64,11 +64,19 @@ export function contractOf(handler: Handler | StreamHandler): Contract | undefin
   return contracts.get(handler);
 }
 
+/** A compiled check: null when the value conforms, else the 400 to answer with. */
+export type InputCheck = (value: unknown) => FluxarError | null;
+
+let compiler: Promise<typeof import('typebox/compile')> | undefined;
+
 /**
- * A check of `schema`, compiled once: returns null when the value conforms, else a 400
- * FluxarError naming the JSON path (RFC 6901) of the first problem, in its message and its data.
+ * A check of `schema`, compiled once: null when the value conforms, else a 400 FluxarError
+ * naming the JSON path (RFC 6901) of the first problem, in its message and its data.
+ * TypeBox's compiler is loaded on first use: a process that types no handler never loads it,
+ * and a long-running server that does not need it keeps a smaller heap.
  */
-export function inputCheck(schema: TSchema, what = 'input'): (value: unknown) => FluxarError | null {
+export async function inputCheck(schema: TSchema, what = 'input'): Promise<InputCheck> {
+  const { Compile } = await (compiler ??= import('typebox/compile'));
   const validator = Compile(schema);
   return (value) => {
     if (validator.Check(value)) return null;
@@ -81,11 +89,22 @@ export function inputCheck(schema: TSchema, what = 'input'): (value: unknown) =>
   };
 }
 
+/** The contract's input check, compiled in the background; `ready` until then. */
+function deferredCheck(contract: Contract): { now(): InputCheck | null | undefined; ready: Promise<unknown> } {
+  if (contract.input === undefined) return { now: () => null, ready: Promise.resolve() };
+  let check: InputCheck | undefined;
+  const ready = inputCheck(contract.input).then((c) => (check = c));
+  return { now: () => check, ready };
+}
+
 /** The handler with its input checked first (400 with the path of the first problem). */
 export function typedHandler<C extends Contract>(contract: C, fn: (payload: InputOf<C>, ctx: Parameters<Handler>[1]) => unknown): Handler {
-  const check = contract.input === undefined ? null : inputCheck(contract.input);
+  const check = deferredCheck(contract);
   const handler: Handler = (payload, ctx) => {
-    const problem = check?.(payload) ?? null;
+    const now = check.now();
+    // Only a call that comes before the schema is compiled waits for it.
+    if (now === undefined) return check.ready.then(() => handler(payload, ctx));
+    const problem = now?.(payload) ?? null;
     if (problem !== null) throw problem;
     return fn(payload as InputOf<C>, ctx);
   };
@@ -95,11 +114,21 @@ export function typedHandler<C extends Contract>(contract: C, fn: (payload: Inpu
 
 /** The stream handler with its opening payload checked first. */
 export function typedStreamHandler(contract: Contract, fn: StreamHandler): StreamHandler {
-  const check = contract.input === undefined ? null : inputCheck(contract.input);
-  const handler: StreamHandler = (chunks, ctx) => {
-    const problem = check?.(ctx.payload) ?? null;
+  const check = deferredCheck(contract);
+  const run: StreamHandler = (chunks, ctx) => {
+    const problem = check.now()?.(ctx.payload) ?? null;
     if (problem !== null) throw problem;
     return fn(chunks, ctx);
+  };
+  const handler: StreamHandler = (chunks, ctx) => {
+    if (check.now() !== undefined) return run(chunks, ctx);
+    // Before the schema is compiled: a generator that waits for it, then runs the handler's own.
+    return (async function* () {
+      await check.ready;
+      const result = run(chunks, ctx);
+      if (isAsyncIterable(result) || isIterator(result)) return yield* result as AsyncIterable<unknown>;
+      return await result;
+    })();
   };
   contracts.set(handler, contract);
   return handler;

@@ -44,7 +44,7 @@ export type {
   SubscribeCallOptions,
 } from './peer.js';
 export { Peer } from './peer.js';
-export type { Contract, DescribeDocument, DescribedTarget, DescribedTopic, DescribePolicy, InputOf, OutputOf, TopicContract } from './describe.js';
+export type { Contract, InputCheck, DescribeDocument, DescribedTarget, DescribedTopic, DescribePolicy, InputOf, OutputOf, TopicContract } from './describe.js';
 export { DESCRIBE_TARGET, DESCRIBE_VERSION, inputCheck } from './describe.js';
 export type { Transport, TransportKind } from './transport.js';
 export type { Endpoint } from './endpoint.js';

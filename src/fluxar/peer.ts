@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { AuthOptions, Principal } from './auth.js';
 import { ERROR_NAMES, ErrorCode } from './codes.js';
@@ -13,15 +12,14 @@ import {
   type InputOf,
   type OutputOf,
   type TopicContract,
-  typedHandler,
-  typedStreamHandler,
 } from './describe.js';
+import { HandlerRegistry } from './registry.js';
 import { SessionDriver } from './driver.js';
 import { FluxarError } from './errors.js';
 import type { Session, SessionEvent, SessionInfo } from './session.js';
 import { Broker, type BrokerLink, type PublishOutcome } from './broker.js';
 import type { Qos, SubscribeOptions } from './pubsub-state.js';
-import { FluxarStream, StreamChannel, type StreamHost, type StreamOptions } from './stream.js';
+import { FluxarStream, isAsyncIterable, isIterator, StreamChannel, type StreamHost, type StreamOptions } from './stream.js';
 import { type FluxarMessage, FluxarSubscription } from './subscription.js';
 import type { StreamMode } from './stream-state.js';
 import type { Transport } from './transport.js';
@@ -117,15 +115,12 @@ export interface PublishOptions {
   meta?: Record<string, unknown>;
 }
 
-export class Peer extends EventEmitter implements StreamHost, BrokerLink {
+export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
   readonly session: Session;
   readonly transport: Transport;
   private readonly options: PeerOptions;
-  private readonly handlers = new Map<string, Handler>();
   private readonly pending = new Map<string, PendingCall>();
   private readonly running = new Map<string, RunningCall>();
-  private readonly streamHandlers = new Map<string, StreamHandler>();
-  private readonly topics = new Map<string, TopicContract>();
   /** Streams of this connection, either side's: the opener's handle, or the handler's channel. */
   private readonly openStreams = new Map<string, { channel: StreamChannel; opened?: FluxarStream; controller?: AbortController }>();
   /** Serves the peer's subscribes and publishes. */
@@ -189,32 +184,6 @@ export class Peer extends EventEmitter implements StreamHost, BrokerLink {
 
   get isOpen(): boolean {
     return this.session.state === 'open';
-  }
-
-  /**
-   * Registers the handler for calls to `target` on this connection. With a contract, the input
-   * is checked against its schema first (400 naming the path of the first problem), and
-   * `fluxar.describe` lists both schemas.
-   */
-  handle(target: string, handler: Handler): this;
-  handle<C extends Contract>(target: string, contract: C, handler: TypedHandler<C>): this;
-  handle(target: string, a: Handler | Contract, b?: TypedHandler<Contract>): this {
-    this.handlers.set(target, typeof a === 'function' ? a : typedHandler(a, b!));
-    return this;
-  }
-
-  /** Registers the handler for streams opened to `target` on this connection; a contract as for handle(). */
-  handleStream(target: string, handler: StreamHandler): this;
-  handleStream(target: string, contract: Contract, handler: StreamHandler): this;
-  handleStream(target: string, a: StreamHandler | Contract, b?: StreamHandler): this {
-    this.streamHandlers.set(target, typeof a === 'function' ? a : typedStreamHandler(a, b!));
-    return this;
-  }
-
-  /** Declares a topic this side publishes, for `fluxar.describe`. */
-  topic(pattern: string, contract: TopicContract = {}): this {
-    this.topics.set(pattern, contract);
-    return this;
   }
 
   /**
@@ -625,12 +594,3 @@ export class Peer extends EventEmitter implements StreamHost, BrokerLink {
 
 /** Chunks a stream handler sends in a row, with credit to spare, before other work gets a turn. */
 const FAIR_SHARE_CHUNKS = 1024;
-
-/** A generator object or any iterator (an array is not one: it is a final payload). */
-function isIterator(value: unknown): value is Iterator<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as Iterator<unknown>).next === 'function' && Symbol.iterator in value;
-}
-
-function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
-  return value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
-}

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
 import type { AuthOptions } from './auth.js';
 import { parseEndpoint } from './endpoint.js';
@@ -6,8 +5,9 @@ import { FluxarListener, type ListenerLimits } from './listener.js';
 import { uuidv7 } from '../fluxmsg/uuid.js';
 import { Broker, type BrokerOptions, type PublishOutcome } from './broker.js';
 import { FluxarError } from './errors.js';
-import { type Contract, type DescribePolicy, type TopicContract, typedHandler, typedStreamHandler } from './describe.js';
-import { type Handler, Peer, type PublishOptions, type StreamHandler, type TypedHandler } from './peer.js';
+import type { DescribePolicy } from './describe.js';
+import { HandlerRegistry } from './registry.js';
+import { Peer, type PublishOptions } from './peer.js';
 import { topicError } from './topics.js';
 import { Session, type SessionOptions } from './session.js';
 import type { Transport } from './transport.js';
@@ -43,10 +43,7 @@ export interface ListenOptions extends ServerSessionOptions, Omit<ListenerLimits
 }
 
 /** A FLUXAR listener over any mix of transports; application code is the same on all of them. */
-export class FluxarServer extends EventEmitter {
-  readonly handlers = new Map<string, Handler>();
-  readonly streamHandlers = new Map<string, StreamHandler>();
-  readonly topics = new Map<string, TopicContract>();
+export class FluxarServer extends HandlerRegistry {
   /** One broker for every connection: a publish on one reaches subscribers on all. */
   readonly broker: Broker;
   private brokerTimer: NodeJS.Timeout | undefined;
@@ -75,31 +72,6 @@ export class FluxarServer extends EventEmitter {
     const bad = topicError(topic);
     if (bad !== null) throw new FluxarError(400, bad);
     return this.broker.publish(null, null, uuidv7(), topic, options.qos ?? 0, payload);
-  }
-
-  /**
-   * Registers a handler for every connection. With a contract, the input is checked against its
-   * schema first (400 naming the path of the first problem), and `fluxar.describe` lists both.
-   */
-  handle(target: string, handler: Handler): this;
-  handle<C extends Contract>(target: string, contract: C, handler: TypedHandler<C>): this;
-  handle(target: string, a: Handler | Contract, b?: TypedHandler<Contract>): this {
-    this.handlers.set(target, typeof a === 'function' ? a : typedHandler(a, b!));
-    return this;
-  }
-
-  /** Registers a stream handler for every connection (spec section 13); a contract as for handle(). */
-  handleStream(target: string, handler: StreamHandler): this;
-  handleStream(target: string, contract: Contract, handler: StreamHandler): this;
-  handleStream(target: string, a: StreamHandler | Contract, b?: StreamHandler): this {
-    this.streamHandlers.set(target, typeof a === 'function' ? a : typedStreamHandler(a, b!));
-    return this;
-  }
-
-  /** Declares a topic the server publishes, for `fluxar.describe`. */
-  topic(pattern: string, contract: TopicContract = {}): this {
-    this.topics.set(pattern, contract);
-    return this;
   }
 
   /** The URLs actually bound (with the ports picked for port 0). */

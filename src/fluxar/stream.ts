@@ -361,3 +361,13 @@ export class FluxarStream implements AsyncIterable<unknown> {
     };
   }
 }
+
+/** A generator object or any iterator (an array is not one: it is a final payload). */
+export function isIterator(value: unknown): value is Iterator<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as Iterator<unknown>).next === 'function' && Symbol.iterator in value;
+}
+
+/** What a stream handler returns to stream its values down (spec section 13), sync or async. */
+export function isAsyncIterable(value: unknown): value is AsyncIterable<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as AsyncIterable<unknown>)[Symbol.asyncIterator] === 'function';
+}

@@ -6,6 +6,7 @@ import { connect } from '../fluxar/client.js';
 import { FluxarError } from '../fluxar/errors.js';
 import type { Peer } from '../fluxar/peer.js';
 import type { E2eOptions } from '../fluxar/e2e.js';
+import { keyFromHex } from '../fluxar/noise.js';
 
 export const CONNECTION_USAGE = `  --token T          bearer token            --api-key K     API key
   --user U --password P                      credentials
@@ -40,8 +41,9 @@ export function credentialsFrom(values: Values): Credentials | undefined {
 function e2eFrom(values: Values): E2eOptions | undefined {
   const pinned = values['server-key'];
   if (typeof pinned === 'string') {
-    if (!/^[0-9a-fA-F]{64}$/.test(pinned)) throw new FluxarError(400, '--server-key must be 64 hex digits (the key fluxrig e2e keygen printed)');
-    return { serverKey: Buffer.from(pinned, 'hex') };
+    const serverKey = keyFromHex(pinned);
+    if (serverKey === null) throw new FluxarError(400, '--server-key must be 64 hex digits (the key fluxrig e2e keygen printed)');
+    return { serverKey };
   }
   return values.e2e ? {} : undefined;
 }

@@ -178,10 +178,11 @@ const CODECS: Partial<Record<Compression, Codec>> = {
 };
 
 /**
- * The compression a server agrees to: the first the client offered that the server supports.
- * Order is the client's, since it knows what it can afford to run.
+ * The first compression in `listed` that `supported` has and this process can run. A server
+ * applies it to the client's offer (the client's order, since it knows what it can afford to
+ * run); a client to the server's answer, which names one at most.
  */
-export function chooseCompression(offered: readonly string[], supported: readonly string[]): Compression | null {
-  for (const cap of offered) if (isCompression(cap) && supported.includes(cap) && codecFor(cap)) return cap;
+export function chooseCompression(listed: readonly string[], supported: readonly string[]): Compression | null {
+  for (const cap of listed) if (isCompression(cap) && supported.includes(cap) && codecFor(cap)) return cap;
   return null;
 }

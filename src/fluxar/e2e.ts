@@ -1,6 +1,7 @@
 // End-to-end encryption of a FLUXAR session (spec section 19): which Noise pattern a client
 // uses, the prologue that binds its hello, and the frame ciphers once the handshake is done.
 import { createHash } from 'node:crypto';
+import { CborWriter } from '../cbor/writer.js';
 import { FrameFlag } from './constants.js';
 import { type CipherState, type KeyPair, NoiseError, type NoisePattern, TAG_BYTES } from './noise.js';
 
@@ -35,9 +36,8 @@ export function noisePsk(psk: Uint8Array | string): Uint8Array {
   return createHash('sha256').update(psk).digest();
 }
 
-/** The encoding of an empty byte string, which stands in for the Noise message in the prologue. */
-const EMPTY_BYTES = 0x40;
-const CBOR_NULL = 0xf6;
+/** The prologue ends in an empty byte string where the Noise message stood, then the null error. */
+const PROLOGUE_TAIL = Uint8Array.of(0x40, 0xf6);
 
 /**
  * The prologue: the client hello's envelope bytes with its Noise message replaced by an empty
@@ -46,18 +46,15 @@ const CBOR_NULL = 0xf6;
  * Returns null when the bytes do not end that way.
  */
 export function helloPrologue(helloBody: Uint8Array, message: Uint8Array): Uint8Array | null {
-  const n = message.length;
-  const header = n < 24 ? [0x40 | n] : n < 256 ? [0x58, n] : n < 65536 ? [0x59, n >> 8, n & 0xff] : null;
-  if (header === null) return null;
-  const tail = header.length + n + 1;
-  if (helloBody.length < tail || helloBody[helloBody.length - 1] !== CBOR_NULL) return null;
-  const at = helloBody.length - tail;
-  for (let i = 0; i < header.length; i++) if (helloBody[at + i] !== header[i]) return null;
-  if (!Buffer.from(helloBody.subarray(at + header.length, helloBody.length - 1)).equals(message)) return null;
-  const prologue = new Uint8Array(at + 2);
+  const tail = new CborWriter(message.length + 16);
+  tail.bytes(message);
+  tail.null();
+  const expected = tail.view();
+  const at = helloBody.length - expected.length;
+  if (at < 0 || !expected.equals(helloBody.subarray(at))) return null;
+  const prologue = new Uint8Array(at + PROLOGUE_TAIL.length);
   prologue.set(helloBody.subarray(0, at));
-  prologue[at] = EMPTY_BYTES;
-  prologue[at + 1] = CBOR_NULL;
+  prologue.set(PROLOGUE_TAIL, at);
   return prologue;
 }
 

@@ -94,6 +94,11 @@ export class StreamFrameSplitter {
     return length;
   }
 
+  /** Whether the bytes so far end inside a frame (its length, or its body). */
+  get midFrame(): boolean {
+    return this.lengthFill > 0 || this.partLength > 0;
+  }
+
   /** Bytes buffered for an incomplete frame. */
   get buffered(): number {
     return this.lengthFill + this.gathered;

@@ -48,6 +48,12 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
   return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
+/** A 32-byte key written as 64 hex digits (how keys are stored and pinned), or null when it is not one. */
+export function keyFromHex(text: string): Uint8Array | null {
+  const hex = text.trim();
+  return /^[0-9a-fA-F]{64}$/.test(hex) ? Uint8Array.from(Buffer.from(hex, 'hex')) : null;
+}
+
 /** The key pair of a private key (32 raw bytes). */
 export function keyPairFrom(privateKey: Uint8Array): KeyPair {
   const spki = createPublicKey(privateKeyObject(privateKey)).export({ format: 'der', type: 'spki' });

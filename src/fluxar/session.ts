@@ -255,6 +255,8 @@ export class Session {
   private ciphers: FrameCiphers | null = null;
   /** Server: the client's encrypted credentials are due. Client: the server's acceptance of them. */
   private noiseStage: 'none' | 'credentials' | 'acceptance' = 'none';
+  /** Reads the frames a sealed frame holds, on any transport. */
+  private sealedFrames: StreamFrameSplitter | null = null;
   /** Output queued before the ciphers started (bytes of the outbox, or messages): sent in the clear. */
   private plainOutput = 0;
   /** The id of the client's credentials message, which the server's acceptance refers to. */
@@ -305,8 +307,8 @@ export class Session {
   /** Frames to write to the transport, in order. */
   takeOutput(): Uint8Array[] {
     this.outputBytes = 0;
-    const box = this.outbox;
     if (this.ciphers !== null) return this.takeSealedOutput();
+    const box = this.outbox;
     if (box !== null) {
       if (box.pos === 0) return [];
       // Small flushes are copied out (into Node's pool) and the buffer kept; large ones handed
@@ -540,6 +542,7 @@ export class Session {
     const { send, receive } = this.noise!.split();
     this.noise = null;
     this.ciphers = new FrameCiphers(send, receive);
+    this.sealedFrames = new StreamFrameSplitter(this.maxFrameIn);
     // What is queued already (the server hello) goes in the clear; everything after is sealed.
     this.plainOutput = this.outbox?.pos ?? this.output.length;
     if (this.splitter !== null) this.splitter.maxFrame = this.maxFrameIn + SEAL_OVERHEAD;
@@ -1254,17 +1257,18 @@ export class Session {
       return this.abort(ErrorCode.BadRequest, 'encrypted frame failed its authentication tag');
     }
     // The seal holds whole frames in the byte-stream layout, the last one ending with it.
-    for (let at = 0; at < run.length; ) {
-      if (run.length - at < STREAM_HEADER_BYTES) return this.abort(ErrorCode.BadRequest, 'a sealed frame ends inside a frame header');
-      const length = run.readUInt32BE(at);
-      if (length === 0) return this.abort(ErrorCode.BadRequest, 'frame of length 0 (a frame holds at least its flags byte)');
-      if (length - 1 > this.maxFrameIn) return this.abort(ErrorCode.TooLarge, `frame of ${length - 1} bytes exceeds the maximum of ${this.maxFrameIn}`);
-      if (at + 4 + length > run.length) return this.abort(ErrorCode.BadRequest, 'a sealed frame ends inside a frame');
-      const flags = run[at + 4]!;
-      if (flags & ~FrameFlag.Compressed) return this.abort(ErrorCode.BadRequest, `frame flags 0x${flags.toString(16)} inside a sealed frame`);
-      this.receivePlainFrame({ flags, body: run.subarray(at + STREAM_HEADER_BYTES, at + 4 + length) }, now);
+    let inner: Frame[];
+    try {
+      inner = this.sealedFrames!.push(run);
+    } catch (err) {
+      const e = err as FluxarError;
+      return this.abort(e.code, e.message);
+    }
+    if (this.sealedFrames!.midFrame) return this.abort(ErrorCode.BadRequest, 'a sealed frame ends inside a frame');
+    for (const f of inner) {
+      if (f.flags & ~FrameFlag.Compressed) return this.abort(ErrorCode.BadRequest, `frame flags 0x${f.flags.toString(16)} inside a sealed frame`);
+      this.receivePlainFrame(f, now);
       if (this.state === 'closed') return;
-      at += 4 + length;
     }
   }
 
@@ -1403,8 +1407,8 @@ export class Session {
     this.peerMaxPublishes = serverPublishes;
     // The server agrees on one compression; one this side did not offer is never used.
     const offered = this.options.caps ?? availableCompressions();
-    const compression = caps.find((c) => isCompression(c) && offered.includes(c) && codecFor(c) !== undefined);
-    this.codec = compression === undefined ? null : codecFor(compression)!;
+    const compression = chooseCompression(caps, offered);
+    this.codec = compression === null ? null : codecFor(compression)!;
     if (this.noise !== null) {
       this.startCiphers();
       // The credentials, sealed; the session opens when the server has accepted them.
@@ -1835,14 +1839,13 @@ export class Session {
       box.pos = start + STREAM_HEADER_BYTES;
       box.raw(packed);
     }
-    const flags = packed === null ? 0 : FrameFlag.Compressed;
     const wireLength = box.pos - start - STREAM_HEADER_BYTES + 1;
     const b = box.buf;
     b[start] = wireLength >>> 24;
     b[start + 1] = (wireLength >>> 16) & 0xff;
     b[start + 2] = (wireLength >>> 8) & 0xff;
     b[start + 3] = wireLength & 0xff;
-    box.buf[start + STREAM_HEADER_BYTES - 1] = flags;
+    box.buf[start + STREAM_HEADER_BYTES - 1] = packed === null ? 0 : FrameFlag.Compressed;
     this.outputBytes += box.pos - start;
   }
 

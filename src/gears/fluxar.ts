@@ -8,7 +8,7 @@ import { type AuthOptions, type Principal, secretsEqual, secretTable } from '../
 import { ErrorCode } from '../fluxar/codes.js';
 import { DESCRIBE_TARGET, describeRequestError } from '../fluxar/describe.js';
 import type { E2eOptions } from '../fluxar/e2e.js';
-import { keyPairFrom } from '../fluxar/noise.js';
+import { keyFromHex, keyPairFrom } from '../fluxar/noise.js';
 import {
   DEFAULT_DECODE_ITEMS_PER_S,
   DEFAULT_HEARTBEAT_MS,
@@ -206,7 +206,6 @@ export interface FluxarSecrets {
   psk?: string;
   /** The X25519 private key for end-to-end encryption, as 64 hex digits. */
   e2eKey?: string;
-  e2eRequire?: boolean;
 }
 
 /** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
@@ -272,12 +271,11 @@ async function prepare(spec: GearSpec, ctx: PrepareContext): Promise<FluxarSecre
   if (a.allow_anonymous !== undefined) secrets.allowAnonymous = a.allow_anonymous;
   if (config.psk !== undefined) secrets.psk = readSecret(config.psk, ctx, where('psk'));
   if (config.e2e?.static_key !== undefined) {
-    const key = readSecret(config.e2e.static_key, ctx, where('e2e.static_key')).trim();
-    if (!/^[0-9a-fA-F]{64}$/.test(key))
+    const key = readSecret(config.e2e.static_key, ctx, where('e2e.static_key'));
+    if (keyFromHex(key) === null)
       throw new Error(`${where('e2e.static_key')}: expected an X25519 private key as 64 hex digits (fluxrig e2e keygen writes one)`);
     secrets.e2eKey = key;
   }
-  if (config.e2e?.require) secrets.e2eRequire = true;
   return secrets;
 }
 
@@ -484,8 +482,8 @@ export class FluxarSessions implements ConnectionHost {
     this.auth = authFromSecrets(secrets);
     // The worker that owns a session holds its keys: the main thread moves sealed bytes only.
     this.e2e = {
-      staticKey: secrets.e2eKey === undefined ? undefined : keyPairFrom(Buffer.from(secrets.e2eKey, 'hex')),
-      require: secrets.e2eRequire ?? false,
+      staticKey: secrets.e2eKey === undefined ? undefined : keyPairFrom(keyFromHex(secrets.e2eKey)!),
+      require: this.config.e2e?.require ?? false,
     };
   }
 

@@ -113,6 +113,8 @@ describe('FLUXAR compression: round trips', () => {
   it('any document of any size comes through every compression unchanged (property)', () => {
     fc.assert(
       fc.property(fc.constantFrom(...COMPRESSIONS), fc.jsonValue({ maxDepth: 4 }), fc.integer({ min: 0, max: 3000 }), (compression, value, pad) => {
+        // The profile refuses a __proto__ key anywhere (tested in cbor-strict): not a document to send.
+        fc.pre(!JSON.stringify(value).includes('"__proto__"'));
         const { client, events, pump } = pair({ caps: [compression] });
         pump();
         const payload = { value, pad: 'p'.repeat(pad) };

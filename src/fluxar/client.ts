@@ -40,6 +40,14 @@ export interface ConnectOptions {
   maxPublishes?: number;
   maxWriteBuffer?: number;
   logger?: Logger;
+  /**
+   * Session resume (spec section 20): when the connection drops, reconnect with a backoff and
+   * continue the session; calls, streams and subscriptions carry on, the application sees a
+   * delay. The server keeps the session for its resume_ms (30 s by default).
+   */
+  resume?: boolean | { minDelayMs?: number; maxDelayMs?: number };
+  /** Envelopes retained for resume until the server acknowledges them (default 4096). */
+  resumeBuffer?: number;
 }
 
 function openTransport(url: string, options: ConnectOptions): Promise<Transport> {
@@ -97,8 +105,11 @@ function openTransport(url: string, options: ConnectOptions): Promise<Transport>
   });
 }
 
-function newClientSession(framing: Framing, options: ConnectOptions, timeoutMs: number): Session {
+function newClientSession(framing: Framing, options: ConnectOptions, timeoutMs: number, resumeOf?: Session): Session {
   return new Session({
+    resume: options.resume !== undefined && options.resume !== false,
+    resumeOf,
+    resumeBuffer: options.resumeBuffer,
     role: 'client',
     framing,
     credentials: options.credentials,
@@ -129,7 +140,19 @@ export async function connect(url: string, options: ConnectOptions = {}): Promis
       transport.destroy();
       throw err;
     }
-    const peer = new Peer(session, transport, { maxWriteBuffer: options.maxWriteBuffer, logger: options.logger });
+    const resume = options.resume === true ? {} : options.resume || undefined;
+    const peer = new Peer(session, transport, {
+      maxWriteBuffer: options.maxWriteBuffer,
+      logger: options.logger,
+      reconnect:
+        resume === undefined
+          ? undefined
+          : {
+              ...resume,
+              open: () => openTransport(url, options),
+              session: (framing, resumeOf) => newClientSession(framing, options, timeoutMs, resumeOf),
+            },
+    });
     for (const [target, handler] of Object.entries(options.handlers ?? {})) peer.handle(target, handler);
     for (const [target, handler] of Object.entries(options.streamHandlers ?? {})) peer.handleStream(target, handler);
     try {

@@ -47,6 +47,19 @@ export const COMPRESS_MAX_BACKOFF = 4096;
 /** Bytes queued for a peer that does not read before it is disconnected. */
 export const DEFAULT_MAX_WRITE_BUFFER = 8 * 1024 * 1024;
 
+/** How long a server keeps a session whose connection dropped, waiting for the client to resume it (spec section 20). */
+export const DEFAULT_RESUME_MS = 30_000;
+/**
+ * Envelopes a side retains for resume until the peer acknowledges them. Each costs a copy of its
+ * bytes; the default holds 4096 chunks of a stream, or calls of a pipelined client, in flight.
+ */
+export const DEFAULT_RESUME_BUFFER = 4096;
+/**
+ * A receiver reports its position (an `ack` control) after this many envelopes, so the sender's
+ * retained buffer is trimmed long before it fills; resume buffers are at least twice this.
+ */
+export const RESUME_ACK_EVERY = 256;
+
 /** What end-to-end sealing adds to the largest frame: the header of the frame inside, and the 16-byte tag. */
 export const SEAL_OVERHEAD = 5 + 16;
 
@@ -57,6 +70,7 @@ export const Capability = {
   Deflate: 'deflate',
   Psk: 'psk',
   Noise: 'noise',
+  Resume: 'resume',
 } as const;
 
 /**

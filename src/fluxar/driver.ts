@@ -1,14 +1,19 @@
 import type { Logger } from 'pino';
 import { type AuthOptions, type Principal, verifyCredentials } from './auth.js';
 import { ErrorCode } from './codes.js';
-import type { Session, SessionEvent } from './session.js';
+import type { ResumeRequest, Session, SessionEvent } from './session.js';
 
 /** What a driver needs from where its session lives: a socket on this thread, or a ring. */
 export interface DriverHost {
   /** Frames for the transport, in order. */
   write(frames: Uint8Array[]): void;
-  /** Every event but authentication and faults, which the driver handles itself. */
-  onEvent(event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'fault' }>): void;
+  /** Every event but authentication, resume requests and faults, which the driver routes itself. */
+  onEvent(event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'resume' } | { type: 'fault' }>): void;
+  /**
+   * Server: a client asks to resume a session (spec section 20). The host finds it and calls
+   * acceptResume() on this driver's session, or refuseResume(). A host without it refuses (404).
+   */
+  resume?(request: ResumeRequest): void;
   /** The session's next deadline changed to `at` (session clock): arm a timer that calls tick(). */
   schedule(at: number): void;
 }
@@ -28,8 +33,8 @@ export interface DriverOptions {
  */
 export class SessionDriver {
   readonly session: Session;
-  private readonly host: DriverHost;
-  private readonly options: DriverOptions;
+  private host: DriverHost;
+  private options: DriverOptions;
   private scheduledAt = Number.POSITIVE_INFINITY;
   private pumping = false;
 
@@ -37,6 +42,16 @@ export class SessionDriver {
     this.session = session;
     this.host = host;
     this.options = options;
+  }
+
+  /**
+   * From now on output and events go to `host`: a resumed connection's driver is handed to the
+   * host that served the session before, even in the middle of a pump.
+   */
+  rehost(host: DriverHost, label?: Record<string, unknown>): void {
+    this.host = host;
+    if (label !== undefined) this.options = { ...this.options, label };
+    this.scheduledAt = Number.POSITIVE_INFINITY;
   }
 
   /** Bytes from the transport. */
@@ -82,6 +97,9 @@ export class SessionDriver {
       switch (event.type) {
         case 'authenticate':
           return this.authenticate(event.credentials);
+        case 'resume':
+          if (this.host.resume === undefined) return this.session.refuseResume(ErrorCode.NotFound, 'this server does not resume sessions');
+          return this.host.resume(event.request);
         case 'fault':
           this.options.logger?.error({ err: event.error, ...this.options.label }, 'FLUXAR session fault');
           return;

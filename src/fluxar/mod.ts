@@ -8,6 +8,8 @@ export {
   Capability,
   DEFAULT_MAX_FRAME,
   DEFAULT_MAX_STREAMS,
+  DEFAULT_RESUME_BUFFER,
+  DEFAULT_RESUME_MS,
   DEFAULT_STREAM_WINDOW,
   FrameFlag,
   MAX_FRAME_CEILING,
@@ -21,7 +23,7 @@ export { generateKeyPair, keyPairFrom } from './noise.js';
 export { availableCompressions, COMPRESSIONS } from './compression.js';
 export type { Frame } from './framing.js';
 export { encodeMessageFrame, encodeStreamFrame, StreamFrameSplitter } from './framing.js';
-export type { CallOptions, Framing, OpenStreamOptions, Role, SessionEvent, SessionInfo, SessionOptions, SessionState } from './session.js';
+export type { CallOptions, Framing, OpenStreamOptions, ResumeRequest, Role, SessionEvent, SessionInfo, SessionOptions, SessionState } from './session.js';
 export type { StreamMode } from './stream-state.js';
 export type { StreamOptions } from './stream.js';
 export type { BrokerLink, BrokerOptions, PublishOutcome } from './broker.js';
@@ -39,6 +41,8 @@ export type {
   PeerCallOptions,
   PeerOptions,
   PublishOptions,
+  ReconnectPlan,
+  SessionDirectory,
   StreamContext,
   StreamHandler,
   SubscribeCallOptions,

@@ -14,9 +14,9 @@ import {
   type TopicContract,
 } from './describe.js';
 import { HandlerRegistry } from './registry.js';
-import { SessionDriver } from './driver.js';
+import { type DriverHost, SessionDriver } from './driver.js';
 import { FluxarError } from './errors.js';
-import type { Session, SessionEvent, SessionInfo } from './session.js';
+import type { Framing, ResumeRequest, Session, SessionEvent, SessionInfo } from './session.js';
 import { Broker, type BrokerLink, type PublishOutcome } from './broker.js';
 import type { Qos, SubscribeOptions } from './pubsub-state.js';
 import { FluxarStream, isAsyncIterable, isIterator, StreamChannel, type StreamHost, type StreamOptions } from './stream.js';
@@ -83,6 +83,25 @@ export interface PeerOptions {
   broker?: Broker;
   maxWriteBuffer?: number;
   logger?: Logger;
+  /** Server: the sessions a resume may continue, by session id (spec section 20). */
+  sessions?: SessionDirectory;
+  /** Client: reconnect and resume when the connection drops (connect(url, {resume: true})). */
+  reconnect?: ReconnectPlan;
+}
+
+/** Where a server finds the session a resume names. */
+export interface SessionDirectory {
+  find(sessionId: Uint8Array): Peer | undefined;
+}
+
+/** How a client reconnects: a new transport, and a session on it that continues the old one. */
+export interface ReconnectPlan {
+  open(): Promise<Transport>;
+  session(framing: Framing, resumeOf: Session): Session;
+  /** First wait between attempts (doubles up to maxDelayMs). Default 50 ms. */
+  minDelayMs?: number;
+  /** Default 2 s. */
+  maxDelayMs?: number;
 }
 
 interface PendingCall {
@@ -116,8 +135,8 @@ export interface PublishOptions {
 }
 
 export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
-  readonly session: Session;
-  readonly transport: Transport;
+  /** The connection this peer speaks over now; a resumed session moves to a new one. */
+  transport: Transport;
   private readonly options: PeerOptions;
   private readonly pending = new Map<string, PendingCall>();
   private readonly running = new Map<string, RunningCall>();
@@ -128,7 +147,13 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
   private brokerTimer: NodeJS.Timeout | undefined;
   private readonly subscriptions = new Map<string, FluxarSubscription>();
   private readonly publishes = new Map<string, { resolve(outcome: PublishOutcome): void; reject(err: FluxarError): void }>();
-  private readonly driver: SessionDriver;
+  private driver: SessionDriver;
+  private readonly host: DriverHost;
+  /** Originations (calls, publishes) waiting for room in the resume buffer. */
+  private heldForResume: Array<() => void> = [];
+  /** A peer whose connection another peer took over for a resume: it does nothing more. */
+  private retired = false;
+  private reconnecting = false;
   private timer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
   private transportEnded = false;
@@ -142,7 +167,6 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
 
   constructor(session: Session, transport: Transport, options: PeerOptions = {}) {
     super();
-    this.session = session;
     this.transport = transport;
     this.options = options;
     this.opened = new Promise((resolve, reject) => {
@@ -152,30 +176,181 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
     this.opened.catch(() => {}); // observed through events too; never an unhandled rejection
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.broker = options.broker ?? new Broker({ schedule: (at) => this.scheduleBroker(at) });
-    this.driver = new SessionDriver(
-      session,
-      {
-        write: (frames) => {
-          if (!this.transportEnded) this.writeOut(frames);
-        },
-        onEvent: (event) => this.onEvent(event),
-        schedule: (at) => this.schedule(at),
+    this.host = {
+      write: (frames) => {
+        if (!this.transportEnded) this.writeOut(frames);
       },
-      { auth: options.auth, logger: options.logger, label: { peer: transport.remoteAddress } },
-    );
-    transport.onData((bytes) => this.driver.receive(bytes));
+      onEvent: (event) => this.onEvent(event),
+      schedule: (at) => this.schedule(at),
+      resume: options.sessions === undefined ? undefined : (request) => this.resumeRequested(request),
+    };
+    this.driver = new SessionDriver(session, this.host, { auth: options.auth, logger: options.logger, label: { peer: transport.remoteAddress } });
+    this.bind(transport);
+    this.flush();
+  }
+
+  /** The session this peer serves; a resume replaces it with the one that continues it. */
+  get session(): Session {
+    return this.driver.session;
+  }
+
+  /** Listens to `transport` for as long as it is this peer's: a replaced one's late events are ignored. */
+  private bind(transport: Transport): void {
+    const live = () => this.transport === transport && !this.retired;
+    transport.onData((bytes) => {
+      if (live()) this.driver.receive(bytes);
+    });
     transport.onDrain(() => {
-      for (const s of this.openStreams.values()) s.channel.flushWrites();
+      if (live()) for (const s of this.openStreams.values()) s.channel.flushWrites();
     });
     transport.onInvalid((reason) => {
+      if (!live()) return;
       this.session.abort(ErrorCode.BadRequest, reason);
       this.flush();
     });
     transport.onClose((reason) => {
+      if (!live()) return;
       this.session.transportClosed(reason);
       this.flush();
     });
-    this.flush();
+  }
+
+  /** Whether the connection is gone and the session waits to be resumed. */
+  get detached(): boolean {
+    return this.session.detached;
+  }
+
+  // ---- session resume (spec section 20) --------------------------------------------------
+
+  /**
+   * Server: this peer's new connection asks to resume a session. The peer that served it takes
+   * this connection over (closing its old one first, which does not end the session), and this
+   * peer retires. Refusals are final: 404 unknown or expired, 409 positions that cannot be met.
+   */
+  private resumeRequested(request: ResumeRequest): void {
+    const owner = this.options.sessions?.find(request.session);
+    const refusal =
+      owner === undefined || owner === this
+        ? { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' }
+        : owner.session.resumeRefusal(request);
+    if (refusal !== null) return this.session.refuseResume(refusal.code, refusal.message);
+    owner!.adopt(this);
+  }
+
+  /** Server: takes over `fresh`'s connection and session, which continues this peer's. */
+  private adopt(fresh: Peer): void {
+    const old = this.session;
+    const oldTransport = this.transport;
+    // A half-open old connection goes first; the session detaches, and resumes below.
+    old.transportClosed('replaced by a resumed connection');
+    old.takeOutput();
+    old.takeEvents();
+    fresh.retire();
+    this.driver = fresh.driver;
+    this.driver.rehost(this.host, { peer: fresh.transport.remoteAddress });
+    this.transport = fresh.transport;
+    this.transportEnded = false;
+    oldTransport.destroy();
+    this.bind(this.transport);
+    this.session.acceptResume(old);
+    // The pump that delivered the request goes on with this peer as its host.
+  }
+
+  /** Gives up this peer's connection and session to the peer that adopted them. */
+  private retire(): void {
+    this.retired = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.brokerTimer);
+    this.emit('retired');
+  }
+
+  /**
+   * Client: the connection dropped and the session waits: reconnect with a backoff and resume
+   * it. Calls, streams and subscriptions carry on; what was sent meanwhile is retained and goes
+   * out on the new connection. Ends when resumed, when the server refuses (404, 409: the session
+   * fails with that code), or when the session expires (resume_ms).
+   */
+  private async reconnect(): Promise<void> {
+    const plan = this.options.reconnect;
+    if (plan === undefined || this.reconnecting) return;
+    this.reconnecting = true;
+    const old = this.session;
+    let delay = plan.minDelayMs ?? 50;
+    try {
+      const over = () => this.session !== old || old.state === 'closed';
+      while (!over()) {
+        const outcome = await this.resumeOnce(plan, old).catch((err: unknown) => ({ code: ErrorCode.Unavailable, reason: (err as Error).message }));
+        if (outcome === null || over()) return;
+        if (outcome.code === ErrorCode.NotFound || outcome.code === ErrorCode.Conflict) {
+          old.abort(outcome.code, `the session could not be resumed: ${outcome.reason}`);
+          this.flush();
+          return;
+        }
+        this.options.logger?.debug({ reason: outcome.reason, delay }, 'FLUXAR resume attempt failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+        delay = Math.min(delay * 2, plan.maxDelayMs ?? 2000);
+      }
+    } finally {
+      this.reconnecting = false;
+    }
+  }
+
+  /** One resume attempt: null once resumed, else why it failed. */
+  private resumeOnce(plan: ReconnectPlan, old: Session): Promise<{ code: number; reason: string } | null> {
+    return plan.open().then((transport) => {
+      if (old.state === 'closed') {
+        transport.destroy();
+        return null;
+      }
+      const fresh = plan.session(transport.framing, old);
+      return new Promise((resolve) => {
+        let settled = false;
+        const attempt: DriverHost = {
+          write: (frames) => {
+            if (!settled) transport.write(frames);
+          },
+          onEvent: (event) => {
+            if (event.type === 'resumed') {
+              // From here the new connection is this peer's; the rest of this pump comes to it.
+              settled = true;
+              this.driver = driver;
+              driver.rehost(this.host, { peer: transport.remoteAddress });
+              this.transport = transport;
+              this.transportEnded = false;
+              // Bound only now: a listener added while a chunk is being handled misses that chunk.
+              this.bind(transport);
+              clearTimeout(timer);
+              this.onEvent(event);
+              resolve(null);
+            } else if (event.type === 'closed') {
+              settled = true;
+              clearTimeout(timer);
+              transport.destroy();
+              resolve({ code: event.code, reason: event.reason });
+            }
+          },
+          schedule: () => {},
+        };
+        const driver = new SessionDriver(fresh, attempt, { logger: this.options.logger, label: { peer: transport.remoteAddress } });
+        const timer = setTimeout(
+          () => {
+            fresh.tick();
+            driver.pump();
+          },
+          fresh.nextDeadline() - Date.now() + 1,
+        );
+        timer.unref();
+        transport.onData((bytes) => {
+          if (!settled) driver.receive(bytes);
+        });
+        transport.onClose((reason) => {
+          if (settled) return;
+          fresh.transportClosed(reason);
+          driver.pump();
+        });
+        driver.pump();
+      });
+    });
   }
 
   get principal(): Principal | null {
@@ -244,6 +419,7 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
    * subscribers}) and reject with its nack; QoS 0 resolves once queued.
    */
   publish(topic: string, payload: unknown = null, options: PublishOptions = {}): Promise<PublishOutcome | undefined> {
+    if (this.session.resumeBufferFull) return this.holdForResume(() => this.publish(topic, payload, options));
     let key: string | null;
     try {
       key = this.session.publish(topic, payload, options.qos ?? 0, options.meta ?? null);
@@ -263,7 +439,9 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
   }
 
   transportBacklog(): number {
-    return this.transport.backlog;
+    // A full resume buffer holds producers back as a full socket does.
+    if (this.session.resumeBufferFull) return Number.POSITIVE_INFINITY;
+    return this.transportEnded ? 0 : this.transport.backlog;
   }
 
   flushNow(): void {
@@ -273,6 +451,7 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
   /** Calls `target` on the other side; resolves with its payload or rejects with a FluxarError. */
   call(target: string, payload: unknown = null, options: PeerCallOptions = {}): Promise<unknown> {
     if (options.signal?.aborted) return Promise.reject(new FluxarError(ErrorCode.Cancelled, 'cancelled before it was sent'));
+    if (this.session.resumeBufferFull) return this.holdForResume(() => this.call(target, payload, options));
     let key: string;
     try {
       key = this.session.call(target, payload, { meta: options.meta ?? null, deadlineMs: options.timeoutMs });
@@ -295,6 +474,17 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
       }
       this.pending.set(key, entry);
     });
+  }
+
+  /** Backpressure from a full resume buffer: `start` runs once the peer has acknowledged enough. */
+  private holdForResume<T>(start: () => Promise<T>): Promise<T> {
+    return new Promise((resolve, reject) => this.heldForResume.push(() => start().then(resolve, reject)));
+  }
+
+  /** Room in the resume buffer (or the session ended): held originations go, in order, while it lasts. */
+  private releaseHeld(): void {
+    while (this.heldForResume.length > 0 && !this.session.resumeBufferFull) this.heldForResume.shift()!();
+    for (const s of this.openStreams.values()) s.channel.flushWrites();
   }
 
   /** Graceful close: bye, in-flight calls finish, then the connection closes. */
@@ -347,11 +537,25 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
     }
   }
 
-  private onEvent(event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'fault' }>): void {
+  private onEvent(event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'resume' } | { type: 'fault' }>): void {
     switch (event.type) {
       case 'open':
         this.resolveOpened(event.info);
         this.emit('open', event.info);
+        return;
+      case 'detached':
+        this.transportEnded = true;
+        this.transport.destroy();
+        this.emit('detached', event.reason);
+        void this.reconnect();
+        return;
+      case 'resumed':
+        this.emit('resumed', event.info);
+        this.releaseHeld();
+        this.scheduleFlush();
+        return;
+      case 'writable':
+        this.releaseHeld();
         return;
       case 'call':
         return this.runHandler(event.key, event.target, event.payload, event.meta);
@@ -436,6 +640,8 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
         this.rejectOpened(new FluxarError(event.code === 0 ? ErrorCode.Unavailable : event.code, event.reason));
         this.transportEnded = true;
         this.transport.end();
+        // Held originations meet the closed session now and fail with its reason.
+        for (const start of this.heldForResume.splice(0)) start();
         this.resolveClosed(this.closedReason);
         this.emit('close', this.closedReason);
         return;

@@ -9,7 +9,7 @@ import type { DescribePolicy } from './describe.js';
 import { HandlerRegistry } from './registry.js';
 import { Peer, type PublishOptions } from './peer.js';
 import { topicError } from './topics.js';
-import { Session, type SessionOptions } from './session.js';
+import { idKey, Session, type SessionOptions } from './session.js';
 import type { Transport } from './transport.js';
 
 export type { TlsOptions } from './listener.js';
@@ -27,6 +27,8 @@ const SERVER_SESSION_KEYS = [
   'drainTimeoutMs',
   'inflateBytesPerSecond',
   'decodeItemsPerSecond',
+  'resumeMs',
+  'resumeBuffer',
 ] as const satisfies ReadonlyArray<keyof SessionOptions>;
 type ServerSessionOptions = Pick<SessionOptions, (typeof SERVER_SESSION_KEYS)[number]>;
 
@@ -48,6 +50,9 @@ export class FluxarServer extends HandlerRegistry {
   readonly broker: Broker;
   private brokerTimer: NodeJS.Timeout | undefined;
   readonly peers = new Set<Peer>();
+  /** Open sessions by id, for a resume to find (spec section 20). */
+  private readonly sessions = new Map<string, Peer>();
+  private readonly directory = { find: (id: Uint8Array) => this.sessions.get(idKey(id)) };
   private readonly bound: FluxarListener[] = [];
   private readonly options: ListenOptions;
   private readonly log: Logger;
@@ -108,14 +113,25 @@ export class FluxarServer extends HandlerRegistry {
       broker: this.broker,
       maxWriteBuffer: this.options.maxWriteBuffer,
       logger: this.log,
+      sessions: this.directory,
     });
     this.peers.add(peer);
+    let sessionKey: string | null = null;
     peer.once('close', (info: { code: number; reason: string }) => {
       this.peers.delete(peer);
+      if (sessionKey !== null && this.sessions.get(sessionKey) === peer) this.sessions.delete(sessionKey);
       if (info.code !== 0) this.log.debug({ peer: transport.remoteAddress, ...info }, 'connection closed');
     });
+    // A connection that resumed another peer's session: that peer serves it from now on.
+    peer.once('retired', () => this.peers.delete(peer));
     peer.opened.then(
-      () => this.emit('peer', peer),
+      (info) => {
+        if (info.resumeMs > 0) {
+          sessionKey = idKey(info.id);
+          this.sessions.set(sessionKey, peer);
+        }
+        this.emit('peer', peer);
+      },
       () => {},
     );
   }

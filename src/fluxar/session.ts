@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
 import { UUID_BYTES, uuidv7, writeUuidv7 } from '../fluxmsg/uuid.js';
 import { isDeepStrictEqual } from 'node:util';
@@ -23,6 +23,8 @@ import {
   DEFAULT_MAX_IN_FLIGHT,
   DEFAULT_MAX_PUBLISHES,
   DEFAULT_MAX_STREAMS,
+  DEFAULT_RESUME_BUFFER,
+  DEFAULT_RESUME_MS,
   FrameFlag,
   frameLimits,
   KNOWN_FLAGS,
@@ -30,6 +32,7 @@ import {
   MIN_MAX_FRAME,
   MISSED_HEARTBEATS_LIMIT,
   PROTOCOL_VERSION,
+  RESUME_ACK_EVERY,
   SEAL_OVERHEAD,
   STREAM_HEADER_BYTES,
   SUPPORTED_VERSIONS,
@@ -86,6 +89,17 @@ export interface SessionOptions {
   decodeItemsPerSecond?: number;
   /** QoS 1 and 2 publishes the peer may have unanswered (declared in our hello); more are nacked 429. Default 1024. */
   maxPublishes?: number;
+  /**
+   * Client: offer session resume (spec section 20): what this side sends is retained until the
+   * peer acknowledges it, so the session can continue on a new connection.
+   */
+  resume?: boolean;
+  /** Client: the detached session this one continues; its hello asks the server to resume it. */
+  resumeOf?: Session;
+  /** Server: how long a detached session waits for its client to resume it; 0 offers no resume. Default 30 s. */
+  resumeMs?: number;
+  /** Envelopes retained for resume, unacknowledged by the peer; while full, nothing new is originated. Default 4096. */
+  resumeBuffer?: number;
 }
 
 export interface SessionInfo {
@@ -98,12 +112,30 @@ export interface SessionInfo {
   maxStreams: number;
   /** QoS 1 and 2 publishes this side may have unanswered (the peer's max_publishes). */
   maxPublishes: number;
+  /** How long the server keeps the session after its connection drops; 0 when resume was not agreed. */
+  resumeMs: number;
+}
+
+/** A client's request to resume a session (spec section 20.2). */
+export interface ResumeRequest {
+  session: Uint8Array;
+  token: Uint8Array;
+  /** Envelopes the client has received from the server. */
+  pos: number;
 }
 
 export type SessionEvent =
   /** Server: check these credentials, then call accept() or reject(). */
   | { type: 'authenticate'; credentials: Credentials | null }
   | { type: 'open'; info: SessionInfo; principal: Principal | null }
+  /** Server: the client asks to continue a session; find it, then call acceptResume() or refuseResume(). */
+  | { type: 'resume'; request: ResumeRequest }
+  /** This session continues `from` on a new connection: the host serves it in place of the old one. */
+  | { type: 'resumed'; info: SessionInfo }
+  /** The connection is gone but the session waits to be resumed: end the transport, keep the session. */
+  | { type: 'detached'; reason: string }
+  /** The resume buffer has room again: writes held back for it may go on. */
+  | { type: 'writable' }
   /** A call from the peer: answer with respond() or fail(). */
   | { type: 'call'; key: string; target: string; payload: unknown; meta: Record<string, unknown> | null }
   /** A call from the peer that must stop: cancelled by the caller (499) or past its deadline (408). */
@@ -218,10 +250,10 @@ export class Session {
   state: SessionState = 'handshake';
   info: SessionInfo | null = null;
   principal: Principal | null = null;
-  private readonly outgoing = new Map<string, OutgoingCall>();
-  private readonly incoming = new Map<string, IncomingCall>();
+  private outgoing = new Map<string, OutgoingCall>();
+  private incoming = new Map<string, IncomingCall>();
   /** Streams we opened and streams the peer opened, by the opening request's key. */
-  private readonly streams = new Map<string, StreamRecord>();
+  private streams = new Map<string, StreamRecord>();
   /** Streams the peer opened that are not closed: the count its max_streams limits. */
   private streamsFromPeer = 0;
   private streamsToPeer = 0;
@@ -229,13 +261,13 @@ export class Session {
   private peerMaxStreams = DEFAULT_MAX_STREAMS;
   // Pub/sub (spec section 14), by the key of the envelope that started each.
   /** Subscriptions we made, as subscriber. */
-  private readonly subscriptionsOut = new Map<string, Uint8Array>();
+  private subscriptionsOut = new Map<string, Uint8Array>();
   /** Subscriptions the peer made, as broker. */
-  private readonly subscriptionsIn = new Map<string, Uint8Array>();
+  private subscriptionsIn = new Map<string, Uint8Array>();
   /** Our QoS 1 and 2 publishes awaiting the broker's answer. */
-  private readonly publishesOut = new Set<string>();
+  private publishesOut = new Set<string>();
   /** The peer's QoS 1 and 2 publishes awaiting our answer. */
-  private readonly publishesIn = new Map<string, Uint8Array>();
+  private publishesIn = new Map<string, Uint8Array>();
   private peerMaxPublishes = DEFAULT_MAX_PUBLISHES;
   /** The earliest deadline among calls; tick() scans only once it has passed. */
   private earliestDeadline = NO_DEADLINE;
@@ -275,6 +307,28 @@ export class Session {
   private offeredCaps: string[] = [];
   private awaitingPskProof = false;
   private authenticating = false;
+  // Session resume (spec section 20). Positions count envelopes of types 2 to 7, per direction,
+  // over the session's life (not the connection's).
+  /** The resume capability was agreed: what is sent is retained until the peer has it. */
+  private resumable = false;
+  private sentPos = 0;
+  private receivedPos = 0;
+  /** The position the peer last said it has received: retained envelopes start after it. */
+  private peerReceivedPos = 0;
+  /** The receivedPos this side last reported (hello, ack, ping or pong). */
+  private reportedPos = 0;
+  /** Envelopes sent and not yet acknowledged, from retainedHead on: retained[retainedHead] is position peerReceivedPos + 1. */
+  private retained: Uint8Array[] = [];
+  private retainedHead = 0;
+  private readonly resumeBufferLimit: number;
+  /** How long this session is kept once detached (the server's resume_ms). */
+  private resumeMs = 0;
+  /** When the connection dropped, while the session waits to be resumed; null while attached. */
+  private detachedAt: number | null = null;
+  /** Server: the resume request waiting for the host's verdict. */
+  private resumeRequest: ResumeRequest | null = null;
+  /** The state a resumed session continues in (open or closing); null for a new session. */
+  private continuedState: 'open' | 'closing' | null = null;
   // Liveness.
   private lastReceivedAt: number;
   private lastHeartbeatAt: number;
@@ -299,6 +353,7 @@ export class Session {
     this.handshakeDeadline = now + (options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS);
     this.lastReceivedAt = now;
     this.lastHeartbeatAt = now;
+    this.resumeBufferLimit = Math.max(options.resumeBuffer ?? DEFAULT_RESUME_BUFFER, 2 * RESUME_ACK_EVERY);
     if (this.role === 'client') this.sendClientHello();
   }
 
@@ -307,6 +362,13 @@ export class Session {
   /** Frames to write to the transport, in order. */
   takeOutput(): Uint8Array[] {
     this.outputBytes = 0;
+    if (this.detachedAt !== null) {
+      // No connection to write to: what was sent is retained, and goes again on resume.
+      this.output = [];
+      this.outbox?.reset();
+      this.plainOutput = 0;
+      return [];
+    }
     if (this.ciphers !== null) return this.takeSealedOutput();
     const box = this.outbox;
     if (box !== null) {
@@ -429,6 +491,7 @@ export class Session {
       case 'handshake':
         return this.handshakeDeadline;
       default: {
+        if (this.detachedAt !== null) return Math.min(this.earliestDeadline, this.detachedAt + this.keepDetachedMs());
         const heartbeatMs = this.info!.heartbeatMs;
         const heartbeat = heartbeatMs > 0 ? this.lastHeartbeatAt + heartbeatMs : NO_DEADLINE;
         const drain = this.state === 'closing' ? this.drainDeadline : NO_DEADLINE;
@@ -448,25 +511,253 @@ export class Session {
       return;
     }
     if (now >= this.earliestDeadline) this.expireDeadlines(now);
+    if (this.detachedAt !== null) {
+      if (now >= this.detachedAt + this.keepDetachedMs()) {
+        this.terminate(ErrorCode.Unavailable, `connection lost and the session not resumed within ${this.keepDetachedMs()} ms`, false);
+      }
+      return;
+    }
     const heartbeatMs = this.info!.heartbeatMs;
     if (heartbeatMs > 0 && now - this.lastHeartbeatAt >= heartbeatMs) {
       this.lastHeartbeatAt = now;
       // Any frame counts as a sign of life; pings guarantee there is one per interval.
       if (now - this.lastReceivedAt >= MISSED_HEARTBEATS_LIMIT * heartbeatMs) {
-        this.terminate(ErrorCode.Unavailable, `peer silent for ${MISSED_HEARTBEATS_LIMIT} heartbeats (${now - this.lastReceivedAt} ms)`, true);
+        const reason = `peer silent for ${MISSED_HEARTBEATS_LIMIT} heartbeats (${now - this.lastReceivedAt} ms)`;
+        if (this.canDetach()) return this.detach(reason);
+        this.terminate(ErrorCode.Unavailable, reason, true);
         return;
       }
-      this.sendControl(MessageType.Hello, null, ControlTarget.Ping);
+      this.sendControl(MessageType.Hello, null, ControlTarget.Ping, this.positionReport());
     }
     if (this.state === 'closing' && now >= this.drainDeadline) {
       this.terminate(ErrorCode.Unavailable, 'drain timeout: closed with calls still in flight', true);
     }
   }
 
-  /** The transport closed under us. */
+  /** The transport closed under us: a resumable session waits for its resume, any other ends. */
   transportClosed(reason = 'connection closed'): void {
-    if (this.state === 'closed') return;
+    if (this.state === 'closed' || this.detachedAt !== null) return;
+    if (this.canDetach()) return this.detach(reason);
     this.terminate(ErrorCode.Unavailable, reason, false);
+  }
+
+  // ---- session resume (spec section 20) ------------------------------------------------
+
+  /** Whether the connection is gone and the session waits to be resumed. */
+  get detached(): boolean {
+    return this.detachedAt !== null;
+  }
+
+  /** Whether the resume buffer is full: nothing new may be originated until the peer acknowledges. */
+  get resumeBufferFull(): boolean {
+    return this.resumable && this.sentPos - this.peerReceivedPos >= this.resumeBufferLimit;
+  }
+
+  /** Positions and retained envelopes, for tests and metrics. */
+  get positions(): { sent: number; received: number; peerReceived: number; retained: number } {
+    return { sent: this.sentPos, received: this.receivedPos, peerReceived: this.peerReceivedPos, retained: this.retained.length - this.retainedHead };
+  }
+
+  /**
+   * How long a detached session is kept: the server's resume_ms. A client waits twice that, so a
+   * server it reaches late still gives the verdict (404) rather than the client guessing.
+   */
+  private keepDetachedMs(): number {
+    return this.role === 'server' ? this.resumeMs : 2 * this.resumeMs;
+  }
+
+  private canDetach(): boolean {
+    return this.resumable && this.resumeMs > 0 && (this.state === 'open' || this.state === 'closing') && this.detachedAt === null;
+  }
+
+  private detach(reason: string): void {
+    this.detachedAt = this.clock();
+    this.takeOutput();
+    this.events.push({ type: 'detached', reason });
+  }
+
+  /**
+   * Server: why the session cannot be resumed with this token by a client that has received
+   * `pos` envelopes, or null when it can. Refusals are final (spec section 20.2).
+   */
+  resumeRefusal(request: ResumeRequest): { code: number; message: string } | null {
+    const token = this.info?.resumeToken;
+    if (
+      this.state === 'closed' ||
+      this.role !== 'server' ||
+      !this.resumable ||
+      token === undefined ||
+      token.length !== request.token.length ||
+      !timingSafeEqual(token, request.token)
+    ) {
+      return { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' };
+    }
+    return this.positionRefusal(request.pos);
+  }
+
+  /** Why the peer's position cannot be met from what is retained, or null. */
+  private positionRefusal(pos: number): { code: number; message: string } | null {
+    if (pos < this.peerReceivedPos || pos > this.sentPos) {
+      return {
+        code: ErrorCode.Conflict,
+        message: `cannot resume from position ${pos}: this side sent ${this.sentPos} and retains from ${this.peerReceivedPos + 1}`,
+      };
+    }
+    return null;
+  }
+
+  /** Server: continues `old` on this connection: the hellos finish, then both sides resend what the other lacks. */
+  acceptResume(old: Session): void {
+    const request = this.resumeRequest;
+    if (request === null || !this.authenticating || this.state !== 'handshake') return;
+    const refused = old.resumeRefusal(request);
+    if (refused !== null) return this.refuseResume(refused.code, refused.message);
+    this.authenticating = false;
+    this.resumeRequest = null;
+    this.takeOver(old, request.pos);
+    if (this.ciphers !== null) {
+      // End to end: the hello's session was provisional; the sealed acceptance names the resumed one.
+      this.info = { ...this.info!, id: old.info!.id, resumeToken: randomBytes(16) };
+      this.sendEnvelope({
+        type: MessageType.Hello,
+        id: uuidv7(),
+        ref: this.credentialsId,
+        target: Capability.Noise,
+        meta: null,
+        payload: { resumed: { pos: this.receivedPos, session: this.info.id, resume_token: this.info.resumeToken } },
+        error: null,
+      });
+      this.resendRetained();
+      return this.open();
+    }
+    this.sendServerHello(old.info!.id);
+    this.resendRetained();
+    if (this.options.psk !== undefined) {
+      this.awaitingPskProof = true;
+      return;
+    }
+    this.open();
+  }
+
+  /** Server: refuses the resume request (404 unknown or expired, 409 positions that cannot be met) and closes. */
+  refuseResume(code: number, message: string): void {
+    if (this.resumeRequest === null) return;
+    this.resumeRequest = null;
+    this.authenticating = true;
+    this.reject(code, message);
+  }
+
+  /**
+   * Takes the session-level state of `old` (calls, streams, subscriptions, publishes, positions,
+   * what is retained): this session continues it. `old` is left empty and closed without an
+   * event, so nothing done to it by mistake reaches a peer. The peer has received `peerPos`.
+   */
+  private takeOver(old: Session, peerPos: number): void {
+    this.outgoing = old.outgoing;
+    this.incoming = old.incoming;
+    this.streams = old.streams;
+    this.streamsFromPeer = old.streamsFromPeer;
+    this.streamsToPeer = old.streamsToPeer;
+    this.subscriptionsOut = old.subscriptionsOut;
+    this.subscriptionsIn = old.subscriptionsIn;
+    this.publishesOut = old.publishesOut;
+    this.publishesIn = old.publishesIn;
+    this.earliestDeadline = old.earliestDeadline;
+    this.principal = old.principal;
+    this.sentPos = old.sentPos;
+    this.receivedPos = old.receivedPos;
+    this.reportedPos = old.receivedPos;
+    this.peerReceivedPos = old.peerReceivedPos;
+    this.retained = old.retained;
+    this.retainedHead = old.retainedHead;
+    this.drainDeadline = old.drainDeadline;
+    this.weSaidBye = old.weSaidBye;
+    this.peerSaidBye = old.peerSaidBye;
+    this.continuedState = old.state === 'closing' ? 'closing' : 'open';
+    this.resumable = true;
+    this.trimRetained(peerPos);
+    old.retire();
+  }
+
+  /** Empties and closes a session another one has taken over, without an event. */
+  private retire(): void {
+    this.outgoing = new Map();
+    this.incoming = new Map();
+    this.streams = new Map();
+    this.subscriptionsOut = new Map();
+    this.subscriptionsIn = new Map();
+    this.publishesOut = new Set();
+    this.publishesIn = new Map();
+    this.retained = [];
+    this.retainedHead = 0;
+    this.state = 'closed';
+    this.events = [];
+    this.output = [];
+    this.outbox?.reset();
+  }
+
+  /** Sends again every retained envelope (those the peer has not received), with their original ids. */
+  private resendRetained(): void {
+    for (let i = this.retainedHead; i < this.retained.length; i++) {
+      const body = this.retained[i]!;
+      if (this.options.framing === 'stream') {
+        const box = (this.outbox ??= new CborWriter(OUTBOX_INITIAL_BYTES));
+        const start = box.skip(STREAM_HEADER_BYTES);
+        box.raw(body);
+        this.endStreamFrame(box, start, false);
+      } else {
+        this.checkFrameSize(body.length);
+        const packed = this.tryCompress(body.length) ? this.compressed(body) : null;
+        const frame = packed === null ? encodeMessageFrame(0, body) : encodeMessageFrame(FrameFlag.Compressed, packed);
+        this.output.push(frame);
+        this.outputBytes += frame.length;
+      }
+    }
+  }
+
+  /** One envelope of types 2 to 7 sent: counted, and retained when resume was agreed. */
+  private countSent(body: Uint8Array): void {
+    this.sentPos++;
+    if (this.resumable) this.retained.push(Buffer.from(body));
+  }
+
+  /** One envelope of types 2 to 7 received: counted, and acknowledged every RESUME_ACK_EVERY. */
+  private countReceived(): void {
+    if (++this.receivedPos - this.reportedPos >= RESUME_ACK_EVERY && this.resumable) {
+      this.sendControl(MessageType.Hello, null, ControlTarget.Ack, this.positionReport());
+    }
+  }
+
+  /** {pos} for an ack, ping or pong when resume was agreed (and recorded as reported); else null. */
+  private positionReport(): { pos: number } | null {
+    if (!this.resumable) return null;
+    this.reportedPos = this.receivedPos;
+    return { pos: this.receivedPos };
+  }
+
+  /** The peer reports the position it has received (ack, ping, pong): what it has is let go. */
+  private receivePosition(payload: unknown, required: boolean): void {
+    const pos = isCborMap(payload) ? payload.pos : undefined;
+    if (pos === undefined && !required) return;
+    if (!this.resumable) return this.abort(ErrorCode.BadRequest, 'a position report, but resume was not agreed');
+    if (!isUint(pos)) return this.abort(ErrorCode.BadRequest, `a position report needs {pos: n} with n an unsigned integer, got ${describeValue(pos)}`);
+    if (pos > this.sentPos) return this.abort(ErrorCode.BadRequest, `the peer reports position ${pos}, but only ${this.sentPos} envelopes were sent`);
+    const wasFull = this.resumeBufferFull;
+    this.trimRetained(pos);
+    if (wasFull && !this.resumeBufferFull) this.events.push({ type: 'writable' });
+  }
+
+  private trimRetained(pos: number): void {
+    if (pos <= this.peerReceivedPos) return;
+    for (let n = pos - this.peerReceivedPos; n > 0; n--) this.retained[this.retainedHead++] = EMPTY;
+    this.peerReceivedPos = pos;
+    if (this.retainedHead === this.retained.length) {
+      this.retained = [];
+      this.retainedHead = 0;
+    } else if (this.retainedHead > 1024 && this.retainedHead * 2 > this.retained.length) {
+      this.retained = this.retained.slice(this.retainedHead);
+      this.retainedHead = 0;
+    }
   }
 
   // ---- server handshake ----------------------------------------------------------------
@@ -489,22 +780,34 @@ export class Session {
     this.open();
   }
 
-  /** The server hello: the choices made, the session's settings, and the Noise reply when one is due. */
-  private sendServerHello(): void {
+  /**
+   * The server hello: the choices made, the session's settings, and the Noise reply when one is
+   * due. `resumedId`: the session this connection resumes (its position goes in `resumed`).
+   */
+  private sendServerHello(resumedId?: Uint8Array): void {
     const supported = this.options.caps ?? availableCompressions();
     // One compression at most: the client's first choice among those this side supports.
     const compression = chooseCompression(this.offeredCaps, supported);
-    const caps = this.offeredCaps.filter((c) => supported.includes(c) && c !== Capability.Psk && (!isCompression(c) || c === compression));
+    const caps = this.offeredCaps.filter(
+      (c) => supported.includes(c) && c !== Capability.Psk && c !== Capability.Resume && (!isCompression(c) || c === compression),
+    );
     if (this.options.psk !== undefined && this.noise === null) caps.push(Capability.Psk);
     if (this.noise !== null) caps.push(Capability.Noise);
+    const resumeMs = this.options.resumeMs ?? DEFAULT_RESUME_MS;
+    if (this.offeredCaps.includes(Capability.Resume) && resumeMs > 0) {
+      caps.push(Capability.Resume);
+      this.resumable = true;
+      this.resumeMs = resumeMs;
+    }
     const info: SessionInfo = {
-      id: entityId(EntityType.Session),
+      id: resumedId ?? entityId(EntityType.Session),
       resumeToken: randomBytes(16),
       heartbeatMs: this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       maxFrame: this.maxFrameOut,
       caps,
       maxStreams: this.peerMaxStreams,
       maxPublishes: this.peerMaxPublishes,
+      resumeMs: this.resumable ? resumeMs : 0,
     };
     this.serverNonce = newNonce();
     const payload: Record<string, unknown> = {
@@ -517,9 +820,11 @@ export class Session {
         max_frame: info.maxFrame,
         max_streams: this.options.maxStreams ?? DEFAULT_MAX_STREAMS,
         max_publishes: this.options.maxPublishes ?? DEFAULT_MAX_PUBLISHES,
+        resume_ms: info.resumeMs,
       },
       nonce: this.serverNonce,
     };
+    if (resumedId !== undefined) payload.resumed = { pos: this.receivedPos };
     if (this.options.psk !== undefined && this.noise === null) {
       payload.proof = pskProof(this.options.psk, 'server', this.clientNonce!, this.serverNonce);
     }
@@ -1178,6 +1483,8 @@ export class Session {
       this.abort(ErrorCode.Unavailable, 'closed before the handshake completed');
       return;
     }
+    // Nobody to drain with: what waited for the resume ends now.
+    if (this.detachedAt !== null) return this.abort(ErrorCode.Unavailable, 'closed while waiting to be resumed');
     if (this.state !== 'open') return;
     this.sayBye();
     this.beginClosing();
@@ -1203,6 +1510,10 @@ export class Session {
     this.clientHelloId = uuidv7();
     const caps = [...(this.options.caps ?? availableCompressions())];
     if (this.options.psk !== undefined && !caps.includes(Capability.Psk)) caps.push(Capability.Psk);
+    const resumeOf = this.options.resumeOf;
+    if ((this.options.resume === true || resumeOf !== undefined) && !caps.includes(Capability.Resume)) caps.push(Capability.Resume);
+    // A resume presents the session's token instead of credentials: the session keeps its principal.
+    const resume = resumeOf === undefined ? undefined : { session: resumeOf.info!.id, token: resumeOf.info!.resumeToken, pos: resumeOf.receivedPos };
     const payload: Record<string, unknown> = {
       versions: [...SUPPORTED_VERSIONS],
       caps,
@@ -1213,13 +1524,18 @@ export class Session {
     };
     const e2e = this.options.e2e;
     if (e2e === undefined || e2e === false) {
-      if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
+      if (resume !== undefined) payload.resume = resume;
+      else if (this.options.credentials !== undefined) payload.auth = this.options.credentials;
       this.sendEnvelope({ type: MessageType.Hello, id: this.clientHelloId, ref: null, target: null, meta: null, payload, error: null });
       return;
     }
     // End to end: credentials wait for the encrypted channel; the Noise message goes last, and
     // the prologue is the hello with an empty message in its place (spec section 19.2).
     caps.push(Capability.Noise);
+    // The session's id in the clear (its token and position travel sealed): a server that routes
+    // connections by session, as a rack routes them to the worker that owns it, needs it before
+    // any key is agreed (spec section 20.2).
+    if (resume !== undefined) payload.resume = { session: resume.session };
     const pattern = clientPattern(e2e, this.options.psk);
     const noise: { pattern: NoisePattern; msg: Uint8Array } = { pattern, msg: new Uint8Array(0) };
     payload.noise = noise;
@@ -1288,7 +1604,7 @@ export class Session {
     }
     let env: Envelope;
     if (!this.decodeBudget.available(now)) return this.abort(ErrorCode.Overloaded, `over the decode budget of ${this.decodeBudget.rate} CBOR items per second`);
-    if (this.state !== 'handshake' && (this.receivePlainChunk(body, now) || this.receivePlainDelivery(body, now))) return;
+    if (this.state !== 'handshake' && (this.receivePlainChunk(body, now) || this.receivePlainDelivery(body, now))) return this.countReceived();
     this.decodeWork.items = 0;
     try {
       env = decodeEnvelope(body, { copyBuffers: this.options.copyBuffers ?? false, work: this.decodeWork });
@@ -1297,6 +1613,7 @@ export class Session {
       // anything before the session is open, is a protocol violation that ends the connection.
       const header = err instanceof EnvelopeError ? err.header : undefined;
       if (header !== undefined && this.state !== 'handshake' && header.type !== MessageType.Hello && header.ref === null) {
+        this.countReceived();
         return this.sendError(header.type as MessageType, header.id, ErrorCode.BadRequest, (err as Error).message);
       }
       return this.abort(ErrorCode.BadRequest, (err as Error).message);
@@ -1343,6 +1660,7 @@ export class Session {
       if (this.options.psk !== undefined && !this.offeredCaps.includes(Capability.Psk)) {
         return this.refuseHello(ErrorCode.Unauthenticated, 'this server requires PSK peer trust');
       }
+      if (p.resume !== undefined) return this.askResume(p.resume, (code, message) => this.refuseHello(code, message));
       const credentials = parseCredentials(unmarkFloats(p.auth));
       if (isAuthRefusal(credentials)) return this.refuseHello(credentials.refused, credentials.message);
       this.authenticating = true;
@@ -1394,6 +1712,10 @@ export class Session {
       });
     }
     this.agreeMaxFrame(Math.min(serverMax, this.maxFrameIn));
+    const resumeMs = s.resume_ms ?? 0;
+    if (!isUint(resumeMs)) return this.abort(ErrorCode.BadRequest, 'malformed server hello: resume_ms must be an unsigned integer');
+    this.resumable = caps.includes(Capability.Resume) && resumeMs > 0 && (this.options.resume === true || this.options.resumeOf !== undefined);
+    this.resumeMs = this.resumable ? resumeMs : 0;
     this.info = {
       id: s.id,
       resumeToken: s.resume_token instanceof Uint8Array ? s.resume_token : new Uint8Array(0),
@@ -1402,6 +1724,7 @@ export class Session {
       caps,
       maxStreams: serverStreams,
       maxPublishes: serverPublishes,
+      resumeMs: this.resumeMs,
     };
     this.peerMaxStreams = serverStreams;
     this.peerMaxPublishes = serverPublishes;
@@ -1413,12 +1736,52 @@ export class Session {
       this.startCiphers();
       // The credentials, sealed; the session opens when the server has accepted them.
       this.credentialsId = uuidv7();
-      const payload = this.options.credentials === undefined ? {} : { auth: this.options.credentials };
+      const old = this.options.resumeOf;
+      const payload =
+        old !== undefined
+          ? { resume: { session: old.info!.id, token: old.info!.resumeToken, pos: old.receivedPos } }
+          : this.options.credentials === undefined
+            ? {}
+            : { auth: this.options.credentials };
       this.sendEnvelope({ type: MessageType.Hello, id: this.credentialsId, ref: env.id, target: Capability.Noise, meta: null, payload, error: null });
       this.noiseStage = 'acceptance';
       return;
     }
+    const old = this.options.resumeOf;
+    if (old !== undefined) {
+      if (!isCborMap(p.resumed)) return this.abort(ErrorCode.Conflict, 'the server did not resume the session');
+      if (idKey(s.id) !== idKey(old.info!.id)) return this.abort(ErrorCode.Conflict, 'the server resumed another session');
+      if (!this.continueFrom(old, p.resumed.pos)) return;
+    }
     this.open();
+  }
+
+  /** Client: the server resumed `old` and has received `pos` of its envelopes; false when that cannot be met (409). */
+  private continueFrom(old: Session, pos: unknown): boolean {
+    if (!isUint(pos)) {
+      this.abort(ErrorCode.BadRequest, `resumed needs {pos: n} with n an unsigned integer, got ${describeValue(pos)}`);
+      return false;
+    }
+    const refused = old.positionRefusal(pos);
+    if (refused !== null) {
+      this.abort(refused.code, refused.message);
+      return false;
+    }
+    this.takeOver(old, pos);
+    this.resendRetained();
+    return true;
+  }
+
+  /** Server: a hello (or sealed credentials) asks to resume a session: the host looks it up. */
+  private askResume(value: unknown, refuse: (code: number, message: string) => void): void {
+    const r = isCborMap(value) ? value : null;
+    if (r === null || !(r.session instanceof Uint8Array) || !(r.token instanceof Uint8Array) || !isUint(r.pos)) {
+      return refuse(ErrorCode.BadRequest, 'resume must be a map {session: bytes, token: bytes, pos: uint}');
+    }
+    if (!this.offeredCaps.includes(Capability.Resume)) return refuse(ErrorCode.BadRequest, 'a resume needs the resume capability in the hello');
+    this.resumeRequest = { session: r.session, token: r.token, pos: r.pos };
+    this.authenticating = true;
+    this.events.push({ type: 'resume', request: this.resumeRequest });
   }
 
   /** Client: checks the server's Noise reply; returns why the session cannot go on, or null. */
@@ -1479,6 +1842,11 @@ export class Session {
         return this.abort(ErrorCode.BadRequest, 'expected the encrypted credentials');
       }
       const p = env.payload;
+      if (isCborMap(p) && p.resume !== undefined) {
+        this.noiseStage = 'none';
+        this.credentialsId = env.id;
+        return this.askResume(p.resume, (code, message) => this.abort(code, message));
+      }
       const credentials = parseCredentials(unmarkFloats(isCborMap(p) ? p.auth : undefined));
       if (isAuthRefusal(credentials)) return this.abort(credentials.refused, credentials.message);
       this.noiseStage = 'none';
@@ -1494,6 +1862,17 @@ export class Session {
       return this.abort(ErrorCode.BadRequest, 'expected the server to accept the credentials');
     }
     this.noiseStage = 'none';
+    const old = this.options.resumeOf;
+    if (old !== undefined) {
+      const p = env.payload;
+      const resumed = isCborMap(p) && isCborMap(p.resumed) ? p.resumed : null;
+      if (resumed === null || !(resumed.session instanceof Uint8Array) || !(resumed.resume_token instanceof Uint8Array)) {
+        return this.abort(ErrorCode.Conflict, 'the server did not resume the session');
+      }
+      if (idKey(resumed.session) !== idKey(old.info!.id)) return this.abort(ErrorCode.Conflict, 'the server resumed another session');
+      this.info = { ...this.info!, id: resumed.session, resumeToken: resumed.resume_token };
+      if (!this.continueFrom(old, resumed.pos)) return;
+    }
     this.open();
   }
 
@@ -1515,13 +1894,20 @@ export class Session {
   }
 
   private open(): void {
-    this.state = 'open';
     const now = this.clock();
     this.lastHeartbeatAt = now;
+    if (this.continuedState !== null) {
+      this.state = this.continuedState;
+      this.events.push({ type: 'resumed', info: this.info! });
+      this.checkDrained();
+      return;
+    }
+    this.state = 'open';
     this.events.push({ type: 'open', info: this.info!, principal: this.principal });
   }
 
   private dispatch(env: Envelope): void {
+    if (env.type !== MessageType.Hello) this.countReceived();
     switch (env.type) {
       case MessageType.Hello:
         return this.receiveControl(env);
@@ -1547,9 +1933,13 @@ export class Session {
   private receiveControl(env: Envelope): void {
     switch (env.target) {
       case ControlTarget.Ping:
-        return this.sendControl(MessageType.Hello, env.id, ControlTarget.Pong);
-      case ControlTarget.Pong:
+        this.receivePosition(env.payload, false);
+        if (this.state !== 'closed') this.sendControl(MessageType.Hello, env.id, ControlTarget.Pong, this.positionReport());
         return;
+      case ControlTarget.Pong:
+        return this.receivePosition(env.payload, false);
+      case ControlTarget.Ack:
+        return this.receivePosition(env.payload, true);
       case ControlTarget.Bye:
         if (env.error !== null) return this.terminate(env.error.code, `peer closed: ${env.error.message}`, false);
         this.peerSaidBye = true;
@@ -1697,8 +2087,8 @@ export class Session {
     this.events.push({ type: 'closed', code, reason });
   }
 
-  private sendControl(type: MessageType, ref: Uint8Array | null, target: string): void {
-    this.sendEnvelope({ type, id: uuidv7(), ref, target, meta: null, payload: null, error: null });
+  private sendControl(type: MessageType, ref: Uint8Array | null, target: string, payload: unknown = null): void {
+    this.sendEnvelope({ type, id: uuidv7(), ref, target, meta: null, payload, error: null });
   }
 
   private sendError(type: MessageType, ref: Uint8Array, code: number, message: string, data?: unknown): void {
@@ -1712,6 +2102,7 @@ export class Session {
     let frame = encodeEnvelopeFrame('message', env);
     const bodyLength = frame.length - 1;
     this.checkFrameSize(bodyLength);
+    if (env.type !== MessageType.Hello) this.countSent(frame.subarray(1));
     const packed = this.tryCompress(bodyLength) ? this.compressed(frame.subarray(1)) : null;
     if (packed !== null) frame = encodeMessageFrame(FrameFlag.Compressed, packed);
     this.output.push(frame);
@@ -1728,7 +2119,7 @@ export class Session {
       box.pos = start; // nothing of a refused envelope stays queued
       throw err;
     }
-    this.endStreamFrame(box, start);
+    this.endStreamFrame(box, start, env.type !== MessageType.Hello);
   }
 
   /**
@@ -1749,7 +2140,7 @@ export class Session {
       box.pos = start;
       throw err;
     }
-    this.endStreamFrame(box, start);
+    this.endStreamFrame(box, start, true);
   }
 
   /**
@@ -1778,7 +2169,7 @@ export class Session {
     }
     // Only an attempt that waits for an ack needs its key.
     const key = meta.qos === 0 ? '' : idKeyAt(box.buf, start + FRAME_ID_OFFSET);
-    this.endStreamFrame(box, start);
+    this.endStreamFrame(box, start, true);
     return key;
   }
 
@@ -1808,7 +2199,7 @@ export class Session {
       box.pos = start;
       throw err;
     }
-    this.endStreamFrame(box, start);
+    this.endStreamFrame(box, start, true);
   }
 
   /**
@@ -1825,8 +2216,11 @@ export class Session {
     return start;
   }
 
-  /** Checks the size of the frame begun at `start`, compresses it when worth it, writes its header. */
-  private endStreamFrame(box: CborWriter, start: number): void {
+  /**
+   * Checks the size of the frame begun at `start`, counts (and for resume retains) it when it is
+   * a new envelope of types 2 to 7, compresses it when worth it, writes its header.
+   */
+  private endStreamFrame(box: CborWriter, start: number, counted: boolean): void {
     try {
       this.checkFrameSize(box.pos - start - STREAM_HEADER_BYTES);
     } catch (err) {
@@ -1834,6 +2228,7 @@ export class Session {
       throw err;
     }
     const bodyLength = box.pos - start - STREAM_HEADER_BYTES;
+    if (counted) this.countSent(box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos));
     const packed = this.tryCompress(bodyLength) ? this.compressed(box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos)) : null;
     if (packed !== null) {
       box.pos = start + STREAM_HEADER_BYTES;
@@ -1885,6 +2280,9 @@ const DELIVERY_META_QOS = Uint8Array.from([0x63, 0x71, 0x6f, 0x73]);
 
 /** Where a frame's id starts from the frame's start: the header, then one byte each for the array head, the type (< 24) and the id's head. */
 const FRAME_ID_OFFSET = STREAM_HEADER_BYTES + 3;
+
+/** What a trimmed slot of the resume buffer holds until the array is compacted. */
+const EMPTY = new Uint8Array(0);
 
 /** What plainPayload returns for bytes that are not in the plain form. */
 const NOT_PLAIN = Symbol('not plain');

@@ -502,6 +502,8 @@ export class FluxarSessions implements ConnectionHost {
       inflateBytesPerSecond: c.inflate_bytes_per_s,
       decodeItemsPerSecond: c.decode_items_per_s,
       drainTimeoutMs: this.ctx.drainTimeoutMs,
+      // Not yet routed to the worker that owns a session: a rack does not offer resume.
+      resumeMs: 0,
     });
     const lane = this.ctx.lane;
     const toMain = (piece: Uint8Array) => lane.send(id, piece);

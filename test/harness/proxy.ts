@@ -1,0 +1,135 @@
+// A loopback TCP proxy that cuts connections where a test says: after so many bytes in one
+// direction, or on demand; closing both sides, or only the client's (the server's stays
+// half-open, never closed). It records what each connection sent upstream, for replays.
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+
+export type CutMode = 'both' | 'half-open';
+
+interface Link {
+  client: Socket;
+  upstream: Socket;
+  /** What the client sent, in order. */
+  sent: Buffer[];
+  stopped: boolean;
+}
+
+export class CuttingProxy {
+  private readonly server: Server;
+  private readonly links: Link[] = [];
+  /** Upstream sockets left open by half-open cuts: closed by close(). */
+  private readonly stranded: Socket[] = [];
+  /** Cut the current connection once this many bytes went down (server to client) on it. */
+  private cutDownAt: { bytes: number; mode: CutMode } | null = null;
+  private cutUpAt: { bytes: number; mode: CutMode } | null = null;
+  /** New connections are refused (closed at once) while set. */
+  refusing = false;
+  cuts = 0;
+  port = 0;
+
+  constructor(private readonly targetPort: number) {
+    this.server = createServer((client) => this.accept(client));
+  }
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+    return `tcp://127.0.0.1:${this.port}`;
+  }
+
+  get connections(): number {
+    return this.links.length;
+  }
+
+  /** What connection `i` sent upstream, whole. */
+  sentOn(i: number): Buffer {
+    return Buffer.concat(this.links[i]!.sent);
+  }
+
+  cutAfterDown(bytes: number, mode: CutMode = 'both'): void {
+    this.cutDownAt = { bytes, mode };
+  }
+
+  cutAfterUp(bytes: number, mode: CutMode = 'both'): void {
+    this.cutUpAt = { bytes, mode };
+  }
+
+  /** Cuts the newest connection now. */
+  cut(mode: CutMode = 'both'): void {
+    const link = this.links.at(-1);
+    if (link !== undefined) {
+      link.stopped = true;
+      this.sever(link, mode);
+    }
+  }
+
+  private accept(client: Socket): void {
+    if (this.refusing) {
+      client.destroy();
+      return;
+    }
+    client.setNoDelay(true);
+    const upstream = netConnect(this.targetPort, '127.0.0.1');
+    upstream.setNoDelay(true);
+    const link: Link = { client, upstream, sent: [], stopped: false };
+    this.links.push(link);
+    let down = 0;
+    let up = 0;
+    const sever = (mode: CutMode) => this.sever(link, mode);
+    upstream.on('data', (chunk: Buffer) => {
+      if (link.stopped) return;
+      const cut = this.cutDownAt;
+      if (cut !== null && down + chunk.length >= cut.bytes) {
+        this.cutDownAt = null;
+        // Part of the chunk goes through: the cut falls inside a frame as often as between two.
+        client.write(chunk.subarray(0, cut.bytes - down), () => sever(cut.mode));
+        down = cut.bytes;
+        link.stopped = true;
+        return;
+      }
+      down += chunk.length;
+      client.write(chunk);
+    });
+    client.on('data', (chunk: Buffer) => {
+      if (link.stopped) return;
+      link.sent.push(chunk);
+      const cut = this.cutUpAt;
+      if (cut !== null && up + chunk.length >= cut.bytes) {
+        this.cutUpAt = null;
+        upstream.write(chunk.subarray(0, cut.bytes - up), () => sever(cut.mode));
+        up = cut.bytes;
+        link.stopped = true;
+        return;
+      }
+      up += chunk.length;
+      upstream.write(chunk);
+    });
+    client.on('error', () => {});
+    upstream.on('error', () => {});
+    client.on('close', () => {
+      if (!link.stopped) upstream.destroy();
+    });
+    upstream.on('close', () => {
+      if (!link.stopped) client.destroy();
+    });
+  }
+
+  private sever(link: Link, mode: CutMode): void {
+    this.cuts++;
+    link.client.destroy();
+    // Half-open: the server's socket stays open and silent, as behind a dead NAT entry.
+    if (mode === 'both') link.upstream.destroy();
+    else {
+      link.upstream.pause();
+      this.stranded.push(link.upstream);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const link of this.links) {
+      link.client.destroy();
+      link.upstream.destroy();
+    }
+    for (const s of this.stranded) s.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}

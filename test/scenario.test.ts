@@ -73,7 +73,7 @@ wires:
 `;
     assert.deepEqual(problems(text), [
       '1:14: meta.name "Bad" must match [a-z0-9_-]+',
-      '5:53: gear api (fluxar): unknown key colour in config (expected listen, tls_cert, tls_key, tls_ca, require_client_cert, auth, bearer_tokens, psk, e2e, max_frame, max_in_flight, max_streams, stream_window, heartbeat_ms, max_connections, max_connections_per_ip, upgrade_timeout_ms, inflate_bytes_per_s, decode_items_per_s, describe)',
+      '5:53: gear api (fluxar): unknown key colour in config (expected listen, tls_cert, tls_key, tls_ca, require_client_cert, auth, bearer_tokens, psk, e2e, max_frame, max_in_flight, max_streams, stream_window, heartbeat_ms, resume_ms, resume_buffer, max_connections, max_connections_per_ip, upgrade_timeout_ms, inflate_bytes_per_s, decode_items_per_s, describe)',
       '8:13: gear fraud (wasm): config needs module (or source)',
       '8:26: gear fraud (wasm): config.timeout_ms must be at least 1 (got -1)',
       '10:11: unknown gear type "quantum" (known: fluxar, wasm, router, log, generator, nats)',

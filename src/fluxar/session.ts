@@ -100,6 +100,8 @@ export interface SessionOptions {
   resumeMs?: number;
   /** Envelopes retained for resume, unacknowledged by the peer; while full, nothing new is originated. Default 4096. */
   resumeBuffer?: number;
+  /** Server: makes the id of a new session (default: an entity id); a rack writes its worker into it. */
+  newSessionId?: () => Uint8Array;
 }
 
 export interface SessionInfo {
@@ -800,7 +802,7 @@ export class Session {
       this.resumeMs = resumeMs;
     }
     const info: SessionInfo = {
-      id: resumedId ?? entityId(EntityType.Session),
+      id: resumedId ?? this.options.newSessionId?.() ?? entityId(EntityType.Session),
       resumeToken: randomBytes(16),
       heartbeatMs: this.options.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       maxFrame: this.maxFrameOut,

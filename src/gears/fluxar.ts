@@ -18,17 +18,21 @@ import {
   DEFAULT_MAX_FRAME,
   DEFAULT_MAX_IN_FLIGHT,
   DEFAULT_MAX_STREAMS,
+  DEFAULT_RESUME_BUFFER,
+  DEFAULT_RESUME_MS,
   DEFAULT_STREAM_WINDOW,
   DEFAULT_UPGRADE_TIMEOUT_MS,
   MAX_FRAME_CEILING,
   MIN_MAX_FRAME,
+  RESUME_ACK_EVERY,
   STREAM_HIGH_WATER_MARK,
 } from '../fluxar/constants.js';
-import { SessionDriver } from '../fluxar/driver.js';
+import { type DriverHost, SessionDriver } from '../fluxar/driver.js';
 import { parseEndpoint } from '../fluxar/endpoint.js';
 import { FluxarListener } from '../fluxar/listener.js';
 import { FluxarError } from '../fluxar/errors.js';
-import { type Framing, idKey, Session, type SessionEvent } from '../fluxar/session.js';
+import { type Framing, idKey, type ResumeRequest, Session, type SessionEvent } from '../fluxar/session.js';
+import { rackSessionId } from '../rack/session-routing.js';
 import type { BrokerLink, PublishOutcome } from '../fluxar/broker.js';
 import { isQos, type Qos } from '../fluxar/pubsub-state.js';
 import type { StreamMode } from '../fluxar/stream-state.js';
@@ -125,6 +129,18 @@ export const manifest: GearManifest = {
         default: DEFAULT_STREAM_WINDOW,
       },
       heartbeat_ms: { type: 'integer', description: 'heartbeat interval announced to clients', minimum: 0, default: DEFAULT_HEARTBEAT_MS },
+      resume_ms: {
+        type: 'integer',
+        description: 'how long a session whose connection dropped waits for its client to resume it (spec section 20); 0 offers no resume',
+        minimum: 0,
+        default: DEFAULT_RESUME_MS,
+      },
+      resume_buffer: {
+        type: 'integer',
+        description: 'envelopes a session retains for resume until the client acknowledges them; while full, nothing new is sent',
+        minimum: 2 * RESUME_ACK_EVERY,
+        default: DEFAULT_RESUME_BUFFER,
+      },
       max_connections: {
         type: 'integer',
         description: 'connections held at once per listener; more are refused with a 503 bye (HTTP 503 on ws)',
@@ -188,6 +204,8 @@ export interface FluxarConfig {
   max_streams: number;
   stream_window: number;
   heartbeat_ms: number;
+  resume_ms: number;
+  resume_buffer: number;
   max_connections: number;
   max_connections_per_ip: number;
   upgrade_timeout_ms: number;
@@ -207,6 +225,9 @@ export interface FluxarSecrets {
   /** The X25519 private key for end-to-end encryption, as 64 hex digits. */
   e2eKey?: string;
 }
+
+/** Stands for a session id not yet issued. */
+const EMPTY_ID = new Uint8Array(16);
 
 /** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
 export const REJECT_CODE = ErrorCode.Forbidden;
@@ -368,7 +389,12 @@ class FluxarListeners implements MainGear {
 }
 
 interface Conn {
+  /** The connection that opened the session: its identity in meta conn.id and in answers on their way to it. */
   id: number;
+  /** The connection the session speaks over now (a resume moves it; id until then). */
+  wire: number;
+  /** Where the session's output and events go: what a resumed connection's driver is handed. */
+  host: DriverHost;
   driver: SessionDriver;
   ip: string;
   port: string;
@@ -463,7 +489,10 @@ function answerPayload(msg: FluxMsg): unknown {
 
 /** Worker: the sessions of this gear's connections owned by this worker. */
 export class FluxarSessions implements ConnectionHost {
+  /** By connection id: a resumed session under both its first connection's id and its current one's. */
   private readonly conns = new Map<number, Conn>();
+  /** Sessions a client may resume, by session id. */
+  private readonly bySession = new Map<string, Conn>();
   private readonly config: FluxarConfig;
   private readonly auth: AuthOptions;
   private readonly e2e: E2eOptions;
@@ -502,49 +531,55 @@ export class FluxarSessions implements ConnectionHost {
       inflateBytesPerSecond: c.inflate_bytes_per_s,
       decodeItemsPerSecond: c.decode_items_per_s,
       drainTimeoutMs: this.ctx.drainTimeoutMs,
-      // Not yet routed to the worker that owns a session: a rack does not offer resume.
-      resumeMs: 0,
+      resumeMs: c.resume_ms,
+      resumeBuffer: c.resume_buffer,
+      // The main thread routes a resume hello by this id to this worker (src/rack/session-routing.ts).
+      newSessionId: () => rackSessionId(this.ctx.workerIndex),
     });
     const lane = this.ctx.lane;
-    const toMain = (piece: Uint8Array) => lane.send(id, piece);
-    const driver = new SessionDriver(
-      session,
-      {
-        write: (frames) => {
-          // A WebSocket frame is one message: it must fit one record (the rack checks max_frame
-          // at start). The frames of a byte stream leave together, cut to the record size.
-          if (framing === 'message') for (const frame of frames) toMain(frame);
-          else {
-            sendStreamBytes(frames.length === 1 ? frames[0]! : Buffer.concat(frames), lane.maxRecordBytes, toMain);
-            // The ring has its copy: the session's outbox may write into these bytes again.
-            for (const frame of frames) session.recycleOutput(frame);
-          }
-        },
-        onEvent: (event) => this.onEvent(conn, event),
-        schedule: (at) => this.schedule(at),
+    // To the connection the session speaks over now: a resume moves it to a new one.
+    const toMain = (piece: Uint8Array) => lane.send(conn.wire, piece);
+    const host: DriverHost = {
+      write: (frames) => {
+        // A WebSocket frame is one message: it must fit one record (the rack checks max_frame
+        // at start). The frames of a byte stream leave together, cut to the record size.
+        if (framing === 'message') for (const frame of frames) toMain(frame);
+        else {
+          sendStreamBytes(frames.length === 1 ? frames[0]! : Buffer.concat(frames), lane.maxRecordBytes, toMain);
+          // The ring has its copy: the session's outbox may write into these bytes again.
+          for (const frame of frames) conn.driver.session.recycleOutput(frame);
+        }
       },
-      { auth: this.auth, logger: this.ctx.logger, label: { conn: id, gear: this.spec.name } },
-    );
+      onEvent: (event) => this.onEvent(conn, event),
+      schedule: (at) => this.schedule(at),
+      resume: (request) => this.resume(conn, request),
+    };
+    const driver = new SessionDriver(session, host, { auth: this.auth, logger: this.ctx.logger, label: { conn: id, gear: this.spec.name } });
     // Events only arrive once bytes do, after conn exists.
     let flushing = false;
     const conn: Conn = {
       id,
+      wire: id,
+      host,
       ip,
       port: String(port),
       driver,
       streams: new Map(),
       blocked: false,
       link: {
-        session,
+        get session() {
+          return conn.driver.session;
+        },
         // The socket is on the main thread: over the mark is all this worker knows of it.
-        transportBacklog: () => (conn.blocked ? STREAM_HIGH_WATER_MARK : 0),
+        // A full resume buffer holds producers back too.
+        transportBacklog: () => (conn.blocked || conn.driver.session.resumeBufferFull ? STREAM_HIGH_WATER_MARK : 0),
         // Deliveries made outside a pump (a publication from another worker) leave together.
         scheduleFlush: () => {
           if (flushing) return;
           flushing = true;
           queueMicrotask(() => {
             flushing = false;
-            driver.pump();
+            conn.driver.pump();
           });
         },
       },
@@ -554,26 +589,35 @@ export class FluxarSessions implements ConnectionHost {
     conn.driver.pump();
   }
 
+  /**
+   * The session connection `id` speaks over, if it speaks over it now: the records of a
+   * connection a resume replaced (its close, its last bytes) concern nobody.
+   */
+  private current(id: number): Conn | undefined {
+    const conn = this.conns.get(id);
+    return conn?.wire === id ? conn : undefined;
+  }
+
   receive(id: number, bytes: Uint8Array): void {
-    this.conns.get(id)?.driver.receive(bytes);
+    this.current(id)?.driver.receive(bytes);
   }
 
   closed(id: number): void {
-    const conn = this.conns.get(id);
+    const conn = this.current(id);
     if (conn === undefined) return;
     conn.driver.session.transportClosed('connection closed by the peer');
     conn.driver.pump();
   }
 
   invalid(id: number, reason: string): void {
-    const conn = this.conns.get(id);
+    const conn = this.current(id);
     if (conn === undefined) return;
     conn.driver.session.abort(ErrorCode.BadRequest, reason);
     conn.driver.pump();
   }
 
   writable(id: number, writable: boolean): void {
-    const conn = this.conns.get(id);
+    const conn = this.current(id);
     if (conn === undefined) return;
     conn.blocked = !writable;
     if (writable) for (const s of conn.streams.values()) this.flushStream(conn, s);
@@ -585,6 +629,38 @@ export class FluxarSessions implements ConnectionHost {
       conn.driver.session.close();
       conn.driver.pump();
     }
+  }
+
+  /**
+   * A client asks connection `fresh` to resume a session (spec section 20.2). The main thread
+   * routed it here by the session's id; the session, its streams, subscriptions and answers on
+   * their way stay with their Conn, which now speaks over `fresh`'s connection. The connection
+   * it had (half-open, or already closed) is ended first.
+   */
+  private resume(fresh: Conn, request: ResumeRequest): void {
+    const owner = this.bySession.get(idKey(request.session));
+    const refusal =
+      owner === undefined
+        ? { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' }
+        : owner.driver.session.resumeRefusal(request);
+    if (refusal !== null) return fresh.driver.session.refuseResume(refusal.code, refusal.message);
+    const live = owner!;
+    const old = live.driver.session;
+    if (!old.detached) this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: live.wire, code: 0, reason: 'replaced by a resumed connection' }));
+    old.transportClosed('replaced by a resumed connection');
+    old.takeOutput();
+    old.takeEvents();
+    if (live.wire !== live.id && this.conns.get(live.wire) === live) {
+      this.conns.delete(live.wire);
+      this.ctx.releaseConnection(live.wire);
+    }
+    live.wire = fresh.wire;
+    live.blocked = false;
+    live.driver = fresh.driver;
+    live.driver.rehost(live.host, { conn: live.id, wire: live.wire, gear: this.spec.name });
+    this.conns.set(fresh.wire, live);
+    live.driver.session.acceptResume(old);
+    // The pump that delivered the request goes on with the session's own host.
   }
 
   /** One timer for all of this worker's sessions, armed for the earliest deadline among them. */
@@ -608,7 +684,7 @@ export class FluxarSessions implements ConnectionHost {
     if (next < Number.POSITIVE_INFINITY) this.schedule(next);
   }
 
-  private onEvent(conn: Conn, event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'fault' }>): void {
+  private onEvent(conn: Conn, event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'resume' } | { type: 'fault' }>): void {
     switch (event.type) {
       case 'call':
         return this.onCall(conn, event.key, event.target, event.payload, event.meta);
@@ -643,12 +719,27 @@ export class FluxarSessions implements ConnectionHost {
         return this.ctx.topics.broker.ack(conn.link, event.key, event.ok);
       case 'publish':
         return this.onPublish(conn, event.key, event.id, event.topic, event.qos, event.payload, event.meta);
+      case 'open':
+        if (event.info.resumeMs > 0) this.bySession.set(idKey(event.info.id), conn);
+        return;
+      case 'resumed':
+      case 'writable':
+        // Chunks that waited for the connection, or for room in the resume buffer, go on.
+        for (const s of conn.streams.values()) this.flushStream(conn, s);
+        return;
+      case 'detached':
+        // Silent for 3 heartbeats: the socket may still be open on the main thread.
+        this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.wire, code: 0, reason: event.reason }));
+        return;
       case 'closed':
         this.ctx.topics.broker.linkClosed(conn.link);
         for (const pending of this.awaitingBus.keys()) if (pending.startsWith(`${conn.id}:`)) this.awaitingBus.delete(pending);
-        this.conns.delete(conn.id);
-        this.ctx.releaseConnection(conn.id);
-        this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.id, code: event.code, reason: event.reason }));
+        for (const id of new Set([conn.id, conn.wire])) {
+          if (this.conns.get(id) === conn) this.conns.delete(id);
+          this.ctx.releaseConnection(id);
+        }
+        if (this.bySession.get(idKey(conn.driver.session.info?.id ?? EMPTY_ID)) === conn) this.bySession.delete(idKey(conn.driver.session.info!.id));
+        this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.wire, code: event.code, reason: event.reason }));
         return;
       default:
         return;
@@ -893,7 +984,7 @@ export class FluxarSessions implements ConnectionHost {
   private flushStream(conn: Conn, s: RackStream): void {
     const session = conn.driver.session;
     let sent = 0;
-    while (sent < s.pending.length && !conn.blocked && session.streamCredit(s.key) > 0) {
+    while (sent < s.pending.length && !conn.blocked && !session.resumeBufferFull && session.streamCredit(s.key) > 0) {
       try {
         session.sendChunk(s.key, s.pending[sent]);
       } catch (err) {

@@ -71,6 +71,8 @@ export interface WorkerGearContext {
   releaseConnection(id: number): void;
   /** How long a session waits for its calls after bye. */
   drainTimeoutMs: number;
+  /** This worker's index in the pool (0 inline): written into the ids of its sessions, so a resume finds it. */
+  workerIndex: number;
   /** The rack's topics in this worker: the fluxar gears' subscribers and publishers meet here. */
   topics: WorkerTopics;
   /** A message stopped here without going on (dropped, rejected or failed with `error` unwired). */

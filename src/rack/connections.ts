@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import { ErrorCode } from '../fluxar/codes.js';
-import { STREAM_HIGH_WATER_MARK } from '../fluxar/constants.js';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, STREAM_HIGH_WATER_MARK } from '../fluxar/constants.js';
 import { encodeByeFrame } from '../fluxar/session.js';
 import type { Transport } from '../fluxar/transport.js';
 import { Records } from '../gears/records.js';
 import { sendStreamBytes } from '../ring/lane.js';
 import type { Pausable } from '../ring/pool.js';
+import { FirstFrame, workerOfHello } from './session-routing.js';
 
 /** How the table reaches the workers: the pool's rings, or the inline handler. */
 export interface WorkerLink {
@@ -16,12 +17,15 @@ export interface WorkerLink {
   /** Sends a record to every worker. */
   broadcast(tag: number, payload: Uint8Array): void;
   workerFor(key: number): number;
+  /** How many workers there are (1 inline). */
+  readonly workers: number;
   /** The largest record a ring takes (Infinity inline). */
   readonly maxRecordBytes: number;
 }
 
 interface Connection {
   id: number;
+  /** The worker its session runs in; -1 until its first frame has been read (session-routing.ts). */
   worker: number;
   gear: string;
   transport: Transport;
@@ -33,6 +37,8 @@ interface Connection {
 
 /** The source of the rack's own control records: nothing to pause. */
 const NO_SOURCE: Pausable = { pause() {}, resume() {} };
+/** How long an ended socket waits for its peer to close its side before it is destroyed. */
+const END_GRACE_MS = 5000;
 /** Connection ids wrap before they reach the negative record tags' int32 range. */
 const MAX_CONNECTION_ID = 0x7ffffff0;
 
@@ -40,11 +46,14 @@ const MAX_CONNECTION_ID = 0x7ffffff0;
  * The rack's connections, on the main thread. Each accepted transport gets an id and a worker
  * (its session runs there); its bytes go to that worker's ring as they came, cut to the ring's
  * record size on a byte stream, and the frames the worker sends back are written to it. The
- * main thread parses no frame.
+ * main thread parses no frame but a connection's first, the hello: one that resumes a session
+ * goes to the worker that owns it (session-routing.ts).
  */
 export class ConnectionTable {
   private readonly connections = new Map<number, Connection>();
   private nextId = 1;
+  /** Sockets ended and not yet closed by their peer. */
+  private readonly ending = new Set<Transport>();
   /** Every connection is paused: the rack's guaranteed lanes have too many publishes waiting. */
   private held = false;
 
@@ -61,14 +70,26 @@ export class ConnectionTable {
   accept(gear: string, transport: Transport): void {
     const id = this.nextId;
     this.nextId = this.nextId >= MAX_CONNECTION_ID ? 1 : this.nextId + 1;
-    const worker = this.link.workerFor(id);
-    const conn: Connection = { id, worker, gear, transport, blocked: false, ringFull: false };
+    const conn: Connection = { id, worker: -1, gear, transport, blocked: false, ringFull: false };
     this.connections.set(id, conn);
-    this.control(
-      conn,
-      Records.connOpen.tag,
-      Records.connOpen.encode({ id, gear, framing: transport.framing, ip: transport.remoteAddress ?? '', port: transport.remotePort ?? 0 }),
-    );
+    // The worker is picked once the hello is read; a client that sends none meets the
+    // handshake timeout here, as it would in a worker.
+    const first = new FirstFrame(transport.framing);
+    const silent = setTimeout(() => {
+      if (conn.worker >= 0 || !this.connections.delete(id)) return;
+      transport.write([encodeByeFrame(transport.framing, ErrorCode.DeadlineExceeded, `no handshake within ${DEFAULT_HANDSHAKE_TIMEOUT_MS} ms`)]);
+      transport.end();
+    }, DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    silent.unref();
+    const assign = (worker: number) => {
+      clearTimeout(silent);
+      conn.worker = worker;
+      this.control(
+        conn,
+        Records.connOpen.tag,
+        Records.connOpen.encode({ id, gear, framing: transport.framing, ip: transport.remoteAddress ?? '', port: transport.remotePort ?? 0 }),
+      );
+    };
     const max = this.link.maxRecordBytes;
     // A ring that has room again resumes the socket unless the whole table is held.
     const source: Pausable = {
@@ -82,20 +103,33 @@ export class ConnectionTable {
       },
     };
     if (this.held) transport.pause();
-    const toWorker = (piece: Uint8Array) => this.link.send(worker, id, piece, source);
+    const toWorker = (piece: Uint8Array) => this.link.send(conn.worker, id, piece, source);
+    const forward = (bytes: Uint8Array) => {
+      if (transport.framing === 'stream') return sendStreamBytes(bytes, max, toWorker);
+      // The listener's message limit keeps WebSocket frames within a record (the rack checks
+      // max_frame against ring_bytes at start); this guards the invariant.
+      if (bytes.length > max) return this.invalid(conn, `message of ${bytes.length} bytes is over the limit`);
+      toWorker(bytes);
+    };
     transport.onData((bytes) => {
       try {
-        if (transport.framing === 'stream') return sendStreamBytes(bytes, max, toWorker);
-        // The listener's message limit keeps WebSocket frames within a record (the rack checks
-        // max_frame against ring_bytes at start); this guards the invariant.
-        if (bytes.length > max) return this.invalid(conn, `message of ${bytes.length} bytes is over the limit`);
-        toWorker(bytes);
+        if (conn.worker < 0) {
+          const gathered = first.push(bytes);
+          if (gathered === null) return;
+          const frame = gathered.frame;
+          const owner = frame === null ? null : workerOfHello(frame.flags, frame.body, this.link.workers);
+          assign(owner ?? this.link.workerFor(id));
+          for (const piece of gathered.pieces) forward(piece);
+          return;
+        }
+        forward(bytes);
       } catch (err) {
         this.fail(conn, err);
       }
     });
     transport.onInvalid((reason) => {
       try {
+        if (conn.worker < 0) assign(this.link.workerFor(id));
         this.invalid(conn, reason);
       } catch (err) {
         this.fail(conn, err);
@@ -107,7 +141,8 @@ export class ConnectionTable {
       this.control(conn, Records.connWritable.tag, Records.connWritable.encode({ id, writable: true }));
     });
     transport.onClose(() => {
-      if (this.connections.delete(id)) this.control(conn, Records.connClosed.tag, Records.connClosed.encode({ id }));
+      clearTimeout(silent);
+      if (this.connections.delete(id) && conn.worker >= 0) this.control(conn, Records.connClosed.tag, Records.connClosed.encode({ id }));
     });
   }
 
@@ -145,12 +180,24 @@ export class ConnectionTable {
     }
   }
 
-  /** The session ended: close the socket after what was written. */
+  /**
+   * The session ended (or moved to a resumed connection): close the socket after what was
+   * written. A peer that never closes its side (half-open, behind a dead NAT entry) does not
+   * hold the socket, or the rack's stop, for longer than END_GRACE_MS.
+   */
   end(id: number): void {
     const conn = this.connections.get(id);
     if (conn === undefined) return;
     this.connections.delete(id);
-    conn.transport.end();
+    const transport = conn.transport;
+    this.ending.add(transport);
+    const grace = setTimeout(() => transport.destroy(), END_GRACE_MS);
+    grace.unref();
+    transport.onClose(() => {
+      clearTimeout(grace);
+      this.ending.delete(transport);
+    });
+    transport.end();
   }
 
   /** Sessions lived in the replaced worker: their clients get a 503 bye saying why, not a hang. */
@@ -165,7 +212,9 @@ export class ConnectionTable {
 
   destroyAll(): void {
     for (const conn of this.connections.values()) conn.transport.destroy();
+    for (const transport of this.ending) transport.destroy();
     this.connections.clear();
+    this.ending.clear();
   }
 
   private control(conn: Connection, tag: number, payload: Uint8Array): void {

@@ -56,6 +56,7 @@ export function buildRackHandler(
   epochMs = Date.now(),
   log?: Logger,
   telemetry?: RingProducer,
+  workerIndex = 0,
 ): RecordHandler {
   let options = initial;
   const tapped = log === undefined ? workerLogger(options, telemetry, control) : undefined;
@@ -78,6 +79,7 @@ export function buildRackHandler(
     claimConnection: (id, host) => owners.set(id, host),
     releaseConnection: (id) => owners.delete(id),
     drainTimeoutMs: options.drainTimeoutMs,
+    workerIndex,
     topics,
     toMain: (gear, port, msg) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, msg })),
     toLane: (gear, port, msg) => lane.send(RecordTag.LanePublish, Records.lanePublish.encode(lanePublication(gear, port, msg))),
@@ -195,8 +197,8 @@ function laneOutcome(trace: CallTrace, gear: string, port: string): { outcome: L
   return { outcome: trace.leftWorker ? LaneOutcome.LeftWorker : LaneOutcome.Done, reason: '' };
 }
 
-export const createHandler: HandlerFactory = ({ options, out, control, epochMs, takeOptions, telemetry }) =>
-  buildRackHandler(options as RackHandlerOptions, out, takeOptions, control, epochMs, undefined, telemetry);
+export const createHandler: HandlerFactory = ({ index, options, out, control, epochMs, takeOptions, telemetry }) =>
+  buildRackHandler(options as RackHandlerOptions, out, takeOptions, control, epochMs, undefined, telemetry, index);
 
 /**
  * A worker's logger: the local log as before, and lines at the telemetry level into the

@@ -607,6 +607,7 @@ export class Rack extends EventEmitter {
         },
         broadcast: deliver,
         workerFor: () => 0,
+        workers: 1,
         maxRecordBytes: Infinity,
       };
     }
@@ -641,6 +642,7 @@ export class Rack extends EventEmitter {
       trySend: (worker, tag, payload) => pool.send(worker, tag, payload),
       broadcast: (tag, payload) => pool.broadcast(tag, payload),
       workerFor: (key) => pool.workerFor(key),
+      workers: pool.size,
       // Read when used: the pool knows its rings' size once it has started.
       get maxRecordBytes() {
         return pool.maxRecordBytes;

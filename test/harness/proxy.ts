@@ -11,6 +11,11 @@ interface Link {
   /** What the client sent, in order. */
   sent: Buffer[];
   stopped: boolean;
+  /** Bytes forwarded each way, and where each count stood when the current cut was armed. */
+  up: number;
+  down: number;
+  upMark: number;
+  downMark: number;
 }
 
 export class CuttingProxy {
@@ -45,11 +50,14 @@ export class CuttingProxy {
     return Buffer.concat(this.links[i]!.sent);
   }
 
+  /** Cuts the connection on which `bytes` more go down from now (other connections' acks never add up to it). */
   cutAfterDown(bytes: number, mode: CutMode = 'both'): void {
+    for (const link of this.links) link.downMark = link.down;
     this.cutDownAt = { bytes, mode };
   }
 
   cutAfterUp(bytes: number, mode: CutMode = 'both'): void {
+    for (const link of this.links) link.upMark = link.up;
     this.cutUpAt = { bytes, mode };
   }
 
@@ -70,37 +78,35 @@ export class CuttingProxy {
     client.setNoDelay(true);
     const upstream = netConnect(this.targetPort, '127.0.0.1');
     upstream.setNoDelay(true);
-    const link: Link = { client, upstream, sent: [], stopped: false };
+    const link: Link = { client, upstream, sent: [], stopped: false, up: 0, down: 0, upMark: 0, downMark: 0 };
     this.links.push(link);
-    let down = 0;
-    let up = 0;
     const sever = (mode: CutMode) => this.sever(link, mode);
     upstream.on('data', (chunk: Buffer) => {
       if (link.stopped) return;
       const cut = this.cutDownAt;
+      const down = link.down - link.downMark;
       if (cut !== null && down + chunk.length >= cut.bytes) {
         this.cutDownAt = null;
         // Part of the chunk goes through: the cut falls inside a frame as often as between two.
         client.write(chunk.subarray(0, cut.bytes - down), () => sever(cut.mode));
-        down = cut.bytes;
         link.stopped = true;
         return;
       }
-      down += chunk.length;
+      link.down += chunk.length;
       client.write(chunk);
     });
     client.on('data', (chunk: Buffer) => {
       if (link.stopped) return;
       link.sent.push(chunk);
       const cut = this.cutUpAt;
+      const up = link.up - link.upMark;
       if (cut !== null && up + chunk.length >= cut.bytes) {
         this.cutUpAt = null;
         upstream.write(chunk.subarray(0, cut.bytes - up), () => sever(cut.mode));
-        up = cut.bytes;
         link.stopped = true;
         return;
       }
-      up += chunk.length;
+      link.up += chunk.length;
       upstream.write(chunk);
     });
     client.on('error', () => {});

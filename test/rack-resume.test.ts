@@ -10,7 +10,7 @@ import { stringify } from 'yaml';
 import { ErrorCode } from '../src/fluxar/codes.js';
 import { connect, type Peer } from '../src/fluxar/mod.js';
 import { Rack } from '../src/rack/rack.js';
-import { FirstFrame, rackSessionId, workerOfHello } from '../src/rack/session-routing.js';
+import { FirstFrame, rackSessionId, workerOfHello } from '../src/gears/session-routing.js';
 import { parseScenario } from '../src/scenario/parse.js';
 import { captureLogs } from './harness/logs.js';
 import { CuttingProxy } from './harness/proxy.js';

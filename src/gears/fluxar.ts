@@ -32,7 +32,7 @@ import { parseEndpoint } from '../fluxar/endpoint.js';
 import { FluxarListener } from '../fluxar/listener.js';
 import { FluxarError } from '../fluxar/errors.js';
 import { type Framing, idKey, type ResumeRequest, Session, type SessionEvent } from '../fluxar/session.js';
-import { rackSessionId } from '../rack/session-routing.js';
+import { rackSessionId } from './session-routing.js';
 import type { BrokerLink, PublishOutcome } from '../fluxar/broker.js';
 import { isQos, type Qos } from '../fluxar/pubsub-state.js';
 import type { StreamMode } from '../fluxar/stream-state.js';
@@ -533,7 +533,7 @@ export class FluxarSessions implements ConnectionHost {
       drainTimeoutMs: this.ctx.drainTimeoutMs,
       resumeMs: c.resume_ms,
       resumeBuffer: c.resume_buffer,
-      // The main thread routes a resume hello by this id to this worker (src/rack/session-routing.ts).
+      // The main thread routes a resume hello by this id to this worker (session-routing.ts).
       newSessionId: () => rackSessionId(this.ctx.workerIndex),
     });
     const lane = this.ctx.lane;

@@ -6,7 +6,7 @@ import type { Transport } from '../fluxar/transport.js';
 import { Records } from '../gears/records.js';
 import { sendStreamBytes } from '../ring/lane.js';
 import type { Pausable } from '../ring/pool.js';
-import { FirstFrame, workerOfHello } from './session-routing.js';
+import { FirstFrame, workerOfHello } from '../gears/session-routing.js';
 
 /** How the table reaches the workers: the pool's rings, or the inline handler. */
 export interface WorkerLink {
@@ -25,7 +25,7 @@ export interface WorkerLink {
 
 interface Connection {
   id: number;
-  /** The worker its session runs in; -1 until its first frame has been read (session-routing.ts). */
+  /** The worker its session runs in; -1 until its first frame has been read (src/gears/session-routing.ts). */
   worker: number;
   gear: string;
   transport: Transport;
@@ -47,7 +47,7 @@ const MAX_CONNECTION_ID = 0x7ffffff0;
  * (its session runs there); its bytes go to that worker's ring as they came, cut to the ring's
  * record size on a byte stream, and the frames the worker sends back are written to it. The
  * main thread parses no frame but a connection's first, the hello: one that resumes a session
- * goes to the worker that owns it (session-routing.ts).
+ * goes to the worker that owns it (src/gears/session-routing.ts).
  */
 export class ConnectionTable {
   private readonly connections = new Map<number, Connection>();

@@ -32,6 +32,8 @@ interface Result extends LatencySummary {
   compression?: string;
   /** Sealed end to end. */
   e2e?: boolean;
+  /** Session resume agreed: every envelope retained until acknowledged. */
+  resume?: boolean;
   /** Bytes of one call's frame on the wire (its answer is as large). */
   wire_bytes?: number;
 }
@@ -141,13 +143,23 @@ try {
     results.push({ ...(await drive(peer, n, (i) => peers[i % n]!.call('echo', payload))), e2e: true });
     await Promise.all(peers.map((p) => p.close()));
   }
+
+  {
+    // What resume costs while nothing breaks: a copy of each envelope sent, kept until acked.
+    const n = COMPRESSION_CONNECTIONS;
+    const peers: Peer[] = await Promise.all(Array.from({ length: n }, () => connect(addresses.fluxar, { caps: [], resume: true })));
+    results.push({ ...(await drive('fluxar-tcp', n, (i) => peers[i % n]!.call('echo', PAYLOAD))), resume: true });
+    await Promise.all(peers.map((p) => p.close()));
+  }
 } finally {
   servers.stdin!.end();
   await once(servers, 'exit');
   await nats.stop();
 }
 
-const rate = (peer: string, connections = 1) => results.find((r) => r.peer === peer && r.connections === connections)!.calls_per_s;
+const rate = (peer: string, connections = 1) =>
+  results.find((r) => r.peer === peer && r.connections === connections && r.e2e !== true && r.resume !== true)!.calls_per_s;
+const resumable = results.find((r) => r.resume === true)!;
 const best = Math.max(rate('fluxar-tcp', 1), rate('fluxar-tcp', 8));
 const compressed = (name: string) => results.find((r) => r.peer === 'fluxar-tcp-4k' && r.compression === name)!;
 const sealed = (peer: string) => results.find((r) => r.peer === peer && r.e2e === true)!;
@@ -180,11 +192,13 @@ const summary = {
   encrypted_calls_per_s_4k: sealed('fluxar-tcp-4k').calls_per_s,
   encrypted_vs_plain_64: round2(sealed('fluxar-tcp').calls_per_s / rate('fluxar-tcp', 8)),
   encrypted_vs_plain_4k: round2(sealed('fluxar-tcp-4k').calls_per_s / plain4k.calls_per_s),
+  resumable_calls_per_s_64: resumable.calls_per_s,
+  resumable_vs_plain_64: round2(resumable.calls_per_s / rate('fluxar-tcp', 8)),
   results,
 };
 printTable(
   results.map((r) => ({
-    peer: r.e2e ? `${r.peer} e2e` : r.compression === undefined ? r.peer : `${r.peer} ${r.compression}`,
+    peer: r.e2e ? `${r.peer} e2e` : r.resume ? `${r.peer} resume` : r.compression === undefined ? r.peer : `${r.peer} ${r.compression}`,
     conns: r.connections,
     'calls/s': r.calls_per_s,
     'wire B': r.wire_bytes ?? '',
@@ -202,4 +216,5 @@ for (const name of COMPRESSIONS) {
 console.log(
   `end to end (Noise NN, ChaCha20-Poly1305): ${summary.encrypted_vs_plain_64}x the calls/s in the clear at 64 B, ${summary.encrypted_vs_plain_4k}x at 4 KiB`,
 );
+console.log(`session resume agreed (envelopes retained until acked): ${summary.resumable_vs_plain_64}x the calls/s without it at 64 B`);
 console.log(`wrote ${writeResult('rpc', summary)}`);

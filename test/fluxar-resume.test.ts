@@ -270,6 +270,27 @@ describe('FLUXAR resume: cut connections, over a loopback proxy', () => {
     }
   });
 
+  it('closing a detached session ends it at once, and what waited fails with 503', async () => {
+    const peer = await connect(url, { resume: { minDelayMs: 20, maxDelayMs: 20 }, logger: quiet });
+    const pending = peer.call('echo', 'never').then(
+      () => 'answered',
+      (e: unknown) => (e as FluxarError).code,
+    );
+    proxy.refusing = true;
+    try {
+      proxy.cut();
+      await until(() => peer.detached, 'the client to detach');
+      await peer.close();
+      const closed = await peer.closed;
+      assert.equal(closed.code, ErrorCode.Unavailable);
+      assert.match(closed.reason, /closed while waiting to be resumed/);
+      const outcome = await pending;
+      assert.ok(outcome === ErrorCode.Unavailable || outcome === 'answered', `the call failed with 503 or was answered before the cut (${outcome})`);
+    } finally {
+      proxy.refusing = false;
+    }
+  });
+
   it('a resume on a server that does not offer it is refused: the client session ends with the cut (503)', async () => {
     const plain = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: quiet, resumeMs: 0 });
     try {

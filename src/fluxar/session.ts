@@ -1764,7 +1764,9 @@ export class Session {
       this.abort(ErrorCode.BadRequest, `resumed needs {pos: n} with n an unsigned integer, got ${describeValue(pos)}`);
       return false;
     }
-    const refused = old.positionRefusal(pos);
+    // Closed by the application (or expired) while this connection was being made: nothing to continue.
+    const refused =
+      old.state === 'closed' ? { code: ErrorCode.Unavailable, message: 'the session ended while it was being resumed' } : old.positionRefusal(pos);
     if (refused !== null) {
       this.abort(refused.code, refused.message);
       return false;

@@ -10,8 +10,9 @@ export interface DriverHost {
   /** Every event but authentication, resume requests and faults, which the driver routes itself. */
   onEvent(event: Exclude<SessionEvent, { type: 'authenticate' } | { type: 'resume' } | { type: 'fault' }>): void;
   /**
-   * Server: a client asks to resume a session (spec section 20). The host finds it and calls
-   * acceptResume() on this driver's session, or refuseResume(). A host without it refuses (404).
+   * Server: a client asks to resume a session (spec section 20). The host looks it up and hands
+   * it (or undefined) to acceptResume() of this driver's session, which checks and refuses or
+   * continues it. A host without this refuses every resume (404).
    */
   resume?(request: ResumeRequest): void;
   /** The session's next deadline changed to `at` (session clock): arm a timer that calls tick(). */

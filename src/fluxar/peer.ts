@@ -229,22 +229,13 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
    */
   private resumeRequested(request: ResumeRequest): void {
     const owner = this.options.sessions?.find(request.session);
-    const refusal =
-      owner === undefined || owner === this
-        ? { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' }
-        : owner.session.resumeRefusal(request);
-    if (refusal !== null) return this.session.refuseResume(refusal.code, refusal.message);
-    owner!.adopt(this);
+    if (this.session.acceptResume(owner === this ? undefined : owner?.session)) owner!.adopt(this);
   }
 
-  /** Server: takes over `fresh`'s connection and session, which continues this peer's. */
+  /** Server: takes over `fresh`'s connection and session, which has just continued this peer's. */
   private adopt(fresh: Peer): void {
-    const old = this.session;
+    // A half-open old connection is closed; its late events are ignored (bind).
     const oldTransport = this.transport;
-    // A half-open old connection goes first; the session detaches, and resumes below.
-    old.transportClosed('replaced by a resumed connection');
-    old.takeOutput();
-    old.takeEvents();
     fresh.retire();
     this.driver = fresh.driver;
     this.driver.rehost(this.host, { peer: fresh.transport.remoteAddress });
@@ -252,7 +243,6 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
     this.transportEnded = false;
     oldTransport.destroy();
     this.bind(this.transport);
-    this.session.acceptResume(old);
     // The pump that delivered the request goes on with this peer as its host.
   }
 

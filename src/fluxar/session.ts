@@ -132,7 +132,7 @@ export type SessionEvent =
   | { type: 'open'; info: SessionInfo; principal: Principal | null }
   /** Server: the client asks to continue a session; find it, then call acceptResume() or refuseResume(). */
   | { type: 'resume'; request: ResumeRequest }
-  /** This session continues `from` on a new connection: the host serves it in place of the old one. */
+  /** This session continues an earlier one on a new connection: the host serves it in place of the old one. */
   | { type: 'resumed'; info: SessionInfo }
   /** The connection is gone but the session waits to be resumed: end the transport, keep the session. */
   | { type: 'detached'; reason: string }
@@ -582,7 +582,7 @@ export class Session {
    * Server: why the session cannot be resumed with this token by a client that has received
    * `pos` envelopes, or null when it can. Refusals are final (spec section 20.2).
    */
-  resumeRefusal(request: ResumeRequest): { code: number; message: string } | null {
+  private resumeRefusal(request: ResumeRequest): { code: number; message: string } | null {
     const token = this.info?.resumeToken;
     if (
       this.state === 'closed' ||
@@ -592,7 +592,7 @@ export class Session {
       token.length !== request.token.length ||
       !timingSafeEqual(token, request.token)
     ) {
-      return { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' };
+      return UNKNOWN_SESSION;
     }
     return this.positionRefusal(request.pos);
   }
@@ -608,12 +608,21 @@ export class Session {
     return null;
   }
 
-  /** Server: continues `old` on this connection: the hellos finish, then both sides resend what the other lacks. */
-  acceptResume(old: Session): void {
+  /**
+   * Server: continues `old`, the session the request names (undefined when the host knows none),
+   * on this connection: the hellos finish, then both sides resend what the other lacks, and
+   * `old` is left empty and closed. Returns false when it refused instead (404 unknown or
+   * expired, 409 positions that cannot be met) and closes: the host has nothing to move.
+   */
+  acceptResume(old: Session | undefined): boolean {
     const request = this.resumeRequest;
-    if (request === null || !this.authenticating || this.state !== 'handshake') return;
-    const refused = old.resumeRefusal(request);
-    if (refused !== null) return this.refuseResume(refused.code, refused.message);
+    if (request === null || !this.authenticating || this.state !== 'handshake') return false;
+    const refused = old === undefined ? UNKNOWN_SESSION : old.resumeRefusal(request);
+    if (refused !== null || old === undefined) {
+      // old is undefined only when the refusal is UNKNOWN_SESSION.
+      this.refuseResume(refused!.code, refused!.message);
+      return false;
+    }
     this.authenticating = false;
     this.resumeRequest = null;
     this.takeOver(old, request.pos);
@@ -630,15 +639,14 @@ export class Session {
         error: null,
       });
       this.resendRetained();
-      return this.open();
+      this.open();
+      return true;
     }
     this.sendServerHello(old.info!.id);
     this.resendRetained();
-    if (this.options.psk !== undefined) {
-      this.awaitingPskProof = true;
-      return;
-    }
-    this.open();
+    if (this.options.psk !== undefined) this.awaitingPskProof = true;
+    else this.open();
+    return true;
   }
 
   /** Server: refuses the resume request (404 unknown or expired, 409 positions that cannot be met) and closes. */
@@ -707,13 +715,7 @@ export class Session {
         const start = box.skip(STREAM_HEADER_BYTES);
         box.raw(body);
         this.endStreamFrame(box, start, false);
-      } else {
-        this.checkFrameSize(body.length);
-        const packed = this.tryCompress(body.length) ? this.compressed(body) : null;
-        const frame = packed === null ? encodeMessageFrame(0, body) : encodeMessageFrame(FrameFlag.Compressed, packed);
-        this.output.push(frame);
-        this.outputBytes += frame.length;
-      }
+      } else this.queueMessageFrame(encodeMessageFrame(0, body), false);
     }
   }
 
@@ -1512,10 +1514,8 @@ export class Session {
     this.clientHelloId = uuidv7();
     const caps = [...(this.options.caps ?? availableCompressions())];
     if (this.options.psk !== undefined && !caps.includes(Capability.Psk)) caps.push(Capability.Psk);
-    const resumeOf = this.options.resumeOf;
-    if ((this.options.resume === true || resumeOf !== undefined) && !caps.includes(Capability.Resume)) caps.push(Capability.Resume);
-    // A resume presents the session's token instead of credentials: the session keeps its principal.
-    const resume = resumeOf === undefined ? undefined : { session: resumeOf.info!.id, token: resumeOf.info!.resumeToken, pos: resumeOf.receivedPos };
+    if ((this.options.resume === true || this.options.resumeOf !== undefined) && !caps.includes(Capability.Resume)) caps.push(Capability.Resume);
+    const resume = this.resumeOffer();
     const payload: Record<string, unknown> = {
       versions: [...SUPPORTED_VERSIONS],
       caps,
@@ -1738,13 +1738,8 @@ export class Session {
       this.startCiphers();
       // The credentials, sealed; the session opens when the server has accepted them.
       this.credentialsId = uuidv7();
-      const old = this.options.resumeOf;
-      const payload =
-        old !== undefined
-          ? { resume: { session: old.info!.id, token: old.info!.resumeToken, pos: old.receivedPos } }
-          : this.options.credentials === undefined
-            ? {}
-            : { auth: this.options.credentials };
+      const resume = this.resumeOffer();
+      const payload = resume !== undefined ? { resume } : this.options.credentials === undefined ? {} : { auth: this.options.credentials };
       this.sendEnvelope({ type: MessageType.Hello, id: this.credentialsId, ref: env.id, target: Capability.Noise, meta: null, payload, error: null });
       this.noiseStage = 'acceptance';
       return;
@@ -1752,14 +1747,26 @@ export class Session {
     const old = this.options.resumeOf;
     if (old !== undefined) {
       if (!isCborMap(p.resumed)) return this.abort(ErrorCode.Conflict, 'the server did not resume the session');
-      if (idKey(s.id) !== idKey(old.info!.id)) return this.abort(ErrorCode.Conflict, 'the server resumed another session');
-      if (!this.continueFrom(old, p.resumed.pos)) return;
+      if (!this.continueFrom(old, s.id, p.resumed.pos)) return;
     }
     this.open();
   }
 
-  /** Client: the server resumed `old` and has received `pos` of its envelopes; false when that cannot be met (409). */
-  private continueFrom(old: Session, pos: unknown): boolean {
+  /** Client: the resume this hello asks for (spec section 20.2): the session's token stands for credentials, and it keeps its principal. */
+  private resumeOffer(): ResumeRequest | undefined {
+    const old = this.options.resumeOf;
+    return old === undefined ? undefined : { session: old.info!.id, token: old.info!.resumeToken, pos: old.receivedPos };
+  }
+
+  /**
+   * Client: the server resumed session `id`, which must be `old`, and has received `pos` of its
+   * envelopes; false when that cannot be met (409, or 503 when `old` ended meanwhile).
+   */
+  private continueFrom(old: Session, id: Uint8Array, pos: unknown): boolean {
+    if (idKey(id) !== idKey(old.info!.id)) {
+      this.abort(ErrorCode.Conflict, 'the server resumed another session');
+      return false;
+    }
     if (!isUint(pos)) {
       this.abort(ErrorCode.BadRequest, `resumed needs {pos: n} with n an unsigned integer, got ${describeValue(pos)}`);
       return false;
@@ -1873,9 +1880,8 @@ export class Session {
       if (resumed === null || !(resumed.session instanceof Uint8Array) || !(resumed.resume_token instanceof Uint8Array)) {
         return this.abort(ErrorCode.Conflict, 'the server did not resume the session');
       }
-      if (idKey(resumed.session) !== idKey(old.info!.id)) return this.abort(ErrorCode.Conflict, 'the server resumed another session');
       this.info = { ...this.info!, id: resumed.session, resumeToken: resumed.resume_token };
-      if (!this.continueFrom(old, resumed.pos)) return;
+      if (!this.continueFrom(old, resumed.session, resumed.pos)) return;
     }
     this.open();
   }
@@ -2103,14 +2109,22 @@ export class Session {
   /** Encodes, compresses when agreed and worth it, frames, and queues for the transport. */
   private sendEnvelope(env: Envelope): void {
     if (this.options.framing === 'stream') return this.appendStreamFrame(env);
-    let frame = encodeEnvelopeFrame('message', env);
-    const bodyLength = frame.length - 1;
-    this.checkFrameSize(bodyLength);
-    if (env.type !== MessageType.Hello) this.countSent(frame.subarray(1));
-    const packed = this.tryCompress(bodyLength) ? this.compressed(frame.subarray(1)) : null;
-    if (packed !== null) frame = encodeMessageFrame(FrameFlag.Compressed, packed);
-    this.output.push(frame);
-    this.outputBytes += frame.length;
+    this.queueMessageFrame(encodeEnvelopeFrame('message', env), env.type !== MessageType.Hello);
+  }
+
+  /**
+   * A message transport's frame (flags byte, then the envelope): its size checked, counted (and
+   * for resume retained) when it is a new envelope of types 2 to 7, compressed when worth it,
+   * and queued. The message-transport twin of endStreamFrame.
+   */
+  private queueMessageFrame(frame: Uint8Array, counted: boolean): void {
+    const body = frame.subarray(1);
+    this.checkFrameSize(body.length);
+    if (counted) this.countSent(body);
+    const packed = this.tryCompress(body.length) ? this.compressed(body) : null;
+    const queued = packed === null ? frame : encodeMessageFrame(FrameFlag.Compressed, packed);
+    this.output.push(queued);
+    this.outputBytes += queued.length;
   }
 
   /** A byte stream's frame, written at the end of the outbox: header, then the envelope. */
@@ -2284,6 +2298,9 @@ const DELIVERY_META_QOS = Uint8Array.from([0x63, 0x71, 0x6f, 0x73]);
 
 /** Where a frame's id starts from the frame's start: the header, then one byte each for the array head, the type (< 24) and the id's head. */
 const FRAME_ID_OFFSET = STREAM_HEADER_BYTES + 3;
+
+/** The refusal of a resume that names no session this server keeps (spec section 20.2). */
+const UNKNOWN_SESSION = { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' };
 
 /** What a trimmed slot of the resume buffer holds until the array is compacted. */
 const EMPTY = new Uint8Array(0);

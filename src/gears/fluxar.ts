@@ -226,9 +226,6 @@ export interface FluxarSecrets {
   e2eKey?: string;
 }
 
-/** Stands for a session id not yet issued. */
-const EMPTY_ID = new Uint8Array(16);
-
 /** A rejected message is answered with this FLUXAR code (the caller is not allowed this). */
 export const REJECT_CODE = ErrorCode.Forbidden;
 
@@ -639,17 +636,10 @@ export class FluxarSessions implements ConnectionHost {
    */
   private resume(fresh: Conn, request: ResumeRequest): void {
     const owner = this.bySession.get(idKey(request.session));
-    const refusal =
-      owner === undefined
-        ? { code: ErrorCode.NotFound, message: 'no such session to resume (unknown, expired, or the token is not the current one)' }
-        : owner.driver.session.resumeRefusal(request);
-    if (refusal !== null) return fresh.driver.session.refuseResume(refusal.code, refusal.message);
+    const halfOpen = owner !== undefined && !owner.driver.session.detached;
+    if (!fresh.driver.session.acceptResume(owner?.driver.session)) return;
     const live = owner!;
-    const old = live.driver.session;
-    if (!old.detached) this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: live.wire, code: 0, reason: 'replaced by a resumed connection' }));
-    old.transportClosed('replaced by a resumed connection');
-    old.takeOutput();
-    old.takeEvents();
+    if (halfOpen) this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: live.wire, code: 0, reason: 'replaced by a resumed connection' }));
     if (live.wire !== live.id && this.conns.get(live.wire) === live) {
       this.conns.delete(live.wire);
       this.ctx.releaseConnection(live.wire);
@@ -659,7 +649,6 @@ export class FluxarSessions implements ConnectionHost {
     live.driver = fresh.driver;
     live.driver.rehost(live.host, { conn: live.id, wire: live.wire, gear: this.spec.name });
     this.conns.set(fresh.wire, live);
-    live.driver.session.acceptResume(old);
     // The pump that delivered the request goes on with the session's own host.
   }
 
@@ -731,16 +720,18 @@ export class FluxarSessions implements ConnectionHost {
         // Silent for 3 heartbeats: the socket may still be open on the main thread.
         this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.wire, code: 0, reason: event.reason }));
         return;
-      case 'closed':
+      case 'closed': {
         this.ctx.topics.broker.linkClosed(conn.link);
         for (const pending of this.awaitingBus.keys()) if (pending.startsWith(`${conn.id}:`)) this.awaitingBus.delete(pending);
         for (const id of new Set([conn.id, conn.wire])) {
           if (this.conns.get(id) === conn) this.conns.delete(id);
           this.ctx.releaseConnection(id);
         }
-        if (this.bySession.get(idKey(conn.driver.session.info?.id ?? EMPTY_ID)) === conn) this.bySession.delete(idKey(conn.driver.session.info!.id));
+        const info = conn.driver.session.info;
+        if (info !== null && this.bySession.get(idKey(info.id)) === conn) this.bySession.delete(idKey(info.id));
         this.ctx.lane.send(Records.connEnd.tag, Records.connEnd.encode({ id: conn.wire, code: event.code, reason: event.reason }));
         return;
+      }
       default:
         return;
     }

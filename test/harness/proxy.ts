@@ -11,21 +11,27 @@ interface Link {
   /** What the client sent, in order. */
   sent: Buffer[];
   stopped: boolean;
-  /** Bytes forwarded each way, and where each count stood when the current cut was armed. */
-  up: number;
-  down: number;
-  upMark: number;
-  downMark: number;
+  /** Client to server. */
+  up: Flow;
+  /** Server to client. */
+  down: Flow;
 }
+
+/** Bytes forwarded one way, and where the count stood when the current cut was armed. */
+interface Flow {
+  bytes: number;
+  mark: number;
+}
+
+type Direction = 'up' | 'down';
 
 export class CuttingProxy {
   private readonly server: Server;
   private readonly links: Link[] = [];
   /** Upstream sockets left open by half-open cuts: closed by close(). */
   private readonly stranded: Socket[] = [];
-  /** Cut the current connection once this many bytes went down (server to client) on it. */
-  private cutDownAt: { bytes: number; mode: CutMode } | null = null;
-  private cutUpAt: { bytes: number; mode: CutMode } | null = null;
+  /** Per direction: cut the connection on which this many more bytes go that way. */
+  private readonly armed: Record<Direction, { bytes: number; mode: CutMode } | null> = { up: null, down: null };
   /** New connections are refused (closed at once) while set. */
   refusing = false;
   cuts = 0;
@@ -52,13 +58,16 @@ export class CuttingProxy {
 
   /** Cuts the connection on which `bytes` more go down from now (other connections' acks never add up to it). */
   cutAfterDown(bytes: number, mode: CutMode = 'both'): void {
-    for (const link of this.links) link.downMark = link.down;
-    this.cutDownAt = { bytes, mode };
+    this.arm('down', bytes, mode);
   }
 
   cutAfterUp(bytes: number, mode: CutMode = 'both'): void {
-    for (const link of this.links) link.upMark = link.up;
-    this.cutUpAt = { bytes, mode };
+    this.arm('up', bytes, mode);
+  }
+
+  private arm(direction: Direction, bytes: number, mode: CutMode): void {
+    for (const link of this.links) link[direction].mark = link[direction].bytes;
+    this.armed[direction] = { bytes, mode };
   }
 
   /** Cuts the newest connection now. */
@@ -78,37 +87,27 @@ export class CuttingProxy {
     client.setNoDelay(true);
     const upstream = netConnect(this.targetPort, '127.0.0.1');
     upstream.setNoDelay(true);
-    const link: Link = { client, upstream, sent: [], stopped: false, up: 0, down: 0, upMark: 0, downMark: 0 };
+    const link: Link = { client, upstream, sent: [], stopped: false, up: { bytes: 0, mark: 0 }, down: { bytes: 0, mark: 0 } };
     this.links.push(link);
-    const sever = (mode: CutMode) => this.sever(link, mode);
-    upstream.on('data', (chunk: Buffer) => {
-      if (link.stopped) return;
-      const cut = this.cutDownAt;
-      const down = link.down - link.downMark;
-      if (cut !== null && down + chunk.length >= cut.bytes) {
-        this.cutDownAt = null;
-        // Part of the chunk goes through: the cut falls inside a frame as often as between two.
-        client.write(chunk.subarray(0, cut.bytes - down), () => sever(cut.mode));
-        link.stopped = true;
-        return;
-      }
-      link.down += chunk.length;
-      client.write(chunk);
-    });
-    client.on('data', (chunk: Buffer) => {
-      if (link.stopped) return;
-      link.sent.push(chunk);
-      const cut = this.cutUpAt;
-      const up = link.up - link.upMark;
-      if (cut !== null && up + chunk.length >= cut.bytes) {
-        this.cutUpAt = null;
-        upstream.write(chunk.subarray(0, cut.bytes - up), () => sever(cut.mode));
-        link.stopped = true;
-        return;
-      }
-      link.up += chunk.length;
-      upstream.write(chunk);
-    });
+    const pipe = (from: Socket, to: Socket, direction: Direction) =>
+      from.on('data', (chunk: Buffer) => {
+        if (link.stopped) return;
+        if (direction === 'up') link.sent.push(chunk);
+        const flow = link[direction];
+        const cut = this.armed[direction];
+        const passed = flow.bytes - flow.mark;
+        if (cut !== null && passed + chunk.length >= cut.bytes) {
+          this.armed[direction] = null;
+          // Part of the chunk goes through: the cut falls inside a frame as often as between two.
+          to.write(chunk.subarray(0, cut.bytes - passed), () => this.sever(link, cut.mode));
+          link.stopped = true;
+          return;
+        }
+        flow.bytes += chunk.length;
+        to.write(chunk);
+      });
+    pipe(client, upstream, 'up');
+    pipe(upstream, client, 'down');
     client.on('error', () => {});
     upstream.on('error', () => {});
     client.on('close', () => {

@@ -252,6 +252,14 @@ export class StrictReader {
     return this.checkCount(this.arg, this.big, 1, start);
   }
 
+  /** The head of a map: its entry count, or -1 for indefinite length (ended by a break). */
+  mapHead(what: string): number {
+    const start = this.pos;
+    this.head();
+    if (this.major !== MAJOR_MAP) this.fail(`${what} must be a map, got ${this.describe(this.major, this.info)}`, start);
+    return this.checkCount(this.arg, this.big, 2, start);
+  }
+
   /** Consumes a break if one is next. */
   breakNext(): boolean {
     if (this.pos < this.bytes.length && this.bytes[this.pos] === BREAK) {

@@ -13,6 +13,10 @@ const CBOR_UNDEFINED = 0xf7;
 const FLOAT64 = 0xfb;
 const TWO_32 = 0x1_0000_0000;
 const TWO_64 = 1n << 64n;
+const MIN_SAFE = BigInt(Number.MIN_SAFE_INTEGER);
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+const BIG_WORD_BYTES = new Uint8Array(8);
+const BIG_WORD = new DataView(BIG_WORD_BYTES.buffer);
 /** Buffers handOff() remembers as lent, to take back. */
 const MAX_LENT = 16;
 /** Buffers given back and kept for reuse, at most. */
@@ -35,6 +39,12 @@ const ASCII_IN_JS = 64;
 export class CborWriter {
   buf: Buffer;
   pos = 0;
+  /**
+   * Values written so far that read back as something else (a bigint a strict decode returns as
+   * a number, -0, a lone surrogate, an object cbor-x encodes): only ever counts up, so a caller
+   * compares it before and after what it writes.
+   */
+  inexact = 0;
 
   constructor(initialBytes = 16 * 1024) {
     this.buf = Buffer.allocUnsafe(initialBytes);
@@ -114,6 +124,11 @@ export class CborWriter {
     this.buf = grown;
   }
 
+  /** How many bytes head() writes for `argument`. */
+  static headBytes(argument: number): number {
+    return argument < 24 ? 1 : argument < 0x100 ? 2 : argument < 0x10000 ? 3 : argument < TWO_32 ? 5 : 9;
+  }
+
   /** A head: major type and argument (a non-negative safe integer). */
   head(major: number, argument: number): void {
     this.ensure(9);
@@ -148,37 +163,40 @@ export class CborWriter {
   bigint(n: bigint): void {
     if (n <= -TWO_64 || n >= TWO_64) throw new RangeError(`${n} does not fit a CBOR integer head`);
     this.ensure(9);
-    if (n >= 0n) {
-      this.buf[this.pos++] = (MAJOR_UINT << 5) | 27;
-      this.buf.writeBigUInt64BE(n, this.pos);
-    } else {
-      this.buf[this.pos++] = (MAJOR_NINT << 5) | 27;
-      this.buf.writeBigUInt64BE(-1n - n, this.pos);
-    }
-    this.pos += 8;
+    const b = this.buf;
+    b[this.pos++] = ((n >= 0n ? MAJOR_UINT : MAJOR_NINT) << 5) | 27;
+    // Through a DataView and a copy: Buffer's writeBigUInt64BE costs several times more, and
+    // every message has a ts.
+    BIG_WORD.setBigUint64(0, n >= 0n ? n : -1n - n);
+    let at = this.pos;
+    for (let i = 0; i < 8; i++) b[at++] = BIG_WORD_BYTES[i]!;
+    this.pos = at;
   }
 
   text(s: string): void {
     const length = s.length;
     if (length <= ASCII_IN_JS) {
-      // All ASCII (nearly every key and short value): the length is the byte count.
-      let ascii = true;
+      // Written as ASCII (nearly every key and short value: the length is the byte count) in
+      // one pass that checks as it goes; a character past ASCII sends it to the UTF-8 path.
+      const headAt = this.pos;
+      this.head(MAJOR_TEXT, length);
+      this.ensure(length);
+      const b = this.buf;
+      let at = this.pos;
+      let bits = 0;
       for (let i = 0; i < length; i++) {
-        if (s.charCodeAt(i) >= 0x80) {
-          ascii = false;
-          break;
-        }
+        const unit = s.charCodeAt(i);
+        bits |= unit;
+        b[at++] = unit;
       }
-      if (ascii) {
-        this.head(MAJOR_TEXT, length);
-        this.ensure(length);
-        const b = this.buf;
-        let at = this.pos;
-        for (let i = 0; i < length; i++) b[at++] = s.charCodeAt(i);
+      if (bits < 0x80) {
         this.pos = at;
         return;
       }
+      this.pos = headAt;
     }
+    // A lone surrogate is written as U+FFFD: it reads back as another string.
+    if (!s.isWellFormed()) this.inexact++;
     const bytes = Buffer.byteLength(s, 'utf8');
     this.head(MAJOR_TEXT, bytes);
     this.ensure(bytes);
@@ -214,7 +232,10 @@ export class CborWriter {
         return this.text(v);
       case 'number':
         // Integers of 32 bits as integers, everything else as a float64: what cbor-x writes.
-        if (Number.isInteger(v) && v >= -TWO_32 && v < TWO_32) return v >= 0 ? this.head(MAJOR_UINT, v === 0 ? 0 : v) : this.head(MAJOR_NINT, -1 - v);
+        if (Number.isInteger(v) && v >= -TWO_32 && v < TWO_32) {
+          if (v === 0 && 1 / v < 0) this.inexact++; // -0 is written as 0
+          return v >= 0 ? this.head(MAJOR_UINT, v === 0 ? 0 : v) : this.head(MAJOR_NINT, -1 - v);
+        }
         this.ensure(9);
         this.buf[this.pos++] = FLOAT64;
         this.buf.writeDoubleBE(v, this.pos);
@@ -229,7 +250,11 @@ export class CborWriter {
         this.buf[this.pos++] = CBOR_UNDEFINED;
         return;
       case 'bigint':
-        if (v > -TWO_64 && v < TWO_64) return this.bigint(v);
+        if (v > -TWO_64 && v < TWO_64) {
+          // A strict decode gives back a number when the value is a safe integer.
+          if (v >= MIN_SAFE && v <= MAX_SAFE) this.inexact++;
+          return this.bigint(v);
+        }
         break;
       case 'object':
         if (v === null) return this.null();
@@ -239,14 +264,18 @@ export class CborWriter {
           for (let i = 0; i < v.length; i++) this.value(v[i]);
           return;
         }
-        if (isCborMap(v)) return this.map(v);
+        if (isCborMap(v)) {
+          this.map(v);
+          return;
+        }
         break;
     }
+    this.inexact++;
     this.raw(encodeCbor(v));
   }
 
-  /** A plain object as a map with text keys, in the object's key order. */
-  map(m: Record<string, unknown>): void {
+  /** A plain object as a map with text keys, in the object's key order. Returns its entry count. */
+  map(m: Record<string, unknown>): number {
     let entries = 0;
     for (const _ in m) entries++;
     this.head(MAJOR_MAP, entries);
@@ -254,5 +283,6 @@ export class CborWriter {
       this.text(key);
       this.value(m[key]);
     }
+    return entries;
   }
 }

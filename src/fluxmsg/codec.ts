@@ -75,10 +75,37 @@ const FLUXMSG_FIELDS = 10;
 const HOP_FIELDS = 3;
 
 /**
- * Writes a fluxMsg as a CBOR map with fluxrig's ten keys, in fluxrig's order, into `w`. Validates
- * first; throws FluxMsgValidationError, never writes an invalid message.
+ * Where meta and data sit in a message writeFluxMsg wrote: offsets from the message's first
+ * byte. A Wasm gear's output is read against it (gears/wasm/appended.ts).
  */
-export function writeFluxMsg(w: CborWriter, msg: FluxMsg): void {
+export interface FluxMsgLayout {
+  /** The meta map's head; the bytes before it are id, ref_id, trace, src_id and their keys. */
+  metaHead: number;
+  /** The first meta entry (just past the head). */
+  metaEntries: number;
+  metaCount: number;
+  /** Just past the meta map; the data key follows. */
+  metaEnd: number;
+  dataHead: number;
+  dataEntries: number;
+  dataCount: number;
+  /** Just past the data map; flags, raw, path and ts follow. */
+  dataEnd: number;
+  /** The message's length. */
+  end: number;
+  /**
+   * Whether meta and data read back as the very values written (see CborWriter.inexact): only
+   * then may a reader keep the written objects in place of what it would decode.
+   */
+  exact: boolean;
+}
+
+/**
+ * Writes a fluxMsg as a CBOR map with fluxrig's ten keys, in fluxrig's order, into `w`. Validates
+ * first; throws FluxMsgValidationError, never writes an invalid message. `layout`, if given, is
+ * filled in with where meta and data were written.
+ */
+export function writeFluxMsg(w: CborWriter, msg: FluxMsg, layout?: FluxMsgLayout): void {
   validateFluxMsg(msg);
   const start = w.pos;
   w.head(MAJOR_MAP, FLUXMSG_FIELDS);
@@ -93,9 +120,15 @@ export function writeFluxMsg(w: CborWriter, msg: FluxMsg): void {
   if (msg.src_id === null) w.null();
   else w.bytes(msg.src_id);
   w.raw(KEYS.meta!);
-  w.map(msg.meta);
+  const inexact = w.inexact;
+  const metaHead = w.pos;
+  const metaCount = w.map(msg.meta);
+  const metaEnd = w.pos;
   w.raw(KEYS.data!);
-  w.map(msg.data);
+  const dataHead = w.pos;
+  const dataCount = w.map(msg.data);
+  const dataEnd = w.pos;
+  const exact = w.inexact === inexact;
   w.raw(KEYS.flags!);
   w.head(MAJOR_UINT, msg.flags);
   w.raw(KEYS.raw!);
@@ -116,6 +149,18 @@ export function writeFluxMsg(w: CborWriter, msg: FluxMsg): void {
   w.bigint(msg.ts);
   const { maxBytes } = fluxMsgLimits();
   if (w.pos - start > maxBytes) fail('(message)', `encodes to ${w.pos - start} bytes, more than the limit of ${maxBytes}`);
+  if (layout !== undefined) {
+    layout.metaHead = metaHead - start;
+    layout.metaEntries = metaHead - start + CborWriter.headBytes(metaCount);
+    layout.metaCount = metaCount;
+    layout.metaEnd = metaEnd - start;
+    layout.dataHead = dataHead - start;
+    layout.dataEntries = dataHead - start + CborWriter.headBytes(dataCount);
+    layout.dataCount = dataCount;
+    layout.dataEnd = dataEnd - start;
+    layout.end = w.pos - start;
+    layout.exact = exact;
+  }
 }
 
 /** This thread's writer for encodeFluxMsg: the bytes are copied out, the buffer reused. */

@@ -2,9 +2,10 @@ import type { Logger } from 'pino';
 import { encodeCbor, isCborMap } from '../../cbor/profile.js';
 import { CborProfileError, decodeStrict, describeValue } from '../../cbor/strict.js';
 import { CborWriter } from '../../cbor/writer.js';
-import { fluxMsgFromValue, writeFluxMsg } from '../../fluxmsg/codec.js';
+import { type FluxMsgLayout, fluxMsgFromValue, writeFluxMsg } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
+import { appendEntries, type Span } from './appended.js';
 import { GuestTrap } from './errors.js';
 import { GuestExit, WASI_MODULE, WasiHost } from './wasi.js';
 
@@ -90,6 +91,31 @@ const SPLIT64 = new BigUint64Array(1);
 const SPLIT32 = new Uint32Array(SPLIT64.buffer); // little-endian: [low, high]
 /** The message handed to a guest is written here first (one per thread: it is copied into guest memory before the guest runs, so a nested call can reuse it). */
 const guestInput = new CborWriter();
+const guestInputSpan: Span = { bytes: guestInput.buf, view: new DataView(guestInput.buf.buffer, guestInput.buf.byteOffset, guestInput.buf.length), at: 0 };
+/** guestInput's bytes (its buffer is replaced when it grows). */
+function inputSpan(): Span {
+  const buf = guestInput.buf;
+  if (guestInputSpan.bytes !== buf) {
+    guestInputSpan.bytes = buf;
+    guestInputSpan.view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  }
+  return guestInputSpan;
+}
+/** Messages written into guestInput so far: tells a guest's caller whether a nested call wrote over its input. */
+let guestInputs = 0;
+/** Where meta and data are in guestInput's message. */
+const guestInputLayout: FluxMsgLayout = {
+  metaHead: 0,
+  metaEntries: 0,
+  metaCount: 0,
+  metaEnd: 0,
+  dataHead: 0,
+  dataEntries: 0,
+  dataCount: 0,
+  dataEnd: 0,
+  end: 0,
+  exact: false,
+};
 
 /**
  * One instance of a wasm gear: fluxrig's ABI on the plain WebAssembly API. The host writes the
@@ -107,6 +133,7 @@ export class WasmGear {
   private readonly allowHosts: Set<string>;
   private memory!: WebAssembly.Memory;
   private u8!: Uint8Array;
+  private memView!: DataView;
   private alloc!: Alloc;
   private free!: Free;
   private entry!: Entry;
@@ -165,29 +192,51 @@ export class WasmGear {
     this.entry = exports[this.config.entrypoint ?? WASM_DEFAULTS.entrypoint] as Entry;
     this.reset = typeof exports.reset === 'function' ? (exports.reset as () => void) : undefined;
     this.u8 = new Uint8Array(this.memory.buffer);
+    this.memView = new DataView(this.memory.buffer);
     // A WASI reactor (C's wasi-libc) runs its constructors once, before any call.
     if (typeof exports._initialize === 'function') (exports._initialize as () => void)();
   }
 
   /** The memory view, renewed when the guest grew its memory (the old buffer is detached). */
   private view(): Uint8Array {
-    if (this.u8.buffer !== this.memory.buffer) this.u8 = new Uint8Array(this.memory.buffer);
+    if (this.u8.buffer !== this.memory.buffer) {
+      this.u8 = new Uint8Array(this.memory.buffer);
+      this.memView = new DataView(this.memory.buffer);
+    }
     return this.u8;
   }
 
-  /** Runs the gear on one message. */
+  /**
+   * Runs the gear on one message. The gear takes `msg` over: when the guest returns it with
+   * entries added, the outcome's message is `msg` itself with those entries.
+   */
   process(msg: FluxMsg): GearOutcome {
     // Written into this thread's scratch buffer and copied from there into guest memory.
-    writeFluxMsg(guestInput.reset(), msg);
-    return this.processEncoded(guestInput.view());
+    writeFluxMsg(guestInput.reset(), msg, guestInputLayout);
+    return this.run(guestInput.view(), msg, ++guestInputs);
   }
 
   /** Runs the gear on an encoded fluxMsg. */
   processEncoded(input: Uint8Array): GearOutcome {
+    return this.run(input, undefined, 0);
+  }
+
+  /**
+   * `given`: the message `input` encodes, written into guestInput as the `written`th input of
+   * this thread (process() only).
+   */
+  private run(input: Uint8Array, given: FluxMsg | undefined, written: number): GearOutcome {
     this.stats.processed++;
-    let output: Uint8Array | null;
+    let output: Buffer | null = null;
+    let appended = false;
     try {
-      output = this.invoke(input);
+      if (this.call(input)) {
+        // Read against the input only while guestInput still holds it: a message the guest
+        // emitted may have run through another gear of this thread, which wrote its own input there.
+        appended = given !== undefined && written === guestInputs && appendEntries(given, inputSpan(), guestInputLayout, this.outputSpan());
+        if (!appended) output = this.copyOutput();
+        this.free(this.outPtr, this.outLen);
+      }
     } catch (err) {
       this.stats.traps++;
       this.stats.failed++;
@@ -203,11 +252,11 @@ export class WasmGear {
       const kind = err instanceof GuestExit ? 'exit' : err instanceof OutputError ? 'output' : atLimit || MEMORY_FAILURE.test(detail) ? 'memory' : 'trap';
       return { status: 'fail', kind, detail };
     }
-    if (output === null) {
+    if (!appended && output === null) {
       this.stats.dropped++;
       return { status: 'drop' };
     }
-    const outcome = this.interpret(output);
+    const outcome: GearOutcome = appended ? { status: 'ok', msgs: [given!] } : this.interpret(output!);
     if (outcome.status === 'ok') this.stats.ok++;
     else if (outcome.status === 'reject') this.stats.rejected++;
     else if (outcome.status === 'fail') this.stats.failed++;
@@ -219,7 +268,23 @@ export class WasmGear {
    * The ABI round trip alone: in, call, out. Returns a copy of the output bytes, or null when
    * the guest dropped the message. Throws GuestTrap (or a WebAssembly.RuntimeError) on failure.
    */
-  invoke(input: Uint8Array): Uint8Array | null {
+  invoke(input: Uint8Array): Buffer | null {
+    if (!this.call(input)) return null;
+    const output = this.copyOutput();
+    this.free(this.outPtr, this.outLen);
+    return output;
+  }
+
+  /** Where the last call's output is in guest memory (valid until it is freed). */
+  private outPtr = 0;
+  private outLen = 0;
+
+  /**
+   * Copies the input in, calls the entrypoint and locates the output (outPtr, outLen; still to
+   * be freed). False when the guest dropped the message. Throws GuestTrap (or a
+   * WebAssembly.RuntimeError) on failure.
+   */
+  private call(input: Uint8Array): boolean {
     this.reset?.();
     const len = input.length;
     const inPtr = this.alloc(len);
@@ -235,7 +300,7 @@ export class WasmGear {
       this.wasi?.flush();
     }
     this.free(inPtr, len);
-    if (packed === 0n) return null;
+    if (packed === 0n) return false;
     // Split the i64 through a typed array: BigInt shifts and masks allocate and cost several
     // times more than the rest of the call.
     SPLIT64[0] = packed;
@@ -245,13 +310,29 @@ export class WasmGear {
     if (outPtr === 0 || outPtr + outLen > mem.length) {
       throw new OutputError(`returned an out-of-bounds buffer (ptr ${outPtr}, len ${outLen}, memory ${mem.length} bytes)`);
     }
+    this.outPtr = outPtr;
+    this.outLen = outLen;
+    return true;
+  }
+
+  /** A copy of the output the last call located. */
+  private copyOutput(): Buffer {
     // Buffer.allocUnsafe takes small buffers from Node's pool; a fresh ArrayBuffer per message
     // (what slice() makes) costs more than the whole rest of the call.
-    const output = Buffer.allocUnsafe(outLen);
-    output.set(mem.subarray(outPtr, outPtr + outLen));
-    this.free(outPtr, outLen);
+    const output = Buffer.allocUnsafe(this.outLen);
+    output.set(this.u8.subarray(this.outPtr, this.outPtr + this.outLen));
     return output;
   }
+
+  /** The output the last call located, in place in guest memory. */
+  private outputSpan(): Span {
+    const span = this.output;
+    span.bytes = this.u8.subarray(this.outPtr, this.outPtr + this.outLen);
+    span.view = this.memView;
+    span.at = this.outPtr;
+    return span;
+  }
+  private readonly output: Span = { bytes: new Uint8Array(0), view: new DataView(new ArrayBuffer(0)), at: 0 };
 
   private interpret(output: Uint8Array): GearOutcome {
     let value: unknown;
@@ -355,14 +436,33 @@ export class WasmGear {
     }
   }
 
+  /**
+   * A KV key from guest memory. A gear asks for the same few keys message after message: the
+   * last one is kept, and bytes equal to it give it back without decoding them again.
+   */
+  private kvKey(ptr: number, len: number): string {
+    const bytes = this.bytesAt(ptr, len);
+    const last = this.lastKvKeyBytes;
+    if (last.length === len) {
+      let i = 0;
+      while (i < len && bytes[i] === last[i]) i++;
+      if (i === len) return this.lastKvKey;
+    }
+    this.lastKvKey = utf8.decode(bytes);
+    this.lastKvKeyBytes = bytes.slice();
+    return this.lastKvKey;
+  }
+  private lastKvKey = '';
+  private lastKvKeyBytes = new Uint8Array(0);
+
   private kvGet(ptr: number, len: number): bigint {
-    const key = utf8.decode(this.bytesAt(ptr, len));
+    const key = this.kvKey(ptr, len);
     const value = this.services.kv?.get(key);
     return value === undefined ? 0n : this.giveToGuest(value);
   }
 
   private kvPut(kp: number, kl: number, vp: number, vl: number): number {
-    const key = utf8.decode(this.bytesAt(kp, kl));
+    const key = this.kvKey(kp, kl);
     if (this.services.kv === undefined) return -1;
     this.services.kv.put(key, this.bytesAt(vp, vl).slice());
     return 0;

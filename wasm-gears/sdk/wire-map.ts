@@ -26,31 +26,53 @@ function keyIs(ptr: usize, len: i32, key: string): bool {
  * the host, which checked it (text keys, no key twice).
  */
 class WireIndex {
-  keyAt: Array<i32> = new Array<i32>();
-  keyLen: Array<i32> = new Array<i32>();
-  valueAt: Array<i32> = new Array<i32>();
+  /** Per entry: where its key's bytes start, their length, where its value starts. */
+  private slots: StaticArray<i32>;
+  private entries: i32 = 0;
 
   constructor(public wire: Uint8Array) {
     const r = new Reader(wire);
     const n = r.head();
-    for (let i: u64 = 0; i < n && r.ok; i++) {
+    // Sized once from the head (an entry takes at least two bytes): no growing arrays.
+    const most = <i32>min<u64>(n, <u64>(wire.length >> 1));
+    const slots = new StaticArray<i32>(most * 3);
+    let count = 0;
+    for (let i = 0; i < most && r.ok; i++) {
       const len = <i32>r.head();
-      this.keyAt.push(r.pos);
-      this.keyLen.push(len);
+      unchecked((slots[count * 3] = r.pos));
+      unchecked((slots[count * 3 + 1] = len));
       r.pos += len;
-      this.valueAt.push(r.pos);
+      unchecked((slots[count * 3 + 2] = r.pos));
       r.skip();
+      count++;
     }
+    this.slots = slots;
+    this.entries = count;
   }
 
   /** Where the value of `key` starts, or -1 when the key is not there. */
   find(key: string): i32 {
     const base = this.wire.dataStart;
-    for (let i = 0; i < this.keyAt.length; i++) {
-      if (keyIs(base + <usize>unchecked(this.keyAt[i]), unchecked(this.keyLen[i]), key)) return unchecked(this.valueAt[i]);
+    const slots = this.slots;
+    for (let i = 0; i < this.entries; i++) {
+      if (keyIs(base + <usize>unchecked(slots[i * 3]), unchecked(slots[i * 3 + 1]), key)) return unchecked(slots[i * 3 + 2]);
     }
     return -1;
   }
+}
+
+/** Whether the map item `wire` has `key`: one pass over it, for a map not indexed. */
+function wireHas(wire: Uint8Array, key: string): bool {
+  const r = new Reader(wire);
+  const n = r.head();
+  const base = wire.dataStart;
+  for (let i: u64 = 0; i < n && r.ok; i++) {
+    const len = <i32>r.head();
+    if (keyIs(base + <usize>r.pos, len, key)) return true;
+    r.pos += len;
+    r.skip();
+  }
+  return false;
 }
 
 /**
@@ -166,8 +188,12 @@ export class WireMap<V> {
       w.rawBytes(wire.dataStart, wire.length);
       return true;
     }
-    const index = this.wireIndex()!;
-    for (let k = 0; k < keys.length; k++) if (index.find(keys[k]) >= 0) return false;
+    // An entry set that replaces a received one: the map is written whole. A map not read
+    // yet is looked through once per new key rather than indexed (most gears add one or two).
+    const index = this.index;
+    for (let k = 0; k < keys.length; k++) {
+      if (index != null ? index.find(keys[k]) >= 0 : wireHas(wire, keys[k])) return false;
+    }
     const r = new Reader(wire);
     const n = r.head();
     w.head(MAJOR_MAP, n + <u64>keys.length);

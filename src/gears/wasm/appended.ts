@@ -20,9 +20,14 @@ export interface Span {
   at: number;
 }
 
-/** The entries a guest added, gathered before any is applied. */
+/**
+ * The entries a guest added (key, value, key, value...), gathered before any is applied, and
+ * how many of each. The arrays are reused; `length = 0` on them costs a call into the engine.
+ */
 const addedMeta: string[] = [];
 const addedData: unknown[] = [];
+let metaAdded = 0;
+let dataAdded = 0;
 
 /**
  * When `output` is `input` (laid out as `layout` says) with entries appended to meta and data,
@@ -38,8 +43,8 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
   if (!layout.exact || out.length < layout.end || out.length > fluxMsgLimits().maxBytes) return false;
   // id, ref_id, trace, src_id (and the map's head and keys) as they went in.
   if (!same(input, 0, output, 0, layout.metaHead)) return false;
-  addedMeta.length = 0;
-  addedData.length = 0;
+  metaAdded = 0;
+  dataAdded = 0;
   try {
     const reader = new StrictReader(out, { copyBuffers: true });
     reader.pos = layout.metaHead;
@@ -47,8 +52,9 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
     if (metaTotal < 0) return false;
     for (let i = layout.metaCount; i < metaTotal; i++) {
       const key = reader.textString('a meta key');
-      if (!newKey(key, msg.meta, addedMeta)) return false;
-      addedMeta.push(key, reader.textString('a meta value'));
+      if (!newKey(key, msg.meta, addedMeta, metaAdded)) return false;
+      addedMeta[metaAdded++] = key;
+      addedMeta[metaAdded++] = reader.textString('a meta value');
     }
     // The data key, as it went in.
     const dataKey = layout.dataHead - layout.metaEnd;
@@ -58,8 +64,9 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
     if (dataTotal < 0) return false;
     for (let i = layout.dataCount; i < dataTotal; i++) {
       const key = reader.textString('a data key');
-      if (!newKey(key, msg.data, addedData)) return false;
-      addedData.push(key, reader.value(DATA_VALUE_DEPTH));
+      if (!newKey(key, msg.data, addedData, dataAdded)) return false;
+      addedData[dataAdded++] = key;
+      addedData[dataAdded++] = reader.value(DATA_VALUE_DEPTH);
     }
     // flags, raw, path and ts as they went in, and nothing after them.
     const tail = layout.end - layout.dataEnd;
@@ -67,9 +74,11 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
   } catch {
     return false;
   }
-  for (let i = 0; i < addedMeta.length; i += 2) msg.meta[addedMeta[i]!] = addedMeta[i + 1]!;
-  for (let i = 0; i < addedData.length; i += 2) msg.data[addedData[i] as string] = addedData[i + 1];
-  addedData.length = 0;
+  for (let i = 0; i < metaAdded; i += 2) msg.meta[addedMeta[i]!] = addedMeta[i + 1]!;
+  for (let i = 0; i < dataAdded; i += 2) {
+    msg.data[addedData[i] as string] = addedData[i + 1];
+    addedData[i + 1] = undefined; // not kept alive by this array
+  }
   return true;
 }
 
@@ -101,8 +110,8 @@ function same(a: Span, aFrom: number, b: Span, bFrom: number, n: number): boolea
 }
 
 /** A key that is neither in the message nor added already (the full decode refuses a repeated key). */
-function newKey(key: string, existing: Record<string, unknown>, added: unknown[]): boolean {
+function newKey(key: string, existing: Record<string, unknown>, added: unknown[], count: number): boolean {
   if (key === '__proto__' || Object.hasOwn(existing, key)) return false;
-  for (let i = 0; i < added.length; i += 2) if (added[i] === key) return false;
+  for (let i = 0; i < count; i += 2) if (added[i] === key) return false;
   return true;
 }

@@ -199,7 +199,9 @@ export class WasmGear {
 
   /** The memory view, renewed when the guest grew its memory (the old buffer is detached). */
   private view(): Uint8Array {
-    if (this.u8.buffer !== this.memory.buffer) {
+    // Growing memory detaches the old buffer, and a view of a detached buffer has length 0:
+    // cheaper to test than fetching memory.buffer (a call into the engine) on every access.
+    if (this.u8.length === 0) {
       this.u8 = new Uint8Array(this.memory.buffer);
       this.memView = new DataView(this.memory.buffer);
     }

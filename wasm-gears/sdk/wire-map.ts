@@ -36,18 +36,17 @@ class WireIndex {
     // Sized once from the head (an entry takes at least two bytes): no growing arrays.
     const most = <i32>min<u64>(n, <u64>(wire.length >> 1));
     const slots = new StaticArray<i32>(most * 3);
-    let count = 0;
-    for (let i = 0; i < most && r.ok; i++) {
+    let i = 0;
+    for (; i < most && r.ok; i++) {
       const len = <i32>r.head();
-      unchecked((slots[count * 3] = r.pos));
-      unchecked((slots[count * 3 + 1] = len));
+      unchecked((slots[i * 3] = r.pos));
+      unchecked((slots[i * 3 + 1] = len));
       r.pos += len;
-      unchecked((slots[count * 3 + 2] = r.pos));
+      unchecked((slots[i * 3 + 2] = r.pos));
       r.skip();
-      count++;
     }
     this.slots = slots;
-    this.entries = count;
+    this.entries = i;
   }
 
   /** Where the value of `key` starts, or -1 when the key is not there. */

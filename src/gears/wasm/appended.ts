@@ -7,7 +7,6 @@
 import { StrictReader } from '../../cbor/strict.js';
 import type { FluxMsgLayout } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
-import { fluxMsgLimits } from '../../fluxmsg/limits.js';
 
 /** Depth of a data entry's value: inside the message map and the data map (as a full decode counts it). */
 const DATA_VALUE_DEPTH = 2;
@@ -40,7 +39,7 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
   const out = output.bytes;
   // The message's own objects stand for what a decode of the output would give: only when they
   // are exactly that (no bigint that would come back a number, say).
-  if (!layout.exact || out.length < layout.end || out.length > fluxMsgLimits().maxBytes) return false;
+  if (!layout.exact || out.length < layout.end) return false;
   // id, ref_id, trace, src_id (and the map's head and keys) as they went in.
   if (!same(input, 0, output, 0, layout.metaHead)) return false;
   metaAdded = 0;

@@ -91,8 +91,8 @@ const SPLIT64 = new BigUint64Array(1);
 const SPLIT32 = new Uint32Array(SPLIT64.buffer); // little-endian: [low, high]
 /** The message handed to a guest is written here first (one per thread: it is copied into guest memory before the guest runs, so a nested call can reuse it). */
 const guestInput = new CborWriter();
-const guestInputSpan: Span = { bytes: guestInput.buf, view: new DataView(guestInput.buf.buffer, guestInput.buf.byteOffset, guestInput.buf.length), at: 0 };
-/** guestInput's bytes (its buffer is replaced when it grows). */
+const guestInputSpan: Span = { bytes: new Uint8Array(0), view: new DataView(new ArrayBuffer(0)), at: 0 };
+/** guestInput's bytes, with a view made when its buffer is new (at first use, and when it grows). */
 function inputSpan(): Span {
   const buf = guestInput.buf;
   if (guestInputSpan.bytes !== buf) {

@@ -21,6 +21,7 @@ import {
   encodeEnvelope,
   type Envelope,
   type FluxarServer,
+  FrameFlag,
   generateKeyPair,
   keyPairFrom,
   listen,
@@ -380,11 +381,13 @@ describe('FLUXAR end-to-end encryption under tampering (sans-I/O)', () => {
     staleReceive.rekey = () => {};
     const stale = new FrameCiphers(new CipherState(), staleReceive);
     for (let i = 0; i < 4; i++) {
-      const sealed = sender.seal(Buffer.from(`frame ${i}`), 0);
-      assert.equal(receiver.open(sealed, 2).toString(), `frame ${i}`);
+      const frame = sender.seal(Buffer.from(`frame ${i}`), 0, 'message');
+      assert.equal(frame[0], FrameFlag.Encrypted);
+      const sealed = frame.subarray(1);
+      assert.equal(receiver.open(sealed, FrameFlag.Encrypted).toString(), `frame ${i}`);
       const opened = (() => {
         try {
-          return stale.open(sealed, 2).toString();
+          return stale.open(sealed, FrameFlag.Encrypted).toString();
         } catch {
           return null;
         }

@@ -2,7 +2,7 @@
 // uses, the prologue that binds its hello, and the frame ciphers once the handshake is done.
 import { createHash } from 'node:crypto';
 import { CborWriter } from '../cbor/writer.js';
-import { FrameFlag } from './constants.js';
+import { FrameFlag, STREAM_HEADER_BYTES } from './constants.js';
 import { type CipherState, type KeyPair, NoiseError, type NoisePattern, TAG_BYTES } from './noise.js';
 
 /** End-to-end encryption settings of one side. */
@@ -58,41 +58,40 @@ export function helloPrologue(helloBody: Uint8Array, message: Uint8Array): Uint8
   return prologue;
 }
 
-/** The associated data of a frame: its 5-byte header as a byte stream writes it. */
-function frameHeader(wireBodyLength: number, flags: number): Buffer {
-  const header = Buffer.alloc(5);
-  header.writeUInt32BE(wireBodyLength + 1, 0);
-  header[4] = flags;
-  return header;
-}
-
-/** A sealed frame on a byte stream: its header, then the sealed bytes. */
-export function encodeSealedStreamFrame(sealed: Uint8Array): Buffer {
-  const frame = Buffer.allocUnsafe(sealed.length + 5);
-  frame.writeUInt32BE(sealed.length + 1, 0);
-  frame[4] = FrameFlag.Encrypted;
-  frame.set(sealed, 5);
-  return frame;
-}
-
 /** The transport ciphers of an encrypted session, one per direction. */
 export class FrameCiphers {
+  /** The associated data of a frame: its 5-byte header as a byte stream writes it. */
+  private readonly header = Buffer.alloc(STREAM_HEADER_BYTES);
+
   constructor(
     private readonly send: CipherState,
     private readonly receive: CipherState,
   ) {}
 
-  /** The body sealed; the frame's flags get the encrypted bit, and its header is the associated data. */
-  seal(body: Uint8Array, flags: number): Buffer {
-    const out = this.send.encryptWithAd(frameHeader(body.length + TAG_BYTES, flags | FrameFlag.Encrypted), body);
+  private frameHeader(wireBodyLength: number, flags: number): Buffer {
+    this.header.writeUInt32BE(wireBodyLength + 1, 0);
+    this.header[4] = flags;
+    return this.header;
+  }
+
+  /**
+   * The body sealed, as a whole frame of the session's framing: the flags get the encrypted bit,
+   * and the header a byte stream writes is the associated data either way.
+   */
+  seal(body: Uint8Array, flags: number, framing: 'stream' | 'message'): Buffer {
+    const sealedFlags = flags | FrameFlag.Encrypted;
+    const ad = this.frameHeader(body.length + TAG_BYTES, sealedFlags);
+    const frame = this.send.encryptWithAd(ad, body, framing === 'stream' ? STREAM_HEADER_BYTES : 1);
+    if (framing === 'stream') frame.set(ad, 0);
+    else frame[0] = sealedFlags;
     if (this.send.nonce % REKEY_INTERVAL === 0n) this.send.rekey();
-    return out;
+    return frame;
   }
 
   /** The body opened; throws NoiseError on a bad tag (the counter stays). */
   open(body: Uint8Array, flags: number): Buffer {
     if (body.length < TAG_BYTES) throw new NoiseError('encrypted frame shorter than its tag');
-    const out = this.receive.decryptWithAd(frameHeader(body.length, flags), body);
+    const out = this.receive.decryptWithAd(this.frameHeader(body.length, flags), body);
     if (this.receive.nonce % REKEY_INTERVAL === 0n) this.receive.rekey();
     return out;
   }

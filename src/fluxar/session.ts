@@ -7,7 +7,7 @@ import { decodeStrict, describeValue, StrictReader, unmarkFloats } from '../cbor
 import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
 import { ControlTarget, ErrorCode, MessageType } from './codes.js';
 import { availableCompressions, chooseCompression, type Codec, codecFor, isCompression } from './compression.js';
-import { clientPattern, type E2eOptions, encodeSealedStreamFrame, FrameCiphers, helloPrologue, noisePsk } from './e2e.js';
+import { clientPattern, type E2eOptions, FrameCiphers, helloPrologue, noisePsk } from './e2e.js';
 import { HandshakeState, NOISE_PATTERNS, type NoisePattern, needsResponderStatic } from './noise.js';
 import {
   Capability,
@@ -872,8 +872,7 @@ export class Session {
         if (next - from > limit && to > from) break;
         to = next;
       }
-      const sealed = this.ciphers!.seal(view.subarray(from, to), 0);
-      out.push(this.options.framing === 'stream' ? encodeSealedStreamFrame(sealed) : encodeMessageFrame(FrameFlag.Encrypted, sealed));
+      out.push(this.ciphers!.seal(view.subarray(from, to), 0, this.options.framing));
       from = to;
     }
     return out;

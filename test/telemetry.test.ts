@@ -3,7 +3,7 @@
 // trail; and an uplink that outlives a NATS restart with exact accounting of what it dropped.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -16,6 +16,7 @@ import { connect } from '../src/fluxar/mod.js';
 import { buildMixerApi } from '../src/mixer/api.js';
 import { Mixer } from '../src/mixer/mixer.js';
 import { MixerAgent } from '../src/rack/agent.js';
+import { LocalLog } from '../src/rack/local-log.js';
 import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
 import { lineLevel, tappedLogger } from '../src/telemetry/log-tap.js';
@@ -96,6 +97,52 @@ describe('telemetry: the log tap and the token bucket', () => {
     assert.equal(bucket.take(50, 50), 5, '50 ms at 100/s');
     assert.equal(bucket.take(50, 10_000), 10, 'never more than the burst');
     assert.throws(() => new TokenBucket(0, 1, 0), /rate > 0/);
+  });
+});
+
+describe("a worker's local log", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'fluxrig-local-log-'));
+  const lines = (file: string) =>
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
+
+  it('writes every line, in order, in batches', async () => {
+    const file = join(dir, 'order.log');
+    const log = new LocalLog({ dest: openSync(file, 'w') });
+    // More than one batch's worth in one turn, then a few more in the next.
+    for (let i = 0; i < 500; i++) log.write(`line ${i} ${'x'.repeat(40)}\n`);
+    await new Promise((resolve) => setImmediate(resolve));
+    for (let i = 500; i < 510; i++) log.write(`line ${i} ${'x'.repeat(40)}\n`);
+    await log.drained();
+    assert.deepEqual(
+      lines(file).map((l) => Number(l.split(' ')[1])),
+      Array.from({ length: 510 }, (_, i) => i),
+    );
+  });
+
+  it('drops what does not fit its buffer whole, counting every line, and keeps writing afterwards', async () => {
+    const file = join(dir, 'drop.log');
+    const dropped: number[] = [];
+    const log = new LocalLog({ dest: openSync(file, 'w'), maxBytes: 1000, onDrop: (n) => dropped.push(n) });
+    for (let i = 0; i < 5; i++) log.write(`kept ${i}\n`);
+    await log.drained();
+    // 20 lines of 100 bytes in one turn: one batch of 2,000 bytes, over the 1,000 the buffer holds.
+    for (let i = 0; i < 20; i++) log.write(`${'d'.repeat(99)}\n`);
+    await log.drained();
+    assert.deepEqual(dropped, [20]);
+    log.write('after\n');
+    await log.drained();
+    assert.deepEqual(lines(file), ['kept 0', 'kept 1', 'kept 2', 'kept 3', 'kept 4', 'after']);
+  });
+
+  it('writes what it holds before returning from flushSync (a thread that exits)', () => {
+    const file = join(dir, 'exit.log');
+    const log = new LocalLog({ dest: openSync(file, 'w') });
+    log.write('one\n');
+    log.write('two\n');
+    log.flushSync();
+    assert.deepEqual(lines(file), ['one', 'two']);
   });
 });
 

@@ -1,7 +1,7 @@
 // The rack's work inside a worker (or inline on the main thread, for the baseline): the chain
 // of the scenario's gears, each built by its type, and the records from the main thread
 // dispatched to them. Connection bytes go to the gear hosting that connection's session.
-import { type DestinationStream, type Logger, pino } from 'pino';
+import type { Logger } from 'pino';
 import type { RingProducer } from '../ring/ring.js';
 import { type LogTap, tappedLogger } from '../telemetry/log-tap.js';
 import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
@@ -17,6 +17,7 @@ import { BlockingHttpClient } from '../gears/wasm/http-bridge.js';
 import type { Lane } from '../ring/lane.js';
 import { ControlSlot, type HandlerFactory, type RecordHandler } from '../ring/pool-protocol.js';
 import type { GearSpec } from '../scenario/types.js';
+import { workerLocalLog } from './local-log.js';
 import { readableLogStream } from './log-format.js';
 import { RackTopics } from './topics.js';
 
@@ -206,7 +207,14 @@ export const createHandler: HandlerFactory = ({ index, options, out, control, ep
  * one failed tryWrite per line, never a wait.
  */
 function workerLogger(options: RackHandlerOptions, telemetry: RingProducer | undefined, control: Int32Array | undefined): { logger: Logger; tap: LogTap } {
-  const tapped = tappedLogger('fluxrig.rack.worker', options.logLevel, options.telemetryLevel, options.readableLogs ? readableLogStream() : localLog(control));
+  const tapped = tappedLogger(
+    'fluxrig.rack.worker',
+    options.logLevel,
+    options.telemetryLevel,
+    options.readableLogs
+      ? readableLogStream()
+      : workerLocalLog(control === undefined ? undefined : (lines) => Atomics.add(control, ControlSlot.LocalLogDropped, lines)),
+  );
   if (telemetry !== undefined && control !== undefined) {
     tapped.tap.sink = (line) => {
       const length = Buffer.byteLength(line);
@@ -223,25 +231,3 @@ function workerLogger(options: RackHandlerOptions, telemetry: RingProducer | und
 }
 
 const utf8 = new TextEncoder();
-
-/** Bytes of local log a worker holds while its output is busy; beyond, lines are dropped and counted. */
-const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
-
-/**
- * A worker's local log: written asynchronously, so a gear never waits on a disk or a pipe, and
- * lines that arrive while a write is under way go out together in the next one (a flood costs
- * a few large writes, not a system call per line). Bounded: past LOCAL_LOG_BUFFER_BYTES lines
- * are dropped and counted (ControlSlot.LocalLogDropped). What waits is written out at exit.
- */
-function localLog(control: Int32Array | undefined): DestinationStream {
-  const out = pino.destination({ dest: 1, sync: false, maxLength: LOCAL_LOG_BUFFER_BYTES });
-  if (control !== undefined) out.on('drop', () => Atomics.add(control, ControlSlot.LocalLogDropped, 1));
-  process.once('exit', () => {
-    try {
-      out.flushSync();
-    } catch {
-      // Nothing more can be done for the log of a thread that is leaving.
-    }
-  });
-  return out;
-}

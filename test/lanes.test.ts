@@ -14,8 +14,9 @@ import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
 import { connect } from '../src/fluxar/mod.js';
 import { encodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { createFluxMsg } from '../src/fluxmsg/fluxmsg.js';
+import { LANE_DEFAULTS } from '../src/rack/defaults.js';
 import { parseScenario } from '../src/scenario/parse.js';
-import { callMany, laneRack, laneScenario, makeOutStream, OUT_STREAM, readStream, tally, withRackPair } from './harness/lanes.js';
+import { callMany, laneRack, laneScenario, makeOutStream, OUT_STREAM, outCount, readStream, tally, withRackPair } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { untilAsync } from './harness/wait.js';
 
@@ -165,6 +166,59 @@ describe('guaranteed wires between racks', () => {
       assert.equal(b.laneCounts?.acked, 1);
     } finally {
       await b.stop();
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
+  it('a slow consumer: the backlog waits in the stream; rack B holds at most max_ack_pending, rack A at most its publish window', async () => {
+    const count = 20_000;
+    const maxAckPending = 16;
+    await makeOutStream(nc);
+    const doc = laneScenario({ name: 'lanes-slow' });
+    (doc.gears as unknown[]).push({ name: 'gen', type: 'generator', deploy: 'a', config: { rate_per_s: 100_000, count } });
+    const wire = { from: 'gen.out', to: 'probe.in', lane: 'guaranteed', max_ack_pending: maxAckPending };
+    (doc.wires as unknown[]).push(wire);
+    const consumer = laneConsumerName(parseScenario(stringify(doc), 'lanes-slow.yaml').wires.find((w) => w.from.gear === 'gen')!);
+    const jsm = await jetstreamManager(nc);
+    try {
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ a, b }) => {
+        let holding = 0;
+        let outstanding = 0;
+        let backlog = 0;
+        // Sampled on every turn of the loop while the flow lasts.
+        const sampler = setInterval(() => {
+          holding = Math.max(holding, b.laneCounts!.holding);
+          outstanding = Math.max(outstanding, a.laneCounts!.outstanding);
+        }, 1);
+        try {
+          await untilAsync(
+            async () => {
+              backlog = Math.max(backlog, (await jsm.consumers.info(laneStreamName('lanes-slow'), consumer)).num_pending);
+              return (await outCount(nc)) >= count;
+            },
+            'every generated message through the slow wire',
+            90_000,
+          );
+        } finally {
+          clearInterval(sampler);
+        }
+        assert.ok(backlog > 10 * maxAckPending, `the consumer fell behind (a backlog of ${backlog} in the stream)`);
+        assert.ok(holding <= maxAckPending, `rack B held ${holding} messages at most (max_ack_pending ${maxAckPending})`);
+        assert.ok(holding > 0);
+        // The generator is paused by the publish that fills the window: that one publish goes out.
+        assert.ok(outstanding <= LANE_DEFAULTS.publish_window + 1, `rack A had ${outstanding} publishes outstanding at most`);
+        const out = await readStream(nc, OUT_STREAM);
+        assert.equal(out.length, count);
+        const counts = tally(out.map((m) => m.n));
+        assert.equal(counts.size, count, 'every generated message, by its seq');
+        assert.ok(
+          [...counts.values()].every((c) => c === 1),
+          'each once',
+        );
+        assert.equal(a.laneCounts?.published, count);
+        await untilAsync(async () => b.laneCounts?.acked === count && b.laneCounts.holding === 0, 'rack B to ack them all');
+      });
+    } finally {
       await jsm.streams.delete(OUT_STREAM);
     }
   });

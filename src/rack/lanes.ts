@@ -47,6 +47,11 @@ export interface LaneCounts {
   deadLettered: number;
   /** Publishes waiting for their acknowledgement now. */
   outstanding: number;
+  /**
+   * Messages the stream offered this rack that it has not acked, refused or dead-lettered yet: what
+   * a slow consumer holds. At most max_ack_pending per wire; the backlog waits in the stream.
+   */
+  holding: number;
 }
 
 interface Inbound {
@@ -66,7 +71,7 @@ interface Pending {
 }
 
 export class GuaranteedLanes implements MainGear {
-  private readonly tally: Omit<LaneCounts, 'outstanding'> = {
+  private readonly tally: Omit<LaneCounts, 'outstanding' | 'holding'> = {
     published: 0,
     publishFailed: 0,
     publishRetries: 0,
@@ -90,6 +95,8 @@ export class GuaranteedLanes implements MainGear {
   /** Deliveries that went on to the main thread: acked once it has finished with them. */
   private settling: Pending[] = [];
   private settleScheduled = false;
+  /** See LaneCounts.holding. */
+  private holding = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -104,7 +111,7 @@ export class GuaranteedLanes implements MainGear {
   }
 
   get counts(): LaneCounts {
-    return { ...this.tally, outstanding: this.publishes.size };
+    return { ...this.tally, outstanding: this.publishes.size, holding: this.holding };
   }
 
   /** Whether a scenario has bus wires this rack sends or receives on. */
@@ -193,6 +200,7 @@ export class GuaranteedLanes implements MainGear {
 
   /** A message of a wire into this rack: to a worker, unless its deliveries are spent. */
   private take(inbound: Inbound, m: JsMsg): void {
+    this.holding++;
     const { maxDeliver } = inbound.delivery;
     if (m.info.deliveryCount > maxDeliver) {
       // Every earlier attempt timed out (a crashed rack or worker): nobody said why.
@@ -220,7 +228,7 @@ export class GuaranteedLanes implements MainGear {
     this.pending.delete(record.token);
     switch (record.outcome) {
       case LaneOutcome.Done:
-        p.m.ack();
+        this.release(p.m, 'ack');
         this.tally.acked++;
         return;
       case LaneOutcome.LeftWorker:
@@ -254,13 +262,21 @@ export class GuaranteedLanes implements MainGear {
       .finally(() => clearInterval(working))
       .then(
         () => {
-          for (const p of batch) p.m.ack();
+          for (const p of batch) this.release(p.m, 'ack');
           this.tally.acked += batch.length;
         },
         (err: Error) => {
           for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
         },
       );
+  }
+
+  /** Tells the stream what became of a message it offered; this rack holds it no longer. */
+  private release(m: JsMsg, how: 'ack' | 'nak' | 'term', delayMs?: number): void {
+    this.holding--;
+    if (how === 'ack') m.ack();
+    else if (how === 'term') m.term();
+    else m.nak(delayMs);
   }
 
   private failed(p: Pending, reason: string): void {
@@ -271,7 +287,7 @@ export class GuaranteedLanes implements MainGear {
   /** Offered again by the stream, which counts the attempt, after 100 ms doubling per attempt (up to ack_wait). */
   private redeliver(p: Pending): void {
     const attempt = p.m.info.deliveryCount;
-    p.m.nak(Math.min(p.inbound.delivery.ackWaitMs, LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1)));
+    this.release(p.m, 'nak', Math.min(p.inbound.delivery.ackWaitMs, LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1)));
     this.tally.redelivered++;
   }
 
@@ -294,12 +310,12 @@ export class GuaranteedLanes implements MainGear {
         msgID: `dlq.${p.inbound.name}.${p.m.info.streamSequence}`,
       });
       // No reason on the wire: nats-server before 2.10 ignores a "+TERM reason" ack.
-      p.m.term();
+      this.release(p.m, 'term');
       this.tally.deadLettered++;
       this.host.log.warn({ wire: p.inbound.name, seq: p.m.info.streamSequence, deliveries: p.m.info.deliveryCount, reason }, 'message dead-lettered');
     } catch (err) {
       // Offered again later: a message is never dropped because its dead letter could not be kept.
-      p.m.nak(LANE_DEFAULTS.redeliver_first_ms);
+      this.release(p.m, 'nak', LANE_DEFAULTS.redeliver_first_ms);
       this.host.log.error({ err, wire: p.inbound.name }, 'a dead letter could not be published; the message will be offered again');
     }
   }
@@ -397,7 +413,7 @@ export class GuaranteedLanes implements MainGear {
     await this.publishes.drained();
     this.publisher.close();
     if (this.settling.length > 0) this.settle();
-    for (const p of this.pending.values()) p.m.nak();
+    for (const p of this.pending.values()) this.release(p.m, 'nak');
     this.pending.clear();
   }
 }

@@ -69,7 +69,7 @@ export async function makeOutStream(nc: NatsConnection, replicas = 1): Promise<v
 
 const READER_DEADLINE_MS = 30_000;
 
-/** The `data.n` of every message in a stream (in stream order), with each fluxMsg's meta. */
+/** The `data.n` (or `data.seq`) of every message in a stream (in stream order), with each fluxMsg's meta. */
 export async function readStream(
   nc: NatsConnection,
   stream: string,
@@ -95,7 +95,9 @@ export async function readStream(
   const messages = await consumer.consume({ max_messages: 1000 });
   for await (const m of messages) {
     const msg = decodeFluxMsg(m.data, { copyBuffers: true });
-    out.push({ n: Number((msg.data as Record<string, unknown>).n), meta: msg.meta });
+    const data = msg.data as Record<string, unknown>;
+    // A call's n, or a generated message's seq.
+    out.push({ n: Number(data.n ?? data.seq), meta: msg.meta });
     if (out.length >= total) break;
   }
   await messages.close();

@@ -19,7 +19,7 @@ export interface LocalLogOptions {
  * Lines gathered and handed to pino's file stream (sonic-boom) as one write per turn of the
  * event loop, or per BATCH_CHARS. sonic-boom appends every write to its pending string and
  * then measures that whole string with Buffer.byteLength, which flattens it: a copy of up to
- * 16 KiB per line. Under a gear's log flood (50,000 lines a second) that was a sixth of a
+ * 16 KiB per line. Under a gear's log flood (50,000 lines a second) that was a tenth of a
  * worker's busy time; once per batch it is noise.
  */
 export class LocalLog implements DestinationStream {

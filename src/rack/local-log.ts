@@ -3,11 +3,11 @@
 import { type DestinationStream, pino } from 'pino';
 
 /** Bytes of local log a worker holds while its output is busy; beyond, lines are dropped and counted. */
-export const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
+const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
 /** A batch goes out at once when it reaches this many characters, else at the end of the turn. */
 const BATCH_CHARS = 8 * 1024;
 
-export interface LocalLogOptions {
+interface LocalLogOptions {
   /** A file descriptor or path; default stdout. */
   dest?: number | string;
   maxBytes?: number;
@@ -26,9 +26,9 @@ export class LocalLog implements DestinationStream {
   private lines: string[] = [];
   private chars = 0;
   private scheduled = false;
-  /** Lines in the batch being handed over: what a 'drop' of that batch counts. */
-  private handing = 0;
+  /** Set by the file stream while a batch is handed over that does not fit its buffer. */
   private dropped = false;
+  private readonly onDrop: ((lines: number) => void) | undefined;
   /** Lines handed over and not yet written; drained() waits on these. */
   private writing = false;
   private waiting: Array<() => void> = [];
@@ -40,10 +40,9 @@ export class LocalLog implements DestinationStream {
 
   constructor(options: LocalLogOptions = {}) {
     this.out = pino.destination({ dest: options.dest ?? 1, sync: false, maxLength: options.maxBytes ?? LOCAL_LOG_BUFFER_BYTES });
-    const onDrop = options.onDrop;
+    this.onDrop = options.onDrop;
     this.out.on('drop', () => {
       this.dropped = true;
-      onDrop?.(this.handing);
     });
     // sonic-boom says 'drain' when a write completes with nothing left to write.
     this.out.on('drain', () => {
@@ -65,14 +64,14 @@ export class LocalLog implements DestinationStream {
   /** Hands the gathered lines to the file stream (which writes them asynchronously). */
   flush(): void {
     if (this.lines.length === 0) return;
-    const batch = this.lines.length === 1 ? this.lines[0]! : this.lines.join('');
-    this.handing = this.lines.length;
+    const count = this.lines.length;
+    const batch = count === 1 ? this.lines[0]! : this.lines.join('');
     this.lines = [];
     this.chars = 0;
     this.dropped = false;
     this.out.write(batch);
-    if (!this.dropped) this.writing = true;
-    this.handing = 0;
+    if (this.dropped) this.onDrop?.(count);
+    else this.writing = true;
   }
 
   /** Everything gathered and pending, written before returning (at exit). */

@@ -20,13 +20,11 @@ export interface Span {
 }
 
 /**
- * The entries a guest added (key, value, key, value...), gathered before any is applied, and
- * how many of each. The arrays are reused; `length = 0` on them costs a call into the engine.
+ * The entries a guest added (key, value, key, value...), gathered before any is applied. The
+ * arrays are reused; `length = 0` on them costs a call into the engine.
  */
-const addedMeta: string[] = [];
+const addedMeta: unknown[] = [];
 const addedData: unknown[] = [];
-let metaAdded = 0;
-let dataAdded = 0;
 
 /**
  * When `output` is `input` (laid out as `layout` says) with entries appended to meta and data,
@@ -42,38 +40,30 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
   if (!layout.exact || out.length < layout.end) return false;
   // id, ref_id, trace, src_id (and the map's head and keys) as they went in.
   if (!same(input, 0, output, 0, layout.metaHead)) return false;
-  metaAdded = 0;
-  dataAdded = 0;
+  let metaAdded: number;
+  let dataAdded: number;
   try {
     const reader = new StrictReader(out, { copyBuffers: true });
     reader.pos = layout.metaHead;
-    const metaTotal = appendedAt(reader, input, output, layout.metaEntries, layout.metaEnd, layout.metaCount);
-    if (metaTotal < 0) return false;
-    for (let i = layout.metaCount; i < metaTotal; i++) {
-      const key = reader.textString('a meta key');
-      if (!newKey(key, msg.meta, addedMeta, metaAdded)) return false;
-      addedMeta[metaAdded++] = key;
-      addedMeta[metaAdded++] = reader.textString('a meta value');
-    }
+    const metaNew = appendedAt(reader, input, output, layout.metaEntries, layout.metaEnd, layout.metaCount);
+    if (metaNew < 0) return false;
+    metaAdded = readAdded(reader, metaNew, msg.meta, addedMeta, true);
+    if (metaAdded < 0) return false;
     // The data key, as it went in.
     const dataKey = layout.dataHead - layout.metaEnd;
     if (reader.pos + dataKey > out.length || !same(input, layout.metaEnd, output, reader.pos, dataKey)) return false;
     reader.pos += dataKey;
-    const dataTotal = appendedAt(reader, input, output, layout.dataEntries, layout.dataEnd, layout.dataCount);
-    if (dataTotal < 0) return false;
-    for (let i = layout.dataCount; i < dataTotal; i++) {
-      const key = reader.textString('a data key');
-      if (!newKey(key, msg.data, addedData, dataAdded)) return false;
-      addedData[dataAdded++] = key;
-      addedData[dataAdded++] = reader.value(DATA_VALUE_DEPTH);
-    }
+    const dataNew = appendedAt(reader, input, output, layout.dataEntries, layout.dataEnd, layout.dataCount);
+    if (dataNew < 0) return false;
+    dataAdded = readAdded(reader, dataNew, msg.data, addedData, false);
+    if (dataAdded < 0) return false;
     // flags, raw, path and ts as they went in, and nothing after them.
     const tail = layout.end - layout.dataEnd;
     if (out.length - reader.pos !== tail || !same(input, layout.dataEnd, output, reader.pos, tail)) return false;
   } catch {
     return false;
   }
-  for (let i = 0; i < metaAdded; i += 2) msg.meta[addedMeta[i]!] = addedMeta[i + 1]!;
+  for (let i = 0; i < metaAdded; i += 2) msg.meta[addedMeta[i] as string] = addedMeta[i + 1] as string;
   for (let i = 0; i < dataAdded; i += 2) {
     msg.data[addedData[i] as string] = addedData[i + 1];
     addedData[i + 1] = undefined; // not kept alive by this array
@@ -82,9 +72,25 @@ export function appendEntries(msg: FluxMsg, input: Span, layout: FluxMsgLayout, 
 }
 
 /**
+ * Reads `count` entries at the reader into `added` (key, value, key, value...): each key new to
+ * `existing` and to those before it; a meta value is text, a data value anything. Returns how
+ * many items it put there, or -1 at a key the full decode would refuse as repeated.
+ */
+function readAdded(reader: StrictReader, count: number, existing: Record<string, unknown>, added: unknown[], meta: boolean): number {
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    const key = reader.textString(meta ? 'a meta key' : 'a data key');
+    if (!newKey(key, existing, added, n)) return -1;
+    added[n++] = key;
+    added[n++] = meta ? reader.textString('a meta value') : reader.value(DATA_VALUE_DEPTH);
+  }
+  return n;
+}
+
+/**
  * Reads a map's head and checks that its first entries are the input's (input[entries, end),
- * `count` of them). Returns the map's entry count with the reader past the input's entries, or
- * -1 when the map is anything else.
+ * `count` of them). Returns how many entries follow them, with the reader past the input's
+ * entries, or -1 when the map is anything else.
  */
 function appendedAt(reader: StrictReader, input: Span, output: Span, entries: number, end: number, count: number): number {
   const total = reader.mapHead('a map');
@@ -92,7 +98,7 @@ function appendedAt(reader: StrictReader, input: Span, output: Span, entries: nu
   const length = end - entries;
   if (reader.pos + length > output.bytes.length || !same(input, entries, output, reader.pos, length)) return -1;
   reader.pos += length;
-  return total;
+  return total - count;
 }
 
 /** Whether a[aFrom, aFrom + n) and b[bFrom, bFrom + n) hold the same bytes (both in range). */

@@ -196,4 +196,38 @@ describe('worker pool', () => {
     const pool = new WorkerPool({ handler: new URL('./fixtures/does-not-exist.js', import.meta.url), size: 1, logger: quiet, onOutput: () => {} });
     await assert.rejects(pool.start(), /worker 0 failed to start: .*does-not-exist/);
   });
+
+  it('reports a failed start once, even when the exit is seen in the same turn as the failure', async () => {
+    const pool = new WorkerPool({ handler: new URL('./fixtures/does-not-exist.js', import.meta.url), size: 1, logger: quiet, onOutput: () => {} });
+    const replaced: WorkerReplaced[] = [];
+    pool.on('worker-replaced', (event: WorkerReplaced) => replaced.push(event));
+    const starting = pool.start();
+    // Blocks the main thread while the worker fails and exits, so that Node drains its 'failed'
+    // message and emits 'exit' in one turn (what a loaded machine does by chance): a busy
+    // machine, not a timed wait; the test asserts what happens after it.
+    const blockedUntil = Date.now() + 300;
+    while (Date.now() < blockedUntil);
+    await assert.rejects(starting, /worker 0 failed to start: .*does-not-exist/);
+    assert.deepEqual(replaced, [], 'a worker that never started is not replaced as a crash');
+  });
+
+  it('keeps trying to replace a worker whose replacements fail to start, and serves again once one starts', async () => {
+    const { pool, outputs } = collectingPool({ size: 1 });
+    const replaced: WorkerReplaced[] = [];
+    pool.on('worker-replaced', (event: WorkerReplaced) => replaced.push(event));
+    await pool.start();
+    try {
+      pool.reconfigure({ failToStart: true }, 1, encoder.encode('new options'));
+      pool.send(0, 2, encoder.encode('exit'));
+      await until(() => replaced.filter((r) => /its replacement failed to start: .*asked to fail/.test(r.reason)).length >= 2, 'two more tries');
+      let started = 0;
+      pool.on('worker-ready', () => started++);
+      pool.reconfigure({}, 3, encoder.encode('good options'));
+      await until(() => started === 1, 'a replacement that starts');
+      pool.send(0, 4, encoder.encode('served again'));
+      await until(() => outputs.some((o) => o.text === 'served again'), 'an echo from the worker that started');
+    } finally {
+      await pool.close();
+    }
+  });
 });

@@ -89,6 +89,10 @@ interface Slot {
   lastBeatAt: number;
   stopping: boolean;
   exited: boolean;
+  /** Set once the worker said it is ready; until then ready() alone reports how its start ended. */
+  started: boolean;
+  /** Replacements in a row that failed to start: they space the next try. */
+  failedStarts: number;
   epochMs: number;
 }
 
@@ -96,6 +100,9 @@ const OUTPUT_BATCH = 1024;
 const DEFAULT_TELEMETRY_RING_BYTES = 256 * 1024;
 const utf8 = new TextDecoder();
 const WATCHDOG_MIN_MS = 10;
+/** After a replacement fails to start, the next try waits this long, doubling to the cap. */
+const RESTART_DELAY_MS = 100;
+const RESTART_DELAY_MAX_MS = 5000;
 
 /**
  * N worker threads, each joined to the main thread by an inbound and an outbound ring. The main
@@ -357,6 +364,8 @@ export class WorkerPool extends EventEmitter {
       lastBeatAt: Date.now(),
       stopping: false,
       exited: false,
+      started: false,
+      failedStarts: 0,
       epochMs,
     };
     worker.on('error', (err) => {
@@ -364,7 +373,9 @@ export class WorkerPool extends EventEmitter {
     });
     worker.on('exit', (code) => {
       slot.exited = true;
-      if (this.slots[index] === slot && !slot.stopping && !this.closed) this.replace(slot, `exited with code ${code}`);
+      // A worker that failed to start may exit before its 'failed' message has been handled (the
+      // exit drains it in the same turn): that is ready()'s to report, not a crash to replace.
+      if (this.slots[index] === slot && slot.started && !slot.stopping && !this.closed) this.replace(slot, `exited with code ${code}`);
     });
     return slot;
   }
@@ -380,6 +391,7 @@ export class WorkerPool extends EventEmitter {
       const onMessage = (event: WorkerEvent) => {
         if (event.type === 'ready') {
           cleanup();
+          slot.started = true;
           resolve();
         } else if (event.type === 'failed') {
           cleanup();
@@ -516,12 +528,19 @@ export class WorkerPool extends EventEmitter {
     this.log.warn({ worker: old.index, generation: fresh.generation, reason, lostRecords, gear: timedOutGuest }, 'worker replaced');
     // Announced at once, so owners can fail what the old worker held without waiting for the new one.
     this.emit('worker-replaced', event);
+    fresh.failedStarts = old.started ? 0 : old.failedStarts + 1;
     this.ready(fresh).then(
       () => {
         this.flushPending(fresh);
         this.emit('worker-ready', { index: fresh.index, generation: fresh.generation });
       },
-      (err: unknown) => this.emit('error', err),
+      (err: unknown) => {
+        // Records held for this position wait in the pool; the supervisor keeps trying, slower
+        // each time, instead of leaving the position dead or throwing from an event.
+        const delayMs = Math.min(RESTART_DELAY_MAX_MS, RESTART_DELAY_MS * 2 ** fresh.failedStarts);
+        this.log.error({ worker: fresh.index, generation: fresh.generation, err, retryInMs: delayMs }, 'replacement worker failed to start');
+        setTimeout(() => this.replace(fresh, `its replacement failed to start: ${err instanceof Error ? err.message : String(err)}`), delayMs).unref();
+      },
     );
   }
 }

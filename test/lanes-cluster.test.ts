@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { laneStreamName } from '../src/bus/lanes.js';
-import { callsWithFault, checkArrivals, FAULT_COUNT, laneScenario, OUT_STREAM, readStream, withRackPair } from './harness/lanes.js';
+import { callsWithFault, checkArrivals, FAULT_COUNT, laneScenario, outStreamConfig, readStream, withRackPair } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { freePort } from './harness/ports.js';
 import { untilAsync } from './harness/wait.js';
@@ -34,13 +34,11 @@ describe('guaranteed wires on a cluster', { timeout: 600_000 }, () => {
     await Promise.all(nodes.map((n) => n.stop()));
   });
 
-  // Reported, not yet gating: it passed 8 of 8 runs here, then failed once in CI in its own
-  // reader (the ordered consumer that reads the output stream timed out five times while the
-  // cluster settled; every accepted message had arrived). The reader now tries for 30 s; the
-  // test gates make test once it has a longer record. Its waits add up to well under the
-  // per-file timeout of make test (120 s).
-  const todo = 'gates make test once its reader has a longer record on a cluster that lost a node';
-  it('the stream leader killed mid-flow: the flow goes on with the new leader, and nothing accepted is lost', { todo }, async () => {
+  // Its record before it gated make test: 8 of 8 runs, then one CI failure in its reader (the
+  // ordered consumer reading the output stream timed out five times while the cluster settled;
+  // every accepted message had arrived), which now tries for 30 s; then 18 of 18 runs. Its waits
+  // add up to well under the per-file timeout of make test (120 s).
+  it('the stream leader killed mid-flow: the flow goes on with the new leader, and nothing accepted is lost', async () => {
     const nc = await natsConnect({ servers: nodes.map((n) => n.url), maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     try {
       let jsm = undefined as unknown as Awaited<ReturnType<typeof jetstreamManager>>;
@@ -58,7 +56,7 @@ describe('guaranteed wires on a cluster', { timeout: 600_000 }, () => {
       await untilAsync(
         async () =>
           jsm.streams
-            .add({ name: OUT_STREAM, subjects: ['lanes.out'], num_replicas: 3, duplicate_window: 120_000 * 1_000_000 })
+            .add(outStreamConfig(3))
             .then(() => true)
             .catch(() => false),
         'the cluster to elect its JetStream meta leader',

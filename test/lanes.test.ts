@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { DiscardPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
 import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
@@ -16,7 +16,7 @@ import { encodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { createFluxMsg } from '../src/fluxmsg/fluxmsg.js';
 import { LANE_DEFAULTS } from '../src/rack/defaults.js';
 import { parseScenario } from '../src/scenario/parse.js';
-import { callMany, laneRack, laneScenario, makeOutStream, OUT_STREAM, outCount, readStream, tally, withRackPair } from './harness/lanes.js';
+import { callMany, laneRack, laneScenario, makeOutStream, OUT_STREAM, outCount, outStreamConfig, readStream, tally, withRackPair } from './harness/lanes.js';
 import { NatsServerProcess } from './harness/nats.js';
 import { untilAsync } from './harness/wait.js';
 
@@ -217,6 +217,39 @@ describe('guaranteed wires between racks', () => {
         );
         assert.equal(a.laneCounts?.published, count);
         await untilAsync(async () => b.laneCounts?.acked === count && b.laneCounts.holding === 0, 'rack B to ack them all');
+      });
+    } finally {
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
+  it('a downstream outage (the output stream full) stalls the wire instead of spending attempts: nothing is dead-lettered, and all arrives once there is room', async () => {
+    const jsm = await jetstreamManager(nc);
+    const room = 500;
+    const count = 2000;
+    await jsm.streams.add({ ...outStreamConfig(), max_msgs: room, discard: DiscardPolicy.New });
+    // ack_wait leaves a slow machine room: a first outcome later than it would be a real attempt.
+    const doc = laneScenario({ name: 'lanes-stall', maxDeliver: 2, ackWaitMs: 5000 });
+    try {
+      await withRackPair({ a: nats.url, b: nats.url }, doc, async ({ b, peer }) => {
+        const answers = await callMany(peer, count, () => ({}));
+        assert.equal(answers.filter((x) => x instanceof Error).length, 0, 'rack A took every call');
+        // Three rounds for every stalled message: past max_deliver (2), had each round cost an attempt.
+        await untilAsync(async () => b.laneCounts!.onwardRetries >= 3 * (count - room), 'the stalled deliveries to run again three times', 30_000);
+        assert.equal(b.laneCounts?.deadLettered, 0, `no good message dead-lettered for an outage downstream: ${JSON.stringify(b.laneCounts)}`);
+        assert.equal(b.laneCounts?.redelivered, 0, 'no attempt spent');
+        assert.equal(await outCount(nc), room);
+        assert.ok(b.laneCounts!.stalled + b.laneCounts!.holding > 0, JSON.stringify(b.laneCounts));
+
+        await jsm.streams.update(OUT_STREAM, { max_msgs: -1 });
+        await untilAsync(async () => b.laneCounts?.acked === count && b.laneCounts.holding === 0, 'rack B to ack them all once the stream has room', 30_000);
+        const counts = tally((await readStream(nc, OUT_STREAM)).map((m) => m.n));
+        assert.equal(counts.size, count);
+        assert.ok(
+          [...counts.values()].every((c) => c === 1),
+          'each arrived once',
+        );
+        assert.deepEqual([b.laneCounts?.deadLettered, b.laneCounts?.stalled], [0, 0]);
       });
     } finally {
       await jsm.streams.delete(OUT_STREAM);

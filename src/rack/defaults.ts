@@ -37,4 +37,6 @@ export const LANE_DEFAULTS = {
   pull_expires_ms: 5000,
   /** The first redelivery delay after a rejection; it doubles per attempt, up to ack_wait_ms. */
   redeliver_first_ms: 100,
+  /** The longest wait before a delivery whose onward send failed (an outage) runs again. */
+  onward_retry_max_ms: 5000,
 } as const;

@@ -45,6 +45,13 @@ export interface LaneCounts {
   acked: number;
   redelivered: number;
   deadLettered: number;
+  /**
+   * Deliveries run again because what they led to could not be sent on (the bus down, a
+   * downstream stream full): not the message's fault, so it cost no attempt.
+   */
+  onwardRetries: number;
+  /** Deliveries held now, waiting to run again for that reason: a stalled wire. */
+  stalled: number;
   /** Publishes waiting for their acknowledgement now. */
   outstanding: number;
   /**
@@ -68,10 +75,19 @@ interface Pending {
   m: JsMsg;
   inbound: Inbound;
   worker: number;
+  /** Times what it led to could not be sent on (no attempt counted). */
+  onwardFailures: number;
+}
+
+/** Held deliveries whose onward sends failed, and the timers that keep them held and run them again. */
+interface Stall {
+  batch: Pending[];
+  working: NodeJS.Timeout;
+  retry: NodeJS.Timeout;
 }
 
 export class GuaranteedLanes implements MainGear {
-  private readonly tally: Omit<LaneCounts, 'outstanding' | 'holding'> = {
+  private readonly tally: Omit<LaneCounts, 'outstanding' | 'holding' | 'stalled'> = {
     published: 0,
     publishFailed: 0,
     publishRetries: 0,
@@ -80,6 +96,7 @@ export class GuaranteedLanes implements MainGear {
     acked: 0,
     redelivered: 0,
     deadLettered: 0,
+    onwardRetries: 0,
   };
   private readonly js: JetStreamClient;
   private readonly publisher: AsyncPublisher;
@@ -97,6 +114,8 @@ export class GuaranteedLanes implements MainGear {
   private settleScheduled = false;
   /** See LaneCounts.holding. */
   private holding = 0;
+  private readonly stalls = new Set<Stall>();
+  private lastStallLog = 0;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -111,7 +130,9 @@ export class GuaranteedLanes implements MainGear {
   }
 
   get counts(): LaneCounts {
-    return { ...this.tally, outstanding: this.publishes.size, holding: this.holding };
+    let stalled = 0;
+    for (const s of this.stalls) stalled += s.batch.length;
+    return { ...this.tally, outstanding: this.publishes.size, holding: this.holding, stalled };
   }
 
   /** Whether a scenario has bus wires this rack sends or receives on. */
@@ -204,18 +225,18 @@ export class GuaranteedLanes implements MainGear {
     const { maxDeliver } = inbound.delivery;
     if (m.info.deliveryCount > maxDeliver) {
       // Every earlier attempt timed out (a crashed rack or worker): nobody said why.
-      void this.deadLetter({ m, inbound, worker: -1 }, `no outcome after ${maxDeliver} deliveries (each timed out)`);
+      void this.deadLetter({ m, inbound, worker: -1, onwardFailures: 0 }, `no outcome after ${maxDeliver} deliveries (each timed out)`);
       return;
     }
-    this.send(inbound, m);
+    this.send(inbound, m, 0);
   }
 
-  private send(inbound: Inbound, m: JsMsg): void {
+  private send(inbound: Inbound, m: JsMsg, onwardFailures: number): void {
     const token = this.nextToken;
     this.nextToken = this.nextToken >= Number.MAX_SAFE_INTEGER ? 1 : this.nextToken + 1;
     const payload = Records.laneDeliver.encode({ token, gear: inbound.wire.to.gear, port: inbound.wire.to.port, bytes: m.data });
     // Pending before it is sent: inline (workers: 0) its LaneDone comes back within deliver().
-    const pending: Pending = { m, inbound, worker: -1 };
+    const pending: Pending = { m, inbound, worker: -1, onwardFailures };
     this.pending.set(token, pending);
     this.tally.delivered++;
     pending.worker = this.host.deliver(inbound.delivery.ordered ? inbound.orderKey : token, payload, inbound.source);
@@ -254,10 +275,7 @@ export class GuaranteedLanes implements MainGear {
     this.settling = [];
     // What they led to may take longer than ack_wait (a stream electing a leader, a publish tried
     // again): the stream is told they are being worked on, so it does not offer them again.
-    const ackWait = Math.min(...batch.map((p) => p.inbound.delivery.ackWaitMs));
-    const working = setInterval(() => {
-      for (const p of batch) p.m.working();
-    }, ackWait / 2);
+    const working = keepWorking(batch);
     Promise.all([this.host.settled(), this.publishes.settled()])
       .finally(() => clearInterval(working))
       .then(
@@ -266,9 +284,59 @@ export class GuaranteedLanes implements MainGear {
           this.tally.acked += batch.length;
         },
         (err: Error) => {
-          for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
+          if (refusedForItself(err)) for (const p of batch) this.failed(p, `what it led to could not be sent on: ${err.message}`);
+          else this.stall(batch, err);
         },
       );
+  }
+
+  /**
+   * What a batch led to could not be sent on for want of the bus or of room downstream (an outage
+   * outlasting the publish retries, a stream at its limits): not the messages' fault, so it must
+   * not cost them attempts, or an outage longer than max_deliver rounds would dead-letter good
+   * messages. They stay held (the stream is told they are being worked on, and the wire's
+   * max_ack_pending stops its pulls: the wire stalls, the backlog waits in the stream) and run
+   * again after 100 ms doubling per round, up to onward_retry_max_ms.
+   */
+  private stall(batch: Pending[], err: Error): void {
+    if (this.quiesced) {
+      for (const p of batch) this.release(p.m, 'nak');
+      return;
+    }
+    let rounds = 0;
+    for (const p of batch) rounds = Math.max(rounds, ++p.onwardFailures);
+    const delay = Math.min(LANE_DEFAULTS.onward_retry_max_ms, LANE_DEFAULTS.redeliver_first_ms * 2 ** (rounds - 1));
+    const now = Date.now();
+    if (now - this.lastStallLog >= LANE_DEFAULTS.onward_retry_max_ms) {
+      this.lastStallLog = now;
+      this.host.log.warn(
+        { err: err.message, messages: batch.length, rounds, retryInMs: delay },
+        'what guaranteed deliveries led to could not be sent on; they are held and run again, without costing an attempt',
+      );
+    }
+    // Each working() gives a message a whole ack_wait again: one now (its ack_wait has been running
+    // since it was offered), then every half of it, and one as it runs again.
+    tellWorking(batch);
+    const stall: Stall = {
+      batch,
+      working: keepWorking(batch),
+      retry: setTimeout(() => {
+        this.unstall(stall);
+        if (this.quiesced) for (const p of batch) this.release(p.m, 'nak');
+        else {
+          tellWorking(batch);
+          for (const p of batch) this.send(p.inbound, p.m, p.onwardFailures);
+          this.tally.onwardRetries += batch.length;
+        }
+      }, delay),
+    };
+    this.stalls.add(stall);
+  }
+
+  private unstall(stall: Stall): void {
+    clearInterval(stall.working);
+    clearTimeout(stall.retry);
+    this.stalls.delete(stall);
   }
 
   /** Tells the stream what became of a message it offered; this rack holds it no longer. */
@@ -336,7 +404,7 @@ export class GuaranteedLanes implements MainGear {
       if (index >= Math.max(1, lostRecords)) break;
       this.pending.delete(token);
       if (index++ === 0) this.redeliver(p);
-      else this.send(p.inbound, p.m);
+      else this.send(p.inbound, p.m, p.onwardFailures);
     }
   }
 
@@ -415,6 +483,10 @@ export class GuaranteedLanes implements MainGear {
     if (this.settling.length > 0) this.settle();
     for (const p of this.pending.values()) this.release(p.m, 'nak');
     this.pending.clear();
+    for (const stall of [...this.stalls]) {
+      this.unstall(stall);
+      for (const p of stall.batch) this.release(p.m, 'nak');
+    }
   }
 }
 
@@ -424,5 +496,26 @@ export class GuaranteedLanes implements MainGear {
  */
 function retryable(err: Error): boolean {
   if (err instanceof PublishTimeout) return true;
-  return !/maximum (bytes|messages)|resource limits|stream store|insufficient|wrong last|message size/i.test(err.message);
+  return !STREAM_FULL.test(err.message) && !refusedForItself(err);
+}
+
+/** A stream's refusal for want of room: its limits, or its server's. */
+const STREAM_FULL = /maximum (bytes|messages)|resource limits|stream store|insufficient/i;
+
+/**
+ * Whether a stream refused a message for what it is (too big, out of sequence), which another
+ * try will not change, rather than for want of the bus or of room.
+ */
+function refusedForItself(err: Error): boolean {
+  return /message size|wrong last/i.test(err.message);
+}
+
+/** Tells the stream the batch's messages are being worked on: each gets a whole ack_wait again. */
+function tellWorking(batch: Pending[]): void {
+  for (const p of batch) p.m.working();
+}
+
+/** tellWorking() every half of the batch's shortest ack_wait, until the interval is cleared. */
+function keepWorking(batch: Pending[]): NodeJS.Timeout {
+  return setInterval(tellWorking, Math.min(...batch.map((p) => p.inbound.delivery.ackWaitMs)) / 2, batch);
 }

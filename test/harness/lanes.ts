@@ -62,9 +62,14 @@ export function laneScenario(options: LaneScenarioOptions = {}): Record<string, 
   };
 }
 
+/** The output stream: deduplicating by message id for two minutes. */
+export function outStreamConfig(replicas = 1) {
+  return { name: OUT_STREAM, subjects: [OUT_SUBJECT], duplicate_window: 120_000 * 1_000_000, num_replicas: replicas };
+}
+
 export async function makeOutStream(nc: NatsConnection, replicas = 1): Promise<void> {
   const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: OUT_STREAM, subjects: [OUT_SUBJECT], duplicate_window: 120_000 * 1_000_000, num_replicas: replicas });
+  await jsm.streams.add(outStreamConfig(replicas));
 }
 
 const READER_DEADLINE_MS = 30_000;

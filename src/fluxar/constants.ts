@@ -46,6 +46,8 @@ export const COMPRESS_MIN_GAIN = 0.9;
 export const COMPRESS_MAX_BACKOFF = 4096;
 /** Bytes queued for a peer that does not read before it is disconnected. */
 export const DEFAULT_MAX_WRITE_BUFFER = 8 * 1024 * 1024;
+/** Connections a PeerPool opens. */
+export const DEFAULT_POOL_SIZE = 4;
 
 /** How long a server keeps a session whose connection dropped, waiting for the client to resume it (spec section 20). */
 export const DEFAULT_RESUME_MS = 30_000;

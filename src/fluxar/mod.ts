@@ -48,6 +48,8 @@ export type {
   SubscribeCallOptions,
 } from './peer.js';
 export { Peer } from './peer.js';
+export type { PoolOptions } from './pool.js';
+export { PeerPool } from './pool.js';
 export type { Contract, InputCheck, DescribeDocument, DescribedTarget, DescribedTopic, DescribePolicy, InputOf, OutputOf, TopicContract } from './describe.js';
 export { DESCRIBE_TARGET, DESCRIBE_VERSION, inputCheck } from './describe.js';
 export type { Transport, TransportKind } from './transport.js';

@@ -351,6 +351,11 @@ export class Peer extends HandlerRegistry implements StreamHost, BrokerLink {
     return this.session.state === 'open';
   }
 
+  /** Calls made and not yet answered, failed or cancelled. */
+  get callsInFlight(): number {
+    return this.pending.size;
+  }
+
   /**
    * Opens a stream to `target` (spec section 13). Iterate the result for the chunks the other
    * side sends; write() and end() stream up; `result` is the final response. Fails at once (in

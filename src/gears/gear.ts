@@ -165,6 +165,11 @@ export interface MainGear {
   start(): Promise<void>;
   /** A message for one of its input ports. */
   receive(port: string, msg: FluxMsg): void;
+  /**
+   * The same, still encoded (from a worker), for a gear that forwards a message's bytes rather
+   * than reading it: the main thread then never decodes it. `bytes` is the gear's to keep.
+   */
+  receiveEncoded?(port: string, bytes: Uint8Array): void;
   /** First step of a graceful stop: accept and produce no new work. */
   quiesce(): Promise<void>;
   /** Last step, once the workers are done: flush and release everything. */

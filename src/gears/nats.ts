@@ -7,6 +7,7 @@ import { createFluxMsg, type FluxMsg, hopMessageId, idHex } from '../fluxmsg/flu
 import { configOf, type GearType, type MainGear, type MainGearContext, type GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 import { PendingOutputs } from './pending-outputs.js';
+import { fluxMsgOf } from './records.js';
 import { publishRetrying } from './publish-retry.js';
 
 export const manifest: GearManifest = {
@@ -75,8 +76,16 @@ class NatsGear implements MainGear {
   }
 
   receive(_port: string, msg: FluxMsg): void {
-    const bytes = encodeFluxMsg(msg);
-    if (this.js === undefined) {
+    this.publish(encodeFluxMsg(msg), msg);
+  }
+
+  receiveEncoded(_port: string, bytes: Uint8Array): void {
+    // Only a JetStream publish reads the message (its id, for the dedupe header).
+    this.publish(bytes, this.js === undefined ? undefined : fluxMsgOf(bytes));
+  }
+
+  private publish(bytes: Uint8Array, msg: FluxMsg | undefined): void {
+    if (this.js === undefined || msg === undefined) {
       this.nc.publish(this.config.subject, bytes);
       return;
     }

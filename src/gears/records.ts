@@ -79,6 +79,16 @@ export interface GearPortRecord {
   port: string;
   msg: FluxMsg;
 }
+/**
+ * A message for a main-thread gear, its fluxMsg encoded: a gear that only forwards the bytes (a
+ * nats gear publishing) takes them as they are, and the main thread, every message's bottleneck
+ * on a busy wire, never decodes and re-encodes it (fluxMsgOf decodes for the gears that read it).
+ */
+export interface ToMainRecord {
+  gear: string;
+  port: string;
+  bytes: Uint8Array;
+}
 export interface ConnOpenRecord {
   id: number;
   gear: string;
@@ -200,10 +210,10 @@ export const Records = {
     (r) => [r.gear, r.msg],
     ([gear, msg]) => ({ gear, msg: fluxMsgFromValue(msg) }),
   ),
-  toMain: kind<GearPortRecord, [string, string, unknown]>(
+  toMain: kind<ToMainRecord, [string, string, Uint8Array]>(
     RecordTag.ToMain,
-    (r) => [r.gear, r.port, r.msg],
-    ([gear, port, msg]) => ({ gear, port, msg: fluxMsgFromValue(msg) }),
+    (r) => [r.gear, r.port, r.bytes],
+    ([gear, port, bytes]) => ({ gear, port, bytes }),
   ),
   inject: kind<GearPortRecord, [string, string, unknown]>(
     RecordTag.Inject,
@@ -295,3 +305,8 @@ export const Records = {
     ([id, code, reason]) => ({ id, code, reason }),
   ),
 } as const;
+
+/** A fluxMsg our own worker encoded (a ToMainRecord's bytes): decoded without the strict checks of bytes from outside. */
+export function fluxMsgOf(bytes: Uint8Array): FluxMsg {
+  return fluxMsgFromValue(decodeCbor(bytes));
+}

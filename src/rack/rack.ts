@@ -11,7 +11,7 @@ import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import { encodeFluxMsg } from '../fluxmsg/codec.js';
 import type { MainGear, MainGearContext } from '../gears/gear.js';
 import type { KvStore } from '../gears/kv.js';
-import { lanePublication, RecordTag, Records, type StatsRecord } from '../gears/records.js';
+import { fluxMsgOf, lanePublication, RecordTag, Records, type StatsRecord } from '../gears/records.js';
 import { gearType } from '../gears/registry.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
@@ -726,8 +726,10 @@ export class Rack extends EventEmitter {
         this.broadcast(tag, payload);
         return this.bridgePublication(payload);
       case RecordTag.ToMain: {
-        const { gear, port, msg } = Records.toMain.decode(payload);
-        return this.mainGears.get(gear)?.receive(port, msg);
+        const { gear, port, bytes } = Records.toMain.decode(payload);
+        const target = this.mainGears.get(gear);
+        if (target?.receiveEncoded !== undefined) return target.receiveEncoded(port, bytes);
+        return target?.receive(port, fluxMsgOf(bytes));
       }
       case RecordTag.LanePublish:
         if (this.lanes !== undefined) this.lanes.publish(Records.lanePublish.decode(payload));

@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { jetstream } from '@nats-io/jetstream';
+import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
 import { certFiles, initCerts, issueCert } from '../src/bus/certs.js';
+import { deadLetterSubject, laneStreamName, laneSubject } from '../src/bus/lanes.js';
 import { natsTlsConfig, writeNatsConfig } from '../src/bus/permissions.js';
 import { agentHeartbeat, agentNotify, rackInboxPrefix, SCENARIO_STREAM, scenarioConsumer, telemetrySubject } from '../src/bus/subjects.js';
 import type { BusTls } from '../src/bus/tls.js';
@@ -144,6 +145,59 @@ describe('mTLS on the bus', () => {
     assert.deepEqual(answer, { ok: true, error: null }, 'a command and its answer cross the bus');
   });
 
+  it('grants a rack, on a push, the consumers of the guaranteed wires into its gears, and no other rack', async () => {
+    // A second Mixer on the same fleet, with the hook the CLI gives its embedded nats-server.
+    let granted = new Map<string, string[]>();
+    const withGrants = new Mixer({
+      nats: nc,
+      logger: log.logger,
+      commandTimeoutMs: 3000,
+      grantLanes: async (grants) => {
+        granted = grants;
+        writeNatsConfig(config, natsTlsConfig({ certs, racks: ['north', 'south'], grants }));
+        await nats.reloaded();
+      },
+    });
+    await withGrants.start();
+    cleanups.push(() => withGrants.close());
+    const name = 'north-lane';
+    const scenario = {
+      meta: { name, version: '1' },
+      racks: [{ name: 'north' }],
+      lanes: { storage: 'memory' },
+      gears: [
+        { name: 'gen', type: 'generator', deploy: 'north', config: { rate_per_s: 1, count: 1 } },
+        { name: 'sink', type: 'nats', deploy: 'north', config: { subject: 'flux.msg.north.sink.seen', mode: 'publish' } },
+      ],
+      wires: [{ from: 'gen.out', to: 'sink.in', lane: 'guaranteed' }],
+    };
+    await withGrants.push(stringify(scenario), `${name}.yaml`);
+    const stream = laneStreamName(name);
+    const consumer = 'gen_out__sink_in';
+    assert.ok(granted.get('north')?.includes(`$JS.API.CONSUMER.MSG.NEXT.${stream}.${consumer}`), `north may pull its wire (${[...granted]})`);
+    assert.equal(granted.get('south'), undefined, 'south runs none of its gears');
+
+    // What the grants open, with the racks' own certificates: a message on the wire is read and
+    // acked by north, and dead-lettered by it; south reaches neither.
+    await jetstream(nc).publish(laneSubject('north', 'gen', 'out'), new Uint8Array([1]), { timeout: 3000 });
+    const north = await natsConnect({ servers: nats.url, tls: rackTls('north'), inboxPrefix: rackInboxPrefix('north') });
+    const south = await natsConnect({ servers: nats.url, tls: rackTls('south'), inboxPrefix: rackInboxPrefix('south') });
+    cleanups.push(async () => {
+      await north.close();
+      await south.close();
+    });
+    const wire = await jetstream(north).consumers.get(stream, consumer);
+    const m = await wire.next({ expires: 3000 });
+    assert.deepEqual([...(m?.data ?? [])], [1], 'north reads the message on its wire');
+    assert.equal(await m!.ackAck({ timeout: 3000 }), true, 'and its ack is taken');
+    await jetstream(north).publish(deadLetterSubject(name, 'sink', 'in'), new Uint8Array([2]), { timeout: 3000 });
+    await assert.rejects(jetstream(south).consumers.get(stream, consumer), /Permissions Violation|timeout/i);
+    await assert.rejects(
+      jetstream(south).publish(deadLetterSubject(name, 'sink', 'in'), new Uint8Array([3]), { timeout: 2000 }),
+      /Permissions Violation|timeout|no responders/i,
+    );
+  });
+
   it('admits a rack certified later once the server has read its users again', async () => {
     await issueCert(certs, 'rack', 'east');
     const eastTls = rackTls('east');
@@ -156,5 +210,8 @@ describe('mTLS on the bus', () => {
       return east !== undefined;
     }, 'east is admitted');
     await east!.close();
+    // JetStream outlives the reload (set by flags, nats-server 2.9 dropped it: no answer after).
+    const jsm = await jetstreamManager(nc);
+    assert.ok((await jsm.getAccountInfo()).streams > 0, 'the Mixer still reaches its streams');
   });
 });

@@ -1,8 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { basename, delimiter, join } from 'node:path';
 import { FluxrigError } from '../errors.js';
 
 export class NatsServerError extends FluxrigError {}
@@ -87,6 +87,45 @@ export class NatsServerProcess {
     this.child.kill('SIGHUP');
   }
 
+  /**
+   * reload(), resolved once the server says it runs the new configuration, so that what the
+   * new permissions allow works when it resolves; rejects with the server's words if it refused
+   * the file (it then runs the old one) or said nothing in time.
+   */
+  reloaded(timeoutMs = 5000): Promise<void> {
+    const stderr = this.child.stderr!;
+    return new Promise<void>((resolve, reject) => {
+      let log = '';
+      const onData = (chunk: string) => {
+        log += chunk;
+        if (/Reloaded server configuration/.test(log)) done();
+        else if (/Failed to reload server configuration[^\n]*/.test(log))
+          done(new NatsServerError(/Failed to reload server configuration[^\n]*/.exec(log)![0]));
+      };
+      const timer = setTimeout(() => done(new NatsServerError(`nats-server did not reload its configuration within ${timeoutMs} ms`)), timeoutMs);
+      const done = (err?: Error) => {
+        clearTimeout(timer);
+        stderr.off('data', onData);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      stderr.on('data', onData);
+      this.reload();
+    });
+  }
+
+  /**
+   * The configuration the server runs with a file: JetStream set in a file that includes the
+   * caller's. Set by flags (-js -sd), it is dropped by a reload (SIGHUP) of nats-server 2.9: the
+   * server then answers no JetStream request. Reload reads both files again.
+   */
+  private static withJetStream(config: string, storeDir: string | undefined): string {
+    if (storeDir === undefined) return config;
+    const file = `${config}.server.conf`;
+    writeFileSync(file, `jetstream {\n  store_dir: ${JSON.stringify(storeDir)}\n}\ninclude ${JSON.stringify(basename(config))}\n`, { mode: 0o600 });
+    return file;
+  }
+
   private static async spawn(
     wantedPort: number,
     storeDir: string,
@@ -96,8 +135,16 @@ export class NatsServerProcess {
     config?: string,
   ): Promise<{ child: ChildProcess; port: number }> {
     const binary = findNatsServer();
-    const args = [...(config === undefined ? [] : ['-c', config]), '-a', host, '-p', String(wantedPort), '--http_port', '0'];
-    if (jetstream) args.push('-js', '-sd', storeDir);
+    const args = [
+      ...(config === undefined ? [] : ['-c', NatsServerProcess.withJetStream(config, jetstream ? storeDir : undefined)]),
+      '-a',
+      host,
+      '-p',
+      String(wantedPort),
+      '--http_port',
+      '0',
+    ];
+    if (jetstream && config === undefined) args.push('-js', '-sd', storeDir);
     const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     try {
       const port = await new Promise<number>((resolve, reject) => {

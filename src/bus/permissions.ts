@@ -2,7 +2,11 @@
 // the Mixer everything; a rack only its own subjects. The config is JSON, which nats-server's
 // configuration format accepts as it is.
 import { writeFileSync } from 'node:fs';
+import { busWires } from '../scenario/lanes.js';
+import { gearsOnRack } from '../scenario/placement.js';
+import type { Scenario } from '../scenario/types.js';
 import { certFiles, certSubject } from './certs.js';
+import { deadLetterSubject, laneConsumerName, laneStreamName } from './lanes.js';
 import {
   agentAck,
   agentHeartbeat,
@@ -23,11 +27,36 @@ export interface Permissions {
 }
 
 /**
+ * What a rack needs on the guaranteed wires into the gears it runs in `scenario` (on a group
+ * named in `groups`, or by name): read and ack each wire's consumer, and dead-letter what
+ * exhausts its deliveries. Nothing on the wires into other racks' gears, and it cannot make or
+ * change a consumer: the Mixer provisions them. Sending along a wire needs nothing more (its
+ * subject is among the rack's own, flux.msg.RACK.>).
+ */
+export function laneGrants(scenario: Scenario, rack: string, groups: readonly string[]): string[] {
+  const mine = new Set(gearsOnRack(scenario, rack, groups).map((g) => g.name));
+  const stream = laneStreamName(scenario.meta.name);
+  const grants: string[] = [];
+  for (const wire of busWires(scenario)) {
+    if (!mine.has(wire.to.gear)) continue;
+    const consumer = `${stream}.${laneConsumerName(wire)}`;
+    grants.push(
+      `$JS.API.CONSUMER.INFO.${consumer}`,
+      `$JS.API.CONSUMER.MSG.NEXT.${consumer}`,
+      `$JS.ACK.${consumer}.>`,
+      deadLetterSubject(scenario.meta.name, wire.to.gear, wire.to.port),
+    );
+  }
+  return [...new Set(grants)];
+}
+
+/**
  * A rack publishes its own hello, heartbeat, acks, telemetry and gear traffic; reads its own
  * commands and replies, and its scenarios through the consumer the Mixer made for it (info,
- * next, ack: it cannot make or change a consumer, nor read another rack's).
+ * next, ack: it cannot make or change a consumer, nor read another rack's). `grants`: more it may
+ * publish to (laneGrants of the scenarios rolled out to it).
  */
-export function rackPermissions(rack: string): Permissions {
+export function rackPermissions(rack: string, grants: readonly string[] = []): Permissions {
   const consumer = `${SCENARIO_STREAM}.${scenarioConsumer(rack)}`;
   return {
     publish: {
@@ -40,6 +69,7 @@ export function rackPermissions(rack: string): Permissions {
         `$JS.API.CONSUMER.INFO.${consumer}`,
         `$JS.API.CONSUMER.MSG.NEXT.${consumer}`,
         `$JS.ACK.${consumer}.>`,
+        ...grants,
       ],
     },
     subscribe: { allow: [agentNotify(rack, '*'), `${rackInboxPrefix(rack)}.>`] },
@@ -54,6 +84,8 @@ export interface TlsServerConfig {
   certs: string;
   /** Racks with a certificate: each becomes a user with rackPermissions. */
   racks: string[];
+  /** Per rack, what it may publish to besides its own subjects (Mixer.laneGrants). */
+  grants?: ReadonlyMap<string, readonly string[]>;
 }
 
 /** A nats-server configuration: TLS with client certificates required and mapped to users. */
@@ -64,7 +96,7 @@ export function natsTlsConfig(options: TlsServerConfig): Record<string, unknown>
     authorization: {
       users: [
         { user: certSubject.mixer, permissions: MIXER_PERMISSIONS },
-        ...options.racks.map((rack) => ({ user: certSubject.rack(rack), permissions: rackPermissions(rack) })),
+        ...options.racks.map((rack) => ({ user: certSubject.rack(rack), permissions: rackPermissions(rack, options.grants?.get(rack)) })),
       ],
     },
   };

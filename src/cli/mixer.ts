@@ -74,11 +74,15 @@ export async function runMixer(argv: string[]): Promise<number> {
   const certs = resolve(values.certs ?? CERT_DEFAULTS.dir);
   const tls = values.tls === true ? busTls(certFiles(certs).ca, certFiles(certs).mixer, certFiles(certs).mixerKey) : undefined;
   let stopWatching = () => {};
+  // What each rack's guaranteed wires need on an embedded mTLS bus: none until the Mixer has read
+  // its stored scenarios, then rewritten with every push.
+  let grantLanes: ((grants: Map<string, string[]>) => Promise<void>) | undefined;
   if (natsUrl === undefined) {
     const config = tls === undefined ? undefined : join(dataDir, 'nats.conf');
+    let grants = new Map<string, string[]>();
     const writeConfig = () => {
       const racks = issuedRacks(certs);
-      writeNatsConfig(config!, natsTlsConfig({ certs, racks }));
+      writeNatsConfig(config!, natsTlsConfig({ certs, racks, grants }));
       return racks;
     };
     if (config !== undefined) writeConfig();
@@ -91,8 +95,13 @@ export async function runMixer(argv: string[]): Promise<number> {
     natsUrl = `${tls === undefined ? 'nats' : 'tls'}://127.0.0.1:${embedded.port}`;
     logger.info({ nats: natsUrl, data: join(dataDir, 'nats'), mtls: tls !== undefined }, 'embedded nats-server started');
     if (config !== undefined) {
-      // A rack certificate issued while the Mixer runs becomes a nats-server user at once.
       const server = embedded;
+      grantLanes = async (next) => {
+        grants = next;
+        writeConfig();
+        await server.reloaded();
+      };
+      // A rack certificate issued while the Mixer runs becomes a nats-server user at once.
       let timer: NodeJS.Timeout | undefined;
       const watcher = watch(join(certs, 'racks'), () => {
         clearTimeout(timer);
@@ -117,8 +126,10 @@ export async function runMixer(argv: string[]): Promise<number> {
     bootstrapSecret: values.secret ?? process.env.FLUXRIG_MIXER_SECRET,
     autoAdopt: values['auto-adopt'] ?? false,
     vendorKeysDir,
+    grantLanes,
   });
   await mixer.start();
+  if (grantLanes !== undefined) await grantLanes(await mixer.laneGrants());
   const api = await buildMixerApi({ mixer, token, version: packageVersion() });
   const [host, port] = splitHostPort(values.listen ?? MIXER_DEFAULTS.api);
   const address = await api.listen({ host, port });

@@ -35,6 +35,7 @@ import {
 } from '../bus/subjects.js';
 import { ensureStream } from '../bus/streams.js';
 import { provisionLanes } from '../bus/lanes.js';
+import { laneGrants } from '../bus/permissions.js';
 import { parseScenario } from '../scenario/parse.js';
 import type { Scenario } from '../scenario/types.js';
 import { type Actor, AuditLog, ensureAuditStream } from './audit.js';
@@ -70,6 +71,13 @@ export interface MixerOptions {
   vendorKeysDir?: string;
   /** The Object Store bucket imported modules go to. Default MODULE_DEFAULTS.bucket. */
   moduleBucket?: string;
+  /**
+   * Gives racks the bus permissions their guaranteed wires need (laneGrants, per rack, of every
+   * stored scenario): called after a push stores its scenario and before any rack gets it. The
+   * CLI's embedded nats-server rewrites its users and reloads; a bus run by someone else needs
+   * its operator to grant the same (docs/mixer.md).
+   */
+  grantLanes?: (grants: Map<string, string[]>) => Promise<void>;
 }
 
 /** The Mixer acting on its own (not on an operator's request). */
@@ -349,6 +357,26 @@ export class Mixer extends EventEmitter {
     return view(record);
   }
 
+  /** Per rack, what its guaranteed wires need on the bus, over every stored scenario it was sent. */
+  async laneGrants(): Promise<Map<string, string[]>> {
+    const grants = new Map<string, Set<string>>();
+    for (const record of await this.registry.listScenarios()) {
+      let scenario: Scenario;
+      try {
+        scenario = parseScenario(record.yaml, `${record.name}.yaml`);
+      } catch (err) {
+        this.log.warn({ err, scenario: record.name }, 'a stored scenario no longer parses: no lane grants from it');
+        continue;
+      }
+      for (const [rack, groups] of Object.entries(record.targets)) {
+        const mine = grants.get(rack) ?? new Set<string>();
+        for (const grant of laneGrants(scenario, rack, groups)) mine.add(grant);
+        grants.set(rack, mine);
+      }
+    }
+    return new Map([...grants].map(([rack, set]) => [rack, [...set]]));
+  }
+
   async remove(name: string, actor: Actor = MIXER_ITSELF): Promise<void> {
     await this.audited(actor, 'remove', name, '', async () => {
       if (!(await this.registry.removeRack(name))) throw new MixerError(`no rack named ${name}`, 404);
@@ -438,6 +466,15 @@ export class Mixer extends EventEmitter {
       targets,
     }));
     const record = stored!;
+    if (this.options.grantLanes !== undefined) {
+      try {
+        await this.options.grantLanes(await this.laneGrants());
+      } catch (err) {
+        throw new MixerError(`cannot grant the racks of scenario ${record.name} their guaranteed wires on the bus: ${(err as Error).message}`, 500, {
+          cause: err,
+        });
+      }
+    }
     const js = jetstream(this.options.nats);
     for (const [rackName, groups] of Object.entries(targets)) {
       const rack = racks.find((r) => r.name === rackName)!;

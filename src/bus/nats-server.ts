@@ -98,9 +98,9 @@ export class NatsServerProcess {
       let log = '';
       const onData = (chunk: string) => {
         log += chunk;
+        const refused = /Failed to reload server configuration[^\n]*/.exec(log);
         if (/Reloaded server configuration/.test(log)) done();
-        else if (/Failed to reload server configuration[^\n]*/.test(log))
-          done(new NatsServerError(/Failed to reload server configuration[^\n]*/.exec(log)![0]));
+        else if (refused !== null) done(new NatsServerError(refused[0]));
       };
       const timer = setTimeout(() => done(new NatsServerError(`nats-server did not reload its configuration within ${timeoutMs} ms`)), timeoutMs);
       const done = (err?: Error) => {

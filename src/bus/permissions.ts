@@ -39,15 +39,15 @@ export function laneGrants(scenario: Scenario, rack: string, groups: readonly st
   const grants: string[] = [];
   for (const wire of busWires(scenario)) {
     if (!mine.has(wire.to.gear)) continue;
-    const consumer = `${stream}.${laneConsumerName(wire)}`;
-    grants.push(
-      `$JS.API.CONSUMER.INFO.${consumer}`,
-      `$JS.API.CONSUMER.MSG.NEXT.${consumer}`,
-      `$JS.ACK.${consumer}.>`,
-      deadLetterSubject(scenario.meta.name, wire.to.gear, wire.to.port),
-    );
+    grants.push(...consumerReading(stream, laneConsumerName(wire)), deadLetterSubject(scenario.meta.name, wire.to.gear, wire.to.port));
   }
   return [...new Set(grants)];
+}
+
+/** What reading a pull consumer the Mixer made takes: its info, its next messages, their acks. */
+function consumerReading(stream: string, consumer: string): string[] {
+  const name = `${stream}.${consumer}`;
+  return [`$JS.API.CONSUMER.INFO.${name}`, `$JS.API.CONSUMER.MSG.NEXT.${name}`, `$JS.ACK.${name}.>`];
 }
 
 /**
@@ -57,7 +57,6 @@ export function laneGrants(scenario: Scenario, rack: string, groups: readonly st
  * publish to (laneGrants of the scenarios rolled out to it).
  */
 export function rackPermissions(rack: string, grants: readonly string[] = []): Permissions {
-  const consumer = `${SCENARIO_STREAM}.${scenarioConsumer(rack)}`;
   return {
     publish: {
       allow: [
@@ -66,9 +65,7 @@ export function rackPermissions(rack: string, grants: readonly string[] = []): P
         agentAck(rack),
         telemetrySubject(rack, '>'),
         rackMessageSubjects(rack),
-        `$JS.API.CONSUMER.INFO.${consumer}`,
-        `$JS.API.CONSUMER.MSG.NEXT.${consumer}`,
-        `$JS.ACK.${consumer}.>`,
+        ...consumerReading(SCENARIO_STREAM, scenarioConsumer(rack)),
         ...grants,
       ],
     },

@@ -96,19 +96,24 @@ export async function runMixer(argv: string[]): Promise<number> {
     logger.info({ nats: natsUrl, data: join(dataDir, 'nats'), mtls: tls !== undefined }, 'embedded nats-server started');
     if (config !== undefined) {
       const server = embedded;
+      const rewrite = async () => {
+        const racks = writeConfig();
+        await server.reloaded();
+        return racks;
+      };
       grantLanes = async (next) => {
         grants = next;
-        writeConfig();
-        await server.reloaded();
+        await rewrite();
       };
       // A rack certificate issued while the Mixer runs becomes a nats-server user at once.
       let timer: NodeJS.Timeout | undefined;
       const watcher = watch(join(certs, 'racks'), () => {
         clearTimeout(timer);
         timer = setTimeout(() => {
-          const racks = writeConfig();
-          server.reload();
-          logger.info({ racks }, 'rack certificates changed: nats-server reloaded its users');
+          rewrite().then(
+            (racks) => logger.info({ racks }, 'rack certificates changed: nats-server reloaded its users'),
+            (err: unknown) => logger.error({ err }, 'rack certificates changed, but nats-server did not take its new users; it runs the old ones'),
+          );
         }, 200);
       });
       stopWatching = () => {

@@ -10,7 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { DiscardPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
-import { laneConsumerName, laneStreamName } from '../src/bus/lanes.js';
+import { laneConsumerName, laneStreamName, provisionLanes } from '../src/bus/lanes.js';
 import { connect } from '../src/fluxar/mod.js';
 import { encodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { createFluxMsg } from '../src/fluxmsg/fluxmsg.js';
@@ -164,6 +164,33 @@ describe('guaranteed wires between racks', () => {
       await jetstream(nc).publish('flux.msg.a.api.out', encodeFluxMsg(createFluxMsg({ data: { n: 7 } })));
       await untilAsync(async () => (await readStream(nc, OUT_STREAM)).some((m) => m.n === 7), 'rack B to consume the wire it was given back');
       assert.equal(b.laneCounts?.acked, 1);
+    } finally {
+      await b.stop();
+      await jsm.streams.delete(OUT_STREAM);
+    }
+  });
+
+  it('a reload that brings a wire into the rack pulls it once the new chain runs: no attempt spent on the old one, nothing lost on the way to a main-thread gear', async () => {
+    await makeOutStream(nc);
+    const doc = laneScenario({ name: 'lanes-arrive' });
+    // What the Mixer does on a push: the stream and its consumers, before any rack has the scenario.
+    const jsm = await jetstreamManager(nc);
+    await provisionLanes(jsm, parseScenario(stringify(doc), 'lanes-arrive.yaml'));
+    const waiting = 500;
+    const js = jetstream(nc);
+    for (let n = 0; n < waiting; n++) await js.publish('flux.msg.a.api.out', encodeFluxMsg(createFluxMsg({ data: { n } })));
+    // Rack B runs none of the scenario's gears, then reloads into all of them: the backlog meets
+    // the probe on the workers and the sink (a nats gear, on the main thread) both new.
+    const idle = { ...doc, gears: (doc.gears as Array<{ deploy: string }>).filter((g) => g.deploy === 'a'), wires: [] };
+    const b = laneRack('b', nats.url, idle);
+    await b.start();
+    try {
+      await b.reload(parseScenario(stringify(doc), 'lanes-arrive.yaml'));
+      await untilAsync(async () => (await outCount(nc)) >= waiting, 'the backlog to reach the output stream');
+      const counts = tally((await readStream(nc, OUT_STREAM)).map((m) => m.n));
+      assert.equal(counts.size, waiting);
+      assert.ok([...counts.values()].every((c) => c === 1));
+      assert.deepEqual([b.laneCounts?.acked, b.laneCounts?.redelivered, b.laneCounts?.deadLettered], [waiting, 0, 0]);
     } finally {
       await b.stop();
       await jsm.streams.delete(OUT_STREAM);

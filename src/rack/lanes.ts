@@ -67,6 +67,8 @@ interface Inbound {
   name: string;
   /** Deliveries of an ordered wire all go to one worker, in stream order. */
   orderKey: number;
+  /** Found when the wire is taken up; pulled from open() on. */
+  consumer: Consumer | undefined;
   messages: ConsumerMessages | undefined;
   source: Pausable;
 }
@@ -140,17 +142,34 @@ export class GuaranteedLanes implements MainGear {
     return busWires(scenario).some((w) => gears.has(w.from.gear) || gears.has(w.to.gear));
   }
 
+  /**
+   * Provisions, and finds the consumer of every wire into this rack's gears. Nothing is pulled
+   * until open(): a delivery must find the gears it leads to running, on the workers and on the
+   * main thread, or what it leads to there is lost.
+   */
   async start(): Promise<void> {
     await this.provision();
     await this.follow();
   }
 
-  /** Takes up a new scenario: its stream and consumers, and the wires into this rack's gears. */
+  /**
+   * Takes up a new scenario: its stream and consumers; stops pulling wires that are gone and
+   * finds the consumers of new ones. Their pulls start with open(), once the scenario runs.
+   */
   async reconfigure(scenario: Scenario, gears: ReadonlySet<string>): Promise<void> {
     this.scenario = scenario;
     this.gears = gears;
     await this.provision();
     await this.follow();
+  }
+
+  /** Pulls every wire into this rack's gears that is not pulled yet. */
+  open(): void {
+    if (this.quiesced) return;
+    for (const inbound of this.inbound.values()) {
+      if (inbound.messages !== undefined || inbound.consumer === undefined) continue;
+      this.pull(inbound, inbound.consumer);
+    }
   }
 
   /**
@@ -168,7 +187,7 @@ export class GuaranteedLanes implements MainGear {
     }
   }
 
-  /** Consumes the wires into this rack's gears; stops consuming wires that are gone. */
+  /** Finds the consumers of the wires into this rack's gears; stops pulling wires that are gone. */
   private async follow(): Promise<void> {
     const wanted = new Map<string, WireSpec>();
     for (const wire of busWires(this.scenario)) if (this.gears.has(wire.to.gear)) wanted.set(laneConsumerName(wire), wire);
@@ -186,12 +205,24 @@ export class GuaranteedLanes implements MainGear {
         delivery: deliveryOf(wire),
         name,
         orderKey: this.inbound.size,
+        consumer: undefined,
         messages: undefined,
         source: { pause() {}, resume() {} },
       };
+      inbound.consumer = await this.js.consumers.get(stream, name);
       this.inbound.set(name, inbound);
-      await this.consume(stream, inbound);
     }
+  }
+
+  /** pull(), and again every pull_expires_ms while it cannot start (the server away). */
+  private pull(inbound: Inbound, consumer: Consumer): void {
+    const again = () =>
+      this.consume(consumer, inbound).catch((e: unknown) => {
+        if (this.quiesced || this.inbound.get(inbound.name) !== inbound) return;
+        this.host.log.warn({ wire: inbound.name, err: e }, 'a guaranteed wire cannot pull yet; trying again');
+        setTimeout(again, LANE_DEFAULTS.pull_expires_ms).unref();
+      });
+    void again();
   }
 
   /**
@@ -199,8 +230,7 @@ export class GuaranteedLanes implements MainGear {
    * leader change within seconds; a pull loop that ends by itself (not closed by us) is
    * started again.
    */
-  private async consume(stream: string, inbound: Inbound): Promise<void> {
-    const consumer: Consumer = await this.js.consumers.get(stream, inbound.name);
+  private async consume(consumer: Consumer, inbound: Inbound): Promise<void> {
     const messages = await consumer.consume({
       max_messages: Math.min(inbound.delivery.maxAckPending, LANE_DEFAULTS.pull_batch),
       expires: LANE_DEFAULTS.pull_expires_ms,
@@ -210,12 +240,7 @@ export class GuaranteedLanes implements MainGear {
     void messages.closed().then((err) => {
       if (this.quiesced || this.inbound.get(inbound.name) !== inbound || inbound.messages !== messages) return;
       this.host.log.warn({ wire: inbound.name, err }, 'a guaranteed wire stopped pulling; pulling again');
-      const again = () =>
-        this.consume(stream, inbound).catch((e: unknown) => {
-          this.host.log.warn({ wire: inbound.name, err: e }, 'a guaranteed wire cannot pull yet; trying again');
-          setTimeout(again, LANE_DEFAULTS.pull_expires_ms).unref();
-        });
-      void again();
+      this.pull(inbound, consumer);
     });
   }
 

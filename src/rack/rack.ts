@@ -128,6 +128,8 @@ export class Rack extends EventEmitter {
   private link: WorkerLink | undefined;
   private connections: ConnectionTable | undefined;
   private readonly mainGears = new Map<string, MainGear>();
+  /** During a reload, the main-thread gears of the scenario the workers are switching to. */
+  private arrivingGears: ReadonlyMap<string, MainGear> | undefined;
   private stopping: Promise<void> | undefined;
 
   constructor(options: RackOptions) {
@@ -260,6 +262,7 @@ export class Rack extends EventEmitter {
       if (gear !== undefined) this.mainGears.set(spec.name, gear);
     }
     for (const [name, gear] of this.mainGears) await this.startMainGear(name, gear, this.gears);
+    this.lanes?.open();
   }
 
   /** Starts, reconfigures or stops the guaranteed lanes for the scenario about to run. */
@@ -392,21 +395,27 @@ export class Rack extends EventEmitter {
     };
     // The stream must take the new wires' subjects before any worker sends on them.
     await this.followLanes(scenario, gears);
+    // A worker on the new chain may hand a new gear a message before the last worker has switched.
+    this.arrivingGears = built;
     const errors = await this.switchWorkers(options);
     if (errors.length > 0) {
+      this.arrivingGears = undefined;
       await this.followLanes(previous.scenario, previous.gears).catch((err: unknown) => this.log.error({ err }, 'the previous lanes could not be restored'));
       // Some worker could not build the new chain: every worker goes back to the running one.
       await this.switchWorkers({ ...previous.options, version: this.version + 1, guestNames: [...this.guestNames] });
+      this.lanes?.open();
       throw new RackError(`the workers could not run scenario ${scenario.meta.name}: ${errors.join('; ')}`);
     }
     this.scenario = scenario;
     this.gears = gears;
     this.fingerprints = fingerprints;
     const retired = [...this.mainGears].filter(([name]) => !(kept(name) && gears.some((g) => g.name === name)));
-    // A changed listener must let go of its port before its successor binds it.
-    await Promise.all(retired.map(([, gear]) => gear.quiesce()));
+    // Every worker runs the new chain: its messages go to the new gears from now on.
     for (const [name] of retired) this.mainGears.delete(name);
     for (const [name, gear] of built) this.mainGears.set(name, gear);
+    this.arrivingGears = undefined;
+    // A changed listener must let go of its port before its successor binds it.
+    await Promise.all(retired.map(([, gear]) => gear.quiesce()));
     // Retired gears finish in the background: a listener's stop() waits for its last connection.
     for (const [name, gear] of retired) gear.stop().catch((err: unknown) => this.log.error({ err, gear: name }, 'a retired gear failed to stop'));
     try {
@@ -418,6 +427,7 @@ export class Rack extends EventEmitter {
       await this.reloadNow(previous.scenario).catch((again: unknown) => this.log.error({ err: again }, 'the previous scenario could not be restored'));
       throw err;
     }
+    this.lanes?.open();
     this.log.info(
       { rack: this.name, scenario: scenario.meta.name, version: this.version, kept: gears.filter((g) => kept(g.name)).map((g) => g.name) },
       'scenario reloaded',
@@ -727,9 +737,14 @@ export class Rack extends EventEmitter {
         return this.bridgePublication(payload);
       case RecordTag.ToMain: {
         const { gear, port, bytes } = Records.toMain.decode(payload);
-        const target = this.mainGears.get(gear);
-        if (target?.receiveEncoded !== undefined) return target.receiveEncoded(port, bytes);
-        return target?.receive(port, fluxMsgOf(bytes));
+        const target = this.mainGears.get(gear) ?? this.arrivingGears?.get(gear);
+        if (target === undefined) {
+          // Never meant to happen (the gears a chain leads to run before it does): said, not silent.
+          this.log.error({ gear, port }, 'a message for a main-thread gear that does not run; dropped');
+          return;
+        }
+        if (target.receiveEncoded !== undefined) return target.receiveEncoded(port, bytes);
+        return target.receive(port, fluxMsgOf(bytes));
       }
       case RecordTag.LanePublish:
         if (this.lanes !== undefined) this.lanes.publish(Records.lanePublish.decode(payload));

@@ -10,16 +10,27 @@ import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { Kvm } from '@nats-io/kv';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { stringify } from 'yaml';
 import { certFiles, initCerts, issueCert } from '../src/bus/certs.js';
 import { deadLetterSubject, laneStreamName, laneSubject } from '../src/bus/lanes.js';
 import { natsTlsConfig, writeNatsConfig } from '../src/bus/permissions.js';
-import { agentHeartbeat, agentNotify, rackInboxPrefix, SCENARIO_STREAM, scenarioConsumer, telemetrySubject } from '../src/bus/subjects.js';
+import {
+  agentHeartbeat,
+  agentNotify,
+  MODULE_BUCKET,
+  RACK_KV_BUCKET,
+  rackInboxPrefix,
+  SCENARIO_STREAM,
+  scenarioConsumer,
+  telemetrySubject,
+} from '../src/bus/subjects.js';
 import type { BusTls } from '../src/bus/tls.js';
 import { Mixer } from '../src/mixer/mixer.js';
 import { idleScenario, MixerAgent } from '../src/rack/agent.js';
 import { Rack } from '../src/rack/rack.js';
+import { decodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { tappedLogger } from '../src/telemetry/log-tap.js';
 import { TelemetryUplink } from '../src/telemetry/uplink.js';
 import { captureLogs } from './harness/logs.js';
@@ -39,6 +50,8 @@ describe('mTLS on the bus', () => {
   let mixer: Mixer;
   const log = captureLogs('info');
   const cleanups: Array<() => Promise<void>> = [];
+  /** Racks with a certificate, each a user of nats-server. */
+  const certified = ['north', 'south'];
 
   const tlsOf = (cert: string, key: string, ca = files.ca): BusTls => ({
     ca: readFileSync(ca, 'utf8'),
@@ -52,7 +65,7 @@ describe('mTLS on the bus', () => {
     await execFileAsync(process.execPath, [cli, 'certs', 'init', '--dir', certs]);
     await execFileAsync(process.execPath, [cli, 'certs', 'issue', 'rack', 'north', '--dir', certs]);
     await issueCert(certs, 'rack', 'south');
-    writeNatsConfig(config, natsTlsConfig({ certs, racks: ['north', 'south'] }));
+    writeNatsConfig(config, natsTlsConfig({ certs, racks: certified }));
     nats = await NatsServerProcess.start({ config });
     nc = await natsConnect({ servers: nats.url, tls: tlsOf(files.mixer, files.mixerKey), maxReconnectAttempts: -1 });
     mixer = new Mixer({ nats: nc, logger: log.logger, autoAdopt: true, commandTimeoutMs: 3000 });
@@ -145,21 +158,32 @@ describe('mTLS on the bus', () => {
     assert.deepEqual(answer, { ok: true, error: null }, 'a command and its answer cross the bus');
   });
 
-  it('grants a rack, on a push, the consumers of the guaranteed wires into its gears, and no other rack', async () => {
-    // A second Mixer on the same fleet, with the hook the CLI gives its embedded nats-server.
-    let granted = new Map<string, string[]>();
-    const withGrants = new Mixer({
+  /**
+   * Another Mixer on the same fleet, with the hook the CLI gives its embedded nats-server. It
+   * adopts too: any Mixer of the fleet may answer a rack's hello.
+   */
+  async function grantingMixer(onGrants: (grants: Map<string, string[]>) => void = () => {}): Promise<Mixer> {
+    const mixer = new Mixer({
       nats: nc,
       logger: log.logger,
+      autoAdopt: true,
       commandTimeoutMs: 3000,
       grantLanes: async (grants) => {
-        granted = grants;
-        writeNatsConfig(config, natsTlsConfig({ certs, racks: ['north', 'south'], grants }));
+        onGrants(grants);
+        writeNatsConfig(config, natsTlsConfig({ certs, racks: certified, grants }));
         await nats.reloaded();
       },
     });
-    await withGrants.start();
-    cleanups.push(() => withGrants.close());
+    await mixer.start();
+    cleanups.push(() => mixer.close());
+    return mixer;
+  }
+
+  it('grants a rack, on a push, the consumers of the guaranteed wires into its gears, and no other rack', async () => {
+    let granted = new Map<string, string[]>();
+    const withGrants = await grantingMixer((grants) => {
+      granted = grants;
+    });
     const name = 'north-lane';
     const scenario = {
       meta: { name, version: '1' },
@@ -198,11 +222,96 @@ describe('mTLS on the bus', () => {
     );
   });
 
+  it('runs a guaranteed wire between two racks, a Wasm gear from the module bucket and the gears KV, each rack on its own certificate', async () => {
+    // Two racks certified for this test, each enrolled through its agent (the Mixer grants the
+    // lanes of the racks a scenario targets).
+    const [west, central] = ['west', 'central'];
+    for (const rack of [west, central]) await issueCert(certs, 'rack', rack);
+    certified.push(west, central);
+    const fleet = await grantingMixer();
+    writeNatsConfig(config, natsTlsConfig({ certs, racks: certified }));
+    await nats.reloaded();
+    await fleet.importModule(readFileSync(join(root, 'wasm-gears/build/fraud-scorer.wasm')), 'fraud-scorer', '1.0.0', true);
+    const kv = await new Kvm(nc).open(RACK_KV_BUCKET);
+    await kv.put('fraud/blocklist', 'm-666');
+    const rackLog = captureLogs('info');
+    const racks = [west, central].map((rack) => {
+      const r = new Rack({
+        scenario: idleScenario(root),
+        name: rack,
+        workers: 1,
+        natsUrl: nats.url,
+        natsTls: rackTls(rack),
+        moduleBucket: MODULE_BUCKET,
+        kv: { [`started/${rack}`]: 'yes' },
+        logger: rackLog.logger,
+      });
+      const agent = new MixerAgent({
+        rack: r,
+        natsUrl: nats.url,
+        stateDir: mkdtempSync(join(tmpdir(), `fluxrig-${rack}-`)),
+        baseDir: root,
+        labels: {},
+        heartbeatMs: 200,
+        version: 'test',
+        logger: rackLog.logger,
+        tls: rackTls(rack),
+        onShutdown: () => {},
+      });
+      return { rack: r, agent };
+    });
+    for (const { rack, agent } of racks) {
+      await rack.start();
+      agent.start();
+      cleanups.push(async () => {
+        await agent.stop();
+        await rack.stop();
+      });
+    }
+    await until(() => racks.every(({ agent }) => agent.status === 'active'), 'both racks are adopted');
+
+    const name = 'cross-mtls';
+    // A blocklisted merchant abroad is rejected (the gear reads the blocklist from the gears' KV).
+    const generator = (merchant: string, count: number) => ({ rate_per_s: 200, count, data: { amount: 2500, merchant, country: 'FR', card_country: 'US' } });
+    const scenario = {
+      meta: { name, version: '1' },
+      racks: [{ name: west }, { name: central }],
+      lanes: { storage: 'memory' },
+      gears: [
+        { name: 'payments', type: 'generator', deploy: west, config: generator('m-1', 200) },
+        { name: 'blocked', type: 'generator', deploy: west, config: generator('m-666', 20) },
+        { name: 'fraud', type: 'wasm', deploy: central, config: { module: 'urn:wasm:fraud-scorer:1.0.0', allow_kv: true } },
+        { name: 'approved', type: 'nats', deploy: central, config: { subject: `flux.msg.${central}.approved.seen`, mode: 'publish' } },
+        { name: 'rejected', type: 'nats', deploy: central, config: { subject: `flux.msg.${central}.rejected.seen`, mode: 'publish' } },
+      ],
+      // From west to central: through JetStream.
+      wires: [
+        { from: 'payments.out', to: 'fraud.in', lane: 'guaranteed' },
+        { from: 'blocked.out', to: 'fraud.in', lane: 'guaranteed' },
+        { from: 'fraud.out', to: 'approved.in' },
+        { from: 'fraud.error', to: 'rejected.in' },
+      ],
+    };
+    const seen = { approved: new Set<string>(), rejected: new Set<string>() };
+    const sub = nc.subscribe(`flux.msg.${central}.*.seen`, {
+      callback: (_err, m) => {
+        seen[m.subject.split('.')[3] as 'approved' | 'rejected'].add(Buffer.from(decodeFluxMsg(m.data).id).toString('hex'));
+      },
+    });
+    cleanups.push(async () => sub.unsubscribe());
+    await fleet.push(stringify(scenario), `${name}.yaml`);
+    await untilAsync(async () => (await fleet.rollout(name)).every((r) => r.state === 'applied'), 'both racks applied the scenario');
+    await until(() => seen.approved.size === 200 && seen.rejected.size === 20, '200 approved and 20 rejected crossed from west to central', 20_000);
+    for (const rack of [west, central]) assert.equal(new TextDecoder().decode((await kv.get(`started/${rack}`))?.value), 'yes', `${rack} wrote the gears' KV`);
+    const problems = rackLog.lines.filter((l) => Number(l.level) >= 40 || /Permissions Violation/i.test(JSON.stringify(l)));
+    assert.deepEqual(problems, [], 'no rack met a refusal of the bus');
+  });
+
   it('admits a rack certified later once the server has read its users again', async () => {
     await issueCert(certs, 'rack', 'east');
     const eastTls = rackTls('east');
     await assert.rejects(natsConnect({ servers: nats.url, tls: eastTls, maxReconnectAttempts: 0, timeout: 3000 }), /Authorization|auth/i);
-    writeNatsConfig(config, natsTlsConfig({ certs, racks: ['north', 'south', 'east'] }));
+    writeNatsConfig(config, natsTlsConfig({ certs, racks: [...certified, 'east'] }));
     nats.reload();
     let east: NatsConnection | undefined;
     await untilAsync(async () => {

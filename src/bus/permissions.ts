@@ -6,6 +6,7 @@ import { busWires } from '../scenario/lanes.js';
 import { gearsOnRack } from '../scenario/placement.js';
 import type { Scenario } from '../scenario/types.js';
 import { certFiles, certSubject } from './certs.js';
+import { RACK_BUCKETS, type RackBuckets } from './rack-resources.js';
 import { deadLetterSubject, laneConsumerName, laneStreamName } from './lanes.js';
 import {
   agentAck,
@@ -16,7 +17,11 @@ import {
   rackMessageSubjects,
   SCENARIO_STREAM,
   scenarioConsumer,
+  TOPIC_PREFIX,
+  TOPIC_QOS0_ALL,
+  TOPIC_STREAM,
   telemetrySubject,
+  topicConsumer,
 } from './subjects.js';
 
 export interface Permissions {
@@ -51,12 +56,38 @@ function consumerReading(stream: string, consumer: string): string[] {
 }
 
 /**
+ * What reading a stream through the JetStream client takes: its info, direct and stored message
+ * gets, and ordered consumers (made, read, flow-controlled and deleted by the reader). KV and
+ * Object Store reads are made of these.
+ */
+function streamReading(stream: string): string[] {
+  const api = '$JS.API';
+  return [
+    `${api}.STREAM.INFO.${stream}`,
+    `${api}.STREAM.MSG.GET.${stream}`,
+    `${api}.DIRECT.GET.${stream}`,
+    `${api}.DIRECT.GET.${stream}.>`,
+    `${api}.CONSUMER.CREATE.${stream}`,
+    `${api}.CONSUMER.CREATE.${stream}.>`,
+    `${api}.CONSUMER.INFO.${stream}.>`,
+    `${api}.CONSUMER.MSG.NEXT.${stream}.>`,
+    `${api}.CONSUMER.DELETE.${stream}.>`,
+    `$JS.FC.${stream}.>`,
+  ];
+}
+
+/**
  * A rack publishes its own hello, heartbeat, acks, telemetry and gear traffic; reads its own
  * commands and replies, and its scenarios through the consumer the Mixer made for it (info,
  * next, ack: it cannot make or change a consumer, nor read another rack's). `grants`: more it may
  * publish to (laneGrants of the scenarios rolled out to it).
+ *
+ * What racks share by design: the gears' KV bucket (read and write), the module bucket (read),
+ * and the fleet's topics (publish any, read QoS 0 and, through a durable consumer of its own,
+ * QoS 1 and 2). None of them can make a stream: the Mixer makes these at start.
  */
-export function rackPermissions(rack: string, grants: readonly string[] = []): Permissions {
+export function rackPermissions(rack: string, grants: readonly string[] = [], buckets: RackBuckets = RACK_BUCKETS): Permissions {
+  const topics = topicConsumer(rack);
   return {
     publish: {
       allow: [
@@ -66,10 +97,21 @@ export function rackPermissions(rack: string, grants: readonly string[] = []): P
         telemetrySubject(rack, '>'),
         rackMessageSubjects(rack),
         ...consumerReading(SCENARIO_STREAM, scenarioConsumer(rack)),
+        // Every JetStream client asks for the account's info first.
+        '$JS.API.INFO',
+        `$KV.${buckets.kv}.>`,
+        ...streamReading(`KV_${buckets.kv}`),
+        ...streamReading(`OBJ_${buckets.modules}`),
+        `${TOPIC_PREFIX}.>`,
+        `$JS.API.STREAM.INFO.${TOPIC_STREAM}`,
+        `$JS.API.CONSUMER.DURABLE.CREATE.${TOPIC_STREAM}.${topics}`,
+        `$JS.API.CONSUMER.CREATE.${TOPIC_STREAM}.${topics}`,
+        `$JS.API.CONSUMER.CREATE.${TOPIC_STREAM}.${topics}.>`,
+        ...consumerReading(TOPIC_STREAM, topics),
         ...grants,
       ],
     },
-    subscribe: { allow: [agentNotify(rack, '*'), `${rackInboxPrefix(rack)}.>`] },
+    subscribe: { allow: [agentNotify(rack, '*'), `${rackInboxPrefix(rack)}.>`, TOPIC_QOS0_ALL] },
     allow_responses: true,
   };
 }
@@ -83,6 +125,8 @@ export interface TlsServerConfig {
   racks: string[];
   /** Per rack, what it may publish to besides its own subjects (Mixer.laneGrants). */
   grants?: ReadonlyMap<string, readonly string[]>;
+  /** The buckets racks share (the Mixer's module bucket when it is not the default). */
+  buckets?: RackBuckets;
 }
 
 /** A nats-server configuration: TLS with client certificates required and mapped to users. */
@@ -93,7 +137,7 @@ export function natsTlsConfig(options: TlsServerConfig): Record<string, unknown>
     authorization: {
       users: [
         { user: certSubject.mixer, permissions: MIXER_PERMISSIONS },
-        ...options.racks.map((rack) => ({ user: certSubject.rack(rack), permissions: rackPermissions(rack, options.grants?.get(rack)) })),
+        ...options.racks.map((rack) => ({ user: certSubject.rack(rack), permissions: rackPermissions(rack, options.grants?.get(rack), options.buckets) })),
       ],
     },
   };

@@ -4,11 +4,15 @@ import { type KvStore, MemoryKvStore } from '../gears/kv.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
 import { NatsKvStore } from './kv-store.js';
 import { ModuleBucket } from './module-bucket.js';
+import { rackInboxPrefix } from './subjects.js';
+import type { BusTls } from './tls.js';
 
 export interface RackBusOptions {
   rack: string;
   /** No URL: the rack runs alone (KV in memory, modules from the local store). */
   natsUrl?: string;
+  /** The rack's certificate on an mTLS bus (the one it presents to the Mixer's bus). */
+  tls?: BusTls;
   /** NATS KV bucket behind the gears' KV. */
   kvBucket: string;
   /** NATS Object Store bucket of gear modules. */
@@ -37,12 +41,21 @@ export async function connectRackBus(options: RackBusOptions): Promise<RackBus> 
     options.logger.info({ rack: options.rack }, 'standalone: no NATS configured; the rack runs alone (hot lanes only, KV in memory)');
     return { nats: undefined, kv, modules: options.moduleStore, close: async () => {} };
   }
-  const nats = await natsConnect({ servers: options.natsUrl, name: `fluxrig-rack-${options.rack}` });
+  // Replies come under the rack's own inbox prefix: an mTLS bus lets a rack read no other.
+  const nats = await natsConnect({
+    servers: options.natsUrl,
+    name: `fluxrig-rack-${options.rack}`,
+    inboxPrefix: rackInboxPrefix(options.rack),
+    ...(options.tls === undefined ? {} : { tls: options.tls }),
+  });
   try {
     const kv = await NatsKvStore.open(nats, options.kvBucket, options.logger);
     for (const [k, v] of seed) if (kv.get(k) === undefined) kv.put(k, Buffer.from(v));
     const modules = options.moduleBucket === undefined ? options.moduleStore : await ModuleBucket.open(nats, options.moduleBucket);
-    options.logger.info({ rack: options.rack, nats: options.natsUrl, kv_bucket: options.kvBucket, module_bucket: options.moduleBucket }, 'connected to NATS');
+    options.logger.info(
+      { rack: options.rack, nats: options.natsUrl, mtls: options.tls !== undefined, kv_bucket: options.kvBucket, module_bucket: options.moduleBucket },
+      'connected to NATS',
+    );
     return {
       nats,
       kv,

@@ -51,6 +51,10 @@ export const scenarioConsumer = (rack: string) => `scenario-${rack}`;
 export const MIXER_QUEUE = 'fluxrig-mixer';
 /** The Mixer's registry: racks, scenarios, and its own identity (KV buckets). */
 export const MIXER_BUCKETS = { racks: 'fluxrig-racks', scenarios: 'fluxrig-scenarios', mixer: 'fluxrig-mixer' } as const;
+/** The gears' KV bucket every rack on the bus shares (a rack's nats.kv_bucket by default). */
+export const RACK_KV_BUCKET = 'fluxrig-kv';
+/** The Object Store bucket of gear modules the Mixer imports into and racks load from. */
+export const MODULE_BUCKET = 'fluxrig-modules';
 /** Rack names are subject tokens and KV keys (and scenario rack names: [a-z0-9_-]+). */
 export const RACK_NAME = /^[a-z0-9_-]{1,64}$/;
 

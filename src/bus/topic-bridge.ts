@@ -4,11 +4,12 @@
 // publication to its workers, then acks it; what a rack publishes itself comes back and is
 // skipped. A QoS 1 or 2 publication counts as sent once JetStream acknowledged it, and is
 // retried until then (nats-server restarts included), up to PUBLISH_DEADLINE_MS.
-import { AckPolicy, DeliverPolicy, type JetStreamClient, jetstream, jetstreamManager, type ConsumerMessages } from '@nats-io/jetstream';
+import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { decodeCbor, encodeCbor } from '../cbor/profile.js';
 import { BYTE_HEX } from '../fluxmsg/uuid.js';
+import { ensureStream } from './streams.js';
 import { TOPIC_QOS0_ALL, TOPIC_QOS1_ALL, TOPIC_STREAM, topicConsumer, topicOfSubject, topicSubjectQos0, topicSubjectQos1 } from './subjects.js';
 
 /** How long JetStream remembers a publication id (the spec's dedupe window). */
@@ -36,6 +37,11 @@ function hexOf(id: Uint8Array): string {
   return hex;
 }
 
+/** Makes the stream of QoS 1 and 2 publications unless it exists (a rack on an mTLS bus cannot: the Mixer does). */
+export function ensureTopicStream(jsm: JetStreamManager): Promise<void> {
+  return ensureStream(jsm, { name: TOPIC_STREAM, subjects: [TOPIC_QOS1_ALL], duplicate_window: DUPLICATE_WINDOW_MS * 1_000_000, max_age: 3600 * 1e9 });
+}
+
 export class TopicBridge {
   private readonly js: JetStreamClient;
   private core: Subscription | undefined;
@@ -54,11 +60,7 @@ export class TopicBridge {
 
   async start(): Promise<void> {
     const jsm = await jetstreamManager(this.nc);
-    try {
-      await jsm.streams.info(TOPIC_STREAM);
-    } catch {
-      await jsm.streams.add({ name: TOPIC_STREAM, subjects: [TOPIC_QOS1_ALL], duplicate_window: DUPLICATE_WINDOW_MS * 1_000_000, max_age: 3600 * 1e9 });
-    }
+    await ensureTopicStream(jsm);
     const durable = topicConsumer(this.rack);
     try {
       await jsm.consumers.info(TOPIC_STREAM, durable);

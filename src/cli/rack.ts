@@ -6,7 +6,7 @@ import { TELEMETRY_DEFAULTS, TelemetryUplink } from '../telemetry/uplink.js';
 import { ModuleStore } from '../gears/wasm/store.js';
 import { loadRackConfig } from '../rack/config.js';
 import { RACK_DEFAULTS } from '../rack/defaults.js';
-import { Rack } from '../rack/rack.js';
+import { Rack, rackNameIn } from '../rack/rack.js';
 import { readableLogStream } from '../rack/log-format.js';
 import { loadScenario } from '../scenario/parse.js';
 import { readFileSync } from 'node:fs';
@@ -37,7 +37,7 @@ options:
   --secret TEXT       the Mixer's bootstrap secret (default FLUXRIG_MIXER_SECRET)
   --heartbeat-ms N    heartbeat period (default ${AGENT_DEFAULTS.heartbeat_ms})
   --telemetry-level L log lines sent to the Mixer: this level and above (default ${TELEMETRY_DEFAULTS.level}; silent: none)
-  --tls-ca FILE       the CA that signed the bus's certificates (with --mixer: mTLS, docs/snake-protocol.md)
+  --tls-ca FILE       the CA that signed the bus's certificates: mTLS on --mixer and --nats (docs/snake-protocol.md)
   --tls-cert FILE     this rack's certificate (fluxrig certs issue rack NAME)
   --tls-key FILE      its private key
   --certs DIR         the three from a certificates directory: DIR/ca.pem, DIR/racks/NAME.pem and -key.pem
@@ -109,12 +109,15 @@ export async function runRack(argv: string[]): Promise<number> {
       ? startingScenario(state, process.cwd())
       : { scenario: await loadScenario(config.rack.scenario), groups: [] as string[] };
   const scenario = start.scenario;
+  // One certificate for both connections: the Mixer's (--mixer) and the gears' bus (--nats).
+  const tls = rackTls(values, rackNameIn(scenario, config.rack.name));
   const rack = new Rack({
     scenario,
     groups: start.groups,
     name: config.rack.name,
     workers: config.rack.workers,
     natsUrl: config.nats.url,
+    natsTls: tls,
     kvBucket: config.nats.kv_bucket,
     moduleBucket: config.nats.module_bucket,
     kv: config.kv,
@@ -157,7 +160,7 @@ export async function runRack(argv: string[]): Promise<number> {
           version: packageVersion(),
           logger,
           telemetry,
-          tls: rackTls(values, rack.name),
+          tls,
           onShutdown: () => stopRequested?.(),
         });
   agent?.start();

@@ -33,6 +33,7 @@ import {
   rackScenarioSubject,
   SCENARIO_STREAM,
 } from '../bus/subjects.js';
+import { provisionRackResources, RACK_BUCKETS, type RackBuckets } from '../bus/rack-resources.js';
 import { ensureStream } from '../bus/streams.js';
 import { provisionLanes } from '../bus/lanes.js';
 import { laneGrants } from '../bus/permissions.js';
@@ -138,6 +139,7 @@ export class Mixer extends EventEmitter {
     });
     await ensureTelemetryStream(jsm);
     await ensureAuditStream(jsm);
+    await provisionRackResources(nc, this.rackBuckets);
     this.telemetry = new TelemetryStore({ nats: nc, logger: this.log, keep: this.options.keepLogs });
     await this.telemetry.start();
     this.audit = new AuditLog(nc, this.id, this.log);
@@ -156,6 +158,11 @@ export class Mixer extends EventEmitter {
     for (const s of this.subs) s.unsubscribe();
     await this.telemetry?.stop();
     await this.audit?.stop();
+  }
+
+  /** The buckets the racks share; made at start (an mTLS bus lets racks use them, not make them). */
+  get rackBuckets(): RackBuckets {
+    return { ...RACK_BUCKETS, modules: this.options.moduleBucket ?? MODULE_DEFAULTS.bucket };
   }
 
   /** Every rack this Mixer follows, from the racks bucket's watch (no round trip). */
@@ -241,7 +248,16 @@ export class Mixer extends EventEmitter {
     });
     if (denied !== undefined || record === null) return { status: 'denied', message: denied ?? 'refused' };
     this.log.info({ rack: name, status: record.status }, 'hello');
+    if (record.status === 'active') await this.adopted(name);
     return this.statusReply(record);
+  }
+
+  /**
+   * What an adopted rack reads its scenarios from, made before it is told it is adopted: an
+   * mTLS bus lets a rack read its consumer, not make it, and it follows pushes from then on.
+   */
+  private async adopted(rack: string): Promise<void> {
+    await ensureScenarioConsumer(await jetstreamManager(this.options.nats), rack);
   }
 
   private statusReply(record: RackRecord): Record<string, unknown> {
@@ -351,6 +367,7 @@ export class Mixer extends EventEmitter {
     const record = await this.registry.updateRack(name, (current) => (current === null ? null : { ...current, status, updated_at: Date.now() }));
     if (record === null) throw new MixerError(`no rack named ${name}`, 404);
     this.log.info({ rack: name, status }, 'rack status changed');
+    if (status === 'active') await this.adopted(name);
     // Tell it now if it is online; otherwise its next hello or heartbeat reply does.
     const command = status === 'suspended' ? 'suspend' : status === 'active' ? 'activate' : undefined;
     if (command !== undefined) await this.sendCommand(name, command, {}).catch(() => {});
@@ -514,7 +531,7 @@ export class Mixer extends EventEmitter {
     return this.audited(actor, 'import', `${name}:${version}`, `${bytes.length} bytes${allowUnsigned ? ', unsigned allowed' : ''}`, () =>
       importModule({
         nats: this.options.nats,
-        bucket: this.options.moduleBucket ?? MODULE_DEFAULTS.bucket,
+        bucket: this.rackBuckets.modules,
         vendorKeysDir: this.options.vendorKeysDir,
         clusterKeyPem: this.key.privateKey,
         bytes,

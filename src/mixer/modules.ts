@@ -6,13 +6,14 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ModuleBucket } from '../bus/module-bucket.js';
+import { MODULE_BUCKET } from '../bus/subjects.js';
 import { WasmModuleError } from '../gears/wasm/errors.js';
 import { prepareModule } from '../gears/wasm/loader.js';
 import { countersignModule, publicKeyOf, rawPublicKey, type TrustedKey, verifyModule } from '../gears/wasm/signature.js';
 import { MixerError } from './mixer.js';
 
 export const MODULE_DEFAULTS = {
-  bucket: 'fluxrig-modules',
+  bucket: MODULE_BUCKET,
   /** Under the Mixer's data directory: one file per vendor, NAME.pub (raw 32 bytes, as fluxrig keeps them, or PEM). */
   vendor_keys_dir: 'wasm/keys',
   max_module_bytes: 16 * 1024 * 1024,

@@ -1,3 +1,4 @@
+import { RACK_KV_BUCKET } from '../bus/subjects.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, DEFAULT_MAX_WRITE_BUFFER } from '../fluxar/constants.js';
 import { DEFAULT_LANE_SEND_TIMEOUT_MS } from '../ring/lane.js';
 import { DEFAULT_MAX_RECORDS } from '../ring/layout.js';
@@ -18,7 +19,7 @@ export const RACK_DEFAULTS = {
   ring_bytes: 4 * 1024 * 1024,
   /** Bytes queued for a client that does not read before it is disconnected. */
   max_write_buffer: DEFAULT_MAX_WRITE_BUFFER,
-  kv_bucket: 'fluxrig-kv',
+  kv_bucket: RACK_KV_BUCKET,
   log_level: 'info',
 } as const;
 

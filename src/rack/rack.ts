@@ -5,6 +5,7 @@ import { LEVEL_VALUES, type LogTap } from '../telemetry/log-tap.js';
 import type { WorkerTelemetry } from '../telemetry/uplink.js';
 import { addHistogram, emptyHistogram, type HistogramData } from '../telemetry/histogram.js';
 import { connectRackBus, type RackBus } from '../bus/rack-bus.js';
+import type { BusTls } from '../bus/tls.js';
 import { TopicBridge } from '../bus/topic-bridge.js';
 import { FluxrigError } from '../errors.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
@@ -32,6 +33,12 @@ import { buildRackHandler, type RackHandlerOptions } from './rack-handler.js';
 /** The rack cannot run this scenario as configured. */
 export class RackError extends FluxrigError {}
 
+/** A rack's name: the one given, else the scenario's only named rack, else "rack". */
+export function rackNameIn(scenario: Scenario, name: string | undefined): string {
+  const named = scenario.racks.filter((r) => r.name !== undefined);
+  return name ?? (named.length === 1 ? named[0]!.name! : 'rack');
+}
+
 export interface RackOptions {
   scenario: Scenario;
   /** This rack's name (which gears of the scenario it runs). Default: the only rack, or "rack". */
@@ -41,6 +48,8 @@ export interface RackOptions {
   /** Worker threads; 0 runs the gears on the main thread (the baseline the workers must beat). Default: cores. */
   workers?: number;
   natsUrl?: string;
+  /** The rack's certificate for `natsUrl` when that bus runs mTLS (docs/snake-protocol.md). */
+  natsTls?: BusTls;
   /** KV entries to start with. */
   kv?: Record<string, string>;
   /** Where urn:wasm: modules come from; with NATS and `moduleBucket`, the bucket instead. */
@@ -138,8 +147,7 @@ export class Rack extends EventEmitter {
     this.scenario = options.scenario;
     this.log = options.logger ?? pino({ name: 'fluxrig.rack' });
     this.groups = options.groups ?? [];
-    const named = this.scenario.racks.filter((r) => r.name !== undefined);
-    this.name = options.name ?? (named.length === 1 ? named[0]!.name! : 'rack');
+    this.name = rackNameIn(this.scenario, options.name);
     this.gears = this.gearsOf(this.scenario);
   }
 
@@ -216,6 +224,7 @@ export class Rack extends EventEmitter {
       this.bus = await connectRackBus({
         rack: this.name,
         natsUrl: this.options.natsUrl,
+        tls: this.options.natsTls,
         kvBucket: this.options.kvBucket ?? RACK_DEFAULTS.kv_bucket,
         moduleBucket: this.options.moduleBucket,
         kv: this.options.kv,

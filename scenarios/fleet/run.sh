@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run-fleet`: a Mixer (with its embedded NATS) and two racks on this machine, adopted, each
-# running a scenario pushed through the Mixer. Ctrl-C stops all three. FLEET_TLS=1 runs the bus
-# with mTLS: certificates in $DATA/certs, each rack confined to its own subjects.
+# running a scenario pushed through the Mixer, their gears sharing the bus's KV. Ctrl-C stops all
+# three. FLEET_TLS=1 runs the bus with mTLS: certificates in $DATA/certs, each rack confined to its
+# own subjects and what racks share.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 FLUXRIG="node dist/src/cli/main.js"
@@ -38,7 +39,8 @@ FLUXRIG_MIXER_TOKEN=$(cat "$DATA/mixer/api-token")
 healthy || { echo "the Mixer did not start; see $DATA/mixer.log" >&2; exit 1; }
 
 for rack in north south; do
-  $FLUXRIG rack --mixer "$SCHEME://127.0.0.1:$NATS_PORT" --name "$rack" --labels "site=$rack" --workers 1 \
+  # One bus for both: the Mixer's (--mixer) and the gears' (--nats: the shared KV, modules, lanes).
+  $FLUXRIG rack --mixer "$SCHEME://127.0.0.1:$NATS_PORT" --nats "$SCHEME://127.0.0.1:$NATS_PORT" --name "$rack" --labels "site=$rack" --workers 1 \
     --state-dir "$DATA/rack-$rack" "${RACK_TLS[@]}" >"$DATA/rack-$rack.log" 2>&1 &
   pids+=($!)
 done

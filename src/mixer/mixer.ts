@@ -104,6 +104,7 @@ const CLOCK_SKEW_MS = 5 * 60_000;
 export class Mixer extends EventEmitter {
   readonly id = randomUUID();
   private registry!: Registry;
+  private jsm!: JetStreamManager;
   private key!: { privateKey: string; publicKey: string };
   private mixerPub!: Uint8Array;
   private mixerId!: string;
@@ -130,6 +131,7 @@ export class Mixer extends EventEmitter {
     this.mixerPub = publicKeyBytes(this.key.publicKey);
     this.mixerId = await this.registry.once('mixer-id', () => randomUUID());
     const jsm = await jetstreamManager(nc);
+    this.jsm = jsm;
     await ensureStream(jsm, {
       name: SCENARIO_STREAM,
       subjects: [RACK_SCENARIO_ALL],
@@ -257,7 +259,7 @@ export class Mixer extends EventEmitter {
    * mTLS bus lets a rack read its consumer, not make it, and it follows pushes from then on.
    */
   private async adopted(rack: string): Promise<void> {
-    await ensureScenarioConsumer(await jetstreamManager(this.options.nats), rack);
+    await ensureScenarioConsumer(this.jsm, rack);
   }
 
   private statusReply(record: RackRecord): Record<string, unknown> {
@@ -465,11 +467,10 @@ export class Mixer extends EventEmitter {
     const targets = resolveTargets(scenario, racks, extraRacks);
     if (Object.keys(targets).length === 0)
       throw new MixerError(`scenario ${scenario.meta.name} names no adopted rack (racks:, deploy: or a group's match_labels); name one with --rack`, 400);
-    const jsm = await jetstreamManager(this.options.nats);
     // The guaranteed wires' stream and consumers exist before any rack runs the scenario (a
     // rack confined by bus permissions could not make them itself).
     try {
-      const changes = await provisionLanes(jsm, scenario);
+      const changes = await provisionLanes(this.jsm, scenario);
       if (changes.length > 0) this.log.info({ scenario: scenario.meta.name, changes }, 'guaranteed lanes provisioned');
     } catch (err) {
       throw new MixerError(`cannot provision the guaranteed lanes of scenario ${scenario.meta.name}: ${(err as Error).message}`, 409, { cause: err });
@@ -501,9 +502,9 @@ export class Mixer extends EventEmitter {
         current === null ? null : { ...current, desired: { scenario: record.name, version: record.version }, apply_error: null },
       );
       // Only the newest matters to a rack that was offline: older pushes leave its queue.
-      await jsm.streams.purge(SCENARIO_STREAM, { filter: subject });
+      await this.jsm.streams.purge(SCENARIO_STREAM, { filter: subject });
       // The Mixer makes each rack's consumer: on an mTLS bus a rack may read it, never make one.
-      await ensureScenarioConsumer(jsm, rackName);
+      await ensureScenarioConsumer(this.jsm, rackName);
       await js.publish(
         subject,
         encodeMessage({

@@ -68,7 +68,7 @@ interface Inbound {
   /** Deliveries of an ordered wire all go to one worker, in stream order. */
   orderKey: number;
   /** Found when the wire is taken up; pulled from open() on. */
-  consumer: Consumer | undefined;
+  consumer: Consumer;
   messages: ConsumerMessages | undefined;
   source: Pausable;
 }
@@ -166,10 +166,7 @@ export class GuaranteedLanes implements MainGear {
   /** Pulls every wire into this rack's gears that is not pulled yet. */
   open(): void {
     if (this.quiesced) return;
-    for (const inbound of this.inbound.values()) {
-      if (inbound.messages !== undefined || inbound.consumer === undefined) continue;
-      this.pull(inbound, inbound.consumer);
-    }
+    for (const inbound of this.inbound.values()) if (inbound.messages === undefined) this.pull(inbound);
   }
 
   /**
@@ -203,24 +200,22 @@ export class GuaranteedLanes implements MainGear {
     const stream = laneStreamName(this.scenario.meta.name);
     for (const [name, wire] of wanted) {
       if (this.inbound.has(name)) continue;
-      const inbound: Inbound = {
+      this.inbound.set(name, {
         wire,
         delivery: deliveryOf(wire),
         name,
         orderKey: this.inbound.size,
-        consumer: undefined,
+        consumer: await this.js.consumers.get(stream, name),
         messages: undefined,
         source: { pause() {}, resume() {} },
-      };
-      inbound.consumer = await this.js.consumers.get(stream, name);
-      this.inbound.set(name, inbound);
+      });
     }
   }
 
-  /** pull(), and again every pull_expires_ms while it cannot start (the server away). */
-  private pull(inbound: Inbound, consumer: Consumer): void {
+  /** consume(), and again every pull_expires_ms while it cannot start (the server away). */
+  private pull(inbound: Inbound): void {
     const again = () =>
-      this.consume(consumer, inbound).catch((e: unknown) => {
+      this.consume(inbound).catch((e: unknown) => {
         if (this.quiesced || this.inbound.get(inbound.name) !== inbound) return;
         this.host.log.warn({ wire: inbound.name, err: e }, 'a guaranteed wire cannot pull yet; trying again');
         setTimeout(again, LANE_DEFAULTS.pull_expires_ms).unref();
@@ -233,8 +228,8 @@ export class GuaranteedLanes implements MainGear {
    * leader change within seconds; a pull loop that ends by itself (not closed by us) is
    * started again.
    */
-  private async consume(consumer: Consumer, inbound: Inbound): Promise<void> {
-    const messages = await consumer.consume({
+  private async consume(inbound: Inbound): Promise<void> {
+    const messages = await inbound.consumer.consume({
       max_messages: Math.min(inbound.delivery.maxAckPending, LANE_DEFAULTS.pull_batch),
       expires: LANE_DEFAULTS.pull_expires_ms,
       callback: (m) => this.take(inbound, m),
@@ -243,7 +238,7 @@ export class GuaranteedLanes implements MainGear {
     void messages.closed().then((err) => {
       if (this.quiesced || this.inbound.get(inbound.name) !== inbound || inbound.messages !== messages) return;
       this.host.log.warn({ wire: inbound.name, err }, 'a guaranteed wire stopped pulling; pulling again');
-      this.pull(inbound, consumer);
+      this.pull(inbound);
     });
   }
 

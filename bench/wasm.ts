@@ -1,6 +1,9 @@
-// Per-message cost of Wasm gears against the same logic in plain JS over cbor-x, in a worker
-// thread (where gears run), plus the host's own cost per call: a hand-written WAT guest that
-// hands its input straight back, so only alloc, copy in, call, copy out and free are measured.
+// Per-message cost of Wasm gears against the same logic in plain JS, in a worker thread (where
+// gears run), plus the host's own cost per call: a hand-written WAT guest that hands its input
+// straight back, so only alloc, copy in, call, copy out and free are measured. Each side takes
+// an encoded fluxMsg and gives back fluxMsg bytes known to be valid: the JS peer decodes, scores
+// and encodes; the Wasm gear is run as a pool's worker runs it (processEncoded: copy in, call,
+// check the guest's output).
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import { Decoder } from 'cbor-x';
 import fc from 'fast-check';
 import { encodeCbor } from '../src/cbor/profile.js';
-import { CborFloat, CborProfileError, decodeStrict, MAX_NESTING } from '../src/cbor/strict.js';
+import { CborFloat, CborProfileError, decodeStrict, MAX_NESTING, StrictReader } from '../src/cbor/strict.js';
 import { decodeEnvelope, EnvelopeError } from '../src/fluxar/mod.js';
 
 const hex = (h: string) => Buffer.from(h.replace(/\s+/g, ''), 'hex');
@@ -164,6 +164,48 @@ describe('strict CBOR profile', () => {
       }),
       { numRuns: 20_000, seed: 11 },
     );
+  });
+
+  describe('skip(): stepping over an item without building it', () => {
+    /** What reading the bytes does: the error's words, or where the item ends. */
+    function outcome(bytes: Uint8Array, read: (r: StrictReader) => void): string {
+      const reader = new StrictReader(bytes);
+      try {
+        read(reader);
+        reader.end();
+        return `ok, ${reader.pos} bytes`;
+      } catch (err) {
+        assert.ok(err instanceof CborProfileError, String(err));
+        return err.message;
+      }
+    }
+    const same = (bytes: Uint8Array) =>
+      assert.equal(
+        outcome(bytes, (r) => r.skip()),
+        outcome(bytes, (r) => r.value()),
+        Buffer.from(bytes).toString('hex'),
+      );
+
+    it('takes and refuses what value() does, at the same byte, in the same words: the cases above', () => {
+      for (const bytes of ['a2 61 61 01 61 61 02', 'a1 69 5f5f70726f746f5f5f 01', 'bf 61 61 01 61 61 02 ff', 'a1 78 01 61 01', 'a2 61 61 01 78 01 61 02'])
+        same(hex(bytes));
+      // A map bigger than the ones compared key by key, with a key repeated at its end.
+      const big = Object.fromEntries(Array.from({ length: 40 }, (_, i) => [`k${i}`, i]));
+      const bytes = Buffer.from(encodeCbor(big));
+      same(bytes);
+      bytes[bytes.lastIndexOf(Buffer.from('k39'))! + 2] = 0x30; // k39 becomes k30
+      same(bytes);
+    });
+
+    it('takes and refuses what value() does, at the same byte, in the same words (property)', () => {
+      const valid = fc.jsonValue({ maxDepth: 4 }).map((v) => encodeCbor(v));
+      const mutated = fc.tuple(valid, fc.nat(), fc.integer({ min: 0, max: 255 })).map(([bytes, at, b]) => {
+        const copy = Buffer.from(bytes);
+        if (copy.length > 0) copy[at % copy.length] = b;
+        return copy;
+      });
+      fc.assert(fc.property(fc.oneof(fc.uint8Array({ maxLength: 256 }), valid, mutated), same), { numRuns: 20_000, seed: 13 });
+    });
   });
 
   describe('in the envelope', () => {

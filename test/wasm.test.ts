@@ -13,9 +13,10 @@ import { after, before, describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { pino } from 'pino';
-import { createFluxMsg, type FluxMsg, uuidv7 } from '../src/mod.js';
+import { createFluxMsg, decodeFluxMsg, encodeFluxMsg, type FluxMsg, uuidv7 } from '../src/mod.js';
+import { encodeCbor } from '../src/cbor/profile.js';
 import { MemoryKvStore } from '../src/gears/kv.js';
-import { type GearOutcome, WasmGear } from '../src/gears/wasm/host.js';
+import { type EncodedOutcome, type GearOutcome, WasmGear } from '../src/gears/wasm/host.js';
 import { WasmGearPool } from '../src/gears/wasm/gear-pool.js';
 import { loadModule, prepareModule } from '../src/gears/wasm/loader.js';
 import { WasmModuleError } from '../src/gears/wasm/errors.js';
@@ -38,7 +39,7 @@ function msg(data: Record<string, unknown>): FluxMsg {
   return createFluxMsg({ data, meta: { 'conn.id': 'c1' }, ref_id: uuidv7() });
 }
 
-const show = (o: GearOutcome) => JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
+const show = (o: GearOutcome | EncodedOutcome) => JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
 
 function okMsgs(outcome: GearOutcome): FluxMsg[] {
   if (outcome.status !== 'ok') assert.fail(`expected ok, got ${show(outcome)}`);
@@ -46,7 +47,7 @@ function okMsgs(outcome: GearOutcome): FluxMsg[] {
 }
 
 /** A gear that broke (not a business reject): its kind and the detail for the log. */
-function failure(outcome: GearOutcome, kind: string): string {
+function failure(outcome: GearOutcome | EncodedOutcome, kind: string): string {
   if (outcome.status !== 'fail') assert.fail(`expected a failure, got ${show(outcome)}`);
   assert.equal(outcome.kind, kind);
   return outcome.detail;
@@ -227,6 +228,45 @@ describe('wasm gears', () => {
     it('a result that is CBOR but not a fluxMsg is a failure of its output', async () => {
       const g = gear('notamsg', {}, {}, await watGear(WAT_PASSTHROUGH));
       assert.match(failure(g.processEncoded(new Uint8Array([0x83, 1, 2, 3])), 'output'), /returned an invalid message/);
+    });
+  });
+
+  describe('encoded messages in and out (processEncoded, as the pool runs gears)', () => {
+    it('a message in the plain encoding comes back as the guest wrote it: checked, not decoded', async () => {
+      const g = gear('wat-passthrough', {}, {}, await watGear(WAT_PASSTHROUGH));
+      const input = encodeFluxMsg(msg({ amount: 5, nested: { list: [1, 'two', null] } }));
+      const outcome = g.processEncoded(input);
+      assert.ok(outcome.status === 'ok' && outcome.encoded.length === 1, show(outcome));
+      assert.ok(Buffer.from(outcome.encoded[0]!).equals(input));
+      assert.equal(g.stats.ok, 1);
+    });
+
+    it('a message in another valid encoding is decoded, and comes back in the plain one', async () => {
+      const g = gear('wat-passthrough', {}, {}, await watGear(WAT_PASSTHROUGH));
+      const original = msg({ amount: 5 });
+      // An unknown key: valid (newer peers may add fields), but not the form the check reads.
+      const input = encodeCbor({ ...original, extra: 'from a newer peer' });
+      const outcome = g.processEncoded(input);
+      assert.ok(outcome.status === 'ok', show(outcome));
+      assert.deepEqual(outcome.encoded, [encodeFluxMsg(decodeFluxMsg(input))]);
+      assert.equal(decodeFluxMsg(outcome.encoded[0]!).data.amount, 5);
+    });
+
+    it("a guest's several messages come back each encoded", () => {
+      const outcome = gear('splitter').processEncoded(encodeFluxMsg(msg({ items: ['a', 'b', 'c'] })));
+      assert.ok(outcome.status === 'ok', show(outcome));
+      assert.deepEqual(
+        outcome.encoded.map((m) => decodeFluxMsg(m).data.item),
+        ['a', 'b', 'c'],
+      );
+    });
+
+    it('a message with invalid UTF-8 deep in data is a failure of its output, worded by the decoder', async () => {
+      const g = gear('wat-passthrough', {}, {}, await watGear(WAT_PASSTHROUGH));
+      const good = Buffer.from(encodeFluxMsg(msg({ deep: ['éé'] })));
+      const at = good.indexOf(Buffer.from('éé'));
+      good[at + 1] = 0x28; // the first é's second byte: no longer UTF-8
+      assert.match(failure(g.processEncoded(good), 'output'), /returned invalid CBOR: invalid UTF-8 in a text string \(at byte \d+\)/);
     });
   });
 

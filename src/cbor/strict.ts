@@ -177,7 +177,10 @@ export class StrictReader {
         const high = this.u32(this.pos);
         const low = this.u32(this.pos + 4);
         this.pos += 8;
-        if (high < SAFE_HIGH_WORD) this.arg = high * TWO_32 + low;
+        // A double: simple() reads it from the bytes. As an argument it would be a bigint for
+        // most values, made for every float in a message and thrown away.
+        if (major === MAJOR_SIMPLE) this.arg = 0;
+        else if (high < SAFE_HIGH_WORD) this.arg = high * TWO_32 + low;
         else {
           this.arg = Number.MAX_SAFE_INTEGER;
           this.big = (BigInt(high) << 32n) | BigInt(low);
@@ -296,6 +299,129 @@ export class StrictReader {
     }
   }
 
+  /**
+   * Steps over one item under value()'s rules, building nothing but its map keys: for a caller
+   * that passes the bytes on as they are and needs only to know they are sound. Throws exactly
+   * where value() would.
+   */
+  skip(depth = 0): void {
+    const start = this.pos;
+    this.items++;
+    this.head();
+    switch (this.major) {
+      case MAJOR_UINT:
+      case MAJOR_NINT:
+        return;
+      case MAJOR_BYTES:
+      case MAJOR_TEXT:
+        this.skipString(this.arg, this.big, this.major, start);
+        return;
+      case MAJOR_ARRAY: {
+        const count = this.checkCount(this.arg, this.big, 1, start);
+        this.nesting(depth + 1, start);
+        if (count >= 0) for (let i = 0; i < count; i++) this.skip(depth + 1);
+        else
+          for (let n = 0; !this.breakNext(); n++) {
+            if (n >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+            this.skip(depth + 1);
+          }
+        return;
+      }
+      case MAJOR_MAP: {
+        const count = this.checkCount(this.arg, this.big, 2, start);
+        this.nesting(depth + 1, start);
+        if (count >= 0 && count <= SMALL_MAP && this.skipAsciiKeyedMap(count, depth)) return;
+        const keys = (skippedKeys[depth] ??= []);
+        let seen: Set<string> | undefined;
+        for (let n = 0; count < 0 || n < count; n++) {
+          if (count < 0) {
+            if (this.breakNext()) break;
+            if (n >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+          }
+          seen = this.uniqueKey(keys, n, seen);
+          this.skip(depth + 1);
+        }
+        // Only the first SMALL_MAP keys are compared against; a big map's others are not kept alive.
+        if (keys.length > SMALL_MAP) keys.length = SMALL_MAP;
+        return;
+      }
+      case MAJOR_TAG:
+        // Tags are few and small (bignums, tag 64): reading them is as cheap as stepping over.
+        this.tagged(this.big ?? this.arg, depth + 1, start);
+        return;
+      default:
+        // A float's bytes are all read by head(); only the other simple values can be refused.
+        if (this.info < 25 || this.info > 27) this.simple(this.info, this.arg, start);
+    }
+  }
+
+  /**
+   * Steps over a small map's entries whose keys are all short ASCII text (nearly every map),
+   * comparing keys as bytes: no key string is made. False, with nothing consumed, at the first
+   * key of another form, for the caller to read the map with key strings.
+   */
+  private skipAsciiKeyedMap(count: number, depth: number): boolean {
+    const b = this.bytes;
+    const entries = this.pos;
+    const keyHeads = (skippedKeyHeads[depth] ??= new Int32Array(SMALL_MAP));
+    for (let n = 0; n < count; n++) {
+      const keyAt = this.pos;
+      // Past the end (truncated), the map is read with key strings, which says so in its words.
+      const length = keyAt < b.length ? b[keyAt]! - 0x60 : -1;
+      if (length < 0 || length >= 24 || keyAt + 1 + length > b.length || !this.ascii7(keyAt + 1, keyAt + 1 + length)) {
+        this.pos = entries;
+        return false;
+      }
+      if (sameText(b, keyAt, PROTO_KEY, 0)) this.fail('map key "__proto__" is not allowed', keyAt);
+      for (let j = 0; j < n; j++)
+        if (sameText(b, keyAt, b, keyHeads[j]!)) this.fail(`duplicate map key ${JSON.stringify(this.ascii(keyAt + 1, length))}`, keyAt);
+      keyHeads[n] = keyAt;
+      this.pos = keyAt + 1 + length;
+      this.skip(depth + 1);
+    }
+    return true;
+  }
+
+  /** Past a string's body; text is checked to be UTF-8. */
+  private skipString(length: number, big: bigint | null, major: number, start: number): void {
+    if (length === -1) {
+      this.indefiniteString(major, start);
+      return;
+    }
+    if (big !== null || length > this.remaining) this.fail(`truncated CBOR: a string of ${big ?? length} bytes declared, ${this.remaining} remain`, start);
+    const from = this.pos;
+    this.pos += length;
+    if (major === MAJOR_TEXT && !this.ascii7(from, from + length) && !isUtf8(this.bytes.subarray(from, from + length)))
+      this.fail('invalid UTF-8 in a text string', start);
+  }
+
+  /** Whether [from, to) is all 7-bit ASCII. */
+  private ascii7(from: number, to: number): boolean {
+    const b = this.bytes;
+    for (let i = from; i < to; i++) if (b[i]! >= 0x80) return false;
+    return true;
+  }
+
+  /**
+   * Reads the next map key into keys[n], refusing "__proto__" and a key already among keys[0..n).
+   * Small maps (nearly all) are checked by comparing; a big one by the set returned, which the
+   * caller hands back for the next key.
+   */
+  private uniqueKey(keys: string[], n: number, seen: Set<string> | undefined): Set<string> | undefined {
+    const keyAt = this.pos;
+    const key = this.mapKey(keyAt);
+    if (key === '__proto__') this.fail('map key "__proto__" is not allowed', keyAt);
+    if (n < SMALL_MAP) {
+      for (let j = 0; j < n; j++) if (keys[j] === key) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
+    } else {
+      seen ??= new Set(keys.slice(0, n));
+      if (seen.has(key)) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
+      seen.add(key);
+    }
+    keys[n] = key;
+    return seen;
+  }
+
   /** What an item is, with its article: "a float", "an unsigned integer". */
   private describe(major: number, info: number): string {
     if (major === MAJOR_SIMPLE) {
@@ -350,20 +476,9 @@ export class StrictReader {
         if (this.breakNext()) break;
         if (i >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
       }
-      const keyAt = this.pos;
-      const key = this.mapKey(keyAt);
+      seen = this.uniqueKey(keys, n, seen);
       if (this.keySlot < 0) shapeable = false;
       shape = (Math.imul(shape, 31) + this.keySlot) | 0;
-      if (key === '__proto__') this.fail('map key "__proto__" is not allowed', keyAt);
-      // Small maps (nearly all) are checked for a repeated key by comparing; big ones by a set.
-      if (n < SMALL_MAP) {
-        for (let j = 0; j < n; j++) if (keys[j] === key) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
-      } else {
-        if (seen === undefined) seen = new Set(keys.slice(0, n));
-        if (seen.has(key)) this.fail(`duplicate map key ${JSON.stringify(key)}`, keyAt);
-        seen.add(key);
-      }
-      keys[n] = key;
       values[n] = this.value(depth);
       n++;
     }
@@ -541,13 +656,9 @@ export class StrictReader {
     // view of its own. Text that is all ASCII (ids in hex, names) needs no UTF-8 check.
     const all = (this.buffer ??= Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength));
     const to = from + length;
-    for (let i = from; i < to; i++) {
-      if (all[i]! >= 0x80) {
-        if (!isUtf8(all.subarray(from, to))) this.fail('invalid UTF-8 in a text string', start);
-        return all.toString('utf8', from, to);
-      }
-    }
-    return all.toString('latin1', from, to);
+    if (this.ascii7(from, to)) return all.toString('latin1', from, to);
+    if (!isUtf8(all.subarray(from, to))) this.fail('invalid UTF-8 in a text string', start);
+    return all.toString('utf8', from, to);
   }
   private buffer: Buffer | undefined;
 }
@@ -564,6 +675,20 @@ function internalized(s: string): string {
 const SMALL_MAP = 16;
 /** The keys and values of the map being read at each nesting level, reused from map to map. */
 const mapEntries: Array<{ keys: string[]; values: unknown[] }> = [];
+/** The keys of the map being stepped over at each nesting level (skip()), reused likewise. */
+const skippedKeys: string[][] = [];
+/** Where the keys of the small map being stepped over at each nesting level start (skipAsciiKeyedMap). */
+const skippedKeyHeads: Int32Array[] = [];
+/** "__proto__" as a short text item, head included. */
+const PROTO_KEY = Uint8Array.of(0x60 + 9, ...Buffer.from('__proto__', 'latin1'));
+
+/** Whether the short text items (heads 0x60 to 0x77) at a[aAt] and b[bAt] are the same: head and bytes. */
+function sameText(a: Uint8Array, aAt: number, b: Uint8Array, bAt: number): boolean {
+  const end = a[aAt]! - 0x60;
+  if (b[bAt] !== a[aAt]) return false;
+  for (let i = 1; i <= end; i++) if (a[aAt + i] !== b[bAt + i]) return false;
+  return true;
+}
 
 /**
  * Objects are made by shape. Adding keys one by one to `{}` makes V8 look each one up in its

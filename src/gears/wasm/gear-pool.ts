@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { pino, type Logger } from 'pino';
 import { decodeCbor } from '../../cbor/profile.js';
-import { encodeFluxMsg, fluxMsgFromValue } from '../../fluxmsg/codec.js';
+import { decodeFluxMsg, encodeFluxMsg } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WorkerPool, type WorkerReplaced } from '../../ring/pool.js';
 import { RecordTag, Records } from '../records.js';
@@ -22,8 +22,8 @@ export interface WasmGearPoolOptions {
 }
 
 function decodeOutcome(bytes: Uint8Array): GearOutcome {
-  const [status, reason, msgs, kind] = decodeCbor(bytes, true) as [number, string | null, unknown[], FailureKind | undefined];
-  if (status === Status.Ok) return { status: 'ok', msgs: msgs.map((m) => fluxMsgFromValue(m)) };
+  const [status, reason, msgs, kind] = decodeCbor(bytes, true) as [number, string | null, Uint8Array[], FailureKind | undefined];
+  if (status === Status.Ok) return { status: 'ok', msgs: msgs.map((m) => decodeFluxMsg(m)) };
   if (status === Status.Reject) return { status: 'reject', reason: reason ?? 'rejected' };
   if (status === FAILED) return { status: 'fail', kind: kind ?? 'trap', detail: reason ?? 'failed' };
   return { status: 'drop' };

@@ -9,7 +9,7 @@ import { gearServices } from '../wasm.js';
 import { KvReplica } from '../kv.js';
 import type { WasmGearConfig } from './config.js';
 import { guestClock, shortestGuestTimeout } from './guest-clock.js';
-import { type GearOutcome, Status, WasmGear } from './host.js';
+import { type EncodedOutcome, Status, WasmGear } from './host.js';
 import { BlockingHttpClient } from './http-bridge.js';
 import type { PreparedModule } from './loader.js';
 
@@ -23,11 +23,14 @@ export interface WasmGearWorkerOptions {
 /** The pool's outcome records also carry failures (not a guest status: the host's own). */
 export const FAILED = 3;
 
-/** Outcome records: CBOR [status, reason or detail, [fluxMsg, ...], failure kind]. */
-export function encodeOutcome(outcome: GearOutcome): Uint8Array {
+/**
+ * Outcome records: CBOR [status, reason or detail, [encoded fluxMsg, ...], failure kind]. The
+ * messages travel as the guest wrote them (checked, not decoded): the pool decodes them once.
+ */
+export function encodeOutcome(outcome: EncodedOutcome): Uint8Array {
   switch (outcome.status) {
     case 'ok':
-      return encodeCbor([Status.Ok, null, outcome.msgs]);
+      return encodeCbor([Status.Ok, null, outcome.encoded]);
     case 'reject':
       return encodeCbor([Status.Reject, outcome.reason, []]);
     case 'drop':

@@ -1,6 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 import { FluxrigError } from '../errors.js';
 import { MAX_COLLECTION_ENTRIES } from './profile.js';
+import { MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_SIMPLE, MAJOR_TAG, MAJOR_TEXT, MAJOR_UINT } from './writer.js';
 
 /**
  * The strict CBOR profile for bytes received from outside the process (FLUXAR envelopes,
@@ -65,14 +66,6 @@ export interface StrictDecodeOptions {
   maxNesting?: number;
 }
 
-const MAJOR_UINT = 0;
-const MAJOR_NINT = 1;
-const MAJOR_BYTES = 2;
-const MAJOR_TEXT = 3;
-const MAJOR_ARRAY = 4;
-const MAJOR_MAP = 5;
-const MAJOR_TAG = 6;
-const MAJOR_SIMPLE = 7;
 const BREAK = 0xff;
 const MAJOR_NAMES = ['unsigned integer', 'negative integer', 'byte string', 'text string', 'array', 'map', 'tag', 'simple value or float'];
 const WITH_ARTICLE = ['an unsigned integer', 'a negative integer', 'a byte string', 'a text string', 'an array', 'a map', 'a tag', 'a simple value'];

@@ -8,6 +8,7 @@
 // every error are decodeFluxMsg's own: the pass answers only "certainly valid" or "ask the decoder".
 import { isUtf8 } from 'node:buffer';
 import { StrictReader } from '../cbor/strict.js';
+import { MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_TEXT, MAJOR_UINT } from '../cbor/writer.js';
 import { fluxMsgLimits } from './limits.js';
 import { UUID_BYTES } from './uuid.js';
 
@@ -58,12 +59,6 @@ const KEY_INDEX: Array<[Uint8Array, Field] | undefined> = [];
 for (const entry of KEYS) KEY_INDEX[(entry[0].length << 8) | entry[0][0]!] = entry;
 
 const NULL = 0xf6;
-const MAJOR_UINT = 0;
-const MAJOR_NINT = 1;
-const MAJOR_BYTES = 2;
-const MAJOR_TEXT = 3;
-const MAJOR_ARRAY = 4;
-const MAJOR_MAP = 5;
 /** A hop as writeFluxMsg writes it: a map of three, keys g, p, t (each 0x61 and the letter). */
 const HOP_HEAD = 0xa3;
 const KEY_G = 0x67;

@@ -7,7 +7,7 @@ export type { GearType } from './gear.js';
 export type { WasmGearConfig } from './wasm/config.js';
 export { WASM_DEFAULTS } from './wasm/config.js';
 export { GuestTrap, WasmModuleError } from './wasm/errors.js';
-export type { GearOutcome, GearServices, GearStats, HttpRequest, HttpResponse, KvAccess, SyncHttpClient } from './wasm/host.js';
+export type { EncodedOutcome, GearOutcome, GearServices, GearStats, HttpRequest, HttpResponse, KvAccess, SyncHttpClient } from './wasm/host.js';
 export { WasmGear } from './wasm/host.js';
 export type { LoadOptions, PreparedModule } from './wasm/loader.js';
 export { loadModule, prepareModule, readModuleBytes } from './wasm/loader.js';

@@ -41,7 +41,7 @@ export function encodeCbor(value: unknown): Uint8Array {
 }
 
 /** The CBOR text string "__proto__" as it appears on the wire: header 0x69 then 9 bytes. */
-const PROTO_KEY_BYTES = new Uint8Array([0x69, 0x5f, 0x5f, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x5f, 0x5f]);
+export const PROTO_KEY_BYTES = new Uint8Array([0x69, 0x5f, 0x5f, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x5f, 0x5f]);
 const mapDecoder = new Decoder({ useRecords: false, mapsAsObjects: false });
 
 export class CborDecodeFailure extends Error {}

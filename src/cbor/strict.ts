@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import { FluxrigError } from '../errors.js';
-import { MAX_COLLECTION_ENTRIES } from './profile.js';
+import { MAX_COLLECTION_ENTRIES, PROTO_KEY_BYTES } from './profile.js';
 import { MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_SIMPLE, MAJOR_TAG, MAJOR_TEXT, MAJOR_UINT } from './writer.js';
 
 /**
@@ -315,7 +315,7 @@ export class StrictReader {
         if (count >= 0) for (let i = 0; i < count; i++) this.skip(depth + 1);
         else
           for (let n = 0; !this.breakNext(); n++) {
-            if (n >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+            if (n >= MAX_COLLECTION_ENTRIES) this.tooMany(start);
             this.skip(depth + 1);
           }
         return;
@@ -329,7 +329,7 @@ export class StrictReader {
         for (let n = 0; count < 0 || n < count; n++) {
           if (count < 0) {
             if (this.breakNext()) break;
-            if (n >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+            if (n >= MAX_COLLECTION_ENTRIES) this.tooMany(start);
           }
           seen = this.uniqueKey(keys, n, seen);
           this.skip(depth + 1);
@@ -361,11 +361,11 @@ export class StrictReader {
       const keyAt = this.pos;
       // Past the end (truncated), the map is read with key strings, which says so in its words.
       const length = keyAt < b.length ? b[keyAt]! - 0x60 : -1;
-      if (length < 0 || length >= 24 || keyAt + 1 + length > b.length || !this.ascii7(keyAt + 1, keyAt + 1 + length)) {
+      if (length < 0 || length >= 24 || keyAt + 1 + length > b.length || !isAscii(b, keyAt + 1, keyAt + 1 + length)) {
         this.pos = entries;
         return false;
       }
-      if (sameText(b, keyAt, PROTO_KEY, 0)) this.fail('map key "__proto__" is not allowed', keyAt);
+      if (sameText(b, keyAt, PROTO_KEY_BYTES, 0)) this.fail('map key "__proto__" is not allowed', keyAt);
       for (let j = 0; j < n; j++)
         if (sameText(b, keyAt, b, keyHeads[j]!)) this.fail(`duplicate map key ${JSON.stringify(this.ascii(keyAt + 1, length))}`, keyAt);
       keyHeads[n] = keyAt;
@@ -384,15 +384,7 @@ export class StrictReader {
     if (big !== null || length > this.remaining) this.fail(`truncated CBOR: a string of ${big ?? length} bytes declared, ${this.remaining} remain`, start);
     const from = this.pos;
     this.pos += length;
-    if (major === MAJOR_TEXT && !this.ascii7(from, from + length) && !isUtf8(this.bytes.subarray(from, from + length)))
-      this.fail('invalid UTF-8 in a text string', start);
-  }
-
-  /** Whether [from, to) is all 7-bit ASCII. */
-  private ascii7(from: number, to: number): boolean {
-    const b = this.bytes;
-    for (let i = from; i < to; i++) if (b[i]! >= 0x80) return false;
-    return true;
+    if (major === MAJOR_TEXT && !isUtf8Text(this.bytes, from, from + length)) this.fail('invalid UTF-8 in a text string', start);
   }
 
   /**
@@ -432,6 +424,11 @@ export class StrictReader {
     return arg;
   }
 
+  /** An indefinite-length collection past MAX_COLLECTION_ENTRIES entries. */
+  private tooMany(start: number): never {
+    return this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+  }
+
   private nesting(depth: number, start: number): void {
     if (depth > this.maxNesting) this.fail(`nesting deeper than ${this.maxNesting} levels`, start);
   }
@@ -445,7 +442,7 @@ export class StrictReader {
     }
     const out: unknown[] = [];
     while (!this.breakNext()) {
-      if (out.length >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+      if (out.length >= MAX_COLLECTION_ENTRIES) this.tooMany(start);
       out.push(this.value(depth));
     }
     return out;
@@ -467,7 +464,7 @@ export class StrictReader {
     for (let i = 0; count < 0 || i < count; i++) {
       if (count < 0) {
         if (this.breakNext()) break;
-        if (i >= MAX_COLLECTION_ENTRIES) this.fail(`a collection of more than ${MAX_COLLECTION_ENTRIES} entries exceeds the limit`, start);
+        if (i >= MAX_COLLECTION_ENTRIES) this.tooMany(start);
       }
       seen = this.uniqueKey(keys, n, seen);
       if (this.keySlot < 0) shapeable = false;
@@ -649,7 +646,7 @@ export class StrictReader {
     // view of its own. Text that is all ASCII (ids in hex, names) needs no UTF-8 check.
     const all = (this.buffer ??= Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.byteLength));
     const to = from + length;
-    if (this.ascii7(from, to)) return all.toString('latin1', from, to);
+    if (isAscii(all, from, to)) return all.toString('latin1', from, to);
     if (!isUtf8(all.subarray(from, to))) this.fail('invalid UTF-8 in a text string', start);
     return all.toString('utf8', from, to);
   }
@@ -672,8 +669,17 @@ const mapEntries: Array<{ keys: string[]; values: unknown[] }> = [];
 const skippedKeys: string[][] = [];
 /** Where the keys of the small map being stepped over at each nesting level start (skipAsciiKeyedMap). */
 const skippedKeyHeads: Int32Array[] = [];
-/** "__proto__" as a short text item, head included. */
-const PROTO_KEY = Uint8Array.of(0x60 + 9, ...Buffer.from('__proto__', 'latin1'));
+
+/** Whether bytes [from, to) are all 7-bit ASCII. */
+function isAscii(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (b[i]! >= 0x80) return false;
+  return true;
+}
+
+/** Whether bytes [from, to) are UTF-8: ASCII (nearly all text) by a loop, the rest by isUtf8. */
+export function isUtf8Text(b: Uint8Array, from: number, to: number): boolean {
+  return isAscii(b, from, to) || isUtf8(b.subarray(from, to));
+}
 
 /** Whether the short text items (heads 0x60 to 0x77) at a[aAt] and b[bAt] are the same: head and bytes. */
 function sameText(a: Uint8Array, aAt: number, b: Uint8Array, bAt: number): boolean {

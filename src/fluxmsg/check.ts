@@ -6,8 +6,8 @@
 // 16-byte strings, hops {g, p, t}) is checked in one pass. Anything else (tags, indefinite
 // lengths, unknown keys, null where a map goes) is decoded instead, so that what is accepted and
 // every error are decodeFluxMsg's own: the pass answers only "certainly valid" or "ask the decoder".
-import { isUtf8 } from 'node:buffer';
-import { StrictReader } from '../cbor/strict.js';
+import { PROTO_KEY_BYTES } from '../cbor/profile.js';
+import { isUtf8Text, StrictReader } from '../cbor/strict.js';
 import { MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_TEXT, MAJOR_UINT } from '../cbor/writer.js';
 import { fluxMsgLimits } from './limits.js';
 import { UUID_BYTES } from './uuid.js';
@@ -167,12 +167,7 @@ function stringEnd(bytes: Uint8Array, at: number, major: number): number {
   if (from < 0) return -1;
   const to = from + argumentOf(bytes, at);
   if (to > bytes.length) return -1;
-  if (major === MAJOR_TEXT) {
-    let ascii = true;
-    for (let i = from; i < to && ascii; i++) ascii = bytes[i]! < 0x80;
-    if (!ascii && !isUtf8(bytes.subarray(from, to))) return -1;
-  }
-  return to;
+  return major === MAJOR_TEXT && !isUtf8Text(bytes, from, to) ? -1 : to;
 }
 
 function textEnd(bytes: Uint8Array, at: number): number {
@@ -191,7 +186,7 @@ function metaEnd(bytes: Uint8Array, at: number): number {
     if (keyEnd < 0) return -1;
     // The key's text starts after its head: its length is what is left to keyEnd.
     const keyFrom = argumentEnd(bytes, next, 4);
-    if (sameBytes(bytes, keyFrom, keyEnd, PROTO, 0, PROTO.length)) return -1;
+    if (sameBytes(bytes, keyFrom, keyEnd, PROTO_KEY_BYTES, 1, PROTO_KEY_BYTES.length)) return -1;
     for (let j = 0; j < i; j++) if (sameBytes(bytes, keyFrom, keyEnd, bytes, metaKeys[2 * j]!, metaKeys[2 * j + 1]!)) return -1;
     metaKeys[2 * i] = keyFrom;
     metaKeys[2 * i + 1] = keyEnd;
@@ -200,8 +195,6 @@ function metaEnd(bytes: Uint8Array, at: number): number {
   }
   return next;
 }
-
-const PROTO = Buffer.from('__proto__', 'latin1');
 
 function sameBytes(a: Uint8Array, aFrom: number, aTo: number, b: Uint8Array, bFrom: number, bTo: number): boolean {
   if (aTo - aFrom !== bTo - bFrom) return false;

@@ -31,17 +31,19 @@ export interface Transport {
   resume(): void;
 }
 
-/** Writes smaller than this are not worth a callback to give their buffer back. */
-const RECYCLE_MIN_BYTES = 16 * 1024;
-
 /** TCP, TLS and Unix sockets: length-prefixed frames on a byte stream. */
 export class SocketTransport implements Transport {
   readonly framing = 'stream' as const;
+  /** Frames the socket still holds (queued behind a full kernel buffer), to give back once it has sent them. */
+  private unsent: Uint8Array[] = [];
+  private unsentTo: Array<(frame: Uint8Array) => void> = [];
+
   constructor(
     readonly kind: 'tcp' | 'tls' | 'unix',
     private readonly socket: Socket,
   ) {
     if (kind !== 'unix') socket.setNoDelay(true);
+    socket.on('drain', () => this.giveBack());
   }
   get remoteAddress() {
     return this.socket.remoteAddress;
@@ -51,13 +53,32 @@ export class SocketTransport implements Transport {
   }
   write(frames: Uint8Array[], sent?: (frame: Uint8Array) => void): number {
     // One write per flush: frames gathered in one turn leave in one syscall.
-    if (frames.length === 1 && sent !== undefined && frames[0]!.length >= RECYCLE_MIN_BYTES) {
-      const frame = frames[0]!;
-      this.socket.write(frame, (err) => {
-        if (!err) sent(frame);
-      });
-    } else this.socket.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
-    return this.socket.writableLength;
+    const frame = frames.length === 1 ? frames[0]! : Buffer.concat(frames);
+    this.socket.write(frame);
+    const queued = this.socket.writableLength;
+    if (sent !== undefined && frames.length === 1) {
+      // Nothing queued: the kernel took every byte, so the buffer is free now. This is known
+      // without a write callback, whose nextTick a producer running on promises would hold
+      // back, keeping every buffer of a burst lent out.
+      if (queued === 0) {
+        this.giveBack();
+        sent(frame);
+      } else {
+        this.unsent.push(frame);
+        this.unsentTo.push(sent);
+      }
+    }
+    return queued;
+  }
+
+  /** The socket has sent everything it held: the frames it held are free. */
+  private giveBack(): void {
+    if (this.unsent.length === 0 || this.socket.writableLength > 0) return;
+    const frames = this.unsent;
+    const to = this.unsentTo;
+    this.unsent = [];
+    this.unsentTo = [];
+    for (let i = 0; i < frames.length; i++) to[i]!(frames[i]!);
   }
   get backlog(): number {
     return this.socket.writableLength;

@@ -1,0 +1,79 @@
+// The socket transport over a real TCP connection: when it gives a written frame's buffer back
+// for reuse. A buffer given back too early would send another flush's bytes in its place.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type Socket, connect as tcpConnect } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { SocketTransport } from '../src/fluxar/transport.js';
+import { until } from './harness/wait.js';
+
+const FRAME_BYTES = 256 * 1024;
+/** 16 MiB: more than loopback's kernel buffers hold, so the socket has to queue. */
+const FRAMES = 64;
+
+describe('SocketTransport gives buffers back', () => {
+  let receiver: Socket;
+  let sender: Socket;
+  let close: () => Promise<void>;
+
+  before(async () => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    const accepted = once(server, 'connection');
+    const port = (server.address() as { port: number }).port;
+    sender = tcpConnect(port, '127.0.0.1');
+    await once(sender, 'connect');
+    [receiver] = (await accepted) as [Socket];
+    receiver.pause();
+    close = async () => {
+      sender.destroy();
+      receiver.destroy();
+      server.close();
+      await once(server, 'close');
+    };
+  });
+  after(() => close());
+
+  it('only once the kernel has every byte, at once when it took them in the write', async () => {
+    const transport = new SocketTransport('tcp', sender);
+    const givenBack: number[] = [];
+    let givenBackInWrite = 0;
+    let writing = -1;
+    const frames: Uint8Array[] = Array.from({ length: FRAMES }, (_, i) => Buffer.alloc(FRAME_BYTES, i));
+    for (let i = 0; i < FRAMES; i++) {
+      writing = i;
+      transport.write([frames[i]!], (frame) => {
+        const index = frames.indexOf(frame);
+        assert.ok(index >= 0, 'a frame it was given');
+        if (index === writing) givenBackInWrite++;
+        givenBack.push(index);
+        // What a session does with a buffer given back: the next flush writes into it.
+        frame.fill(0xee);
+      });
+    }
+    writing = -1;
+    assert.ok(transport.backlog > 0, 'the receiver is not reading: the socket queues');
+    assert.ok(givenBack.length < FRAMES, 'frames still queued are not given back');
+
+    receiver.resume();
+    let received = 0;
+    const wrong: string[] = [];
+    receiver.on('data', (bytes: Buffer) => {
+      for (let i = 0; i < bytes.length; i++) {
+        const expected = Math.floor((received + i) / FRAME_BYTES);
+        if (bytes[i] !== expected && wrong.length < 3) wrong.push(`byte ${received + i}: ${bytes[i]}, expected ${expected}`);
+      }
+      received += bytes.length;
+    });
+    await until(() => received === FRAMES * FRAME_BYTES, 'every byte at the receiver');
+    assert.deepEqual(wrong, [], 'every frame arrived as written: none was reused while queued');
+    await until(() => givenBack.length === FRAMES, 'every frame given back once the socket drained');
+    assert.deepEqual(
+      [...givenBack].sort((a, b) => a - b),
+      frames.map((_, i) => i),
+      'each frame once',
+    );
+    assert.ok(givenBackInWrite > 0, 'a frame the kernel took whole is given back in its write');
+  });
+});

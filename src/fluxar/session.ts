@@ -719,10 +719,13 @@ export class Session {
     }
   }
 
-  /** One envelope of types 2 to 7 sent: counted, and retained when resume was agreed. */
-  private countSent(body: Uint8Array): void {
+  /**
+   * One envelope of types 2 to 7 sent, its bytes `from` to `to` in `bytes`: counted, and
+   * retained when resume was agreed (only then is a view of them made: one per frame otherwise).
+   */
+  private countSent(bytes: Uint8Array, from: number, to: number): void {
     this.sentPos++;
-    if (this.resumable) this.retained.push(Buffer.from(body));
+    if (this.resumable) this.retained.push(Buffer.from(bytes.subarray(from, to)));
   }
 
   /** One envelope of types 2 to 7 received: counted, and acknowledged every RESUME_ACK_EVERY. */
@@ -2119,7 +2122,7 @@ export class Session {
   private queueMessageFrame(frame: Uint8Array, counted: boolean): void {
     const body = frame.subarray(1);
     this.checkFrameSize(body.length);
-    if (counted) this.countSent(body);
+    if (counted) this.countSent(body, 0, body.length);
     const packed = this.tryCompress(body.length) ? this.compressed(body) : null;
     const queued = packed === null ? frame : encodeMessageFrame(FrameFlag.Compressed, packed);
     this.output.push(queued);
@@ -2170,7 +2173,7 @@ export class Session {
     const box = this.outbox!;
     try {
       box.bytes(ref);
-      box.text(topic);
+      box.raw(topicCbor(topic));
       box.raw(DELIVERY_META_MSG);
       box.raw(meta.msg);
       box.raw(DELIVERY_META_N);
@@ -2245,7 +2248,7 @@ export class Session {
       throw err;
     }
     const bodyLength = box.pos - start - STREAM_HEADER_BYTES;
-    if (counted) this.countSent(box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos));
+    if (counted) this.countSent(box.buf, start + STREAM_HEADER_BYTES, box.pos);
     const packed = this.tryCompress(bodyLength) ? this.compressed(box.buf.subarray(start + STREAM_HEADER_BYTES, box.pos)) : null;
     if (packed !== null) {
       box.pos = start + STREAM_HEADER_BYTES;
@@ -2286,6 +2289,24 @@ export class Session {
     } else this.compressBackoff = 0;
     return packed.length < body.length ? packed : null;
   }
+}
+
+/**
+ * The last topic a delivery was written with, and its CBOR. A fan-out writes one topic into
+ * every subscriber's session in a row: it is encoded once for all of them (per thread, as the
+ * broker is), not once per delivery.
+ */
+let writtenTopic = '';
+let writtenTopicCbor: Uint8Array = Uint8Array.of(0x60); // the empty text
+const topicWriter = new CborWriter(64);
+
+function topicCbor(topic: string): Uint8Array {
+  if (topic !== writtenTopic) {
+    topicWriter.reset().text(topic);
+    writtenTopicCbor = topicWriter.take();
+    writtenTopic = topic;
+  }
+  return writtenTopicCbor;
 }
 
 /** A delivery's meta as the broker writes it: map(3), "msg" and its byte-string head, then the id. */

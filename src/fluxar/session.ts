@@ -162,7 +162,10 @@ export type SessionEvent =
   | { type: 'delivery-ack'; key: string; ok: boolean }
   /** Pub/sub, subscriber side: the broker's answer to our subscribe. */
   | { type: 'subscribed'; key: string; error: EnvelopeErrorInfo | null }
-  /** Pub/sub, subscriber side: a delivery of our subscription `key`; ack QoS 1 and 2 with ackDelivery(). */
+  /**
+   * Pub/sub, subscriber side: a delivery of our subscription `key`; ack QoS 1 and 2 with
+   * ackDelivery(deliveryKey). A QoS 0 delivery is never acked: its deliveryKey is ''.
+   */
   | { type: 'delivery'; key: string; deliveryKey: string; topic: string; payload: unknown; meta: DeliveryMeta }
   /** Pub/sub, subscriber side: the subscription is over (its last event). */
   | { type: 'subscription-end'; key: string; error: EnvelopeErrorInfo | null }
@@ -202,6 +205,12 @@ export function idKey(id: Uint8Array): string {
 }
 
 /** idKey of the 16 bytes at `at` in `bytes`. */
+/** Whether the 16 bytes at `at` in `b` are the id whose key is `key` (as idKeyAt makes it). */
+function keyAt(b: Uint8Array, at: number, key: string): boolean {
+  for (let i = 0; i < UUID_BYTES; i++) if (b[at + i] !== key.charCodeAt(i)) return false;
+  return true;
+}
+
 export function idKeyAt(b: Uint8Array, at: number): string {
   return String.fromCharCode(
     b[at]!,
@@ -1138,7 +1147,7 @@ export class Session {
       if (typeof meta === 'string') return this.abort(ErrorCode.BadRequest, meta);
       if (topicError(env.target) !== null)
         return this.abort(ErrorCode.BadRequest, `a delivery names the topic it was published to, got ${describeValue(env.target)}`);
-      this.events.push({ type: 'delivery', key, deliveryKey: idKey(env.id), topic: env.target!, payload: env.payload, meta });
+      this.events.push({ type: 'delivery', key, deliveryKey: meta.qos === 0 ? '' : idKey(env.id), topic: env.target!, payload: env.payload, meta });
       return;
     }
     if (env.target === ControlTarget.Ack || env.target === ControlTarget.Nack) {
@@ -1340,8 +1349,13 @@ export class Session {
   private receivePlainDelivery(b: Uint8Array, now: number): boolean {
     const last = b.length - 1;
     if (last < 60 || b[0] !== 0x87 || b[1] !== MessageType.Message || b[2] !== 0x50 || b[19] !== 0x50 || b[last] !== CBOR_NULL) return false;
-    const key = idKeyAt(b, 20);
-    if (!this.subscriptionsOut.has(key)) return false;
+    // Deliveries come in runs for one subscription: its id is compared before a key is made.
+    let key = this.lastDeliveryKey;
+    if (key === '' || !keyAt(b, 20, key)) {
+      key = idKeyAt(b, 20);
+      if (!this.subscriptionsOut.has(key)) return false;
+      this.lastDeliveryKey = key;
+    } else if (!this.subscriptionsOut.has(key)) return false;
     // The topic: ASCII text of one-byte or two-byte head (topics are ASCII, at most 256 bytes).
     let at = 36;
     let length = b[at]! - 0x60;
@@ -1387,7 +1401,8 @@ export class Session {
     if (payload === NOT_PLAIN) return false;
     const msg = new Uint8Array(16);
     for (let i = 0; i < 16; i++) msg[i] = b[msgAt + i]!;
-    this.events.push({ type: 'delivery', key, deliveryKey: idKeyAt(b, 3), topic, payload, meta: { msg, n, qos } });
+    // Only a delivery that is acked needs its own key: a QoS 0 one is settled as it arrives.
+    this.events.push({ type: 'delivery', key, deliveryKey: qos === 0 ? '' : idKeyAt(b, 3), topic, payload, meta: { msg, n, qos } });
     return true;
   }
 
@@ -1413,6 +1428,8 @@ export class Session {
 
   /** The topic of the last plain delivery, checked once for a run of deliveries of one topic. */
   private lastDeliveryTopic = '';
+  /** The subscription of the last plain delivery, by its key. */
+  private lastDeliveryKey = '';
 
   /** A type 3 envelope: a chunk or a stream's control (spec sections 13.2 to 13.4). */
   private receiveStreamEnvelope(env: Envelope): void {

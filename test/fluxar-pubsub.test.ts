@@ -59,6 +59,32 @@ describe('FLUXAR pub/sub over sockets', () => {
     });
   }
 
+  it('deliveries of two subscriptions and two topics, interleaved on one connection, each reach their own', async () => {
+    // Runs of one subscription and one topic are recognised by comparing bytes with the last
+    // delivery's on both sides; alternating ones must never be taken for the last.
+    const sub = await connect(tcp);
+    const seen: Record<string, Array<[string, unknown]>> = { evens: [], all: [] };
+    const evens = sub.subscribe('mix.even', { callback: (m) => seen.evens!.push([m.topic, m.payload]) });
+    const all = sub.subscribe('mix.*', { callback: (m) => seen.all!.push([m.topic, m.payload]) });
+    await Promise.all([evens.ready, all.ready]);
+    const pub = await connect(tcp);
+    const sent: Array<[string, string]> = [];
+    for (let i = 0; i < 40; i++) {
+      const topic = i % 2 === 0 ? 'mix.even' : 'mix.odd';
+      // Payloads long enough for the subscriber's in-place read (a tiny one takes the decoder).
+      const payload = `the payload of message ${i}`;
+      sent.push([topic, payload]);
+      await pub.publish(topic, payload, { qos: 1 });
+    }
+    await until(() => seen.all!.length === 40 && seen.evens!.length === 20, 'every delivery');
+    assert.deepEqual(seen.all, sent);
+    assert.deepEqual(
+      seen.evens,
+      sent.filter(([topic]) => topic === 'mix.even'),
+    );
+    await Promise.all([sub.close(), pub.close()]);
+  });
+
   it('a subscription that is refused rejects ready; a bad topic is refused locally', async () => {
     const peer = await connect(tcp);
     const sub = peer.subscribe('a.>.b');

@@ -1,9 +1,12 @@
-// The socket transport over a real TCP connection: when it gives a written frame's buffer back
-// for reuse. A buffer given back too early would send another flush's bytes in its place.
+// The socket transport over real TCP connections: when it gives a written frame's buffer back
+// for reuse (a buffer given back too early would send another flush's bytes in its place), and
+// a client's reads into one reused buffer (what it hands on must not change under the reader).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket, connect as tcpConnect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { connect, listen } from '../src/fluxar/mod.js';
 import { SocketTransport } from '../src/fluxar/transport.js';
 import { until } from './harness/wait.js';
 
@@ -75,5 +78,31 @@ describe('SocketTransport gives buffers back', () => {
       'each frame once',
     );
     assert.ok(givenBackInWrite > 0, 'a frame the kernel took whole is given back in its write');
+  });
+});
+
+describe('A client socket reads into one reused buffer', () => {
+  it('and what it hands on stays as it arrived: payloads kept across many reads are intact', async () => {
+    const server = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: pino({ level: 'silent' }) });
+    // Small chunks, each filled with its number, 400 KB in all: many reads, and each chunk a view
+    // of the read it came in (larger frames are copied whole by the framing anyway).
+    const CHUNKS = 2000;
+    const SIZE = 200;
+    server.handleStream('numbered', function* () {
+      for (let i = 0; i < CHUNKS; i++) yield Buffer.alloc(SIZE, i & 0xff);
+    });
+    const peer = await connect(server.addresses[0]!);
+    try {
+      const kept: Uint8Array[] = [];
+      const stream = peer.stream('numbered', null, { credit: 64 });
+      for await (const chunk of stream) kept.push(chunk as Uint8Array);
+      await stream.result;
+      assert.equal(kept.length, CHUNKS);
+      const wrong = kept.findIndex((chunk, i) => chunk.length !== SIZE || chunk.some((b) => b !== (i & 0xff)));
+      assert.equal(wrong, -1, `chunk ${wrong} changed after it was handed on`);
+    } finally {
+      await peer.close();
+      await server.close();
+    }
   });
 });

@@ -10,7 +10,7 @@ import type { E2eOptions } from './e2e.js';
 import { FluxarError } from './errors.js';
 import { type Handler, Peer, type StreamHandler } from './peer.js';
 import { type Framing, Session } from './session.js';
-import { SocketTransport, type Transport, WebSocketTransport } from './transport.js';
+import { SocketReads, SocketTransport, type Transport, WebSocketTransport } from './transport.js';
 
 export interface ConnectOptions {
   credentials?: Credentials;
@@ -57,11 +57,15 @@ function openTransport(url: string, options: ConnectOptions): Promise<Transport>
     switch (endpoint.kind) {
       case 'tcp':
       case 'unix': {
-        const socket = endpoint.kind === 'unix' ? netConnect(endpoint.path) : netConnect(endpoint.port, endpoint.host);
+        const reads = new SocketReads();
+        const socket =
+          endpoint.kind === 'unix'
+            ? netConnect({ path: endpoint.path, onread: reads.onread })
+            : netConnect({ port: endpoint.port, host: endpoint.host, onread: reads.onread });
         socket.once('error', fail);
         socket.once('connect', () => {
           socket.off('error', fail);
-          resolve(new SocketTransport(endpoint.kind as 'tcp' | 'unix', socket));
+          resolve(new SocketTransport(endpoint.kind as 'tcp' | 'unix', socket, reads));
         });
         return;
       }

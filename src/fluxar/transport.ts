@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { Framing } from './session.js';
 
@@ -31,6 +31,38 @@ export interface Transport {
   resume(): void;
 }
 
+/** The reused buffer a client socket reads into: as large as Node's own reads. */
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Reads of a client socket into one reused buffer (net's `onread` option), each copied out at
+ * its own size. By default Node gives every read a new, zero-filled 64 KiB buffer and then
+ * shrinks it: with many busy sockets (a hundred subscribers in one process) those buffers were
+ * most of what the garbage collector chased, and its pauses were the latency's tail. What is
+ * handed on is a copy: payloads read from it may be kept.
+ */
+export class SocketReads {
+  private listener: ((bytes: Uint8Array) => void) | undefined;
+  /** Reads that came before a listener (between connect and the peer's binding). */
+  private early: Uint8Array[] = [];
+  readonly onread: OnReadOpts = {
+    buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+    // true: go on reading (backpressure pauses the socket itself, as with 'data' events).
+    callback: (length: number, buffer: Uint8Array): boolean => {
+      const bytes = Buffer.allocUnsafe(length);
+      bytes.set(buffer.subarray(0, length));
+      if (this.listener !== undefined) this.listener(bytes);
+      else this.early.push(bytes);
+      return true;
+    },
+  };
+
+  listen(listener: (bytes: Uint8Array) => void): void {
+    this.listener = listener;
+    for (const bytes of this.early.splice(0)) listener(bytes);
+  }
+}
+
 /** TCP, TLS and Unix sockets: length-prefixed frames on a byte stream. */
 export class SocketTransport implements Transport {
   readonly framing = 'stream' as const;
@@ -41,6 +73,8 @@ export class SocketTransport implements Transport {
   constructor(
     readonly kind: 'tcp' | 'tls' | 'unix',
     private readonly socket: Socket,
+    /** Where the socket's reads arrive when it was opened with SocketReads' onread; else its 'data' events. */
+    private readonly reads?: SocketReads,
   ) {
     if (kind !== 'unix') socket.setNoDelay(true);
     socket.on('drain', () => this.giveBack());
@@ -93,7 +127,8 @@ export class SocketTransport implements Transport {
     this.socket.destroy();
   }
   onData(listener: (bytes: Uint8Array) => void): void {
-    this.socket.on('data', listener);
+    if (this.reads !== undefined) this.reads.listen(listener);
+    else this.socket.on('data', listener);
   }
   onInvalid(): void {}
   pause(): void {

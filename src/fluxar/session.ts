@@ -205,12 +205,6 @@ export function idKey(id: Uint8Array): string {
 }
 
 /** idKey of the 16 bytes at `at` in `bytes`. */
-/** Whether the 16 bytes at `at` in `b` are the id whose key is `key` (as idKeyAt makes it). */
-function keyAt(b: Uint8Array, at: number, key: string): boolean {
-  for (let i = 0; i < UUID_BYTES; i++) if (b[at + i] !== key.charCodeAt(i)) return false;
-  return true;
-}
-
 export function idKeyAt(b: Uint8Array, at: number): string {
   return String.fromCharCode(
     b[at]!,
@@ -230,6 +224,12 @@ export function idKeyAt(b: Uint8Array, at: number): string {
     b[at + 14]!,
     b[at + 15]!,
   );
+}
+
+/** Whether the 16 bytes at `at` in `b` are the id whose key is `key` (as idKeyAt makes it). */
+function keyAt(b: Uint8Array, at: number, key: string): boolean {
+  for (let i = 0; i < UUID_BYTES; i++) if (b[at + i] !== key.charCodeAt(i)) return false;
+  return true;
 }
 function keyBytes(key: string): Uint8Array {
   return Buffer.from(key, 'latin1');
@@ -1351,11 +1351,8 @@ export class Session {
     if (last < 60 || b[0] !== 0x87 || b[1] !== MessageType.Message || b[2] !== 0x50 || b[19] !== 0x50 || b[last] !== CBOR_NULL) return false;
     // Deliveries come in runs for one subscription: its id is compared before a key is made.
     let key = this.lastDeliveryKey;
-    if (key === '' || !keyAt(b, 20, key)) {
-      key = idKeyAt(b, 20);
-      if (!this.subscriptionsOut.has(key)) return false;
-      this.lastDeliveryKey = key;
-    } else if (!this.subscriptionsOut.has(key)) return false;
+    if (key === '' || !keyAt(b, 20, key)) key = this.lastDeliveryKey = idKeyAt(b, 20);
+    if (!this.subscriptionsOut.has(key)) return false;
     // The topic: ASCII text of one-byte or two-byte head (topics are ASCII, at most 256 bytes).
     let at = 36;
     let length = b[at]! - 0x60;

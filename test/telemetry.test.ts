@@ -19,7 +19,8 @@ import { MixerAgent } from '../src/rack/agent.js';
 import { LocalLog } from '../src/rack/local-log.js';
 import { Rack } from '../src/rack/rack.js';
 import { parseScenario } from '../src/scenario/parse.js';
-import { lineLevel, tappedLogger } from '../src/telemetry/log-tap.js';
+import { pino } from 'pino';
+import { lineLevel, lineWriter, tappedLogger } from '../src/telemetry/log-tap.js';
 import { TokenBucket } from '../src/telemetry/token-bucket.js';
 import { TelemetryUplink } from '../src/telemetry/uplink.js';
 import { captureLogs } from './harness/logs.js';
@@ -90,6 +91,31 @@ describe('telemetry: the log tap and the token bucket', () => {
     assert.equal(tapped.length, 2);
   });
 
+  it("writes a gear's lines as pino would, byte for byte, and only at the logger's level", async () => {
+    const local = sink();
+    const { logger, tap } = tappedLogger('t', 'info', 'silent', local.stream);
+    const write = lineWriter(logger, { gear: 'g"1' });
+    assert.ok(write !== undefined);
+    const texts = ['plain', 'with "quotes" and \\ back', 'tab\tnew\nline\u0001', 'ünïcödé ✓ 🚀', '%s %d %o', 'x'.repeat(150)];
+    const child = logger.child({ gear: 'g"1' });
+    for (const text of texts) {
+      child.warn(text);
+      write(40, text);
+    }
+    write(20, 'below the level');
+    await until(() => local.lines.length === texts.length * 2, 'the lines');
+    const withoutTime = (line: string) => line.replace(/"time":\d+/, '"time":0');
+    for (let i = 0; i < texts.length; i++) {
+      assert.equal(withoutTime(local.lines[2 * i + 1]!), withoutTime(local.lines[2 * i]!));
+      assert.equal(JSON.parse(local.lines[2 * i + 1]!).msg, texts[i]);
+    }
+    logger.level = tap.setLevels({ local: 'debug' });
+    write(20, 'now at the level');
+    await until(() => local.lines.length === texts.length * 2 + 1, 'the debug line');
+    assert.equal(JSON.parse(local.lines.at(-1)!).level, 20);
+    assert.equal(lineWriter(pino({ level: 'info' }, local.stream), { gear: 'g' }), undefined, 'a logger of other options is left to pino');
+  });
+
   it('grants tokens at its rate, up to its burst', () => {
     const bucket = new TokenBucket(100, 10, 0);
     assert.equal(bucket.take(50, 0), 10, 'a full bucket gives its burst');
@@ -121,19 +147,52 @@ describe("a worker's local log", () => {
     );
   });
 
-  it('drops what does not fit its buffer whole, counting every line, and keeps writing afterwards', async () => {
+  it('drops the lines that find both buffers full, counting every one, and keeps writing afterwards', async () => {
     const file = join(dir, 'drop.log');
     const dropped: number[] = [];
     const log = new LocalLog({ dest: openSync(file, 'w'), maxBytes: 1000, onDrop: (n) => dropped.push(n) });
     for (let i = 0; i < 5; i++) log.write(`kept ${i}\n`);
     await log.drained();
-    // 20 lines of 100 bytes in one turn: one batch of 2,000 bytes, over the 1,000 the buffer holds.
-    for (let i = 0; i < 20; i++) log.write(`${'d'.repeat(99)}\n`);
+    // 20 lines of 100 bytes in one turn, against two buffers of 500: one fills and goes out,
+    // the other fills while it is written, and the rest are dropped.
+    for (let i = 0; i < 20; i++) log.write(`${i.toString().padStart(2, '0')}${'d'.repeat(97)}\n`);
     await log.drained();
-    assert.deepEqual(dropped, [20]);
     log.write('after\n');
     await log.drained();
-    assert.deepEqual(lines(file), ['kept 0', 'kept 1', 'kept 2', 'kept 3', 'kept 4', 'after']);
+    const written = lines(file);
+    assert.deepEqual(written.slice(0, 5), ['kept 0', 'kept 1', 'kept 2', 'kept 3', 'kept 4']);
+    assert.equal(written.at(-1), 'after');
+    const floods = written.slice(5, -1);
+    assert.deepEqual(
+      floods.map((l) => l.slice(0, 2)),
+      Array.from({ length: 10 }, (_, i) => i.toString().padStart(2, '0')),
+      'the first lines, whole and in order',
+    );
+    assert.ok(floods.every((l) => l.length === 99));
+    assert.equal(
+      dropped.reduce((a, b) => a + b, 0),
+      10,
+      'every other line counted',
+    );
+  });
+
+  it('gathers a flood into few writes, and a line logged alone still reaches the file', async () => {
+    const file = join(dir, 'few.log');
+    const log = new LocalLog({ dest: openSync(file, 'w') });
+    // The file's size after each of 20 turns that log 100 lines (7 KB) each.
+    const sizes: number[] = [];
+    for (let turn = 0; turn < 20; turn++) {
+      for (let i = 0; i < 100; i++) log.write(`t${turn} l${i} ${'x'.repeat(60)}\n`);
+      await new Promise((resolve) => setImmediate(resolve));
+      sizes.push(readFileSync(file).length);
+    }
+    await log.drained();
+    assert.equal(lines(file).length, 2000);
+    // A write per turn made the file grow on nearly every turn; gathered, it grows a few times.
+    const grew = sizes.filter((size, i) => size !== (sizes[i - 1] ?? 0)).length;
+    assert.ok(grew < 10, `the file grew on ${grew} of 20 turns`);
+    log.write('alone\n');
+    await until(() => lines(file).at(-1) === 'alone', 'the lone line written', 2000);
   });
 
   it('writes what it holds before returning from flushSync (a thread that exits)', () => {

@@ -1,14 +1,16 @@
 // A worker's local log: the lines its logger writes, to stdout (or a file), without ever making
 // a gear wait on a disk or a pipe, and without a log flood costing more per line than the line.
-import { type DestinationStream, pino } from 'pino';
+import { openSync, write, writeSync } from 'node:fs';
+import type { DestinationStream } from 'pino';
 
 /** Bytes of local log a worker holds while its output is busy; beyond, lines are dropped and counted. */
 const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
-/** A batch goes out at once when it reaches this many characters, else at the end of the turn. */
-const BATCH_CHARS = 8 * 1024;
+/** What has gathered goes out this long after its first line, or at once past FLUSH_BYTES. */
+const FLUSH_MS = 20;
+const FLUSH_BYTES = 64 * 1024;
 
 interface LocalLogOptions {
-  /** A file descriptor or path; default stdout. */
+  /** A file descriptor or path (appended to); default stdout. */
   dest?: number | string;
   maxBytes?: number;
   /** Called with the number of lines dropped because the buffer was full. */
@@ -16,74 +18,117 @@ interface LocalLogOptions {
 }
 
 /**
- * Lines gathered and handed to pino's file stream (sonic-boom) as one write per turn of the
- * event loop, or per BATCH_CHARS. sonic-boom appends every write to its pending string and
- * then measures that whole string with Buffer.byteLength, which flattens it: a copy of up to
- * 16 KiB per line. Under a gear's log flood (50,000 lines a second) that was a tenth of a
- * worker's busy time; once per batch it is noise.
+ * Lines are encoded straight into one of two fixed buffers, and a buffer goes out in one async
+ * fs.write while the lines that follow fill the other. A write per line, or per turn of the
+ * event loop, is what a log flood (a gear at 50,000 lines a second) made expensive: each write is
+ * a hand-over to libuv's thread pool and a wake-up of the worker when it completes, and on a
+ * small VM those wake-ups cost more than the lines. Gathering for FLUSH_MS makes it a few dozen
+ * writes a second; a line logged alone reaches the file FLUSH_MS later.
+ *
+ * Memory is bounded by the two buffers (maxBytes in all). A line that finds the filling buffer
+ * full while the other is still being written is dropped and counted: the gear never waits.
  */
 export class LocalLog implements DestinationStream {
-  private lines: string[] = [];
-  private chars = 0;
-  private scheduled = false;
-  /** Set by the file stream while a batch is handed over that does not fit its buffer. */
-  private dropped = false;
-  private readonly onDrop: ((lines: number) => void) | undefined;
-  /** Lines handed over and not yet written; drained() waits on these. */
+  private readonly fd: number;
+  private filling: Buffer;
+  private spare: Buffer | undefined;
+  private used = 0;
+  /** An fs.write is under way (of the buffer that is not `filling`). */
   private writing = false;
+  private timer: NodeJS.Timeout | undefined;
+  private dropped = 0;
+  private readonly onDrop: ((lines: number) => void) | undefined;
   private waiting: Array<() => void> = [];
   private readonly flushLater = (): void => {
-    this.scheduled = false;
+    this.timer = undefined;
     this.flush();
   };
-  private readonly out: ReturnType<typeof pino.destination>;
 
   constructor(options: LocalLogOptions = {}) {
-    this.out = pino.destination({ dest: options.dest ?? 1, sync: false, maxLength: options.maxBytes ?? LOCAL_LOG_BUFFER_BYTES });
+    const dest = options.dest ?? 1;
+    this.fd = typeof dest === 'number' ? dest : openSync(dest, 'a');
+    const half = Math.max(1, Math.floor((options.maxBytes ?? LOCAL_LOG_BUFFER_BYTES) / 2));
+    // Pages of an unsafe allocation are only backed once written: a quiet worker costs little.
+    this.filling = Buffer.allocUnsafe(half);
+    this.spare = Buffer.allocUnsafe(half);
     this.onDrop = options.onDrop;
-    this.out.on('drop', () => {
-      this.dropped = true;
-    });
-    // sonic-boom says 'drain' when a write completes with nothing left to write.
-    this.out.on('drain', () => {
-      this.writing = false;
-      for (const resolve of this.waiting.splice(0)) resolve();
-    });
   }
 
   write(line: string): void {
-    this.lines.push(line);
-    this.chars += line.length;
-    if (this.chars >= BATCH_CHARS) this.flush();
-    else if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flushLater);
+    // A UTF-8 byte count only when the line might not fit: at most 3 bytes per UTF-16 unit.
+    if (this.used + line.length * 3 > this.filling.length) {
+      const bytes = Buffer.byteLength(line);
+      if (this.used + bytes > this.filling.length) {
+        this.flush();
+        if (this.used + bytes > this.filling.length) {
+          this.dropped++;
+          this.reportDrops();
+          return;
+        }
+      }
     }
+    this.used += this.filling.write(line, this.used);
+    if (this.used >= FLUSH_BYTES) this.flush();
+    else if (this.timer === undefined && !this.writing) this.timer = setTimeout(this.flushLater, FLUSH_MS);
   }
 
-  /** Hands the gathered lines to the file stream (which writes them asynchronously). */
+  /** Starts writing what has gathered, unless a write is under way (its completion does it). */
   flush(): void {
-    if (this.lines.length === 0) return;
-    const count = this.lines.length;
-    const batch = count === 1 ? this.lines[0]! : this.lines.join('');
-    this.lines = [];
-    this.chars = 0;
-    this.dropped = false;
-    this.out.write(batch);
-    if (this.dropped) this.onDrop?.(count);
-    else this.writing = true;
+    if (this.timer !== undefined) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (this.writing || this.used === 0 || this.spare === undefined) return;
+    const out = this.filling;
+    const length = this.used;
+    this.filling = this.spare;
+    this.spare = undefined;
+    this.used = 0;
+    this.writing = true;
+    this.writeOut(out, 0, length);
   }
 
-  /** Everything gathered and pending, written before returning (at exit). */
+  private writeOut(buffer: Buffer, from: number, to: number): void {
+    write(this.fd, buffer, from, to - from, null, (err, written) => {
+      // A short write (a pipe) goes on from where it stopped; a failed one is dropped whole:
+      // the log's output is gone (a closed stdout) and nothing here can mend it.
+      if (err === null && from + written < to) return this.writeOut(buffer, from + written, to);
+      this.spare = buffer;
+      this.writing = false;
+      this.reportDrops();
+      if (this.used >= FLUSH_BYTES) this.flush();
+      else if (this.used > 0) this.timer ??= setTimeout(this.flushLater, FLUSH_MS);
+      else for (const resolve of this.waiting.splice(0)) resolve();
+    });
+  }
+
+  private reportDrops(): void {
+    // Counted once a write completes (or at once when nothing is being written): a flood that
+    // keeps the buffer full would otherwise pay an atomic add per dropped line.
+    if (this.dropped === 0 || (this.writing && this.dropped < 1024)) return;
+    this.onDrop?.(this.dropped);
+    this.dropped = 0;
+  }
+
+  /** Everything gathered, written before returning (at exit). */
   flushSync(): void {
-    this.flush();
-    this.out.flushSync();
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    let from = 0;
+    while (from < this.used) from += writeSync(this.fd, this.filling, from, this.used - from);
+    this.used = 0;
+    if (this.dropped > 0) this.onDrop?.(this.dropped);
+    this.dropped = 0;
   }
 
   /** Resolves once everything handed over so far is written. */
   drained(): Promise<void> {
     this.flush();
-    return this.writing ? new Promise((resolve) => this.waiting.push(resolve)) : Promise.resolve();
+    if (!this.writing && this.used === 0) {
+      this.reportDrops();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
   }
 }
 

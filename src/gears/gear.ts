@@ -50,9 +50,17 @@ export interface PrepareContext {
   loadModule(spec: GearSpec): Promise<unknown>;
 }
 
+/** Writes one log line at a numeric (pino) level, unless the logger's level is above it. */
+export type GearLineWriter = (level: number, text: string) => void;
+
 /** What a gear built in a worker gets from the worker it runs in. */
 export interface WorkerGearContext {
   logger: Logger;
+  /**
+   * A writer of `gear`'s log lines that skips the logger's per-line work, where the worker's
+   * logger allows it (telemetry/log-tap.ts, lineWriter); undefined: use the logger.
+   */
+  lineWriter?: (gear: string) => GearLineWriter | undefined;
   /** Sends a message out of gear.port along every wire (function calls inside this worker). */
   emit(gear: string, port: string, msg: FluxMsg): void;
   hasRoute(gear: string, port: string): boolean;

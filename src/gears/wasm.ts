@@ -73,11 +73,12 @@ export function wasmConfig(spec: GearSpec): WasmGearConfig {
 export function gearServices(
   name: string,
   config: WasmGearConfig,
-  ctx: Pick<WorkerGearContext, 'logger' | 'kv' | 'http' | 'guestClockFor'>,
+  ctx: Pick<WorkerGearContext, 'logger' | 'lineWriter' | 'kv' | 'http' | 'guestClockFor'>,
   emit: GearServices['emit'],
 ): GearServices {
   return {
     logger: ctx.logger,
+    lines: ctx.lineWriter?.(name),
     kv: config.allow_kv ? ctx.kv : undefined,
     http: config.allow_http ? ctx.http() : undefined,
     emit,

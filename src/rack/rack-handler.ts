@@ -3,7 +3,7 @@
 // dispatched to them. Connection bytes go to the gear hosting that connection's session.
 import type { Logger } from 'pino';
 import type { RingProducer } from '../ring/ring.js';
-import { type LogTap, tappedLogger } from '../telemetry/log-tap.js';
+import { type LogTap, lineWriter, tappedLogger } from '../telemetry/log-tap.js';
 import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
@@ -73,6 +73,7 @@ export function buildRackHandler(
 
   const env: ChainEnv = {
     logger,
+    lineWriter: (gear) => lineWriter(logger, { gear }),
     lane,
     kv: replica,
     http: () => (http ??= control === undefined ? NO_HTTP_INLINE : new BlockingHttpClient()),

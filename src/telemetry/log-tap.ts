@@ -86,9 +86,6 @@ export function tappedLogger(name: string, localLevel: string, telemetryLevel = 
 /** Loggers made by tappedLogger: pino's defaults, so their lines can be written without pino. */
 const TAPPED = new WeakMap<Logger, LogTap>();
 
-/** Writes one line of `text` at a numeric level (pino's), unless the logger's level is above it. */
-export type LineWriter = (level: number, text: string) => void;
-
 /**
  * For a logger made by tappedLogger, a writer of lines of a child with `bindings` (a Wasm gear's
  * log lines, the one place a flood comes from) that builds the line pino would, byte for byte,
@@ -96,7 +93,7 @@ export type LineWriter = (level: number, text: string) => void;
  * serializer checks and formatting than in anything else of its log. Undefined for any other
  * logger (its options may format lines differently): use the logger.
  */
-export function lineWriter(logger: Logger, bindings: Record<string, string>): LineWriter | undefined {
+export function lineWriter(logger: Logger, bindings: Record<string, string>): ((level: number, text: string) => void) | undefined {
   const tap = TAPPED.get(logger);
   if (tap === undefined) return undefined;
   // The child's bindings as pino serialized them: ,"pid":..,"hostname":..,"name":..,<bindings>.

@@ -7,7 +7,6 @@ import { encodeFluxMsg, type FluxMsgLayout, fluxMsgFromValue, writeFluxMsg } fro
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
 import { appendEntries, type Span } from './appended.js';
-import { lineWriter, type LineWriter } from '../../telemetry/log-tap.js';
 import { GuestTrap } from './errors.js';
 import { GuestExit, WASI_MODULE, WasiHost } from './wasi.js';
 
@@ -38,6 +37,8 @@ export interface SyncHttpClient {
 
 export interface GearServices {
   logger?: Logger;
+  /** The gear's lines without the logger's per-line work (WorkerGearContext.lineWriter). */
+  lines?: (level: number, text: string) => void;
   kv?: KvAccess;
   http?: SyncHttpClient;
   /** Messages the guest sends with flux_emit. */
@@ -139,8 +140,6 @@ const guestInputLayout: FluxMsgLayout = {
 export class WasmGear {
   readonly name: string;
   private guestLogger: Logger | undefined;
-  /** The guest's lines without pino's per-line work, where the rack's logger allows (lineWriter). */
-  private guestLines: LineWriter | null | undefined;
   readonly stats: GearStats = { processed: 0, ok: 0, rejected: 0, failed: 0, dropped: 0, traps: 0, emitted: 0, logsSuppressed: 0 };
   private readonly prepared: PreparedModule;
   private readonly config: WasmGearConfig;
@@ -448,10 +447,7 @@ export class WasmGear {
 
   private writeLine(level: number, text: string): void {
     if (this.services.logger === undefined) return;
-    if (this.stats.logsSuppressed === 0) {
-      this.guestLines ??= lineWriter(this.services.logger, { gear: this.name }) ?? null;
-      if (this.guestLines !== null) return this.guestLines(LOG_LEVEL_VALUES[level] ?? 30, text);
-    }
+    if (this.stats.logsSuppressed === 0 && this.services.lines !== undefined) return this.services.lines(LOG_LEVEL_VALUES[level] ?? 30, text);
     // A child logger carries the gear's name already serialized: a line costs its text only.
     this.guestLogger ??= this.services.logger.child({ gear: this.name });
     // A child keeps the level it was made with: follow the rack's (set by log-level commands).

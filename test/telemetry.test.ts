@@ -2,7 +2,7 @@
 // events and metrics through a real nats-server to the Mixer, its /metrics, logs and audit
 // trail; and an uplink that outlives a NATS restart with exact accounting of what it dropped.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -193,6 +193,31 @@ describe("a worker's local log", () => {
     assert.ok(grew < 10, `the file grew on ${grew} of 20 turns`);
     log.write('alone\n');
     await until(() => lines(file).at(-1) === 'alone', 'the lone line written', 2000);
+  });
+
+  it('waits out a full non-blocking pipe (stdout read slowly) and loses no line', async () => {
+    const file = join(dir, 'pipe.log');
+    // A reader that starts reading only when told: until then the pipe fills and writes get EAGAIN.
+    const reader = spawn(
+      process.execPath,
+      ['-e', `process.once('message', () => process.stdin.pipe(require('fs').createWriteStream(${JSON.stringify(file)})))`],
+      { stdio: ['pipe', 'ignore', 'inherit', 'ipc'] },
+    );
+    const fd = (reader.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+    const dropped: number[] = [];
+    const log = new LocalLog({ dest: fd, onDrop: (n) => dropped.push(n) });
+    for (let i = 0; i < 3000; i++) log.write(`line ${i} ${'p'.repeat(90)}\n`);
+    const drained = log.drained();
+    reader.send('go');
+    await drained;
+    const exited = new Promise((resolve) => reader.once('exit', resolve));
+    reader.stdin!.end();
+    await exited;
+    assert.deepEqual(
+      lines(file).map((l) => Number(l.split(' ')[1])),
+      Array.from({ length: 3000 }, (_, i) => i),
+    );
+    assert.deepEqual(dropped, []);
   });
 
   it('writes what it holds before returning from flushSync (a thread that exits)', () => {

@@ -8,6 +8,8 @@ const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
 /** What has gathered goes out this long after its first line, or at once past FLUSH_BYTES. */
 const FLUSH_MS = 20;
 const FLUSH_BYTES = 64 * 1024;
+/** How soon a write that found a non-blocking pipe full is tried again. */
+const RETRY_MS = 10;
 
 interface LocalLogOptions {
   /** A file descriptor or path (appended to); default stdout. */
@@ -33,6 +35,9 @@ export class LocalLog implements DestinationStream {
   private filling: Buffer;
   private spare: Buffer | undefined;
   private used = 0;
+  /** Lines in `filling`, and in the buffer being written: counted as dropped if its write fails. */
+  private lines = 0;
+  private writingLines = 0;
   /** An fs.write is under way (of the buffer that is not `filling`). */
   private writing = false;
   private timer: NodeJS.Timeout | undefined;
@@ -68,6 +73,7 @@ export class LocalLog implements DestinationStream {
       }
     }
     this.used += this.filling.write(line, this.used);
+    this.lines++;
     if (this.used >= FLUSH_BYTES) this.flush();
     else if (this.timer === undefined && !this.writing) this.timer = setTimeout(this.flushLater, FLUSH_MS);
   }
@@ -84,15 +90,25 @@ export class LocalLog implements DestinationStream {
     this.filling = this.spare;
     this.spare = undefined;
     this.used = 0;
+    this.writingLines = this.lines;
+    this.lines = 0;
     this.writing = true;
     this.writeOut(out, 0, length);
   }
 
   private writeOut(buffer: Buffer, from: number, to: number): void {
     write(this.fd, buffer, from, to - from, null, (err, written) => {
-      // A short write (a pipe) goes on from where it stopped; a failed one is dropped whole:
-      // the log's output is gone (a closed stdout) and nothing here can mend it.
+      // A short write (a pipe) goes on from where it stopped. A full non-blocking pipe (stdout read
+      // slowly) is tried again shortly; meanwhile lines fill the other buffer, and past it are
+      // dropped and counted. Any other failure loses the buffer's lines, counted: the output is
+      // gone (a closed stdout) and nothing here can mend it.
       if (err === null && from + written < to) return this.writeOut(buffer, from + written, to);
+      if (err !== null && err.code === 'EAGAIN') {
+        setTimeout(() => this.writeOut(buffer, from, to), RETRY_MS);
+        return;
+      }
+      if (err !== null) this.dropped += this.writingLines;
+      this.writingLines = 0;
       this.spare = buffer;
       this.writing = false;
       this.reportDrops();
@@ -117,6 +133,7 @@ export class LocalLog implements DestinationStream {
     let from = 0;
     while (from < this.used) from += writeSync(this.fd, this.filling, from, this.used - from);
     this.used = 0;
+    this.lines = 0;
     if (this.dropped > 0) this.onDrop?.(this.dropped);
     this.dropped = 0;
   }

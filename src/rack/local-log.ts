@@ -33,13 +33,12 @@ interface LocalLogOptions {
 export class LocalLog implements DestinationStream {
   private readonly fd: number;
   private filling: Buffer;
+  /** The other buffer while it is free; undefined while it is being written. */
   private spare: Buffer | undefined;
   private used = 0;
   /** Lines in `filling`, and in the buffer being written: counted as dropped if its write fails. */
   private lines = 0;
   private writingLines = 0;
-  /** An fs.write is under way (of the buffer that is not `filling`). */
-  private writing = false;
   private timer: NodeJS.Timeout | undefined;
   private dropped = 0;
   private readonly onDrop: ((lines: number) => void) | undefined;
@@ -78,13 +77,18 @@ export class LocalLog implements DestinationStream {
     else if (this.timer === undefined && !this.writing) this.timer = setTimeout(this.flushLater, FLUSH_MS);
   }
 
+  /** An fs.write is under way (of the buffer that is not `filling`). */
+  private get writing(): boolean {
+    return this.spare === undefined;
+  }
+
   /** Starts writing what has gathered, unless a write is under way (its completion does it). */
   flush(): void {
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
-    if (this.writing || this.used === 0 || this.spare === undefined) return;
+    if (this.spare === undefined || this.used === 0) return;
     const out = this.filling;
     const length = this.used;
     this.filling = this.spare;
@@ -92,7 +96,6 @@ export class LocalLog implements DestinationStream {
     this.used = 0;
     this.writingLines = this.lines;
     this.lines = 0;
-    this.writing = true;
     this.writeOut(out, 0, length);
   }
 
@@ -110,7 +113,6 @@ export class LocalLog implements DestinationStream {
       if (err !== null) this.dropped += this.writingLines;
       this.writingLines = 0;
       this.spare = buffer;
-      this.writing = false;
       this.reportDrops();
       if (this.used >= FLUSH_BYTES) this.flush();
       else if (this.used > 0) this.timer ??= setTimeout(this.flushLater, FLUSH_MS);

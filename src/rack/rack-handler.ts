@@ -220,12 +220,8 @@ function workerLogger(options: RackHandlerOptions, telemetry: RingProducer | und
     tapped.tap.sink = (line) => {
       // A flood keeps the ring full: a line that could not fit even at one byte per character is
       // dropped before its UTF-8 length is counted.
-      if (!telemetry.hasRoom(line.length)) {
-        Atomics.add(control, ControlSlot.TelemetryDropped, 1);
-        return;
-      }
-      const length = Buffer.byteLength(line);
-      const at = length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
+      const length = telemetry.hasRoom(line.length) ? Buffer.byteLength(line) : -1;
+      const at = length >= 0 && length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
       if (at < 0) {
         Atomics.add(control, ControlSlot.TelemetryDropped, 1);
         return;

@@ -1,6 +1,6 @@
 // The socket transport over real TCP connections: when it gives a written frame's buffer back
 // for reuse (a buffer given back too early would send another flush's bytes in its place), and
-// a client's reads into one reused buffer (what it hands on must not change under the reader).
+// a client's reads into slabs (what it hands on must not change under the reader).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type Socket, connect as tcpConnect } from 'node:net';
@@ -81,28 +81,50 @@ describe('SocketTransport gives buffers back', () => {
   });
 });
 
-describe('A client socket reads into one reused buffer', () => {
-  it('and what it hands on stays as it arrived: payloads kept across many reads are intact', async () => {
-    const server = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: pino({ level: 'silent' }) });
-    // Small chunks, each filled with its number, 400 KB in all: many reads, and each chunk a view
-    // of the read it came in (larger frames are copied whole by the framing anyway).
-    const CHUNKS = 2000;
-    const SIZE = 200;
-    server.handleStream('numbered', function* () {
-      for (let i = 0; i < CHUNKS; i++) yield Buffer.alloc(SIZE, i & 0xff);
+/**
+ * Chunk `i`: bytes from a generator seeded with i. Incompressible, so frames are not compressed
+ * (an inflated payload is a copy, not a view of the read), and each chunk's bytes are its own.
+ */
+function numbered(i: number, size: number): Buffer {
+  const bytes = Buffer.allocUnsafe(size);
+  let x = (i + 1) * 2654435761;
+  for (let at = 0; at < size; at++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    bytes[at] = x & 0xff;
+  }
+  return bytes;
+}
+
+describe('A client socket reads into slabs', () => {
+  // Each chunk a view of the slab its read went into: small ones (many reads share a slab) and
+  // 4 KiB ones (reads fill slabs, and new slabs follow), 400 KB and 2 MB.
+  for (const [chunks, size] of [
+    [2000, 200],
+    [500, 4096],
+  ] as const) {
+    it(`and what it hands on stays as it arrived: ${chunks} chunks of ${size} B kept across many reads are intact`, async () => {
+      const server = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: pino({ level: 'silent' }) });
+      server.handleStream('numbered', function* () {
+        for (let i = 0; i < chunks; i++) yield numbered(i, size);
+      });
+      const peer = await connect(server.addresses[0]!);
+      try {
+        const kept: Uint8Array[] = [];
+        const stream = peer.stream('numbered', null, { credit: 64 });
+        for await (const chunk of stream) kept.push(chunk as Uint8Array);
+        await stream.result;
+        assert.equal(kept.length, chunks);
+        // A frame cut between two reads is copied whole; the others are views that a reuse would change.
+        const views = kept.filter((chunk) => chunk.buffer.byteLength === 64 * 1024).length;
+        assert.ok(views >= chunks / 2, `most chunks are views of a read slab (${views} of ${chunks})`);
+        const wrong = kept.findIndex((chunk, i) => !numbered(i, size).equals(chunk));
+        assert.equal(wrong, -1, `chunk ${wrong} changed after it was handed on`);
+      } finally {
+        await peer.close();
+        await server.close();
+      }
     });
-    const peer = await connect(server.addresses[0]!);
-    try {
-      const kept: Uint8Array[] = [];
-      const stream = peer.stream('numbered', null, { credit: 64 });
-      for await (const chunk of stream) kept.push(chunk as Uint8Array);
-      await stream.result;
-      assert.equal(kept.length, CHUNKS);
-      const wrong = kept.findIndex((chunk, i) => chunk.length !== SIZE || chunk.some((b) => b !== (i & 0xff)));
-      assert.equal(wrong, -1, `chunk ${wrong} changed after it was handed on`);
-    } finally {
-      await peer.close();
-      await server.close();
-    }
-  });
+  }
 });

@@ -1335,7 +1335,9 @@ export class Session {
     }
     const payload = this.plainPayload(b, PLAIN_CHUNK_PAYLOAD, now);
     if (payload === NOT_PLAIN) return false;
-    const key = idKeyAt(b, 20);
+    // Chunks come in runs of one stream: its id is compared before a key is made (and hashed).
+    let key = this.lastChunkKey;
+    if (key === '' || !keyAt(b, 20, key)) key = this.lastChunkKey = idKeyAt(b, 20);
     const s = this.streams.get(key);
     if (s !== undefined) this.receiveChunk(key, s, payload, null);
     return true;
@@ -1427,6 +1429,8 @@ export class Session {
   private lastDeliveryTopic = '';
   /** The subscription of the last plain delivery, by its key. */
   private lastDeliveryKey = '';
+  /** The stream of the last plain chunk, by its key. */
+  private lastChunkKey = '';
 
   /** A type 3 envelope: a chunk or a stream's control (spec sections 13.2 to 13.4). */
   private receiveStreamEnvelope(env: Envelope): void {

@@ -127,4 +127,26 @@ describe('A client socket reads into slabs', () => {
       }
     });
   }
+
+  it('and with copyBuffers a payload is a copy of its own, holding no slab', async () => {
+    const server = await listen({ endpoints: ['tcp://127.0.0.1:0'], logger: pino({ level: 'silent' }) });
+    server.handleStream('numbered', function* () {
+      for (let i = 0; i < 200; i++) yield numbered(i, 200);
+    });
+    const peer = await connect(server.addresses[0]!, { copyBuffers: true });
+    try {
+      const kept: Uint8Array[] = [];
+      const stream = peer.stream('numbered', null, { credit: 64 });
+      for await (const chunk of stream) kept.push(chunk as Uint8Array);
+      await stream.result;
+      assert.equal(kept.length, 200);
+      const wrong = kept.findIndex((chunk, i) => !numbered(i, 200).equals(chunk));
+      assert.equal(wrong, -1, `chunk ${wrong} as sent`);
+      const slabViews = kept.filter((chunk) => chunk.buffer.byteLength === 64 * 1024).length;
+      assert.equal(slabViews, 0, 'no payload is a view of a read slab');
+    } finally {
+      await peer.close();
+      await server.close();
+    }
+  });
 });

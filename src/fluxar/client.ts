@@ -48,6 +48,12 @@ export interface ConnectOptions {
   resume?: boolean | { minDelayMs?: number; maxDelayMs?: number };
   /** Envelopes retained for resume until the server acknowledges them (default 4096). */
   resumeBuffer?: number;
+  /**
+   * Hand on received byte strings as copies. By default a payload's bytes are a view of the
+   * 64 KiB slab its read went into, and a payload kept holds its slab: an application that keeps
+   * many small payloads for long copies them, or sets this.
+   */
+  copyBuffers?: boolean;
 }
 
 function openTransport(url: string, options: ConnectOptions): Promise<Transport> {
@@ -123,6 +129,7 @@ function newClientSession(framing: Framing, options: ConnectOptions, timeoutMs: 
     maxFrame: options.maxFrame,
     maxStreams: options.maxStreams,
     maxPublishes: options.maxPublishes,
+    copyBuffers: options.copyBuffers,
     handshakeTimeoutMs: timeoutMs,
   });
 }

@@ -226,10 +226,15 @@ export function idKeyAt(b: Uint8Array, at: number): string {
   );
 }
 
-/** Whether the 16 bytes at `at` in `b` are the id whose key is `key` (as idKeyAt makes it). */
-function keyAt(b: Uint8Array, at: number, key: string): boolean {
-  for (let i = 0; i < UUID_BYTES; i++) if (b[at + i] !== key.charCodeAt(i)) return false;
-  return true;
+/**
+ * idKeyAt(b, at), or `last` when the 16 bytes at `at` are the id it is the key of: frames come in
+ * runs of one stream or subscription, and comparing bytes costs less than making and hashing a
+ * new string.
+ */
+function idKeyAtOr(b: Uint8Array, at: number, last: string): string {
+  if (last === '') return idKeyAt(b, at);
+  for (let i = 0; i < UUID_BYTES; i++) if (b[at + i] !== last.charCodeAt(i)) return idKeyAt(b, at);
+  return last;
 }
 function keyBytes(key: string): Uint8Array {
   return Buffer.from(key, 'latin1');
@@ -1335,9 +1340,7 @@ export class Session {
     }
     const payload = this.plainPayload(b, PLAIN_CHUNK_PAYLOAD, now);
     if (payload === NOT_PLAIN) return false;
-    // Chunks come in runs of one stream: its id is compared before a key is made (and hashed).
-    let key = this.lastChunkKey;
-    if (key === '' || !keyAt(b, 20, key)) key = this.lastChunkKey = idKeyAt(b, 20);
+    const key = (this.lastChunkKey = idKeyAtOr(b, 20, this.lastChunkKey));
     const s = this.streams.get(key);
     if (s !== undefined) this.receiveChunk(key, s, payload, null);
     return true;
@@ -1351,9 +1354,7 @@ export class Session {
   private receivePlainDelivery(b: Uint8Array, now: number): boolean {
     const last = b.length - 1;
     if (last < 60 || b[0] !== 0x87 || b[1] !== MessageType.Message || b[2] !== 0x50 || b[19] !== 0x50 || b[last] !== CBOR_NULL) return false;
-    // Deliveries come in runs for one subscription: its id is compared before a key is made.
-    let key = this.lastDeliveryKey;
-    if (key === '' || !keyAt(b, 20, key)) key = this.lastDeliveryKey = idKeyAt(b, 20);
+    const key = (this.lastDeliveryKey = idKeyAtOr(b, 20, this.lastDeliveryKey));
     if (!this.subscriptionsOut.has(key)) return false;
     // The topic: ASCII text of one-byte or two-byte head (topics are ASCII, at most 256 bytes).
     let at = 36;

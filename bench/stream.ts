@@ -13,12 +13,10 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { connect } from '../src/fluxar/mod.js';
 import { rssOf } from '../test/harness/server-process.js';
-import { CHUNK_SIZES, type ConsumerResult, type Throughput, WINDOW_BYTES } from './fixtures/stream-consumer.js';
+import { CHUNK_SIZES, type ConsumerResult, RUN_MS, type Throughput, WARMUP_MS, WINDOW_BYTES, windowFor } from './fixtures/stream-consumer.js';
 import type { LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
 
-const RUN_MS = Number(process.env.BENCH_DURATION_MS ?? 3000);
-const WARMUP_MS = Number(process.env.BENCH_WARMUP_MS ?? 1000);
 const SLOW_MS = Number(process.env.BENCH_SLOW_MS ?? 5000);
 
 const fixture = (name: string) => new URL(`./fixtures/${name}.js`, import.meta.url).pathname;
@@ -53,7 +51,6 @@ async function consume(peer: string, address: string, firstChunk = false): Promi
 }
 
 const rssMb = (pid: number) => rssOf(pid) / (1024 * 1024);
-const windowFor = (size: number) => Math.max(64, Math.ceil(WINDOW_BYTES / size));
 
 const throughputs: Throughput[] = [];
 const first = {} as { fluxar: LatencySummary; grpc: LatencySummary };

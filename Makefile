@@ -58,8 +58,10 @@ nats-server:
 		exit 1; \
 	fi
 
+# The CLI runs as an executable: its first line names the Node flags a rack runs with.
 build: $(DEPS_STAMP) dist/dashboard/index.html
 	$(NODE_BIN)/tsc -p tsconfig.json
+	chmod +x dist/src/cli/main.js
 
 # The Mixer's dashboard (dashboard/, served at /): type-checked, then bundled with its styles by
 # esbuild into dist/dashboard. esbuild rather than Vite: one bundle of TypeScript and CSS is all
@@ -111,7 +113,7 @@ dist/test-gears/%.wasm: test/gears/%.ts $(GEAR_SDK) | build
 
 # A standalone rack needs no nats-server; only the tests (and a rack on the bus) do.
 run-rack: $(DEPS_STAMP) build $(GEARS)
-	node dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
+	dist/src/cli/main.js rack --config scenarios/quickstart.rack.yaml
 
 # A Mixer with its embedded NATS and two racks, adopted, each running a pushed scenario.
 run-fleet: deps build $(GEARS)

@@ -20,11 +20,11 @@ import { Mixer } from '../src/mixer/mixer.js';
 import type { TelemetryCounters } from '../src/telemetry/shapes.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
 import { freePort } from '../test/harness/ports.js';
+import { cliNodeArgs } from './harness/cli.js';
 import type { LoadResult } from './harness/open-loop.js';
 import { formatNumber, printTable, writeResult } from './harness/report.js';
 
 const root = new URL('../../', import.meta.url).pathname;
-const cli = join(root, 'dist/src/cli/main.js');
 const loadScript = join(root, 'dist/bench/fixtures/e2e-load.js');
 const RATE = Number(process.env.BENCH_TELEMETRY_RATE ?? 10_000);
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
@@ -95,7 +95,7 @@ const rackLog = join(dir, 'rack.log');
 const rack: ChildProcess = spawn(
   process.execPath,
   [
-    cli,
+    ...cliNodeArgs(),
     'rack',
     '--mixer',
     nats.url,

@@ -49,6 +49,11 @@ describe('a rack under hostile input', () => {
     assert.ok(!rack.lines.some((l) => /Maximum call stack|uncaught|unhandled/i.test(JSON.stringify(l))), 'nothing escaped to the process');
   });
 
+  it('runs with the Node flags of the executable: a young generation small enough to spare the main thread endless marking', () => {
+    const started = rack.lines.find((l) => l.msg === 'rack started');
+    assert.ok((started?.node_flags as string[]).includes('--max-semi-space-size=4'), JSON.stringify(started?.node_flags));
+  });
+
   it('1: a WebSocket message over the limit before any hello is refused with close 1009; the process lives', async () => {
     const conn = await RawConnection.open('ws', ws);
     conn.sendRaw(Buffer.alloc(3 * 1024 * 1024, 0x41));

@@ -32,6 +32,11 @@ export interface LoadResult {
   percentiles: Array<[number, number]>;
   /** CPU the generator process used over the measured window, in cores. */
   generator_cores: number;
+  /**
+   * Open loop: how late the generator itself sent its calls (p99 of send time minus due time).
+   * Latency counts from the due time, so this much of the p99 can be the generator's own.
+   */
+  send_lag_p99_ms?: number;
 }
 
 const TICK_MS = 1;
@@ -51,6 +56,7 @@ export async function runLoad(
   options: { inFlightMax?: number; warmupMs?: number } = {},
 ): Promise<LoadResult> {
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  const sendLag = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
   const dueAt = new Float64Array(SLOTS);
   let firstMeasured = Number.MAX_SAFE_INTEGER;
   let completed = 0;
@@ -81,7 +87,7 @@ export async function runLoad(
 
   let cpuAtStart: NodeJS.CpuUsage = process.cpuUsage();
   let measuredFrom = 0;
-  let result: Pick<LoadResult, 'rate' | 'calls_per_s' | 'offered'>;
+  let result: Pick<LoadResult, 'rate' | 'calls_per_s' | 'offered' | 'send_lag_p99_ms'>;
   if (rate === 'max') {
     for (let i = 0; i < inFlightMax; i++) launch(performance.now());
     await sleep(warmupMs);
@@ -110,6 +116,7 @@ export async function runLoad(
           const at = began + scheduled * interval;
           if (at >= measureFrom && firstMeasured === Number.MAX_SAFE_INTEGER) firstMeasured = sent;
           scheduled++;
+          if (at >= measureFrom) sendLag.recordValue(Math.max(1, Math.round((now - at) * 1000)));
           launch(at);
         }
         if (now >= end) {
@@ -118,7 +125,12 @@ export async function runLoad(
         }
       }, TICK_MS);
     });
-    result = { rate, calls_per_s: Math.round((completed / durationMs) * 1000), offered: rate };
+    result = {
+      rate,
+      calls_per_s: Math.round((completed / durationMs) * 1000),
+      offered: rate,
+      send_lag_p99_ms: Math.round(sendLag.getValueAtPercentile(99)) / 1000,
+    };
   }
   const cpu = process.cpuUsage(cpuAtStart);
   const generatorCores = Math.round(((cpu.user + cpu.system) / 1000 / (performance.now() - measuredFrom)) * 100) / 100;

@@ -5,7 +5,7 @@
 # own subjects and what racks share.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-FLUXRIG="node dist/src/cli/main.js"
+FLUXRIG="dist/src/cli/main.js"
 DATA=.fluxrig/fleet
 NATS_PORT=${FLEET_NATS_PORT:-4222}
 export FLUXRIG_MIXER_API=http://127.0.0.1:${FLEET_API_PORT:-7480}

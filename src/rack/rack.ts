@@ -216,7 +216,10 @@ export class Rack extends EventEmitter {
       await this.bus?.close().catch(() => {});
       throw err;
     }
-    this.log.info({ rack: this.name, scenario: this.scenario.meta.name, workers: this.workers, listening: this.addresses() }, 'rack started');
+    this.log.info(
+      { rack: this.name, scenario: this.scenario.meta.name, workers: this.workers, listening: this.addresses(), node_flags: process.execArgv },
+      'rack started',
+    );
   }
 
   private async startParts(): Promise<void> {

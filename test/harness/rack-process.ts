@@ -1,5 +1,6 @@
-// A rack as users run it: the fluxrig CLI in a child process, so a test sees whether the process
-// itself survives (exit code) and not just whether the library call returned.
+// A rack as users run it: the fluxrig CLI's executable in a child process (with the Node flags its
+// first line names), so a test sees whether the process itself survives (exit code) and not just
+// whether the library call returned.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -51,7 +52,7 @@ export async function startRackProcess(
   );
   // The rack reads FLUXRIG_<SECTION>_<KEY> settings: none from the test's own environment.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('FLUXRIG_')));
-  const child = spawn(process.execPath, [join(root, 'dist/src/cli/main.js'), 'rack', '--config', join(dir, 'rack.yaml')], {
+  const child = spawn(join(root, 'dist/src/cli/main.js'), ['rack', '--config', join(dir, 'rack.yaml')], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });

@@ -1,11 +1,12 @@
 // What the command line says to a newcomer: help exits 0, and a mistake gets one clear line.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import { until } from './harness/wait.js';
 
 const run = promisify(execFile);
 const root = new URL('../../', import.meta.url).pathname;
@@ -38,5 +39,28 @@ describe('the command line', () => {
         return true;
       },
     );
+  });
+
+  it('a rack started through node without the young-generation flag says so, and how to run it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fluxrig-cli-'));
+    writeFileSync(
+      join(dir, 's.yaml'),
+      "meta: { name: s, version: '1' }\ngears:\n  - { name: api, type: fluxar, config: { listen: ['tcp://127.0.0.1:0'] } }\nwires: []\n",
+    );
+    const child = spawn(process.execPath, [cli, 'rack', '--scenario', join(dir, 's.yaml'), '--workers', '1'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    try {
+      await until(() => /default young generation/.test(out) || child.exitCode !== null, 'the rack to warn', 20_000);
+      const warning = out
+        .split('\n')
+        .filter((line) => line.includes('default young generation'))
+        .map((line) => JSON.parse(line) as { level: number; hint: string })[0];
+      assert.ok(warning !== undefined, out);
+      assert.equal(warning.level, 40);
+      assert.match(warning.hint, /--max-semi-space-size=4/);
+    } finally {
+      child.kill('SIGTERM');
+    }
   });
 });

@@ -145,6 +145,12 @@ export async function runRack(argv: string[]): Promise<number> {
         });
   if (telemetry !== undefined) tap.sink = (line) => telemetry.log(line);
   await rack.start();
+  if (!youngGenerationSized()) {
+    logger.warn(
+      { hint: 'run dist/src/cli/main.js (fluxrig) as an executable, or pass --max-semi-space-size=4 to node' },
+      "the rack runs with Node's default young generation: under load its main thread collects in full every second or so and its p99 doubles (README, The command line)",
+    );
+  }
   let stopRequested: (() => void) | undefined;
   const agent =
     mixerUrl === undefined
@@ -217,4 +223,9 @@ export function readKeyFile(file: string, setting: string): Uint8Array {
   } catch (err) {
     throw new Error(`cannot read the key ${file} (${setting}): ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** Whether Node was told the young generation's size (the executable's first line does it). */
+function youngGenerationSized(): boolean {
+  return [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((flag) => flag.startsWith('--max-semi-space-size'));
 }

@@ -85,6 +85,8 @@ interface Slot {
   pending: PendingRecord[];
   paused: Set<Pausable>;
   waitingForRoom: boolean;
+  /** Written to this turn: its doorbell rings at the end of the turn (batchDoorbells). */
+  toRing: boolean;
   lastBeat: number;
   lastBeatAt: number;
   stopping: boolean;
@@ -123,8 +125,20 @@ export class WorkerPool extends EventEmitter {
   /** What new workers boot with: the options given, or the last reconfigure()'s. */
   private handlerOptions: unknown;
   private guestNames: string[] | undefined;
-  private readonly toRing = new Set<Slot>();
   private ringScheduled = false;
+  /**
+   * Rings the doorbells of the slots written to this turn. One function for the pool's life and
+   * a flag per slot, instead of a closure per turn (5-6% of what the main thread allocated at
+   * 50k calls/s).
+   */
+  private readonly ringDoorbells = () => {
+    this.ringScheduled = false;
+    for (const slot of this.slots) {
+      if (!slot.toRing) continue;
+      slot.toRing = false;
+      slot.inbound.wakeConsumer();
+    }
+  };
   /** Telemetry lines left in the rings of replaced workers. */
   private telemetryCarried: string[] = [];
   /** What replaced workers had counted in their control words (by ControlSlot): totals outlive a worker. */
@@ -185,14 +199,10 @@ export class WorkerPool extends EventEmitter {
   /** With batched doorbells, remembers to ring this worker at the end of the turn. */
   private wrote(slot: Slot): void {
     if (!this.options.batchDoorbells) return;
-    this.toRing.add(slot);
+    slot.toRing = true;
     if (this.ringScheduled) return;
     this.ringScheduled = true;
-    setImmediate(() => {
-      this.ringScheduled = false;
-      for (const s of this.toRing) s.inbound.wakeConsumer();
-      this.toRing.clear();
-    });
+    setImmediate(this.ringDoorbells);
   }
 
   /**
@@ -360,6 +370,7 @@ export class WorkerPool extends EventEmitter {
       pending: carry?.pending ?? [],
       paused: carry?.paused ?? new Set(),
       waitingForRoom: false,
+      toRing: false,
       lastBeat: 0,
       lastBeatAt: Date.now(),
       stopping: false,

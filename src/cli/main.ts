@@ -3,8 +3,8 @@
 // young generation (16 MB semi-spaces), never has more room left in the old one than the young
 // one holds. V8 then marks without pause: a full collection every 0.7 s at 50k calls/s, with
 // marking steps of up to 11 ms on the thread that moves every byte. With 4 MB semi-spaces it
-// does one at start-up, and the p99 at 50k calls/s halves (docs/performance.md, "The main
-// thread's young generation"). V8 takes the size only at start, so it is set here, where
+// does one at start-up, and the p99 at 50k calls/s halves (docs/performance.md, "Round 3: the
+// main thread's young generation"). V8 takes the size only at start, so it is set here, where
 // `fluxrig`, `make run-rack` and the benchmarks start a rack.
 import { uuidToString, uuidv7 } from '../fluxmsg/mod.js';
 import { runCall } from './call.js';

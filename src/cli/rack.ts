@@ -148,7 +148,7 @@ export async function runRack(argv: string[]): Promise<number> {
   if (!youngGenerationSized()) {
     logger.warn(
       { hint: 'run dist/src/cli/main.js (fluxrig) as an executable, or pass --max-semi-space-size=4 to node' },
-      "the rack runs with Node's default young generation: under load its main thread collects in full every second or so and its p99 doubles (README, The command line)",
+      "the rack runs with Node's default young generation: under load its main thread collects in full every 0.7 s or so and its p99 doubles (README, The command line)",
     );
   }
   let stopRequested: (() => void) | undefined;

@@ -7,6 +7,9 @@
 // - cut: the same flood with nats-server stopped (the uplink away: telemetry queues, then drops).
 // The rack's local log goes to a file, as a service's would. p99 of each condition is the median
 // over the rounds; flood_vs_quiet is the goal (<= 1.2), and every p99 must stay under the budget.
+// At 10k/s a round's p99 is set by a few stalls of the shared 2-core machine, and it moves by
+// +-30 % between rounds of the same condition: five rounds keep one bad round from deciding the
+// ratio. Each round's own flood/quiet ratio is reported beside it, so the spread is in the JSON.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
@@ -28,7 +31,7 @@ const root = new URL('../../', import.meta.url).pathname;
 const loadScript = join(root, 'dist/bench/fixtures/e2e-load.js');
 const RATE = Number(process.env.BENCH_TELEMETRY_RATE ?? 10_000);
 const DURATION_MS = Number(process.env.BENCH_DURATION_MS ?? 5000);
-const ROUNDS = Number(process.env.BENCH_TELEMETRY_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_TELEMETRY_ROUNDS ?? 5);
 const FLOOD_LINES_PER_S = 50_000;
 /** The flood: this many messages a second into the chatty gear, each logging the rest. */
 const FLOOD_MESSAGES_PER_S = 500;
@@ -178,6 +181,7 @@ const summary = {
   flood_vs_quiet: Math.round((p99('flood') / p99('quiet')) * 100) / 100,
   cut_vs_quiet: Math.round((p99('cut') / p99('quiet')) * 100) / 100,
   p99_ms_runs: Object.fromEntries(Object.entries(results).map(([k, rs]) => [k, rs.map((r) => r.p99_ms)])),
+  flood_vs_quiet_by_round: results.flood.map((r, i) => Math.round((r.p99_ms / results.quiet[i]!.p99_ms) * 100) / 100),
   telemetry_published_during_flood_per_s: Math.round(floodPublished / ((ROUNDS * DURATION_MS) / 1000)),
   dropped_counted: final?.dropped.log ?? 0,
   telemetry: final,
@@ -195,7 +199,7 @@ printTable(
   })),
 );
 console.log(
-  `flood_vs_quiet ${summary.flood_vs_quiet} (goal <= ${GOAL_RATIO}: ${summary.flood_vs_quiet <= GOAL_RATIO ? 'met' : 'MISSED'}), cut_vs_quiet ${summary.cut_vs_quiet}, telemetry published during the flood ${summary.telemetry_published_during_flood_per_s}/s, dropped and counted ${summary.dropped_counted}`,
+  `flood_vs_quiet ${summary.flood_vs_quiet} (goal <= ${GOAL_RATIO}: ${summary.flood_vs_quiet <= GOAL_RATIO ? 'met' : 'MISSED'}; by round ${summary.flood_vs_quiet_by_round.join(' / ')}), cut_vs_quiet ${summary.cut_vs_quiet}, telemetry published during the flood ${summary.telemetry_published_during_flood_per_s}/s, dropped and counted ${summary.dropped_counted}`,
 );
 const file = writeResult('telemetry', summary);
 console.log(`results: ${file}`);

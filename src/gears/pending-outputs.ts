@@ -5,30 +5,51 @@
  * A failure is kept for the next two settled() calls before it is forgotten: a publish can fail
  * before the wire asks (a stream between leaders answers at once), and the message that led to it
  * may be in the batch the wire asks about next. Forgetting it at once would ack that message.
+ *
+ * Outputs are tracked with a completion callback (track()), not a promise per output: the
+ * guaranteed lanes track every message they publish. Promises are made only for settled() and
+ * drained(), once per batch.
  */
 export class PendingOutputs {
-  private readonly waiting = new Set<Promise<unknown>>();
-  private readonly failed = new Map<Promise<unknown>, number>();
+  private readonly waiting = new Set<Output>();
+  private readonly failed = new Map<Output, number>();
 
   /** How many are still waiting. */
   get size(): number {
     return this.waiting.size;
   }
 
-  add(output: Promise<unknown>): void {
+  /** Tracks one output; call what it returns once, with the error if it failed. */
+  track(): (err?: unknown) => void {
+    const output: Output = { done: false, error: undefined, failed: false, notify: undefined };
     this.waiting.add(output);
-    output.then(
-      () => this.waiting.delete(output),
-      () => {
-        this.waiting.delete(output);
+    return (err) => {
+      if (output.done) return;
+      output.done = true;
+      this.waiting.delete(output);
+      if (err !== undefined) {
+        output.failed = true;
+        output.error = err;
         this.failed.set(output, FAILURE_REPORTS);
         // Nobody may ever ask (no guaranteed wire): the oldest failures go first.
         if (this.failed.size > MAX_FAILURES_KEPT) this.failed.delete(this.failed.keys().next().value!);
-      },
+      }
+      const notify = output.notify;
+      output.notify = undefined;
+      if (notify !== undefined) for (const f of notify) f(output);
+    };
+  }
+
+  /** Tracks a promise. */
+  add(output: Promise<unknown>): void {
+    const done = this.track();
+    output.then(
+      () => done(),
+      (err: unknown) => done(err ?? new Error('an output failed')),
     );
   }
 
-  /** Settles when everything added so far has; rejects if any of it failed (recently). */
+  /** Settles when everything added so far has; rejects (at the first failure) if any of it failed (recently). */
   settled(): Promise<unknown> {
     if (this.waiting.size === 0 && this.failed.size === 0) return Promise.resolve();
     const all = [...this.waiting, ...this.failed.keys()];
@@ -36,13 +57,55 @@ export class PendingOutputs {
       if (left <= 1) this.failed.delete(output);
       else this.failed.set(output, left - 1);
     }
-    return Promise.all(all);
+    return whenAll(all, true);
   }
 
   /** Settles when everything added so far has, failed or not. */
-  async drained(): Promise<void> {
-    await Promise.allSettled([...this.waiting]);
+  drained(): Promise<void> {
+    return whenAll([...this.waiting], false).then(() => {});
   }
+}
+
+interface Output {
+  done: boolean;
+  failed: boolean;
+  error: unknown;
+  /** Who waits for it (settled(), drained()); made only when somebody does. */
+  notify: Array<(output: Output) => void> | undefined;
+}
+
+/** Resolves once every output is done; with `failFast`, rejects with the first failure instead. */
+function whenAll(outputs: Output[], failFast: boolean): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    let left = 0;
+    let over = false;
+    const finished = (output: Output) => {
+      if (over) return;
+      if (failFast && output.failed) {
+        over = true;
+        return reject(output.error);
+      }
+      if (--left === 0) {
+        over = true;
+        resolve(undefined);
+      }
+    };
+    for (const output of outputs) {
+      if (output.done) {
+        if (failFast && output.failed) {
+          over = true;
+          return reject(output.error);
+        }
+        continue;
+      }
+      left++;
+      (output.notify ??= []).push(finished);
+    }
+    if (left === 0) {
+      over = true;
+      resolve(undefined);
+    }
+  });
 }
 
 const FAILURE_REPORTS = 2;

@@ -1,20 +1,41 @@
 /** How long a JetStream publish the stream did not confirm is tried again before it counts as failed. */
 export const PUBLISH_RETRY_MS = 15_000;
 
+/** How a send ended: an error, or its result. */
+export type SendDone<T> = (err: Error | undefined, value?: T) => void;
+
 /**
- * Publishes, trying again while the error is `retryable` (a server restart, a stream electing a
- * leader) and PUBLISH_RETRY_MS has not passed, backing off from 50 ms to 1 s. The caller
- * publishes with the same message id each time, so the stream drops what arrives twice.
+ * Sends, trying again while the error is `retryable` (a server restart, a stream electing a
+ * leader) and PUBLISH_RETRY_MS has not passed, backing off from 50 ms to 1 s; then `done`, once.
+ * The caller sends with the same message id each time, so the stream drops what arrives twice.
+ * Callbacks throughout, for the guaranteed lanes' per-message path (see AsyncPublisher.send).
  */
-export async function publishRetrying<T>(publish: () => Promise<T>, retryable: (err: Error) => boolean, onRetry?: () => void): Promise<T> {
+export function sendRetrying<T>(
+  send: (done: SendDone<T>) => void,
+  retryable: (err: Error) => boolean,
+  onRetry: (() => void) | undefined,
+  done: SendDone<T>,
+): void {
   const deadline = Date.now() + PUBLISH_RETRY_MS;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await publish();
-    } catch (err) {
-      if (!retryable(err as Error) || Date.now() >= deadline) throw err;
+  let attempt = 0;
+  const sendOnce = (): void =>
+    send((err, value) => {
+      if (err === undefined) return done(undefined, value);
+      if (!retryable(err) || Date.now() >= deadline) return done(err);
       onRetry?.();
-      await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
-    }
-  }
+      setTimeout(sendOnce, Math.min(1000, 50 * 2 ** attempt++));
+    });
+  sendOnce();
+}
+
+/** sendRetrying for a send that returns a promise. */
+export function publishRetrying<T>(publish: () => Promise<T>, retryable: (err: Error) => boolean, onRetry?: () => void): Promise<T> {
+  return new Promise<T>((resolve, reject) =>
+    sendRetrying<T>(
+      (done) => publish().then((value) => done(undefined, value), done),
+      retryable,
+      onRetry,
+      (err, value) => (err === undefined ? resolve(value as T) : reject(err)),
+    ),
+  );
 }

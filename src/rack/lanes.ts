@@ -4,7 +4,7 @@
 import { type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { type NatsConnection, PermissionViolationError } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { AsyncPublisher, PublishTimeout } from '../bus/async-publisher.js';
+import { AsyncPublisher, type PublishAck, PublishTimeout } from '../bus/async-publisher.js';
 import { deadLetterSubject, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
@@ -12,7 +12,7 @@ import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { MainGear } from '../gears/gear.js';
 import { PendingOutputs } from '../gears/pending-outputs.js';
-import { publishRetrying } from '../gears/publish-retry.js';
+import { sendRetrying } from '../gears/publish-retry.js';
 import { LaneOutcome, type LaneDoneRecord, type LanePublishRecord, Records } from '../gears/records.js';
 import type { Pausable } from '../ring/pool.js';
 import { busWires } from '../scenario/lanes.js';
@@ -444,40 +444,40 @@ export class GuaranteedLanes implements MainGear {
     }
     const subject = laneSubject(this.rack, record.gear, record.port);
     const msgID = laneMessageId(record.id, record.gear, record.port);
-    const sent = publishRetrying(
-      () => this.publisher.publish(subject, record.bytes, msgID, LANE_DEFAULTS.publish_timeout_ms),
-      retryable,
-      () => this.tally.publishRetries++,
-    );
-    this.publishes.add(sent);
+    const tracked = this.publishes.track();
     if (!this.held && this.publishes.size >= this.window) {
       this.held = true;
       this.host.hold(true);
     }
-    sent.then(
-      (ack) => {
-        this.tally.published++;
-        if (ack.duplicate) this.tally.duplicates++;
-        if (record.conn !== 0) this.answer(record, { lane: subject, stream: ack.stream, seq: ack.seq, duplicate: ack.duplicate });
-      },
-      (err: Error) => {
-        this.tally.publishFailed++;
-        this.host.log.error({ err, subject }, 'a message could not be published on its guaranteed wire');
-        if (record.conn !== 0) this.answer(record, undefined, `the bus did not take the message for ${subject}: ${err.message}`);
-      },
-    );
-    void sent
-      .catch(() => {})
-      // After PendingOutputs has let go of it (its handlers run first).
-      .finally(() => {
+    sendRetrying<PublishAck>(
+      (done) => this.publisher.send(subject, record.bytes, msgID, LANE_DEFAULTS.publish_timeout_ms, done),
+      retryable,
+      this.countRetry,
+      (err, ack) => {
+        // PendingOutputs lets go of it first: a settle waiting on it sees the outcome.
+        tracked(err);
+        if (err === undefined) {
+          this.tally.published++;
+          if (ack!.duplicate) this.tally.duplicates++;
+          if (record.conn !== 0) this.answer(record, { lane: subject, stream: ack!.stream, seq: ack!.seq, duplicate: ack!.duplicate });
+        } else {
+          this.tally.publishFailed++;
+          this.host.log.error({ err, subject }, 'a message could not be published on its guaranteed wire');
+          if (record.conn !== 0) this.answer(record, undefined, `the bus did not take the message for ${subject}: ${err.message}`);
+        }
         if (this.held && this.publishes.size <= this.window / 2) {
           this.held = false;
           this.host.hold(false);
           for (const s of this.pausedSources) s.resume();
           this.pausedSources.clear();
         }
-      });
+      },
+    );
   }
+
+  private readonly countRetry = (): void => {
+    this.tally.publishRetries++;
+  };
 
   private answer(record: LanePublishRecord, value: Record<string, unknown> | undefined, error?: string): void {
     const meta: Record<string, string> = { 'conn.id': String(record.conn), 'fluxar.call': record.call, 'fluxar.type': 'call' };

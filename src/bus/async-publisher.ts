@@ -64,8 +64,9 @@ export class AsyncPublisher {
   /**
    * Publishes; `done` is called once, with the acknowledgement or why there is none (at once if
    * the connection refuses the message). A callback, not a promise: a guaranteed wire publishes
-   * tens of thousands of messages a second from the main thread, and a promise per message, with
-   * the handlers chained on it, was a fifth of that thread's time.
+   * tens of thousands of messages a second from the main thread, where the promises chained on
+   * each publish and their microtasks were a fifth of the thread's samples (docs/performance.md,
+   * "Rack A's publish path").
    */
   send(subject: string, data: Uint8Array, msgId: string, timeoutMs: number, done: PublishDone): void {
     const id = this.next;

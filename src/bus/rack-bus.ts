@@ -2,6 +2,7 @@ import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-
 import type { Logger } from 'pino';
 import { type KvStore, MemoryKvStore } from '../gears/kv.js';
 import type { ModuleSource } from '../gears/wasm/store.js';
+import { drainAndClose } from './close.js';
 import { NatsKvStore } from './kv-store.js';
 import { ModuleBucket } from './module-bucket.js';
 import { rackInboxPrefix } from './subjects.js';
@@ -62,7 +63,7 @@ export async function connectRackBus(options: RackBusOptions): Promise<RackBus> 
       modules,
       async close() {
         kv.stop();
-        await nats.drain();
+        await drainAndClose(nats);
       },
     };
   } catch (err) {

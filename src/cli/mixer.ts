@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { connect as natsConnect } from '@nats-io/transport-node';
 import { pino } from 'pino';
 import { CERT_DEFAULTS, certFiles, issuedRacks } from '../bus/certs.js';
+import { drainAndClose } from '../bus/close.js';
 import { NatsServerProcess } from '../bus/nats-server.js';
 import { natsTlsConfig, writeNatsConfig } from '../bus/permissions.js';
 import { busTls } from '../bus/tls.js';
@@ -154,7 +155,7 @@ export async function runMixer(argv: string[]): Promise<number> {
   stopWatching();
   await api.close();
   await mixer.close();
-  await nc.drain();
+  await drainAndClose(nc);
   await embedded?.stop();
   return 0;
 }

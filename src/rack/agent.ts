@@ -17,6 +17,7 @@ import {
   signBody,
   verifyBody,
 } from '../bus/mixer-protocol.js';
+import { drainAndClose } from '../bus/close.js';
 import { agentAck, agentHeartbeat, agentHello, agentNotify, rackInboxPrefix, rackScenarioSubject, SCENARIO_STREAM, scenarioConsumer } from '../bus/subjects.js';
 import type { BusTls } from '../bus/tls.js';
 import { parseScenario } from '../scenario/parse.js';
@@ -149,7 +150,7 @@ export class MixerAgent {
     this.options.telemetry?.event('stopping');
     await this.options.telemetry?.stop();
     await this.consuming?.close();
-    await this.nc?.drain().catch(() => {});
+    if (this.nc !== undefined) await drainAndClose(this.nc);
   }
 
   private async run(): Promise<void> {

@@ -21,14 +21,13 @@ export class PendingOutputs {
 
   /** Tracks one output; call what it returns once, with the error if it failed. */
   track(): (err?: unknown) => void {
-    const output: Output = { done: false, error: undefined, failed: false, notify: undefined };
+    const output: Output = { done: false, error: undefined, notify: undefined };
     this.waiting.add(output);
     return (err) => {
       if (output.done) return;
       output.done = true;
       this.waiting.delete(output);
       if (err !== undefined) {
-        output.failed = true;
         output.error = err;
         this.failed.set(output, FAILURE_REPORTS);
         // Nobody may ever ask (no guaranteed wire): the oldest failures go first.
@@ -68,7 +67,7 @@ export class PendingOutputs {
 
 interface Output {
   done: boolean;
-  failed: boolean;
+  /** Why it failed; undefined while it waits or once it succeeded. */
   error: unknown;
   /** Who waits for it (settled(), drained()); made only when somebody does. */
   notify: Array<(output: Output) => void> | undefined;
@@ -77,34 +76,25 @@ interface Output {
 /** Resolves once every output is done; with `failFast`, rejects with the first failure instead. */
 function whenAll(outputs: Output[], failFast: boolean): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    let left = 0;
+    // One count per output still to finish, and one for the loop below, so that outputs already
+    // done are counted by the same path as those that finish later.
+    let left = outputs.length + 1;
     let over = false;
-    const finished = (output: Output) => {
+    const finished = (output: Output | undefined) => {
       if (over) return;
-      if (failFast && output.failed) {
+      if (failFast && output?.error !== undefined) {
         over = true;
-        return reject(output.error);
-      }
-      if (--left === 0) {
+        reject(output.error);
+      } else if (--left === 0) {
         over = true;
         resolve(undefined);
       }
     };
     for (const output of outputs) {
-      if (output.done) {
-        if (failFast && output.failed) {
-          over = true;
-          return reject(output.error);
-        }
-        continue;
-      }
-      left++;
-      (output.notify ??= []).push(finished);
+      if (output.done) finished(output);
+      else (output.notify ??= []).push(finished);
     }
-    if (left === 0) {
-      over = true;
-      resolve(undefined);
-    }
+    finished(undefined);
   });
 }
 

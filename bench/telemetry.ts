@@ -25,7 +25,7 @@ import { NatsServerProcess } from '../test/harness/nats.js';
 import { freePort } from '../test/harness/ports.js';
 import { cliNodeArgs } from './harness/cli.js';
 import type { LoadResult } from './harness/open-loop.js';
-import { formatNumber, printTable, writeResult } from './harness/report.js';
+import { formatNumber, median, printTable, writeResult } from './harness/report.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const loadScript = join(root, 'dist/bench/fixtures/e2e-load.js');
@@ -84,8 +84,6 @@ async function until(check: () => boolean | Promise<boolean>, what: string, time
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 const nats = await NatsServerProcess.start();
 const nc = await natsConnect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 250 });

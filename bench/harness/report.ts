@@ -22,6 +22,9 @@ export function writeResult(name: string, result: Record<string, unknown>): stri
   return file.pathname;
 }
 
+/** The middle value (the upper one of an even count). */
+export const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
 /** Prints rows as an aligned text table. */
 export function printTable(rows: Array<Record<string, string | number>>): void {
   if (rows.length === 0) return;

@@ -138,4 +138,18 @@ describe('sendRetrying', () => {
       /refused/,
     );
   });
+
+  it('counts a publish that throws instead of rejecting as a failed attempt, retries included', async () => {
+    let attempts = 0;
+    const value = await publishRetrying(
+      () => {
+        attempts++;
+        if (attempts < 3) throw new Error('timeout');
+        return Promise.resolve('acked');
+      },
+      () => true,
+    );
+    assert.equal(value, 'acked');
+    assert.equal(attempts, 3);
+  });
 });

@@ -28,11 +28,20 @@ export function sendRetrying<T>(
   sendOnce();
 }
 
-/** sendRetrying for a send that returns a promise. */
+/** sendRetrying for a send that returns a promise; one that throws instead counts as a failed attempt. */
 export function publishRetrying<T>(publish: () => Promise<T>, retryable: (err: Error) => boolean, onRetry?: () => void): Promise<T> {
   return new Promise<T>((resolve, reject) =>
     sendRetrying<T>(
-      (done) => publish().then((value) => done(undefined, value), done),
+      (done) => {
+        // A retry runs from a timer: a throw escaping it would end the process.
+        let sent: Promise<T>;
+        try {
+          sent = publish();
+        } catch (err) {
+          return done(err as Error);
+        }
+        sent.then((value) => done(undefined, value), done);
+      },
       retryable,
       onRetry,
       (err, value) => (err === undefined ? resolve(value as T) : reject(err)),

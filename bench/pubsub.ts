@@ -3,6 +3,9 @@
 // 1. Fan-out: 1 publisher, 100 subscribers, 128 B messages: deliveries/s, then p99 from publish
 //    to delivery at half of that rate. Each system is warmed up first, and the systems take turns
 //    over ROUNDS rounds: the ratios are the medians of each round's own ratio.
+//    Then p99 at fixed rates, open loop: the publisher is a process of its own
+//    (fixtures/pubsub-publisher.ts) that sends on schedule whatever the subscribers' process is
+//    doing, and latency counts from each message's due time.
 // 2. QoS 1, 1 to 1, acknowledged both ways: FLUXAR QoS 1, MQTT QoS 1, JetStream with pipelined
 //    publish acks and a consumer acking each message.
 // Results: bench/results/pubsub.json.
@@ -18,7 +21,7 @@ import mqtt from 'mqtt';
 import { connect, type Peer } from '../src/fluxar/mod.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
 import { freePort } from '../test/harness/ports.js';
-import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
+import { LatencyRecorder, type LatencySummary, monotonicMs } from './harness/latency.js';
 import { median, printTable, writeResult } from './harness/report.js';
 
 const SUBSCRIBERS = 100;
@@ -35,6 +38,13 @@ const WARM_UP_MESSAGES = Number(process.env.BENCH_FANOUT_WARM_UP ?? 3000);
 /** A 1-second burst on this shared machine moved from 589k to 964k deliveries/s between rounds of one run. */
 const ROUNDS = Number(process.env.BENCH_PUBSUB_ROUNDS ?? 3);
 const LATENCY_MS = Number(process.env.BENCH_DURATION_MS ?? 3000);
+/**
+ * Open-loop rates, messages/s (x100 deliveries). The paced run above is a closed loop: its
+ * publisher shares the subscribers' event loop and sends in batches as large as that loop is
+ * slow (7-42 ms apart at 3,400 messages/s), so it cannot say what a steady publisher sees.
+ */
+const OPEN_RATES = (process.env.BENCH_PUBSUB_OPEN_RATES ?? '500,1000,2000').split(',').map(Number);
+const OPEN_MS = Number(process.env.BENCH_PUBSUB_OPEN_MS ?? 2000);
 const QOS1_MESSAGES = Number(process.env.BENCH_QOS1_MESSAGES ?? 50_000);
 const QOS1_WINDOW = 256;
 const QUIET_MS = 2000;
@@ -42,6 +52,8 @@ const QUIET_MS = 2000;
 /** A peer as the benchmark drives it: subscribers that count, a publisher that sends. */
 interface System {
   name: string;
+  /** The broker's URL, for the open-loop publisher process. */
+  url: string;
   /** Subscribes `n` clients to `topic`; each delivery calls onMessage with its payload. */
   subscribe(n: number, topic: string, onMessage: (payload: Uint8Array) => void): Promise<void>;
   /** Publishes one message at QoS 0; resolves when the client has taken it. */
@@ -61,12 +73,24 @@ interface FanoutResult {
   expected: number;
   latency_rate_per_s: number;
   latency: LatencySummary;
+  open_loop: OpenLoopResult[];
+}
+
+interface OpenLoopResult {
+  rate_per_s: number;
+  sent: number;
+  delivered: number;
+  /** How late the publisher process itself sent (p99): latency counts from the due time. */
+  send_lag_p99_ms: number;
+  latency: LatencySummary;
 }
 
 /** Phases of the fan-out run, in byte 8 of every payload: a delivery counts for its own phase only. */
 const WARM_UP = 0;
 const BURST = 1;
 const PACED = 2;
+/** Stamped with the monotonic clock by the publisher process: fixtures/pubsub-publisher.ts. */
+const OPEN_LOOP = 3;
 
 /** 128 bytes: the send time (ms since the epoch) in the first 8, the phase in the ninth. */
 function payload(phase = BURST): Uint8Array {
@@ -79,13 +103,18 @@ function payload(phase = BURST): Uint8Array {
 /** Fan-out of one system in one round: a warm-up burst, the measured burst, then the paced run. */
 async function fanout(system: System, round: number): Promise<FanoutResult> {
   const topic = 'bench.fanout';
-  const delivered = [0, 0];
+  const delivered = [0, 0, 0, 0];
   const latency = new LatencyRecorder();
+  let openLatency = new LatencyRecorder();
   let lastAt = performance.now();
   await system.subscribe(SUBSCRIBERS, topic, (p) => {
     lastAt = performance.now();
-    if (p[8] === PACED) latency.recordNs((performance.timeOrigin + performance.now() - Buffer.from(p.buffer, p.byteOffset, 8).readDoubleLE(0)) * 1e6);
-    else delivered[p[8]!]!++;
+    const sentAt = () => Buffer.from(p.buffer, p.byteOffset, 8).readDoubleLE(0);
+    if (p[8] === PACED) latency.recordNs((performance.timeOrigin + performance.now() - sentAt()) * 1e6);
+    else if (p[8] === OPEN_LOOP) {
+      openLatency.recordNs((monotonicMs() - sentAt()) * 1e6);
+      delivered[OPEN_LOOP]!++;
+    } else delivered[p[8]!]!++;
   });
   /** Publishes `count` messages as fast as the client takes them; deliveries/s until every subscriber has them. */
   async function burst(phase: typeof WARM_UP | typeof BURST, count: number): Promise<number> {
@@ -120,6 +149,16 @@ async function fanout(system: System, round: number): Promise<FanoutResult> {
     await tick();
   }
   await quiet(() => lastAt);
+  const openLoop: OpenLoopResult[] = [];
+  for (const openRate of OPEN_RATES) {
+    openLatency = new LatencyRecorder();
+    delivered[OPEN_LOOP] = 0;
+    const sent = await publishOpenLoop(system, topic, openRate);
+    const deadline = Date.now() + 60_000;
+    while (delivered[OPEN_LOOP]! < sent.sent * SUBSCRIBERS && Date.now() < deadline && performance.now() - lastAt < QUIET_MS) await tick();
+    await quiet(() => lastAt);
+    openLoop.push({ rate_per_s: openRate, ...sent, delivered: delivered[OPEN_LOOP]!, latency: openLatency.summary() });
+  }
   await system.close();
   return {
     system: system.name,
@@ -130,7 +169,24 @@ async function fanout(system: System, round: number): Promise<FanoutResult> {
     expected,
     latency_rate_per_s: perSecond,
     latency: latency.summary(),
+    open_loop: openLoop,
   };
+}
+
+/** Runs the open-loop publisher process for OPEN_MS at `rate` messages/s. */
+async function publishOpenLoop(system: System, topic: string, rate: number): Promise<{ sent: number; send_lag_p99_ms: number }> {
+  const script = new URL('./fixtures/pubsub-publisher.js', import.meta.url).pathname;
+  const publisher = spawn(process.execPath, [script, system.name, system.url, topic, String(rate), String(OPEN_MS), String(OPEN_LOOP)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: publisher.stdout! })[Symbol.asyncIterator]();
+  const exited = once(publisher, 'exit');
+  if ((await lines.next()).value !== 'ready') throw new Error(`the ${system.name} open-loop publisher did not start`);
+  publisher.stdin!.write('go\n');
+  const last = await lines.next();
+  const [code] = (await exited) as [number | null];
+  if (code !== 0 || typeof last.value !== 'string') throw new Error(`the ${system.name} open-loop publisher exited with ${code}`);
+  return JSON.parse(last.value) as { sent: number; send_lag_p99_ms: number };
 }
 
 interface Qos1Result {
@@ -198,6 +254,7 @@ function fluxarSystem(): System {
   let publisher: Peer;
   return {
     name: 'fluxar',
+    url: fluxarUrl,
     async subscribe(n, topic, onMessage) {
       for (let i = 0; i < n; i++) {
         const peer = await connect(fluxarUrl);
@@ -227,6 +284,7 @@ function natsSystem(): System {
   let pub: Awaited<ReturnType<typeof natsConnect>>;
   return {
     name: 'nats',
+    url: nats.url,
     async subscribe(n, topic, onMessage) {
       for (let i = 0; i < n; i++) {
         const nc = await natsConnect({ servers: nats.url });
@@ -250,6 +308,7 @@ function mqttSystem(): System {
   let pub: mqtt.MqttClient;
   return {
     name: 'mqtt',
+    url: mqttUrl,
     async subscribe(n, topic, onMessage) {
       const t = topic.replaceAll('.', '/');
       for (let i = 0; i < n; i++) {
@@ -357,6 +416,14 @@ const byRound = (peer: string, figure: (f: FanoutResult) => number) => roundsOf(
 const steady = (f: FanoutResult) => f.deliveries_per_s;
 const cold = (f: FanoutResult) => f.cold_deliveries_per_s;
 const p99Ms = (f: FanoutResult) => Math.round(f.latency.p99_us) / 1000;
+const openP99Ms = (f: FanoutResult, rate: number) => Math.round(f.open_loop.find((o) => o.rate_per_s === rate)!.latency.p99_us) / 1000;
+/** Per open-loop rate, the median over the rounds of a figure of one system's (or of a pair's). */
+const perOpenRate = (figure: (rate: number) => number) => Object.fromEntries(OPEN_RATES.map((rate) => [rate, figure(rate)]));
+const openP99 = (system: string) => perOpenRate((rate) => median(roundsOf(system).map((f) => openP99Ms(f, rate))));
+/** FLUXAR's open-loop p99 over a peer's, median of the rounds: below 1, FLUXAR's tail is shorter. */
+const openP99Ratio = (peer: string) =>
+  perOpenRate((rate) => median(roundsOf('fluxar').map((f, i) => Math.round((openP99Ms(f, rate) / openP99Ms(roundsOf(peer)[i]!, rate)) * 100) / 100)));
+const openLoopP99: Record<string, Record<number, number>> = { fluxar: openP99('fluxar'), nats: openP99('nats'), mqtt: openP99('mqtt') };
 const summary = {
   subscribers: SUBSCRIBERS,
   payload_bytes: PAYLOAD_BYTES,
@@ -377,6 +444,10 @@ const summary = {
   p99_ms_at_half_max: median(roundsOf('fluxar').map(p99Ms)),
   p99_ms_at_half_max_by_round: roundsOf('fluxar').map(p99Ms),
   p99_ms_at_half_max_nats: median(roundsOf('nats').map(p99Ms)),
+  open_loop_rates_per_s: OPEN_RATES,
+  open_loop_p99_ms: openLoopP99,
+  open_loop_p99_vs_nats: openP99Ratio('nats'),
+  open_loop_p99_vs_mqtt: openP99Ratio('mqtt'),
   targets: { ratio_fanout_vs_nats: 1, ratio_fanout_vs_mqtt: 3, ratio_qos1_vs_mqtt: 2, p99_ms_at_half_max: 5 },
   fanouts,
   qos1: qos1Results,
@@ -393,9 +464,25 @@ printTable(
     'p99 ms': f.latency.p99_us / 1000,
   })),
 );
+printTable(
+  fanouts.flatMap((f) =>
+    f.open_loop.map((o) => ({
+      round: String(f.round + 1),
+      system: f.system,
+      'open loop msgs/s': o.rate_per_s,
+      delivered: `${o.delivered}/${o.sent * SUBSCRIBERS}`,
+      'p50 ms': o.latency.p50_us / 1000,
+      'p99 ms': o.latency.p99_us / 1000,
+      'max ms': o.latency.max_us / 1000,
+      'send lag p99 ms': o.send_lag_p99_ms,
+    })),
+  ),
+);
 printTable(qos1Results.map((q) => ({ system: q.system, 'QoS 1 msgs/s': q.messages_per_s })));
 const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
 console.log(
   `\nfan-out (median of ${ROUNDS} rounds): ${summary.ratio_fanout_vs_nats}x NATS (${met(summary.ratio_fanout_vs_nats >= 1)}; rounds ${summary.ratio_fanout_vs_nats_by_round.join(', ')}; cold ${summary.ratio_fanout_vs_nats_cold}x), ${summary.ratio_fanout_vs_mqtt}x MQTT (${met(summary.ratio_fanout_vs_mqtt >= 3)}); QoS 1: ${summary.ratio_qos1_vs_mqtt}x MQTT (${met(summary.ratio_qos1_vs_mqtt >= 2)}), ${summary.ratio_qos1_vs_jetstream}x JetStream; p99 at half max ${summary.p99_ms_at_half_max} ms (${met(summary.p99_ms_at_half_max <= 5)}; NATS ${summary.p99_ms_at_half_max_nats} ms at its own)`,
 );
+const openLine = (system: string) => OPEN_RATES.map((rate) => `${openLoopP99[system]![rate]} ms at ${rate}/s`).join(', ');
+console.log(`open loop p99 (median of ${ROUNDS} rounds): FLUXAR ${openLine('fluxar')}; NATS ${openLine('nats')}; MQTT ${openLine('mqtt')}`);
 console.log(`wrote ${writeResult('pubsub', summary)}`);

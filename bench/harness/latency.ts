@@ -1,5 +1,8 @@
 import hdr from 'hdr-histogram-js';
 
+/** Milliseconds on the monotonic clock (process.hrtime), comparable between processes on one machine. */
+export const monotonicMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
 export interface LatencySummary {
   p50_us: number;
   p99_us: number;

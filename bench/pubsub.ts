@@ -100,7 +100,10 @@ function payload(phase = BURST): Uint8Array {
   return b;
 }
 
-/** Fan-out of one system in one round: a warm-up burst, the measured burst, then the paced run. */
+/** The time in a payload's first 8 bytes. */
+const stampOf = (p: Uint8Array) => Buffer.from(p.buffer, p.byteOffset, 8).readDoubleLE(0);
+
+/** Fan-out of one system in one round: a warm-up burst, the measured burst, the paced run, then the open-loop rates. */
 async function fanout(system: System, round: number): Promise<FanoutResult> {
   const topic = 'bench.fanout';
   const delivered = [0, 0, 0, 0];
@@ -109,10 +112,9 @@ async function fanout(system: System, round: number): Promise<FanoutResult> {
   let lastAt = performance.now();
   await system.subscribe(SUBSCRIBERS, topic, (p) => {
     lastAt = performance.now();
-    const sentAt = () => Buffer.from(p.buffer, p.byteOffset, 8).readDoubleLE(0);
-    if (p[8] === PACED) latency.recordNs((performance.timeOrigin + performance.now() - sentAt()) * 1e6);
+    if (p[8] === PACED) latency.recordNs((performance.timeOrigin + performance.now() - stampOf(p)) * 1e6);
     else if (p[8] === OPEN_LOOP) {
-      openLatency.recordNs((monotonicMs() - sentAt()) * 1e6);
+      openLatency.recordNs((monotonicMs() - stampOf(p)) * 1e6);
       delivered[OPEN_LOOP]!++;
     } else delivered[p[8]!]!++;
   });

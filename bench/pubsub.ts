@@ -113,11 +113,17 @@ async function fanout(system: System, round: number): Promise<FanoutResult> {
   await system.subscribe(SUBSCRIBERS, topic, (p) => {
     lastAt = performance.now();
     if (p[8] === PACED) latency.recordNs((performance.timeOrigin + performance.now() - stampOf(p)) * 1e6);
-    else if (p[8] === OPEN_LOOP) {
-      openLatency.recordNs((monotonicMs() - stampOf(p)) * 1e6);
-      delivered[OPEN_LOOP]!++;
-    } else delivered[p[8]!]!++;
+    else {
+      if (p[8] === OPEN_LOOP) openLatency.recordNs((monotonicMs() - stampOf(p)) * 1e6);
+      delivered[p[8]!]!++;
+    }
   });
+  /** Waits until `expected` deliveries of `phase` have come, or none came for QUIET_MS (a minute at most); returns how many came. */
+  async function arrivals(phase: number, expected: number): Promise<number> {
+    const deadline = Date.now() + 60_000;
+    while (delivered[phase]! < expected && Date.now() < deadline && performance.now() - lastAt < QUIET_MS) await tick();
+    return delivered[phase]!;
+  }
   /** Publishes `count` messages as fast as the client takes them; deliveries/s until every subscriber has them. */
   async function burst(phase: typeof WARM_UP | typeof BURST, count: number): Promise<number> {
     const expected = count * SUBSCRIBERS;
@@ -127,9 +133,7 @@ async function fanout(system: System, round: number): Promise<FanoutResult> {
       if (i % 100 === 99) await system.flush();
     }
     await system.flush();
-    const deadline = Date.now() + 60_000;
-    while (delivered[phase]! < expected && Date.now() < deadline && performance.now() - lastAt < QUIET_MS) await tick();
-    const rate = Math.round(delivered[phase]! / ((lastAt - began) / 1000));
+    const rate = Math.round((await arrivals(phase, expected)) / ((lastAt - began) / 1000));
     await quiet(() => lastAt);
     return rate;
   }
@@ -155,11 +159,10 @@ async function fanout(system: System, round: number): Promise<FanoutResult> {
   for (const openRate of OPEN_RATES) {
     openLatency = new LatencyRecorder();
     delivered[OPEN_LOOP] = 0;
-    const sent = await publishOpenLoop(system, topic, openRate);
-    const deadline = Date.now() + 60_000;
-    while (delivered[OPEN_LOOP]! < sent.sent * SUBSCRIBERS && Date.now() < deadline && performance.now() - lastAt < QUIET_MS) await tick();
+    const published = await publishOpenLoop(system, topic, openRate);
+    const arrived = await arrivals(OPEN_LOOP, published.sent * SUBSCRIBERS);
     await quiet(() => lastAt);
-    openLoop.push({ rate_per_s: openRate, ...sent, delivered: delivered[OPEN_LOOP]!, latency: openLatency.summary() });
+    openLoop.push({ rate_per_s: openRate, ...published, delivered: arrived, latency: openLatency.summary() });
   }
   await system.close();
   return {

@@ -56,6 +56,8 @@ describe('guaranteed wires between racks', () => {
           out.every((m) => m.meta.probe === 'seen'),
           'each went through the probe gear on rack B',
         );
+        // Rack B acks a batch once what it led to is in the out stream: the count follows the stream.
+        await untilAsync(async () => (b.laneCounts?.acked ?? 0) >= 2000, 'rack B to ack every message');
         assert.deepEqual([a.laneCounts?.published, a.laneCounts?.publishFailed, b.laneCounts?.acked], [2000, 0, 2000]);
       });
     } finally {
@@ -76,6 +78,7 @@ describe('guaranteed wires between racks', () => {
         const out = await readStream(nc, OUT_STREAM);
         assert.equal(out.length, 1000);
         assert.equal(new Set(out.map((m) => m.meta['generator.gear'])).size, 1);
+        await untilAsync(async () => (b.laneCounts?.acked ?? 0) >= 1000, 'rack B to ack every message');
         assert.deepEqual([a.laneCounts?.published, b.laneCounts?.acked], [1000, 1000]);
       });
     } finally {

@@ -7,7 +7,8 @@
 //    (fixtures/pubsub-publisher.ts) that sends on schedule whatever the subscribers' process is
 //    doing, and latency counts from each message's due time.
 // 2. QoS 1, 1 to 1, acknowledged both ways: FLUXAR QoS 1, MQTT QoS 1, JetStream with pipelined
-//    publish acks and a consumer acking each message.
+//    publish acks and a consumer acking each message; in ROUNDS rounds as well, ratios the
+//    medians of each round's own.
 // Results: bench/results/pubsub.json.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -196,18 +197,22 @@ async function publishOpenLoop(system: System, topic: string, rate: number): Pro
 
 interface Qos1Result {
   system: string;
+  round: number;
   messages_per_s: number;
   received: number;
 }
 
+/** One system's QoS 1 run: `count` acknowledged publishes from one publisher to one subscriber acking each. */
+type Qos1Run = (count: number, onReceived: () => void) => Promise<void>;
+
 /** QoS 1, one publisher and one subscriber acking each message: acknowledged publishes per second. */
-async function qos1(name: string, run: (count: number, onReceived: () => void) => Promise<void>): Promise<Qos1Result> {
+async function qos1(name: string, round: number, run: Qos1Run): Promise<Qos1Result> {
   let received = 0;
   await run(2000, () => {}); // warm-up
   const began = performance.now();
   await run(QOS1_MESSAGES, () => received++);
   const seconds = (performance.now() - began) / 1000;
-  return { system: name, messages_per_s: Math.round(QOS1_MESSAGES / seconds), received };
+  return { system: name, round, messages_per_s: Math.round(QOS1_MESSAGES / seconds), received };
 }
 
 /** Sends `count` acknowledged publishes, QOS1_WINDOW in flight at a time, the same way for every system. */
@@ -342,8 +347,12 @@ try {
     for (let i = 0; i < systems.length; i++) fanouts.push(await fanout(systems[(round + i) % systems.length]!(), round));
   }
 
-  qos1Results.push(
-    await qos1('fluxar', async (count, onReceived) => {
+  const nc = await natsConnect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  await jsm.streams.add({ name: 'BENCH', subjects: ['bench.js.>'] });
+  let jetstreamRuns = 0;
+  const qos1Runs: Record<string, Qos1Run> = {
+    fluxar: async (count, onReceived) => {
       const sub = await connect(fluxarUrl);
       const pub = await connect(fluxarUrl);
       const subscription = sub.subscribe('bench.qos1', { qos: 1, maxInFlight: QOS1_WINDOW });
@@ -359,11 +368,8 @@ try {
       await pipelined(count, () => pub.publish('bench.qos1', payload(), { qos: 1 }));
       await reading;
       await Promise.all([sub.close(), pub.close()]);
-    }),
-  );
-
-  qos1Results.push(
-    await qos1('mqtt', async (count, onReceived) => {
+    },
+    mqtt: async (count, onReceived) => {
       const sub = await mqttClient();
       const pub = await mqttClient();
       let got = 0;
@@ -377,17 +383,10 @@ try {
       await pipelined(count, () => pub.publishAsync('bench/qos1', Buffer.from(payload()), { qos: 1 }));
       await all;
       await Promise.all([sub.endAsync(), pub.endAsync()]);
-    }),
-  );
-
-  const nc = await natsConnect({ servers: nats.url });
-  const jsm = await jetstreamManager(nc);
-  await jsm.streams.add({ name: 'BENCH', subjects: ['bench.js.>'] });
-  let round = 0;
-  qos1Results.push(
-    await qos1('jetstream', async (count, onReceived) => {
-      const subject = `bench.js.r${round++}`;
-      const durable = `c${round}`;
+    },
+    jetstream: async (count, onReceived) => {
+      const subject = `bench.js.r${jetstreamRuns++}`;
+      const durable = `c${jetstreamRuns}`;
       await jsm.consumers.add('BENCH', { durable_name: durable, ack_policy: AckPolicy.Explicit, filter_subject: subject, max_ack_pending: QOS1_WINDOW * 4 });
       const js = jetstream(nc);
       const consumer = await js.consumers.get('BENCH', durable);
@@ -403,8 +402,16 @@ try {
       await pipelined(count, () => js.publish(subject, payload()));
       await reading;
       await messages.close();
-    }),
-  );
+    },
+  };
+  // In rounds too, each starting with another system, as the fan-out: one run is one draw of this machine.
+  const qos1Systems = Object.keys(qos1Runs);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (let i = 0; i < qos1Systems.length; i++) {
+      const system = qos1Systems[(round + i) % qos1Systems.length]!;
+      qos1Results.push(await qos1(system, round, qos1Runs[system]!));
+    }
+  }
   await nc.close();
 } finally {
   fluxarServer.stdin!.end();
@@ -413,8 +420,10 @@ try {
   await nats.stop();
 }
 
-const q1 = (s: string) => qos1Results.find((f) => f.system === s)!;
 const ratio = (a: number, b: number) => Math.round((a / b) * 10) / 10;
+const qos1Rounds = (s: string) => qos1Results.filter((q) => q.system === s).sort((a, b) => a.round - b.round);
+/** Each round's ratio of FLUXAR's QoS 1 rate to a peer's. */
+const qos1ByRound = (peer: string) => qos1Rounds('fluxar').map((q, i) => ratio(q.messages_per_s, qos1Rounds(peer)[i]!.messages_per_s));
 const roundsOf = (s: string) => fanouts.filter((f) => f.system === s).sort((a, b) => a.round - b.round);
 /** Each round's ratio of FLUXAR's figure to a peer's: the peers ran beside it, minutes apart at most. */
 const byRound = (peer: string, figure: (f: FanoutResult) => number) => roundsOf('fluxar').map((f, i) => ratio(figure(f), figure(roundsOf(peer)[i]!)));
@@ -443,9 +452,11 @@ const summary = {
   ratio_fanout_vs_nats_by_round: byRound('nats', steady),
   ratio_fanout_vs_mqtt_by_round: byRound('mqtt', steady),
   ratio_fanout_vs_nats_cold: median(byRound('nats', cold)),
-  qos1_messages_per_s: q1('fluxar').messages_per_s,
-  ratio_qos1_vs_mqtt: ratio(q1('fluxar').messages_per_s, q1('mqtt').messages_per_s),
-  ratio_qos1_vs_jetstream: ratio(q1('fluxar').messages_per_s, q1('jetstream').messages_per_s),
+  qos1_messages_per_s: median(qos1Rounds('fluxar').map((q) => q.messages_per_s)),
+  ratio_qos1_vs_mqtt: median(qos1ByRound('mqtt')),
+  ratio_qos1_vs_jetstream: median(qos1ByRound('jetstream')),
+  ratio_qos1_vs_mqtt_by_round: qos1ByRound('mqtt'),
+  ratio_qos1_vs_jetstream_by_round: qos1ByRound('jetstream'),
   p99_ms_at_half_max: median(roundsOf('fluxar').map(p99Ms)),
   p99_ms_at_half_max_by_round: roundsOf('fluxar').map(p99Ms),
   p99_ms_at_half_max_nats: median(roundsOf('nats').map(p99Ms)),
@@ -483,10 +494,10 @@ printTable(
     })),
   ),
 );
-printTable(qos1Results.map((q) => ({ system: q.system, 'QoS 1 msgs/s': q.messages_per_s })));
+printTable(qos1Results.map((q) => ({ round: String(q.round + 1), system: q.system, 'QoS 1 msgs/s': q.messages_per_s })));
 const met = (ok: boolean) => (ok ? 'met' : 'NOT met');
 console.log(
-  `\nfan-out (median of ${ROUNDS} rounds): ${summary.ratio_fanout_vs_nats}x NATS (${met(summary.ratio_fanout_vs_nats >= 1)}; rounds ${summary.ratio_fanout_vs_nats_by_round.join(', ')}; cold ${summary.ratio_fanout_vs_nats_cold}x), ${summary.ratio_fanout_vs_mqtt}x MQTT (${met(summary.ratio_fanout_vs_mqtt >= 3)}); QoS 1: ${summary.ratio_qos1_vs_mqtt}x MQTT (${met(summary.ratio_qos1_vs_mqtt >= 2)}), ${summary.ratio_qos1_vs_jetstream}x JetStream; p99 at half max ${summary.p99_ms_at_half_max} ms (${met(summary.p99_ms_at_half_max <= 5)}; NATS ${summary.p99_ms_at_half_max_nats} ms at its own)`,
+  `\nfan-out (median of ${ROUNDS} rounds): ${summary.ratio_fanout_vs_nats}x NATS (${met(summary.ratio_fanout_vs_nats >= 1)}; rounds ${summary.ratio_fanout_vs_nats_by_round.join(', ')}; cold ${summary.ratio_fanout_vs_nats_cold}x), ${summary.ratio_fanout_vs_mqtt}x MQTT (${met(summary.ratio_fanout_vs_mqtt >= 3)}); QoS 1 (median of ${ROUNDS} rounds): ${summary.ratio_qos1_vs_mqtt}x MQTT (${met(summary.ratio_qos1_vs_mqtt >= 2)}; rounds ${summary.ratio_qos1_vs_mqtt_by_round.join(', ')}), ${summary.ratio_qos1_vs_jetstream}x JetStream; p99 at half max ${summary.p99_ms_at_half_max} ms (${met(summary.p99_ms_at_half_max <= 5)}; NATS ${summary.p99_ms_at_half_max_nats} ms at its own)`,
 );
 const openLine = (system: string) => OPEN_RATES.map((rate) => `${openLoopP99[system]![rate]} ms at ${rate}/s`).join(', ');
 console.log(`open loop p99 (median of ${ROUNDS} rounds): FLUXAR ${openLine('fluxar')}; NATS ${openLine('nats')}; MQTT ${openLine('mqtt')}`);

@@ -5,7 +5,8 @@
 // - capacity under the budget: the highest rate of a ladder whose p99 stays under 500 ms;
 // - the maximum (closed loop, 512 calls in flight), with the generator's own CPU and the rack's
 //   CPU per call on its main thread and its workers;
-// - the same rack with its gears on the main thread (the baseline of the worker design);
+// - the same rack with its gears on the main thread (the baseline of the worker design), against
+//   the rack with workers in turns over ROUNDS rounds: the ratio is the median of the rounds' own;
 // - a CPU profile of the rack at its maximum, as a flame graph (bench/results/e2e-flame.html);
 // - the peers at a common rate and at their maximum: a NATS micro service, a grpc-js service,
 //   Fastify with piscina workers (HTTP/1.1 gets HTTP_CONNECTIONS connections: one call each).
@@ -23,7 +24,7 @@ import { flameGraphPage } from './harness/flamegraph.js';
 import { cliNodeArgs } from './harness/cli.js';
 import type { LoadResult } from './harness/open-loop.js';
 import { latencyReport } from './harness/report-html.js';
-import { formatNumber, printTable, writeResult } from './harness/report.js';
+import { formatNumber, median, printTable, writeResult } from './harness/report.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const loadScript = join(root, 'dist/bench/fixtures/e2e-load.js');
@@ -45,6 +46,12 @@ const COMMON_RATE = 1_000;
  */
 const HTTP_CONNECTIONS = 256;
 const PROFILE_MS = 3000;
+/**
+ * Rounds of the workers-against-main-thread comparison. One maximum of each, a minute apart, is
+ * one draw of a shared 2-core machine whose maxima move by 25 % between minutes: in turns, each
+ * round starting both racks afresh, the rounds' ratios say how far the draw decides the result.
+ */
+const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);
 const execFileAsync = promisify(execFile);
 
 // The quickstart scenario on a port of its own, so a rack already running on 7420 is no obstacle.
@@ -157,8 +164,9 @@ const ladder: LoadResult[] = [];
 let rackMax: LoadResult;
 let rackAtCommon: LoadResult;
 let rackCores: { main: number; workers: number; other: number };
-let mainMax: LoadResult;
 let mainAtFirst: LoadResult;
+/** The maxima of the head-to-head rounds, in order: `workers` and `mainthread` of round i side by side. */
+const headToHead: { workers: LoadResult[]; mainthread: LoadResult[] } = { workers: [], mainthread: [] };
 const peers: Record<string, { common: LoadResult; max: LoadResult }> = {};
 let flameFile = '';
 try {
@@ -205,14 +213,19 @@ try {
     ]),
   );
 
-  // The baseline: the same rack with its gears on the main thread.
-  const baseline = await startRack(0);
-  try {
-    await load('fluxar', baseline.url, RACK_WARMUP.rate, RACK_WARMUP.ms);
-    mainAtFirst = await load('fluxar', baseline.url, FIXED_RATES[0]!);
-    mainMax = await load('fluxar', baseline.url, 'max');
-  } finally {
-    await stop(baseline);
+  // The baseline: the same rack with its gears on the main thread, and the rack with workers, in
+  // turns; each round starts with the one the last round ended with.
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const w of round % 2 === 0 ? [0, workers] : [workers, 0]) {
+      const r = await startRack(w);
+      try {
+        await load('fluxar', r.url, RACK_WARMUP.rate, RACK_WARMUP.ms);
+        if (w === 0 && round === 0) mainAtFirst = await load('fluxar', r.url, FIXED_RATES[0]!);
+        (w === 0 ? headToHead.mainthread : headToHead.workers).push(await load('fluxar', r.url, 'max'));
+      } finally {
+        await stop(r);
+      }
+    }
   }
 
   // The peers, each at the common rate and at its maximum.
@@ -246,6 +259,8 @@ for (const r of ladder) {
   capacity = r.rate as number;
 }
 const ratio = (a: number, b: number) => (b === 0 ? null : Math.round((a / b) * 10) / 10);
+const workersVsMainByRound = headToHead.workers.map((r, i) => ratio(r.calls_per_s, headToHead.mainthread[i]!.calls_per_s) ?? 0);
+const mainMaxCallsPerS = median(headToHead.mainthread.map((r) => r.calls_per_s));
 const perCallUs = (cores: number) => Math.round(((cores * 1e6) / Math.max(1, rackMax!.calls_per_s)) * 10) / 10;
 const summary = {
   connections: CONNECTIONS,
@@ -260,8 +275,11 @@ const summary = {
   generator_send_lag_p99_ms_at_50k: atDefault?.send_lag_p99_ms ?? null,
   capacity_under_budget_calls_per_s: capacity,
   max_calls_per_s: rackMax!.calls_per_s,
-  mainthread_max_calls_per_s: mainMax!.calls_per_s,
-  workers_vs_mainthread: ratio(rackMax!.calls_per_s, mainMax!.calls_per_s),
+  // The head-to-head rounds: medians, and each round's own.
+  mainthread_max_calls_per_s: mainMaxCallsPerS,
+  workers_vs_mainthread: median(workersVsMainByRound),
+  workers_vs_mainthread_by_round: workersVsMainByRound,
+  head_to_head_max_calls_per_s: { workers: headToHead.workers.map((r) => r.calls_per_s), mainthread: headToHead.mainthread.map((r) => r.calls_per_s) },
   ratio_vs_nats_service: ratio(rackMax!.calls_per_s, peers.nats_service!.max.calls_per_s),
   ratio_vs_grpc: ratio(rackMax!.calls_per_s, peers.grpc!.max.calls_per_s),
   ratio_vs_fastify_piscina: ratio(rackMax!.calls_per_s, peers.fastify_piscina!.max.calls_per_s),
@@ -275,7 +293,7 @@ const summary = {
     generator: perCallUs(rackMax!.generator_cores),
   },
   rack_cores_at_max: rackCores!,
-  runs: { rack: rackRuns, ladder, rack_max: rackMax!, rack_at_common_rate: rackAtCommon!, mainthread: [mainAtFirst!, mainMax!] },
+  runs: { rack: rackRuns, ladder, rack_max: rackMax!, rack_at_common_rate: rackAtCommon!, mainthread: [mainAtFirst!], head_to_head: headToHead },
   peers,
   flame_graph: 'bench/results/e2e-flame.html',
 };
@@ -296,7 +314,7 @@ printTable([
   ...rackRuns.map((r) => row('rack', r)),
   row('rack', rackMax!),
   row('rack, main thread', mainAtFirst!),
-  row('rack, main thread', mainMax!),
+  ...headToHead.workers.flatMap((r, i) => [row(`round ${i + 1}: rack`, r), row(`round ${i + 1}: rack, main thread`, headToHead.mainthread[i]!)]),
   row('rack', rackAtCommon!),
   ...Object.entries(peers).flatMap(([name, p]) => [row(name, p.common), row(name, p.max)]),
 ]);
@@ -304,7 +322,7 @@ console.log(
   `\nrack at its maximum: ${formatNumber(rackMax!.calls_per_s)} calls/s; CPU per call ${summary.cpu_per_call_us.rack_main_thread} µs main thread + ${summary.cpu_per_call_us.rack_workers} µs workers + ${summary.cpu_per_call_us.rack_other_threads} µs other rack threads; generator ${summary.cpu_per_call_us.generator} µs`,
 );
 console.log(
-  `max calls/s: workers vs main thread ${summary.workers_vs_mainthread}x; vs NATS service ${summary.ratio_vs_nats_service}x, grpc-js ${summary.ratio_vs_grpc}x, Fastify + piscina ${summary.ratio_vs_fastify_piscina}x`,
+  `max calls/s: workers vs main thread ${summary.workers_vs_mainthread}x (median of ${ROUNDS} rounds: ${workersVsMainByRound.join(', ')}); vs NATS service ${summary.ratio_vs_nats_service}x, grpc-js ${summary.ratio_vs_grpc}x, Fastify + piscina ${summary.ratio_vs_fastify_piscina}x`,
 );
 console.log(`wrote ${writeResult('e2e', summary)}`);
 const htmlFile = join(root, 'bench/results/e2e.html');
@@ -330,7 +348,7 @@ writeFileSync(
     ],
     [
       `open loop, latency from each call's scheduled send time; ${CONNECTIONS} connections; ${DURATION_MS / 1000} s per rate after a warm-up`,
-      `capacity under the ${P99_BUDGET_MS} ms budget: ${formatNumber(capacity)} calls/s; maximum: workers ${formatNumber(rackMax!.calls_per_s)} calls/s, main thread ${formatNumber(mainMax!.calls_per_s)} calls/s`,
+      `capacity under the ${P99_BUDGET_MS} ms budget: ${formatNumber(capacity)} calls/s; maximum: workers ${formatNumber(rackMax!.calls_per_s)} calls/s, main thread ${formatNumber(mainMaxCallsPerS)} calls/s (median of ${ROUNDS} rounds)`,
       `peers' maximum: ${Object.entries(peers)
         .map(([n, p]) => `${n} ${formatNumber(p.max.calls_per_s)} calls/s`)
         .join(', ')}`,

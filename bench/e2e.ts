@@ -51,7 +51,7 @@ const PROFILE_MS = 3000;
  * one draw of a shared 2-core machine whose maxima move by 25 % between minutes: in turns, each
  * round starting both racks afresh, the rounds' ratios say how far the draw decides the result.
  */
-const ROUNDS = Number(process.env.BENCH_E2E_ROUNDS ?? 3);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_E2E_ROUNDS ?? 3));
 const execFileAsync = promisify(execFile);
 
 // The quickstart scenario on a port of its own, so a rack already running on 7420 is no obstacle.

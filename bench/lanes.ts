@@ -19,13 +19,16 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { AckPolicy, DeliverPolicy, DiscardPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { stringify } from 'yaml';
 import { createInbox, headers, connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
 import { decodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { nowNs } from '../src/fluxmsg/fluxmsg.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
 import { type RackProcess, startRackProcess } from '../test/harness/rack-process.js';
-import { laneSettings, wireDelivery } from '../src/scenario/lanes.js';
+import { laneConsumerName, laneStreamName, provisionLanes, wireFilterSubject } from '../src/bus/lanes.js';
+import { busWires } from '../src/scenario/lanes.js';
+import { parseScenario } from '../src/scenario/parse.js';
 import { PROBE_WASM } from '../test/harness/lanes.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
@@ -103,8 +106,8 @@ async function rackChain(nats: NatsServerProcess, nc: NatsConnection, lane: 'hot
 }
 
 /** A process of fixtures/lanes-bare.ts, once it is ready; stop() ends it. */
-async function bareProcess(role: 'send' | 'receive', url: string, stream: string, arg: string): Promise<() => Promise<void>> {
-  const child = spawn(process.execPath, [BARE_SCRIPT, role, url, stream, arg], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function bareProcess(role: 'send' | 'receive', url: string, where: string, arg: string): Promise<() => Promise<void>> {
+  const child = spawn(process.execPath, [BARE_SCRIPT, role, url, where, arg], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   if ((await lines.next()).value !== 'ready') throw new Error(`the bare ${role} process did not start`);
   return async () => {
@@ -114,30 +117,22 @@ async function bareProcess(role: 'send' | 'receive', url: string, stream: string
   };
 }
 
-/** The paced floor at one rate: a fresh stream set up as a guaranteed wire's (defaults), a receiver, a sender. */
+/**
+ * The paced floor at one rate: the stream and consumer the guaranteed chain of the same rate gets
+ * (provisioned as a rack provisions them), a receiver, a sender.
+ */
 async function bareChain(nats: NatsServerProcess, nc: NatsConnection, rate: number, n: number): Promise<Step> {
   const jsm = await jetstreamManager(nc);
-  const stream = `BENCH_BARE_${n}`;
-  const settings = laneSettings(undefined);
-  const delivery = wireDelivery(undefined);
-  await jsm.streams.add({
-    name: stream,
-    subjects: [`${stream}.>`],
-    discard: DiscardPolicy.New,
-    max_age: settings.maxAgeMs * 1_000_000,
-    max_bytes: settings.maxBytes,
-    duplicate_window: Math.min(settings.duplicateWindowMs, settings.maxAgeMs) * 1_000_000,
-  });
-  await jsm.consumers.add(stream, {
-    durable_name: 'c',
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    ack_wait: delivery.ackWaitMs * 1_000_000,
-    max_ack_pending: delivery.maxAckPending,
-  });
+  const scenario = parseScenario(stringify(chain(`bench-bare-${n}`, rate, 'guaranteed')), 'bench-bare.yaml');
+  const wire = busWires(scenario)[0]!;
+  await provisionLanes(jsm, scenario);
+  const stream = laneStreamName(scenario.meta.name);
   try {
     const result = await measure(nc, async () => {
-      const stops = [await bareProcess('receive', nats.url, stream, OUT), await bareProcess('send', nats.url, stream, String(rate))];
+      const stops = [
+        await bareProcess('receive', nats.url, `${stream}/${laneConsumerName(wire)}`, OUT),
+        await bareProcess('send', nats.url, wireFilterSubject(scenario, wire), String(rate)),
+      ];
       return async () => {
         for (const stop of stops.reverse()) await stop();
       };

@@ -64,9 +64,18 @@ interface System {
   close(): Promise<void>;
 }
 
-interface FanoutResult {
+/** What every system's result in a round carries. */
+interface RoundResult {
   system: string;
   round: number;
+}
+
+/** The order the systems take their turns in `round`: each round starts with another, so none always runs first (or last). */
+function inTurn<T>(systems: readonly T[], round: number): T[] {
+  return systems.map((_, i) => systems[(round + i) % systems.length]!);
+}
+
+interface FanoutResult extends RoundResult {
   /** The warm-up burst's rate: the first WARM_UP_MESSAGES after the subscribers connected. */
   cold_deliveries_per_s: number;
   deliveries_per_s: number;
@@ -195,9 +204,7 @@ async function publishOpenLoop(system: System, topic: string, rate: number): Pro
   return JSON.parse(last.value) as { sent: number; send_lag_p99_ms: number };
 }
 
-interface Qos1Result {
-  system: string;
-  round: number;
+interface Qos1Result extends RoundResult {
   messages_per_s: number;
   received: number;
 }
@@ -341,10 +348,8 @@ function mqttSystem(): System {
 const fanouts: FanoutResult[] = [];
 const qos1Results: Qos1Result[] = [];
 try {
-  const systems = [fluxarSystem, natsSystem, mqttSystem];
-  // Each round starts with another system, so no system always runs first (or last) in a round.
   for (let round = 0; round < ROUNDS; round++) {
-    for (let i = 0; i < systems.length; i++) fanouts.push(await fanout(systems[(round + i) % systems.length]!(), round));
+    for (const system of inTurn([fluxarSystem, natsSystem, mqttSystem], round)) fanouts.push(await fanout(system(), round));
   }
 
   const nc = await natsConnect({ servers: nats.url });
@@ -404,13 +409,9 @@ try {
       await messages.close();
     },
   };
-  // In rounds too, each starting with another system, as the fan-out: one run is one draw of this machine.
-  const qos1Systems = Object.keys(qos1Runs);
+  // In rounds too, as the fan-out: one run is one draw of this machine.
   for (let round = 0; round < ROUNDS; round++) {
-    for (let i = 0; i < qos1Systems.length; i++) {
-      const system = qos1Systems[(round + i) % qos1Systems.length]!;
-      qos1Results.push(await qos1(system, round, qos1Runs[system]!));
-    }
+    for (const system of inTurn(Object.keys(qos1Runs), round)) qos1Results.push(await qos1(system, round, qos1Runs[system]!));
   }
   await nc.close();
 } finally {
@@ -421,22 +422,24 @@ try {
 }
 
 const ratio = (a: number, b: number) => Math.round((a / b) * 10) / 10;
-const qos1Rounds = (s: string) => qos1Results.filter((q) => q.system === s).sort((a, b) => a.round - b.round);
-/** Each round's ratio of FLUXAR's QoS 1 rate to a peer's. */
-const qos1ByRound = (peer: string) => qos1Rounds('fluxar').map((q, i) => ratio(q.messages_per_s, qos1Rounds(peer)[i]!.messages_per_s));
-const roundsOf = (s: string) => fanouts.filter((f) => f.system === s).sort((a, b) => a.round - b.round);
+/** One system's results, round by round. */
+const roundsOf = <R extends RoundResult>(results: R[], system: string) => results.filter((r) => r.system === system).sort((a, b) => a.round - b.round);
 /** Each round's ratio of FLUXAR's figure to a peer's: the peers ran beside it, minutes apart at most. */
-const byRound = (peer: string, figure: (f: FanoutResult) => number) => roundsOf('fluxar').map((f, i) => ratio(figure(f), figure(roundsOf(peer)[i]!)));
+const byRound = <R extends RoundResult>(results: R[], peer: string, figure: (r: R) => number) =>
+  roundsOf(results, 'fluxar').map((r, i) => ratio(figure(r), figure(roundsOf(results, peer)[i]!)));
+const qos1Rate = (q: Qos1Result) => q.messages_per_s;
 const steady = (f: FanoutResult) => f.deliveries_per_s;
 const cold = (f: FanoutResult) => f.cold_deliveries_per_s;
 const p99Ms = (f: FanoutResult) => Math.round(f.latency.p99_us) / 1000;
 const openP99Ms = (f: FanoutResult, rate: number) => Math.round(f.open_loop.find((o) => o.rate_per_s === rate)!.latency.p99_us) / 1000;
 /** Per open-loop rate, the median over the rounds of a figure of one system's (or of a pair's). */
 const perOpenRate = (figure: (rate: number) => number) => Object.fromEntries(OPEN_RATES.map((rate) => [rate, figure(rate)]));
-const openP99 = (system: string) => perOpenRate((rate) => median(roundsOf(system).map((f) => openP99Ms(f, rate))));
+const openP99 = (system: string) => perOpenRate((rate) => median(roundsOf(fanouts, system).map((f) => openP99Ms(f, rate))));
 /** FLUXAR's open-loop p99 over a peer's, median of the rounds: below 1, FLUXAR's tail is shorter. */
 const openP99Ratio = (peer: string) =>
-  perOpenRate((rate) => median(roundsOf('fluxar').map((f, i) => Math.round((openP99Ms(f, rate) / openP99Ms(roundsOf(peer)[i]!, rate)) * 100) / 100)));
+  perOpenRate((rate) =>
+    median(roundsOf(fanouts, 'fluxar').map((f, i) => Math.round((openP99Ms(f, rate) / openP99Ms(roundsOf(fanouts, peer)[i]!, rate)) * 100) / 100)),
+  );
 const openLoopP99: Record<string, Record<number, number>> = { fluxar: openP99('fluxar'), nats: openP99('nats'), mqtt: openP99('mqtt') };
 const summary = {
   subscribers: SUBSCRIBERS,
@@ -446,20 +449,20 @@ const summary = {
   rounds: ROUNDS,
   qos1_messages: QOS1_MESSAGES,
   qos1_window: QOS1_WINDOW,
-  fanout_deliveries_per_s: median(roundsOf('fluxar').map(steady)),
-  ratio_fanout_vs_nats: median(byRound('nats', steady)),
-  ratio_fanout_vs_mqtt: median(byRound('mqtt', steady)),
-  ratio_fanout_vs_nats_by_round: byRound('nats', steady),
-  ratio_fanout_vs_mqtt_by_round: byRound('mqtt', steady),
-  ratio_fanout_vs_nats_cold: median(byRound('nats', cold)),
-  qos1_messages_per_s: median(qos1Rounds('fluxar').map((q) => q.messages_per_s)),
-  ratio_qos1_vs_mqtt: median(qos1ByRound('mqtt')),
-  ratio_qos1_vs_jetstream: median(qos1ByRound('jetstream')),
-  ratio_qos1_vs_mqtt_by_round: qos1ByRound('mqtt'),
-  ratio_qos1_vs_jetstream_by_round: qos1ByRound('jetstream'),
-  p99_ms_at_half_max: median(roundsOf('fluxar').map(p99Ms)),
-  p99_ms_at_half_max_by_round: roundsOf('fluxar').map(p99Ms),
-  p99_ms_at_half_max_nats: median(roundsOf('nats').map(p99Ms)),
+  fanout_deliveries_per_s: median(roundsOf(fanouts, 'fluxar').map(steady)),
+  ratio_fanout_vs_nats: median(byRound(fanouts, 'nats', steady)),
+  ratio_fanout_vs_mqtt: median(byRound(fanouts, 'mqtt', steady)),
+  ratio_fanout_vs_nats_by_round: byRound(fanouts, 'nats', steady),
+  ratio_fanout_vs_mqtt_by_round: byRound(fanouts, 'mqtt', steady),
+  ratio_fanout_vs_nats_cold: median(byRound(fanouts, 'nats', cold)),
+  qos1_messages_per_s: median(roundsOf(qos1Results, 'fluxar').map(qos1Rate)),
+  ratio_qos1_vs_mqtt: median(byRound(qos1Results, 'mqtt', qos1Rate)),
+  ratio_qos1_vs_jetstream: median(byRound(qos1Results, 'jetstream', qos1Rate)),
+  ratio_qos1_vs_mqtt_by_round: byRound(qos1Results, 'mqtt', qos1Rate),
+  ratio_qos1_vs_jetstream_by_round: byRound(qos1Results, 'jetstream', qos1Rate),
+  p99_ms_at_half_max: median(roundsOf(fanouts, 'fluxar').map(p99Ms)),
+  p99_ms_at_half_max_by_round: roundsOf(fanouts, 'fluxar').map(p99Ms),
+  p99_ms_at_half_max_nats: median(roundsOf(fanouts, 'nats').map(p99Ms)),
   open_loop_rates_per_s: OPEN_RATES,
   open_loop_p99_ms: openLoopP99,
   open_loop_p99_vs_nats: openP99Ratio('nats'),

@@ -5,11 +5,12 @@
 // - capacity under the budget: the highest rate of a ladder whose p99 stays under 500 ms;
 // - the maximum (closed loop, 512 calls in flight), with the generator's own CPU and the rack's
 //   CPU per call on its main thread and its workers;
-// - the same rack with its gears on the main thread (the baseline of the worker design), against
-//   the rack with workers in turns over ROUNDS rounds: the ratio is the median of the rounds' own;
 // - a CPU profile of the rack at its maximum, as a flame graph (bench/results/e2e-flame.html);
-// - the peers at a common rate and at their maximum: a NATS micro service, a grpc-js service,
-//   Fastify with piscina workers (HTTP/1.1 gets HTTP_CONNECTIONS connections: one call each).
+// - head to head, over ROUNDS rounds, each system started afresh and measured at its maximum in
+//   turn: the rack with workers, the same rack with its gears on the main thread (the baseline of
+//   the worker design), and the peers: a NATS micro service, a grpc-js service, Fastify with
+//   piscina workers (HTTP/1.1 gets HTTP_CONNECTIONS connections: one call each). Every ratio is
+//   the median of the rounds' own; the peers are also measured once at a common rate.
 // On 2 cores the generator competes with what it measures; its CPU is reported.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -47,11 +48,24 @@ const COMMON_RATE = 1_000;
 const HTTP_CONNECTIONS = 256;
 const PROFILE_MS = 3000;
 /**
- * Rounds of the workers-against-main-thread comparison. One maximum of each, a minute apart, is
- * one draw of a shared 2-core machine whose maxima move by 25 % between minutes: in turns, each
- * round starting both racks afresh, the rounds' ratios say how far the draw decides the result.
+ * Rounds of the head-to-head maxima. One maximum of each system, minutes apart, is one draw of a
+ * shared 2-core machine whose maxima move by 25 % between minutes: in turns, each round starting
+ * every system afresh, the rounds' ratios say how far the draw decides the result.
  */
 const ROUNDS = Math.max(1, Number(process.env.BENCH_E2E_ROUNDS ?? 3));
+/** The peers: how each is served, and how the generator calls it. */
+const PEERS = [
+  { name: 'nats_service', kind: 'nats', load: 'nats' },
+  { name: 'grpc', kind: 'grpc', load: 'grpc' },
+  { name: 'fastify_piscina', kind: 'fastify', load: 'http' },
+] as const;
+type PeerName = (typeof PEERS)[number]['name'];
+/**
+ * The systems of a round, in the order of even rounds; odd rounds run them backwards. Each system
+ * then meets the same neighbours in both directions: the two racks stay side by side, and the
+ * rack with workers next to the NATS service, the closest peer.
+ */
+const HEAD_TO_HEAD = ['mainthread', 'workers', ...PEERS.map((p) => p.name)] as const;
 const execFileAsync = promisify(execFile);
 
 // The quickstart scenario on a port of its own, so a rack already running on 7420 is no obstacle.
@@ -165,9 +179,10 @@ let rackMax: LoadResult;
 let rackAtCommon: LoadResult;
 let rackCores: { main: number; workers: number; other: number };
 let mainAtFirst: LoadResult;
-/** The maxima of the head-to-head rounds, in order: `workers` and `mainthread` of round i side by side. */
-const headToHead: { workers: LoadResult[]; mainthread: LoadResult[] } = { workers: [], mainthread: [] };
-const peers: Record<string, { common: LoadResult; max: LoadResult }> = {};
+/** The maxima of the head-to-head rounds, by system, in round order: index i of each is round i. */
+const headToHead = Object.fromEntries(HEAD_TO_HEAD.map((system) => [system, [] as LoadResult[]])) as Record<(typeof HEAD_TO_HEAD)[number], LoadResult[]>;
+/** Each peer at the common rate, measured in the first round. */
+const peersAtCommon = {} as Record<PeerName, LoadResult>;
 let flameFile = '';
 try {
   // The rack with its workers: warm-up, the fixed rates and the ladder, then the maximum.
@@ -213,36 +228,32 @@ try {
     ]),
   );
 
-  // The baseline: the same rack with its gears on the main thread, and the rack with workers, in
-  // turns; each round starts with the one the last round ended with.
-  for (let round = 0; round < ROUNDS; round++) {
-    for (const w of round % 2 === 0 ? [0, workers] : [workers, 0]) {
-      const r = await startRack(w);
-      try {
-        await load('fluxar', r.url, RACK_WARMUP.rate, RACK_WARMUP.ms);
-        if (w === 0 && round === 0) mainAtFirst = await load('fluxar', r.url, FIXED_RATES[0]!);
-        (w === 0 ? headToHead.mainthread : headToHead.workers).push(await load('fluxar', r.url, 'max'));
-      } finally {
-        await stop(r);
-      }
-    }
-  }
-
-  // The peers, each at the common rate and at its maximum.
+  // Head to head: every system started afresh in each round, warmed, then driven at its maximum.
   const nats = await NatsServerProcess.start({ jetstream: false });
   try {
-    for (const [name, kind, loadKind] of [
-      ['nats_service', 'nats', 'nats'],
-      ['grpc', 'grpc', 'grpc'],
-      ['fastify_piscina', 'fastify', 'http'],
-    ] as const) {
-      const peer = await startPeer(kind, kind === 'nats' ? nats.url : undefined);
-      try {
-        // Warmed closed-loop: an open-loop warm-up past a peer's capacity would leave it a backlog.
-        await load(loadKind, peer.url, 'max', 1000);
-        peers[name] = { common: await load(loadKind, peer.url, COMMON_RATE), max: await load(loadKind, peer.url, 'max') };
-      } finally {
-        await stop(peer);
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const system of round % 2 === 0 ? HEAD_TO_HEAD : [...HEAD_TO_HEAD].reverse()) {
+        const peer = PEERS.find((p) => p.name === system);
+        if (peer === undefined) {
+          const r = await startRack(system === 'workers' ? workers : 0);
+          try {
+            await load('fluxar', r.url, RACK_WARMUP.rate, RACK_WARMUP.ms);
+            if (system === 'mainthread' && round === 0) mainAtFirst = await load('fluxar', r.url, FIXED_RATES[0]!);
+            headToHead[system].push(await load('fluxar', r.url, 'max'));
+          } finally {
+            await stop(r);
+          }
+          continue;
+        }
+        const served = await startPeer(peer.kind, peer.kind === 'nats' ? nats.url : undefined);
+        try {
+          // Warmed closed-loop: an open-loop warm-up past a peer's capacity would leave it a backlog.
+          await load(peer.load, served.url, 'max', 1000);
+          if (round === 0) peersAtCommon[peer.name] = await load(peer.load, served.url, COMMON_RATE);
+          headToHead[peer.name].push(await load(peer.load, served.url, 'max'));
+        } finally {
+          await stop(served);
+        }
       }
     }
   } finally {
@@ -259,8 +270,19 @@ for (const r of ladder) {
   capacity = r.rate as number;
 }
 const ratio = (a: number, b: number) => (b === 0 ? null : Math.round((a / b) * 10) / 10);
-const workersVsMainByRound = headToHead.workers.map((r, i) => ratio(r.calls_per_s, headToHead.mainthread[i]!.calls_per_s) ?? 0);
+/** The rack with workers against `system`, round by round (both maxima of the same round). */
+const workersVsByRound = (system: (typeof HEAD_TO_HEAD)[number]) =>
+  headToHead.workers.map((r, i) => ratio(r.calls_per_s, headToHead[system][i]!.calls_per_s) ?? 0);
+const workersVsMainByRound = workersVsByRound('mainthread');
+const peerRatiosByRound = Object.fromEntries(PEERS.map((p) => [p.name, workersVsByRound(p.name)])) as Record<PeerName, number[]>;
 const mainMaxCallsPerS = median(headToHead.mainthread.map((r) => r.calls_per_s));
+/** Each peer at the common rate, and at the maximum of its median round (as `median` picks it). */
+const peers = Object.fromEntries(
+  PEERS.map((p) => [
+    p.name,
+    { common: peersAtCommon[p.name], max: [...headToHead[p.name]].sort((a, b) => a.calls_per_s - b.calls_per_s)[Math.floor(ROUNDS / 2)]! },
+  ]),
+) as Record<PeerName, { common: LoadResult; max: LoadResult }>;
 const perCallUs = (cores: number) => Math.round(((cores * 1e6) / Math.max(1, rackMax!.calls_per_s)) * 10) / 10;
 const summary = {
   connections: CONNECTIONS,
@@ -279,10 +301,16 @@ const summary = {
   mainthread_max_calls_per_s: mainMaxCallsPerS,
   workers_vs_mainthread: median(workersVsMainByRound),
   workers_vs_mainthread_by_round: workersVsMainByRound,
-  head_to_head_max_calls_per_s: { workers: headToHead.workers.map((r) => r.calls_per_s), mainthread: headToHead.mainthread.map((r) => r.calls_per_s) },
-  ratio_vs_nats_service: ratio(rackMax!.calls_per_s, peers.nats_service!.max.calls_per_s),
-  ratio_vs_grpc: ratio(rackMax!.calls_per_s, peers.grpc!.max.calls_per_s),
-  ratio_vs_fastify_piscina: ratio(rackMax!.calls_per_s, peers.fastify_piscina!.max.calls_per_s),
+  head_to_head_max_calls_per_s: Object.fromEntries(HEAD_TO_HEAD.map((system) => [system, headToHead[system].map((r) => r.calls_per_s)])),
+  // The rack with workers against each peer, both fresh in the same round: medians, and each round's own.
+  ratio_vs_nats_service: median(peerRatiosByRound.nats_service),
+  ratio_vs_grpc: median(peerRatiosByRound.grpc),
+  ratio_vs_fastify_piscina: median(peerRatiosByRound.fastify_piscina),
+  ratio_vs_nats_service_by_round: peerRatiosByRound.nats_service,
+  ratio_vs_grpc_by_round: peerRatiosByRound.grpc,
+  ratio_vs_fastify_piscina_by_round: peerRatiosByRound.fastify_piscina,
+  // The same ratios with the maximum read after the ladder, as this benchmark reported them before the rounds.
+  ratio_after_ladder_vs_peers: Object.fromEntries(PEERS.map((p) => [p.name, ratio(rackMax!.calls_per_s, peers[p.name].max.calls_per_s)])),
   // Share of the machine's cores the generator used at the rack's maximum.
   generator_cpu_share: Math.round((rackMax!.generator_cores / availableParallelism()) * 100) / 100,
   // CPU per call at the maximum, in microseconds, by where it was spent (/proc thread times).
@@ -314,15 +342,19 @@ printTable([
   ...rackRuns.map((r) => row('rack', r)),
   row('rack', rackMax!),
   row('rack, main thread', mainAtFirst!),
-  ...headToHead.workers.flatMap((r, i) => [row(`round ${i + 1}: rack`, r), row(`round ${i + 1}: rack, main thread`, headToHead.mainthread[i]!)]),
+  ...headToHead.workers.flatMap((_, i) =>
+    HEAD_TO_HEAD.map((system) =>
+      row(`round ${i + 1}: ${system === 'workers' ? 'rack' : system === 'mainthread' ? 'rack, main thread' : system}`, headToHead[system][i]!),
+    ),
+  ),
   row('rack', rackAtCommon!),
-  ...Object.entries(peers).flatMap(([name, p]) => [row(name, p.common), row(name, p.max)]),
+  ...Object.entries(peers).map(([name, p]) => row(name, p.common)),
 ]);
 console.log(
   `\nrack at its maximum: ${formatNumber(rackMax!.calls_per_s)} calls/s; CPU per call ${summary.cpu_per_call_us.rack_main_thread} µs main thread + ${summary.cpu_per_call_us.rack_workers} µs workers + ${summary.cpu_per_call_us.rack_other_threads} µs other rack threads; generator ${summary.cpu_per_call_us.generator} µs`,
 );
 console.log(
-  `max calls/s: workers vs main thread ${summary.workers_vs_mainthread}x (median of ${ROUNDS} rounds: ${workersVsMainByRound.join(', ')}); vs NATS service ${summary.ratio_vs_nats_service}x, grpc-js ${summary.ratio_vs_grpc}x, Fastify + piscina ${summary.ratio_vs_fastify_piscina}x`,
+  `max calls/s, the rack with workers against each system fresh in the same round (median of ${ROUNDS} rounds; the rounds): main thread ${summary.workers_vs_mainthread}x (${workersVsMainByRound.join(', ')}); NATS service ${summary.ratio_vs_nats_service}x (${peerRatiosByRound.nats_service.join(', ')}), grpc-js ${summary.ratio_vs_grpc}x (${peerRatiosByRound.grpc.join(', ')}), Fastify + piscina ${summary.ratio_vs_fastify_piscina}x (${peerRatiosByRound.fastify_piscina.join(', ')})`,
 );
 console.log(`wrote ${writeResult('e2e', summary)}`);
 const htmlFile = join(root, 'bench/results/e2e.html');
@@ -349,7 +381,7 @@ writeFileSync(
     [
       `open loop, latency from each call's scheduled send time; ${CONNECTIONS} connections; ${DURATION_MS / 1000} s per rate after a warm-up`,
       `capacity under the ${P99_BUDGET_MS} ms budget: ${formatNumber(capacity)} calls/s; maximum: workers ${formatNumber(rackMax!.calls_per_s)} calls/s, main thread ${formatNumber(mainMaxCallsPerS)} calls/s (median of ${ROUNDS} rounds)`,
-      `peers' maximum: ${Object.entries(peers)
+      `peers' maximum (median of ${ROUNDS} rounds): ${Object.entries(peers)
         .map(([n, p]) => `${n} ${formatNumber(p.max.calls_per_s)} calls/s`)
         .join(', ')}`,
       "one 2-core machine: the load generator, the rack's main thread and its workers share the cores",

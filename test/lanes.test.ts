@@ -7,10 +7,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DiscardPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DiscardPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
+import fc from 'fast-check';
 import { stringify } from 'yaml';
-import { laneConsumerName, laneStreamName, provisionLanes } from '../src/bus/lanes.js';
+import { deliveryCount, deliveryCountIn, laneConsumerName, laneStreamName, provisionLanes } from '../src/bus/lanes.js';
 import { connect } from '../src/fluxar/mod.js';
 import { encodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { createFluxMsg } from '../src/fluxmsg/fluxmsg.js';
@@ -306,5 +307,54 @@ describe('guaranteed wires between racks', () => {
       await peer.close();
       await a.stop();
     }
+  });
+
+  it("the delivery count is read off a message's acknowledgement subject as JsMsg.info reads it, first delivery and redelivery", async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: 'DELIVERIES', subjects: ['deliveries.>'] });
+    await jsm.consumers.add('DELIVERIES', { durable_name: 'reader', ack_policy: AckPolicy.Explicit });
+    const js = jetstream(nc);
+    await js.publish('deliveries.one', new Uint8Array([1]));
+    const consumer = await js.consumers.get('DELIVERIES', 'reader');
+    for (const expected of [1, 2, 3]) {
+      const m = await consumer.next({ expires: 5000 });
+      assert.ok(m !== null, `delivery ${expected} came`);
+      assert.equal(deliveryCount(m), expected);
+      assert.equal(m.info.deliveryCount, expected);
+      // Read off the subject, not through info: the server's subject has a shape deliveryCountIn reads.
+      assert.equal(deliveryCountIn((m as unknown as { reply: string }).reply), expected);
+      m.nak();
+    }
+    await jsm.streams.delete('DELIVERIES');
+  });
+});
+
+describe('deliveryCountIn', () => {
+  // Stream and consumer names: no dots, spaces, wildcards.
+  const name = fc.stringMatching(/^[A-Za-z0-9_-]{1,20}$/);
+  const uint = fc.integer({ min: 0, max: 2 ** 40 });
+
+  it('reads the count of both subject shapes, and -1 for any other text', () => {
+    fc.assert(
+      fc.property(
+        name,
+        name,
+        name,
+        name,
+        fc.integer({ min: 1, max: 10_000_000 }),
+        uint,
+        uint,
+        uint,
+        uint,
+        (stream, consumer, domain, hash, count, sseq, cseq, ts, pending) => {
+          const tail = `${stream}.${consumer}.${count}.${sseq}.${cseq}.${ts}.${pending}`;
+          assert.equal(deliveryCountIn(`$JS.ACK.${tail}`), count);
+          assert.equal(deliveryCountIn(`$JS.ACK.${domain}.${hash}.${tail}`), count);
+          assert.equal(deliveryCountIn(`$JS.ACK.${domain}.${hash}.${tail}.${hash}`), count);
+        },
+      ),
+    );
+    fc.assert(fc.property(fc.string(), (text) => assert.ok(deliveryCountIn(`x${text}`) === -1)));
+    for (const odd of ['$JS.ACK.s.c.1.2.3', '$JS.ACK.s.c.x.2.3.4.5', '$JS.ACK.s.c..2.3.4.5', '$JS.ACK', '']) assert.equal(deliveryCountIn(odd), -1, odd);
   });
 });

@@ -5,7 +5,7 @@ import { type Consumer, type ConsumerMessages, type JetStreamClient, type JetStr
 import { type NatsConnection, PermissionViolationError } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { AsyncPublisher, type PublishAck, PublishTimeout } from '../bus/async-publisher.js';
-import { deadLetterSubject, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
+import { deadLetterSubject, deliveryCount, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
@@ -246,7 +246,7 @@ export class GuaranteedLanes implements MainGear {
   private take(inbound: Inbound, m: JsMsg): void {
     this.holding++;
     const { maxDeliver } = inbound.delivery;
-    if (m.info.deliveryCount > maxDeliver) {
+    if (deliveryCount(m) > maxDeliver) {
       // Every earlier attempt timed out (a crashed rack or worker): nobody said why.
       void this.deadLetter({ m, inbound, worker: -1, onwardFailures: 0 }, `no outcome after ${maxDeliver} deliveries (each timed out)`);
       return;
@@ -371,13 +371,13 @@ export class GuaranteedLanes implements MainGear {
   }
 
   private failed(p: Pending, reason: string): void {
-    if (p.m.info.deliveryCount >= p.inbound.delivery.maxDeliver) void this.deadLetter(p, reason);
+    if (deliveryCount(p.m) >= p.inbound.delivery.maxDeliver) void this.deadLetter(p, reason);
     else this.redeliver(p);
   }
 
   /** Offered again by the stream, which counts the attempt, after 100 ms doubling per attempt (up to ack_wait). */
   private redeliver(p: Pending): void {
-    const attempt = p.m.info.deliveryCount;
+    const attempt = deliveryCount(p.m);
     this.release(p.m, 'nak', Math.min(p.inbound.delivery.ackWaitMs, LANE_DEFAULTS.redeliver_first_ms * 2 ** (attempt - 1)));
     this.tally.redelivered++;
   }

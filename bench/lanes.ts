@@ -29,7 +29,7 @@ import { type RackProcess, startRackProcess } from '../test/harness/rack-process
 import { laneConsumerName, laneStreamName, provisionLanes, wireFilterSubject } from '../src/bus/lanes.js';
 import { busWires } from '../src/scenario/lanes.js';
 import { parseScenario } from '../src/scenario/parse.js';
-import { PROBE_WASM } from '../test/harness/lanes.js';
+import { chain, OUT } from './fixtures/lanes-chain.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
 
@@ -39,7 +39,6 @@ const WARMUP_MS = Number(process.env.BENCH_LANES_WARMUP_MS ?? 2000);
 // read 2x low for want of a step.
 const LADDER = (process.env.BENCH_LANES_RATES ?? '5000,10000,12500,15000,17500,20000,25000,30000,35000,50000,70000').split(',').map(Number);
 const P99_BUDGET_MS = 500;
-const OUT = 'bench.lanes.out';
 const BARE_SCRIPT = join(new URL('../../', import.meta.url).pathname, 'dist/bench/fixtures/lanes-bare.js');
 const TARGETS = { msgs_per_s: 50_000, p99_ms_at_half_max: 20, ratio_vs_bare_jetstream: 0.8 };
 
@@ -47,24 +46,6 @@ interface Step {
   offered: number;
   delivered_per_s: number;
   latency: LatencySummary;
-}
-
-function chain(name: string, rate: number, lane: 'hot' | 'guaranteed'): Record<string, unknown> {
-  const across = lane === 'guaranteed';
-  return {
-    meta: { name, version: '1' },
-    racks: across ? [{ name: 'a' }, { name: 'b' }] : [{ name: 'a' }],
-    ...(across ? { lanes: { storage: 'file' } } : {}),
-    gears: [
-      { name: 'gen', type: 'generator', deploy: 'a', config: { rate_per_s: rate, data: { kind: 'bench' } } },
-      { name: 'probe', type: 'wasm', deploy: across ? 'b' : 'a', config: { module: PROBE_WASM } },
-      { name: 'out', type: 'nats', deploy: across ? 'b' : 'a', config: { subject: OUT, mode: 'publish' } },
-    ],
-    wires: [
-      { from: 'gen.out', to: 'probe.in', ...(across ? { lane: 'guaranteed' } : {}) },
-      { from: 'probe.out', to: 'out.in' },
-    ],
-  };
 }
 
 /** Reads what arrives on OUT during the measured window; latency from each message's ts. */

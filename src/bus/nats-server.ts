@@ -43,6 +43,11 @@ export class NatsServerProcess {
     this.host = host;
   }
 
+  /** The server's process id (for reading its CPU time); a restart gives it a new one. */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
   /**
    * `dataDir`: JetStream keeps its data there (kept after stop); default a temporary directory,
    * removed at stop. `port`: default one the server picks; `host` default 127.0.0.1.

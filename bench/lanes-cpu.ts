@@ -11,7 +11,7 @@ import { connect as natsConnect } from '@nats-io/transport-node';
 import { decodeFluxMsg } from '../src/fluxmsg/codec.js';
 import { nowNs } from '../src/fluxmsg/fluxmsg.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
-import { startRackProcess } from '../test/harness/rack-process.js';
+import { type RackProcess, startRackProcess } from '../test/harness/rack-process.js';
 import { chain, OUT } from './fixtures/lanes-chain.js';
 import { LatencyRecorder } from './harness/latency.js';
 
@@ -50,9 +50,13 @@ nc.subscribe(OUT, {
   },
 });
 const doc = chain('lanes-cpu', RATE, 'guaranteed');
-const b = await startRackProcess(doc, { name: 'b', workers: 1 }, { nats: { url: nats.url } });
-const a = await startRackProcess(doc, { name: 'a', workers: 1 }, { nats: { url: nats.url } });
+const racks: RackProcess[] = [];
 try {
+  // The receiver first, so the sender's first messages find it consuming.
+  const b = await startRackProcess(doc, { name: 'b', workers: 1 }, { nats: { url: nats.url } });
+  racks.push(b);
+  const a = await startRackProcess(doc, { name: 'a', workers: 1 }, { nats: { url: nats.url } });
+  racks.push(a);
   const pids = { 'rack A': a.child.pid!, 'rack B': b.child.pid!, 'nats-server': nats.pid!, bench: process.pid };
   await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
   const before = threadTicks(pids);
@@ -68,15 +72,14 @@ try {
   const totals = new Map<string, number>();
   for (const [key, t] of after) {
     const cores = (t - (before.get(key) ?? t)) / TICKS_PER_S / seconds;
-    const process = key.split('/')[0]!;
-    totals.set(process, (totals.get(process) ?? 0) + cores);
+    const owner = key.split('/')[0]!;
+    totals.set(owner, (totals.get(owner) ?? 0) + cores);
     if (cores >= 0.01) console.log(`  ${key.padEnd(24)} ${cores.toFixed(2)} cores  ${((cores * 1e6) / perS).toFixed(1)} µs/msg`);
   }
-  for (const [process, cores] of totals)
-    console.log(`  ${`${process} (all threads)`.padEnd(24)} ${cores.toFixed(2)} cores  ${((cores * 1e6) / perS).toFixed(1)} µs/msg`);
+  for (const [owner, cores] of totals)
+    console.log(`  ${`${owner} (all threads)`.padEnd(24)} ${cores.toFixed(2)} cores  ${((cores * 1e6) / perS).toFixed(1)} µs/msg`);
 } finally {
-  await a.stop();
-  await b.stop();
+  for (const rack of racks.reverse()) await rack.stop();
   await nc.close();
   await nats.stop();
 }

@@ -53,7 +53,7 @@ const DOT = 46;
  * then says what is wrong with it.
  */
 export function deliveryCount(m: JsMsg): number {
-  // nats.js's messages carry their subject as `reply`, outside the JsMsg type: without it, info.
+  // nats.js's messages carry their acknowledgement subject as `reply`, outside the JsMsg type: without it, info.
   const reply = (m as { reply?: unknown }).reply;
   const count = typeof reply === 'string' ? deliveryCountIn(reply) : -1;
   return count >= 0 ? count : m.info.deliveryCount;
@@ -64,7 +64,7 @@ export function deliveryCount(m: JsMsg): number {
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>` (9
  * tokens), or with `<domain>.<account hash>` after ACK (11 tokens, 12 with a token at the end);
  * stream and consumer names hold no dots. JsMsg.info splits the subject into a dozen strings and
- * parses every one: on a busy guaranteed wire that was a tenth of what the receiving rack's main
+ * parses every one: on a busy guaranteed wire that was 15 % of what the receiving rack's main
  * thread allocated per message, for the one number read on every message.
  */
 export function deliveryCountIn(reply: string): number {

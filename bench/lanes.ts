@@ -22,14 +22,11 @@ import { createInterface } from 'node:readline';
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { stringify } from 'yaml';
 import { createInbox, headers, connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
-import { decodeFluxMsg } from '../src/fluxmsg/codec.js';
-import { nowNs } from '../src/fluxmsg/fluxmsg.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
-import { type RackProcess, startRackProcess } from '../test/harness/rack-process.js';
 import { laneConsumerName, laneStreamName, provisionLanes, wireFilterSubject } from '../src/bus/lanes.js';
 import { busWires } from '../src/scenario/lanes.js';
 import { parseScenario } from '../src/scenario/parse.js';
-import { chain, OUT } from './fixtures/lanes-chain.js';
+import { chain, OUT, readOut, startChainRacks } from './fixtures/lanes-chain.js';
 import { LatencyRecorder, type LatencySummary } from './harness/latency.js';
 import { printTable, writeResult } from './harness/report.js';
 
@@ -50,39 +47,19 @@ interface Step {
 
 /** Reads what arrives on OUT during the measured window; latency from each message's ts. */
 async function measure(nc: NatsConnection, run: () => Promise<() => Promise<void>>): Promise<{ delivered_per_s: number; latency: LatencySummary }> {
-  const recorder = new LatencyRecorder();
-  let counting = false;
-  let count = 0;
-  const sub = nc.subscribe(OUT, {
-    callback: (_err, m) => {
-      if (!counting) return;
-      count++;
-      recorder.recordNs(Number(nowNs() - decodeFluxMsg(m.data).ts));
-    },
-  });
+  const out = readOut(nc);
   const stop = await run();
   await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
-  counting = true;
-  const started = performance.now();
+  out.start();
   await new Promise((resolve) => setTimeout(resolve, STEP_MS));
-  counting = false;
-  const seconds = (performance.now() - started) / 1000;
-  sub.unsubscribe();
+  const result = out.stop();
   await stop();
-  return { delivered_per_s: count / seconds, latency: recorder.summary() };
+  return result;
 }
 
 async function rackChain(nats: NatsServerProcess, nc: NatsConnection, lane: 'hot' | 'guaranteed', rate: number, n: number): Promise<Step> {
   const doc = chain(`bench-${lane}-${n}`, rate, lane);
-  const result = await measure(nc, async () => {
-    const racks: RackProcess[] = [];
-    // The receiver first, so the sender's first messages find it consuming.
-    if (lane === 'guaranteed') racks.push(await startRackProcess(doc, { name: 'b', workers: 1 }, { nats: { url: nats.url } }));
-    racks.push(await startRackProcess(doc, { name: 'a', workers: 1 }, { nats: { url: nats.url } }));
-    return async () => {
-      for (const r of racks.reverse()) await r.stop();
-    };
-  });
+  const result = await measure(nc, async () => (await startChainRacks(doc, lane, nats.url)).stop);
   return { offered: rate, ...result };
 }
 

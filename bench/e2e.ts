@@ -25,7 +25,8 @@ import { flameGraphPage } from './harness/flamegraph.js';
 import { cliNodeArgs } from './harness/cli.js';
 import type { LoadResult } from './harness/open-loop.js';
 import { latencyReport } from './harness/report-html.js';
-import { formatNumber, median, printTable, writeResult } from './harness/report.js';
+import { threadCpuSeconds } from './harness/threads.js';
+import { formatNumber, median, medianBy, printTable, writeResult } from './harness/report.js';
 
 const root = new URL('../../', import.meta.url).pathname;
 const loadScript = join(root, 'dist/bench/fixtures/e2e-load.js');
@@ -134,29 +135,15 @@ async function load(kind: string, url: string, rate: number | 'max', durationMs 
 
 const holds = (r: LoadResult) => r.p99_ms < P99_BUDGET_MS && r.errors === 0 && r.unfinished === 0 && r.calls_per_s >= 0.95 * (r.rate as number);
 
-/** CPU seconds of each thread of `pid` so far (Linux /proc; empty elsewhere). */
-function threadTimes(pid: number): Map<number, number> {
-  const times = new Map<number, number>();
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      const fields = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      times.set(Number(tid), (Number(fields[11]) + Number(fields[12])) / 100); // utime + stime, in clock ticks
-    }
-  } catch {
-    // Not Linux, or the process is gone: no per-thread figures.
-  }
-  return times;
-}
-
 /** The rack's CPU during the middle of a maximum run, by thread kind, in cores. */
 async function maxWithCpu(url: string, pid: number, workers: number): Promise<{ result: LoadResult; cores: { main: number; workers: number; other: number } }> {
   const running = load('fluxar', url, 'max');
   const warmup = Math.min(1000, DURATION_MS / 4);
   await sleep(warmup + 300);
-  const before = threadTimes(pid);
+  const before = threadCpuSeconds(pid);
   const from = performance.now();
   await sleep(DURATION_MS - 600);
-  const after = threadTimes(pid);
+  const after = threadCpuSeconds(pid);
   const seconds = (performance.now() - from) / 1000;
   const used = [...after].map(([tid, t]) => ({ tid, cores: (t - (before.get(tid) ?? t)) / seconds }));
   const main = used.find((u) => u.tid === pid)?.cores ?? 0;
@@ -278,10 +265,7 @@ const peerRatiosByRound = Object.fromEntries(PEERS.map((p) => [p.name, workersVs
 const mainMaxCallsPerS = median(headToHead.mainthread.map((r) => r.calls_per_s));
 /** Each peer at the common rate, and at the maximum of its median round (as `median` picks it). */
 const peers = Object.fromEntries(
-  PEERS.map((p) => [
-    p.name,
-    { common: peersAtCommon[p.name], max: [...headToHead[p.name]].sort((a, b) => a.calls_per_s - b.calls_per_s)[Math.floor(ROUNDS / 2)]! },
-  ]),
+  PEERS.map((p) => [p.name, { common: peersAtCommon[p.name], max: medianBy(headToHead[p.name], (r) => r.calls_per_s) }]),
 ) as Record<PeerName, { common: LoadResult; max: LoadResult }>;
 const perCallUs = (cores: number) => Math.round(((cores * 1e6) / Math.max(1, rackMax!.calls_per_s)) * 10) / 10;
 const summary = {

@@ -22,8 +22,12 @@ export function writeResult(name: string, result: Record<string, unknown>): stri
   return file.pathname;
 }
 
+/** The item whose `value` is the middle one (the upper one of an even count). */
+export const medianBy = <T>(items: readonly T[], value: (item: T) => number): T =>
+  [...items].sort((a, b) => value(a) - value(b))[Math.floor(items.length / 2)]!;
+
 /** The middle value (the upper one of an even count). */
-export const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+export const median = (values: number[]): number => medianBy(values, (v) => v);
 
 /** Prints rows as an aligned text table. */
 export function printTable(rows: Array<Record<string, string | number>>): void {

@@ -328,12 +328,19 @@ describe('FLUXAR broker (sans-I/O)', () => {
         fc.array(fc.stringMatching(/^[a-z0-9_-]{1,12}$/), { minLength: 1, maxLength: 5 }),
         fc.integer({ min: 1, max: 70_000 }),
         fc.constantFrom<Qos>(0, 1, 2),
-        fc.jsonValue(),
+        fc.oneof(
+          fc.jsonValue(),
+          // Bytes take the plain form's own path: lengths across the one-byte, 1-, 2- and 4-byte heads.
+          fc
+            .uint8Array({ maxLength: 300 })
+            .map((b) => Buffer.from(b)),
+          fc.constantFrom(65_535, 65_536, 70_000).map((n) => Buffer.alloc(n, n & 0xff)),
+        ),
         fc.boolean(),
-        (tokens, n, qos, json, dead) => {
+        (tokens, n, qos, value, dead) => {
           // JSON has no -0, and the profile refuses a __proto__ key anywhere (a 400 bye, tested elsewhere).
-          fc.pre(!JSON.stringify(json).includes('"__proto__"'));
-          const payload: unknown = JSON.parse(JSON.stringify(json));
+          const payload: unknown = Buffer.isBuffer(value) ? value : JSON.parse(JSON.stringify(value));
+          fc.pre(Buffer.isBuffer(value) || !JSON.stringify(value).includes('"__proto__"'));
           const { make } = setup();
           const c = make();
           const key = c.session.subscribe('>');
@@ -352,6 +359,32 @@ describe('FLUXAR broker (sans-I/O)', () => {
       ),
       { numRuns: 200 },
     );
+  });
+
+  it("a plain delivery's bytes and publication id are views of its frame, or copies with copyBuffers", () => {
+    for (const copyBuffers of [false, true]) {
+      const clock = new Clock();
+      const p = pair({ copyBuffers }, {}, clock);
+      p.pump();
+      const key = p.client.subscribe('prices.>');
+      p.pump();
+      const msg = uuidv7();
+      const payload = Buffer.from('a tick of 24 bytes, more');
+      p.server.deliver(key, 'prices.eur', payload, { msg, n: 1, qos: 1 });
+      const frames = p.server.takeOutput();
+      for (const bytes of frames) p.client.receive(bytes);
+      const [d] = ofType(p.client.takeEvents(), 'delivery');
+      assert.ok(d !== undefined, 'the delivery arrived');
+      // The transport reuses the memory of the frames it handed over.
+      for (const bytes of frames) bytes.fill(0);
+      if (copyBuffers) {
+        assert.deepEqual(Buffer.from(d.payload as Uint8Array), payload);
+        assert.deepEqual(Buffer.from(d.meta.msg), Buffer.from(msg));
+      } else {
+        assert.deepEqual(Buffer.from(d.payload as Uint8Array), Buffer.alloc(payload.length));
+        assert.deepEqual(Buffer.from(d.meta.msg), Buffer.alloc(16), 'read after the frame was overwritten: a view');
+      }
+    }
   });
 
   it('refuses bad patterns, topics and meta with 400, and a publish of any QoS is never silent', () => {

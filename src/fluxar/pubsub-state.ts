@@ -70,6 +70,35 @@ export interface DeliveryMeta {
   qos: Qos;
 }
 
+/**
+ * A plain delivery's meta, read in place (Session.receivePlainDelivery): the publication id is
+ * copied out of the frame the first time it is read. Most QoS 0 subscribers never read it.
+ */
+export class FrameDeliveryMeta implements DeliveryMeta {
+  private id: Uint8Array | undefined;
+
+  constructor(
+    private frame: Uint8Array,
+    private readonly at: number,
+    readonly n: number,
+    readonly qos: Qos,
+  ) {}
+
+  get msg(): Uint8Array {
+    return this.id ?? this.detach();
+  }
+
+  /** Copies the id out of the frame, which it no longer holds (a Buffer's slice would be a view). */
+  detach(): Uint8Array {
+    const id = new Uint8Array(UUID_BYTES);
+    for (let i = 0; i < UUID_BYTES; i++) id[i] = this.frame[this.at + i]!;
+    this.frame = EMPTY_FRAME;
+    this.id = id;
+    return id;
+  }
+}
+const EMPTY_FRAME = new Uint8Array(0);
+
 /** A delivery's meta as received, or the text of what is wrong with it. */
 export function readDeliveryMeta(meta: Record<string, unknown> | null): DeliveryMeta | string {
   if (!isCborMap(meta)) return 'a delivery needs meta {msg, n, qos}';

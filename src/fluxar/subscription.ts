@@ -68,7 +68,6 @@ export interface SubscriptionHost {
 
 /** One message: its ack and nack are methods, not closures (a fan-out makes many). */
 class Delivery implements FluxarMessage {
-  readonly id: Uint8Array;
   readonly attempt: number;
   readonly qos: Qos;
   private settled: boolean;
@@ -78,12 +77,16 @@ class Delivery implements FluxarMessage {
     private readonly deliveryKey: string,
     readonly topic: string,
     readonly payload: unknown,
-    meta: DeliveryMeta,
+    private readonly meta: DeliveryMeta,
   ) {
-    this.id = meta.msg;
     this.attempt = meta.n;
     this.qos = meta.qos;
     this.settled = meta.qos === 0;
+  }
+
+  /** The publication id, read from the meta when asked (a plain delivery's stays in its frame till then). */
+  get id(): Uint8Array {
+    return this.meta.msg;
   }
 
   ack(): void {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { entityId, EntityType, entityTypeOf, isUuidV7, machineHintOf, parseUuid, setMachineId, uuidToString, uuidv7, uuidv7Time } from '../src/fluxmsg/mod.js';
+import { holdClock, releaseClock } from '../src/fluxmsg/uuid.js';
 
 function compare(a: Uint8Array, b: Uint8Array): number {
   return Buffer.compare(a, b);
@@ -29,6 +30,33 @@ describe('uuidv7', () => {
       prev = next;
     }
     assert.ok(sameMs > 1000, 'the test must exercise ids within one millisecond');
+  });
+
+  it('ids made while the clock is held share its reading, still strictly increasing; after the release they read it again', () => {
+    const before = Date.now();
+    holdClock();
+    let held: number;
+    const ids: Uint8Array[] = [];
+    try {
+      ids.push(uuidv7());
+      held = uuidv7Time(ids[0]!);
+      assert.ok(held >= before);
+      holdClock(); // holds nest: the outer reading stays
+      try {
+        const until = Date.now() + 5;
+        while (Date.now() <= until) ids.push(uuidv7()); // the wall clock moves on meanwhile
+      } finally {
+        releaseClock();
+      }
+      ids.push(uuidv7());
+    } finally {
+      releaseClock();
+    }
+    for (const id of ids) assert.equal(uuidv7Time(id), held);
+    for (let i = 1; i < ids.length; i++) assert.ok(compare(ids[i - 1]!, ids[i]!) < 0, `not increasing at ${i}`);
+    const after = uuidv7();
+    assert.ok(uuidv7Time(after) > held, 'released: the clock is read again');
+    assert.ok(compare(ids.at(-1)!, after) < 0);
   });
 
   it('round-trips through the text form', () => {

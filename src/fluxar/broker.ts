@@ -10,7 +10,7 @@ import type { EnvelopeErrorInfo } from './envelope.js';
 import type { Qos, SubscribeOptions } from './pubsub-state.js';
 import { idKey, type Session } from './session.js';
 import { DEAD_LETTER_PREFIX, Pattern } from './topics.js';
-import { uuidv7 } from '../fluxmsg/uuid.js';
+import { holdClock, releaseClock, uuidv7 } from '../fluxmsg/uuid.js';
 
 /** One connection as the broker sees it. */
 export interface BrokerLink {
@@ -303,9 +303,15 @@ export class Broker {
     }
     const msg: Message = { id, topic, payload, encoded: undefined, qos, extra };
     let subscribers = 0;
-    for (const sub of this.matching(topic)) {
-      if (sub.ended) continue;
-      if (this.enqueue(sub, msg)) subscribers++;
+    // Each delivery gets an id: the fan-out's ids share one reading of the clock.
+    holdClock();
+    try {
+      for (const sub of this.matching(topic)) {
+        if (sub.ended) continue;
+        if (this.enqueue(sub, msg)) subscribers++;
+      }
+    } finally {
+      releaseClock();
     }
     return { duplicate: false, subscribers };
   }

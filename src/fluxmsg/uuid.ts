@@ -54,6 +54,24 @@ const COUNTER_MAX = 2 ** COUNTER_BITS - 1;
 let lastMs = -1;
 let counter = 0;
 
+/** The clock reading held by holdClock() for the ids made until releaseClock(); -1 when none is held. */
+let heldMs = -1;
+let holds = 0;
+
+/**
+ * Ids made until the matching releaseClock() share one reading of the clock, taken now. A
+ * broker's fan-out makes an id per subscriber in one synchronous loop, and on a virtual machine
+ * reading the clock (about 50 ns) costs more than the rest of an id. Their order is still kept
+ * by the counter; their time is when the hold began. Holds nest; release each in a finally.
+ */
+export function holdClock(): void {
+  if (holds++ === 0) heldMs = Date.now();
+}
+
+export function releaseClock(): void {
+  if (--holds === 0) heldMs = -1;
+}
+
 /** A new RFC 9562 UUID version 7, strictly increasing within this thread. */
 export function uuidv7(): Uint8Array {
   const id = new Uint8Array(UUID_BYTES);
@@ -65,7 +83,7 @@ export function uuidv7(): Uint8Array {
 export function writeUuidv7(id: Uint8Array, at: number): void {
   const r = randomAt(6);
   const rnd = randomPool;
-  let ms = Date.now();
+  let ms = heldMs < 0 ? Date.now() : heldMs;
   if (ms > lastMs) {
     lastMs = ms;
     const seed = randomAt(4);

@@ -12,9 +12,8 @@
 // minute to minute than the rate does: it is the figure to compare two builds by.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { connect as natsConnect, type NatsConnection } from '@nats-io/transport-node';
-import { connect, type Peer } from '../src/fluxar/mod.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
+import { fluxarSystem, natsSystem, type System } from './fixtures/pubsub-systems.js';
 import { threadCpuSeconds } from './harness/threads.js';
 
 const ROUNDS = Number(process.argv[2] ?? 4);
@@ -23,59 +22,13 @@ const SUBSCRIBERS = 100;
 const WARM_UP = 3000;
 const TOPIC = 'bench.fanout';
 
-interface Side {
-  subscribe(onMessage: () => void): Promise<void>;
-  publish(payload: Uint8Array): void;
-  flush(): Promise<unknown>;
-  close(): Promise<unknown>;
-}
-
-function fluxarSide(url: string): Side {
-  const peers: Peer[] = [];
-  let publisher: Peer;
-  return {
-    async subscribe(onMessage) {
-      for (let i = 0; i < SUBSCRIBERS; i++) {
-        const peer = await connect(url);
-        peers.push(peer);
-        await peer.subscribe(TOPIC, { callback: onMessage }).ready;
-      }
-      publisher = await connect(url);
-      peers.push(publisher);
-    },
-    publish: (payload) => void publisher.publish(TOPIC, payload),
-    flush: () => publisher.call('flush', null),
-    close: () => Promise.all(peers.map((p) => p.close())),
-  };
-}
-
-function natsSide(url: string): Side {
-  const conns: NatsConnection[] = [];
-  let publisher: NatsConnection;
-  return {
-    async subscribe(onMessage) {
-      for (let i = 0; i < SUBSCRIBERS; i++) {
-        const nc = await natsConnect({ servers: url });
-        conns.push(nc);
-        nc.subscribe(TOPIC, { callback: onMessage });
-        await nc.flush();
-      }
-      publisher = await natsConnect({ servers: url });
-      conns.push(publisher);
-    },
-    publish: (payload) => publisher.publish(TOPIC, payload),
-    flush: () => publisher.flush(),
-    close: () => Promise.all(conns.map((c) => c.close())),
-  };
-}
-
 const cpuSeconds = (pid: number) => [...threadCpuSeconds(pid).values()].reduce((a, b) => a + b, 0);
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-async function fanout(side: Side, brokerPid: number): Promise<{ perSecond: number; selfNs: number; brokerNs: number }> {
+async function fanout(system: System, brokerPid: number): Promise<{ perSecond: number; selfNs: number; brokerNs: number }> {
   let delivered = 0;
   let lastAt = 0;
-  await side.subscribe(() => {
+  await system.subscribe(SUBSCRIBERS, TOPIC, () => {
     delivered++;
     lastAt = performance.now();
   });
@@ -85,10 +38,10 @@ async function fanout(side: Side, brokerPid: number): Promise<{ perSecond: numbe
     const self = cpuSeconds(process.pid);
     const broker = cpuSeconds(brokerPid);
     for (let i = 0; i < messages; i++) {
-      side.publish(new Uint8Array(128));
-      if (i % 100 === 99) await side.flush();
+      void system.publish(TOPIC, new Uint8Array(128));
+      if (i % 100 === 99) await system.flush();
     }
-    await side.flush();
+    await system.flush();
     const deadline = Date.now() + 60_000;
     while (delivered < messages * SUBSCRIBERS) {
       if (Date.now() > deadline) throw new Error(`${delivered} of ${messages * SUBSCRIBERS} deliveries after a minute`);
@@ -105,7 +58,7 @@ async function fanout(side: Side, brokerPid: number): Promise<{ perSecond: numbe
     await burst(WARM_UP);
     return await burst(MESSAGES);
   } finally {
-    await side.close();
+    await system.close();
   }
 }
 
@@ -122,7 +75,7 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? (['fluxar', 'nats'] as const) : (['nats', 'fluxar'] as const);
     for (const system of order) {
-      const r = system === 'fluxar' ? await fanout(fluxarSide(fluxar.url), fluxar.pid) : await fanout(natsSide(nats.url), natsPid);
+      const r = system === 'fluxar' ? await fanout(fluxarSystem(fluxar.url), fluxar.pid) : await fanout(natsSystem(nats.url), natsPid);
       console.log(
         `${String(round).padStart(5)}  ${system.padStart(6)}  ${String(r.perSecond).padStart(12)}  ${String(r.selfNs).padStart(39)}  ${String(r.brokerNs).padStart(6)}`,
       );

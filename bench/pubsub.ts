@@ -18,10 +18,10 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { AckPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect as natsConnect } from '@nats-io/transport-node';
-import mqtt from 'mqtt';
-import { connect, type Peer } from '../src/fluxar/mod.js';
+import { connect } from '../src/fluxar/mod.js';
 import { NatsServerProcess } from '../test/harness/nats.js';
 import { freePort } from '../test/harness/ports.js';
+import { fluxarSystem, mqttClient, mqttSystem, natsSystem, type System } from './fixtures/pubsub-systems.js';
 import { LatencyRecorder, type LatencySummary, monotonicMs } from './harness/latency.js';
 import { median, printTable, writeResult } from './harness/report.js';
 
@@ -49,20 +49,6 @@ const OPEN_MS = Number(process.env.BENCH_PUBSUB_OPEN_MS ?? 2000);
 const QOS1_MESSAGES = Number(process.env.BENCH_QOS1_MESSAGES ?? 50_000);
 const QOS1_WINDOW = 256;
 const QUIET_MS = 2000;
-
-/** A peer as the benchmark drives it: subscribers that count, a publisher that sends. */
-interface System {
-  name: string;
-  /** The broker's URL, for the open-loop publisher process. */
-  url: string;
-  /** Subscribes `n` clients to `topic`; each delivery calls onMessage with its payload. */
-  subscribe(n: number, topic: string, onMessage: (payload: Uint8Array) => void): Promise<void>;
-  /** Publishes one message at QoS 0; resolves when the client has taken it. */
-  publish(topic: string, payload: Uint8Array): Promise<void> | void;
-  /** The client has sent what it took (the broker has it). */
-  flush(): Promise<void>;
-  close(): Promise<void>;
-}
 
 /** What every system's result in a round carries. */
 interface RoundResult {
@@ -255,101 +241,12 @@ writeFileSync(
 const mosquitto = spawn(existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto', ['-c', join(mqttDir, 'mosquitto.conf')], { stdio: 'ignore' });
 const mqttUrl = `mqtt://127.0.0.1:${mqttPort}`;
 
-async function mqttClient(): Promise<mqtt.MqttClient> {
-  for (let i = 0; ; i++) {
-    try {
-      return await mqtt.connectAsync(mqttUrl, { reconnectPeriod: 0 });
-    } catch (err) {
-      if (i > 50) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100)); // mosquitto is starting
-    }
-  }
-}
-
-function fluxarSystem(): System {
-  const peers: Peer[] = [];
-  let publisher: Peer;
-  return {
-    name: 'fluxar',
-    url: fluxarUrl,
-    async subscribe(n, topic, onMessage) {
-      for (let i = 0; i < n; i++) {
-        const peer = await connect(fluxarUrl);
-        peers.push(peer);
-        // A callback per message, as the NATS and MQTT clients below are driven.
-        const sub = peer.subscribe(topic, { callback: (m) => onMessage(m.payload as Uint8Array) });
-        await sub.ready;
-      }
-      publisher = await connect(fluxarUrl);
-      peers.push(publisher);
-    },
-    publish: (topic, p) => {
-      void publisher.publish(topic, p);
-    },
-    // A call answered means everything sent before it was read by the broker.
-    flush: async () => {
-      await publisher.call('flush', null); // served by fixtures/pubsub-server.ts
-    },
-    close: async () => {
-      await Promise.all(peers.map((p) => p.close()));
-    },
-  };
-}
-
-function natsSystem(): System {
-  const conns: Awaited<ReturnType<typeof natsConnect>>[] = [];
-  let pub: Awaited<ReturnType<typeof natsConnect>>;
-  return {
-    name: 'nats',
-    url: nats.url,
-    async subscribe(n, topic, onMessage) {
-      for (let i = 0; i < n; i++) {
-        const nc = await natsConnect({ servers: nats.url });
-        conns.push(nc);
-        nc.subscribe(topic, { callback: (_err, msg) => onMessage(msg.data) });
-        await nc.flush();
-      }
-      pub = await natsConnect({ servers: nats.url });
-      conns.push(pub);
-    },
-    publish: (topic, p) => pub.publish(topic, p),
-    flush: () => pub.flush(),
-    close: async () => {
-      await Promise.all(conns.map((c) => c.close()));
-    },
-  };
-}
-
-function mqttSystem(): System {
-  const clients: mqtt.MqttClient[] = [];
-  let pub: mqtt.MqttClient;
-  return {
-    name: 'mqtt',
-    url: mqttUrl,
-    async subscribe(n, topic, onMessage) {
-      const t = topic.replaceAll('.', '/');
-      for (let i = 0; i < n; i++) {
-        const c = await mqttClient();
-        clients.push(c);
-        c.on('message', (_topic, p) => onMessage(p));
-        await c.subscribeAsync(t, { qos: 0 });
-      }
-      pub = await mqttClient();
-      clients.push(pub);
-    },
-    publish: (topic, p) => new Promise<void>((resolve) => pub.publish(topic.replaceAll('.', '/'), Buffer.from(p), { qos: 0 }, () => resolve())),
-    flush: async () => {},
-    close: async () => {
-      await Promise.all(clients.map((c) => c.endAsync()));
-    },
-  };
-}
-
 const fanouts: FanoutResult[] = [];
 const qos1Results: Qos1Result[] = [];
 try {
   for (let round = 0; round < ROUNDS; round++) {
-    for (const system of inTurn([fluxarSystem, natsSystem, mqttSystem], round)) fanouts.push(await fanout(system(), round));
+    for (const system of inTurn([() => fluxarSystem(fluxarUrl), () => natsSystem(nats.url), () => mqttSystem(mqttUrl)], round))
+      fanouts.push(await fanout(system(), round));
   }
 
   const nc = await natsConnect({ servers: nats.url });
@@ -375,8 +272,8 @@ try {
       await Promise.all([sub.close(), pub.close()]);
     },
     mqtt: async (count, onReceived) => {
-      const sub = await mqttClient();
-      const pub = await mqttClient();
+      const sub = await mqttClient(mqttUrl);
+      const pub = await mqttClient(mqttUrl);
       let got = 0;
       const all = new Promise<void>((resolve) =>
         sub.on('message', () => {

@@ -5,7 +5,8 @@ import type { GearType, WorkerGearContext, GearSpec } from './gear.js';
 import type { GearManifest } from './manifest.js';
 import type { WasmGearConfig } from './wasm/config.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
-import { type FailureKind, type GearServices, WasmGear } from './wasm/host.js';
+import { type FailureKind, type GearOutcome, type GearServices, WasmGear } from './wasm/host.js';
+import { fluxMsgOf } from './records.js';
 import type { PreparedModule } from './wasm/loader.js';
 
 export const manifest: GearManifest = {
@@ -102,26 +103,36 @@ export const wasmGear: GearType = {
     return {
       input: (_port, msg) => {
         const outcome = gear.process(msg);
-        switch (outcome.status) {
-          case 'ok':
-            for (const out of outcome.msgs) ctx.emit(name, 'out', out);
-            return;
-          case 'drop':
-            return ctx.ended({ gear: name, why: 'dropped' });
-          case 'reject':
-            return toErrorPort(msg, outcome.reason, FAILURE_CODES.reject, 'rejected');
-          case 'fail': {
-            // The detail (pointers, offsets, source positions) is for the operator, once a second.
-            const now = Date.now();
-            if (now - lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
-              lastFailureLog = now;
-              ctx.logger.error({ gear: name, kind: outcome.kind, detail: outcome.detail, failed: gear.stats.failed }, `wasm gear ${name} failed`);
-            }
-            return toErrorPort(msg, failureReason(name, outcome.kind), FAILURE_CODES[outcome.kind], 'failed');
-          }
-        }
+        if (outcome.status !== 'ok') return notOk(outcome, msg);
+        for (const out of outcome.msgs) ctx.emit(name, 'out', out);
+      },
+      // A bus delivery or another gear's output, as bytes: into the guest and out of it without
+      // being decoded or encoded on the way (docs/performance.md, "Bytes through a Wasm gear").
+      inputEncoded: (_port, bytes) => {
+        const outcome = gear.processEncoded(bytes);
+        if (outcome.status !== 'ok') return notOk(outcome, outcome.status === 'drop' ? undefined : fluxMsgOf(bytes));
+        for (const out of outcome.encoded) ctx.emitEncoded(name, 'out', out);
       },
     };
+
+    /** A message the gear dropped, rejected or failed on (`msg`: the message it was given; not needed for a drop). */
+    function notOk(outcome: Exclude<GearOutcome, { status: 'ok' }>, msg: FluxMsg | undefined): void {
+      switch (outcome.status) {
+        case 'drop':
+          return ctx.ended({ gear: name, why: 'dropped' });
+        case 'reject':
+          return toErrorPort(msg!, outcome.reason, FAILURE_CODES.reject, 'rejected');
+        case 'fail': {
+          // The detail (pointers, offsets, source positions) is for the operator, once a second.
+          const now = Date.now();
+          if (now - lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
+            lastFailureLog = now;
+            ctx.logger.error({ gear: name, kind: outcome.kind, detail: outcome.detail, failed: gear.stats.failed }, `wasm gear ${name} failed`);
+          }
+          return toErrorPort(msg!, failureReason(name, outcome.kind), FAILURE_CODES[outcome.kind], 'failed');
+        }
+      }
+    }
 
     /** A rejected or failed message goes to `error` with its reason; with `error` unwired it ends here. */
     function toErrorPort(msg: FluxMsg, reason: string, code: number, why: 'rejected' | 'failed'): void {

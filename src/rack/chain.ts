@@ -1,4 +1,7 @@
+import { isPlainFluxMsg } from '../fluxmsg/check.js';
+import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
+import { fluxMsgOf } from '../gears/records.js';
 import type { GearSpec, WireSpec } from '../scenario/types.js';
 import type { CallTrace, ConnectionHost, MessageEnd, WorkerGear, WorkerGearContext } from '../gears/gear.js';
 import type { GearCounts, StatsRecord } from '../gears/records.js';
@@ -9,11 +12,14 @@ import { isBusWire } from '../scenario/lanes.js';
 import { scenarioTargets } from './targets.js';
 
 /** What the chain needs from the thread it runs in, beyond what it builds itself. */
-export type ChainEnv = Omit<WorkerGearContext, 'emit' | 'hasRoute' | 'describe' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor' | 'callTimed'> & {
+export type ChainEnv = Omit<
+  WorkerGearContext,
+  'emit' | 'emitEncoded' | 'hasRoute' | 'describe' | 'ended' | 'emitTracked' | 'lastHop' | 'guestClockFor' | 'callTimed'
+> & {
   /** The worker's guest clock; a gear's guest id is its index in the chain's guestNames. */
   guestClock: GuestClock | undefined;
-  /** A message for a gear that lives on the main thread (log, nats, ...). */
-  toMain(gear: string, port: string, msg: FluxMsg): void;
+  /** A message, encoded, for a gear that lives on the main thread (log, nats, ...). */
+  toMain(gear: string, port: string, bytes: Uint8Array): void;
   /** A message sent out of gear.port along a bus wire: the main thread publishes it. */
   toLane(gear: string, port: string, msg: FluxMsg): void;
 };
@@ -39,6 +45,7 @@ export interface ChainStats {
 }
 
 type Input = (port: string, msg: FluxMsg) => void;
+type InputEncoded = (port: string, bytes: Uint8Array) => void;
 
 /** Where a wire from gear.port leads in this thread: a gear's input, or the bus (lane). */
 interface WireTarget {
@@ -50,6 +57,8 @@ interface WireTarget {
 interface BuiltGear {
   fingerprint: string;
   input: Input;
+  /** The gear reads bytes (WorkerGear.inputEncoded), or lives on the main thread. */
+  inputEncoded: InputEncoded | undefined;
   host: ConnectionHost | undefined;
   messages: number;
   errors: number;
@@ -92,6 +101,7 @@ export class GearChain {
     this.ctx = {
       ...env,
       emit: (gear, port, msg) => this.emit(gear, port, msg),
+      emitEncoded: (gear, port, bytes) => this.emitEncoded(gear, port, bytes),
       hasRoute: (gear, port) => this.hasRoute(gear, port),
       describe: (gear) => scenarioTargets(this.plan.gears, this.plan.wires, gear),
       ended: (end) => this.ended(end),
@@ -146,20 +156,29 @@ export class GearChain {
     return retired;
   }
 
-  private build(spec: GearSpec, prepared: unknown, env: ChainEnv): { input: Input; host: ConnectionHost | undefined } {
+  private build(spec: GearSpec, prepared: unknown, env: ChainEnv): Pick<BuiltGear, 'input' | 'inputEncoded' | 'host'> {
     const type = gearType(spec);
     if (type.worker === undefined) {
       return {
         input: (port, msg) => {
-          const trace = this.traces.at(-1);
-          if (trace !== undefined) trace.leftWorker = true;
-          env.toMain(spec.name, port, msg);
+          this.leftWorker();
+          env.toMain(spec.name, port, encodeFluxMsg(msg));
+        },
+        inputEncoded: (port, bytes) => {
+          this.leftWorker();
+          env.toMain(spec.name, port, bytes);
         },
         host: undefined,
       };
     }
     const gear: WorkerGear = type.worker(spec, prepared, this.ctx);
-    return { input: gear.input, host: gear.connections };
+    return { input: gear.input, inputEncoded: gear.inputEncoded, host: gear.connections };
+  }
+
+  /** The message being traced went on outside this worker (the main thread, the bus). */
+  private leftWorker(): void {
+    const trace = this.traces.at(-1);
+    if (trace !== undefined) trace.leftWorker = true;
   }
 
   /** Whether anything is wired from gear.port. */
@@ -169,20 +188,14 @@ export class GearChain {
 
   /** Sends `msg` out of gear.port, along every wire from it. */
   emit(gear: string, port: string, msg: FluxMsg): void {
-    if (port === 'error') this.countError(gear);
-    const targets = this.wires.get(`${gear}.${port}`);
-    if (targets === undefined) {
-      this.stats.unrouted++;
-      this.traces.at(-1)?.ends.push({ gear, port, why: 'unrouted' });
-      return;
-    }
+    const targets = this.targetsOf(gear, port);
+    if (targets === undefined) return;
     // Fan-out along several wires: each target gets its own copy of the mutable parts.
     for (let i = 0; i < targets.length; i++) {
       const t = targets[i]!;
       if (t.lane) {
         // Encoded on the spot, so the copies below need not protect it.
-        const trace = this.traces.at(-1);
-        if (trace !== undefined) trace.leftWorker = true;
+        this.leftWorker();
         this.toLane(gear, port, msg);
         continue;
       }
@@ -190,6 +203,36 @@ export class GearChain {
       this.hopPort = port;
       this.deliver(t.gear, t.port, i === targets.length - 1 ? msg : { ...msg, meta: { ...msg.meta }, data: { ...msg.data }, path: [...msg.path] });
     }
+  }
+
+  /**
+   * emit() for a message as bytes that are certainly a valid fluxMsg. They are never changed, so
+   * every wire of a fan-out shares them; each gear that needs the object decodes its own.
+   */
+  emitEncoded(gear: string, port: string, bytes: Uint8Array): void {
+    const targets = this.targetsOf(gear, port);
+    if (targets === undefined) return;
+    for (const t of targets) {
+      if (t.lane) {
+        this.leftWorker();
+        this.toLane(gear, port, fluxMsgOf(bytes));
+        continue;
+      }
+      this.hopGear = gear;
+      this.hopPort = port;
+      this.deliverEncoded(t.gear, t.port, bytes, true);
+    }
+  }
+
+  /** The wires out of gear.port; undefined (counted, and traced as where the message ended) when there are none. */
+  private targetsOf(gear: string, port: string): WireTarget[] | undefined {
+    if (port === 'error') this.countError(gear);
+    const targets = this.wires.get(`${gear}.${port}`);
+    if (targets === undefined) {
+      this.stats.unrouted++;
+      this.traces.at(-1)?.ends.push({ gear, port, why: 'unrouted' });
+    }
+    return targets;
   }
 
   deliver(gear: string, port: string, msg: FluxMsg): void {
@@ -203,6 +246,23 @@ export class GearChain {
     this.stats.delivered++;
     target.messages++;
     target.input(port, msg);
+  }
+
+  /**
+   * deliver() for a message as bytes. A gear that reads bytes gets them as they are; any other
+   * gets the message decoded. `checked`: the bytes are certainly a valid fluxMsg (a gear of this
+   * worker wrote them); otherwise (from the bus) they are checked in one pass, and bytes that
+   * pass no check are decoded strictly, which throws what is wrong with them.
+   */
+  deliverEncoded(gear: string, port: string, bytes: Uint8Array, checked: boolean): void {
+    const target = this.gears.get(gear);
+    if (target?.inputEncoded === undefined || !(checked || isPlainFluxMsg(bytes))) {
+      this.deliver(gear, port, checked ? fluxMsgOf(bytes) : decodeFluxMsg(bytes));
+      return;
+    }
+    this.stats.delivered++;
+    target.messages++;
+    target.inputEncoded(port, bytes);
   }
 
   /** A gear's errors: what it sends out of its error port, or rejects and fails with that port unwired. */
@@ -245,8 +305,12 @@ export class GearChain {
     return { gears, latenciesMs, calls };
   }
 
-  /** Delivers a bus wire's message to its target gear, recording how it ended in this worker. */
-  deliverTracked(gear: string, port: string, msg: FluxMsg): CallTrace {
+  /**
+   * Delivers a bus wire's message to its target gear, recording how it ended in this worker.
+   * Given as the bytes the bus delivered, it is checked, and decoded only for a gear that needs
+   * the object (deliverEncoded); what is wrong with bytes that are no fluxMsg is thrown.
+   */
+  deliverTracked(gear: string, port: string, msg: FluxMsg | Uint8Array): CallTrace {
     return this.tracked(gear, port, msg, true);
   }
 
@@ -258,15 +322,16 @@ export class GearChain {
     return this.tracked(gear, port, msg, false);
   }
 
-  /** `direct`: into gear.port's input; otherwise out of gear.port along its wires. */
-  private tracked(gear: string, port: string, msg: FluxMsg, direct: boolean): CallTrace {
+  /** `direct`: into gear.port's input (bytes always are); otherwise out of gear.port along its wires. */
+  private tracked(gear: string, port: string, msg: FluxMsg | Uint8Array, direct: boolean): CallTrace {
     const depth = this.traces.length;
     const trace = (this.tracePool[depth] ??= { ends: [], leftWorker: false });
     trace.ends.length = 0;
     trace.leftWorker = false;
     this.traces.push(trace);
     try {
-      if (direct) this.deliver(gear, port, msg);
+      if (msg instanceof Uint8Array) this.deliverEncoded(gear, port, msg, false);
+      else if (direct) this.deliver(gear, port, msg);
       else this.emit(gear, port, msg);
     } finally {
       this.traces.pop();

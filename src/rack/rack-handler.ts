@@ -8,7 +8,7 @@ import { type ChainEnv, type ChainPlan, GearChain } from './chain.js';
 import type { ConnectionHost } from '../gears/gear.js';
 import { KvReplica } from '../gears/kv.js';
 import { LaneOutcome, lanePublication, RecordTag, Records } from '../gears/records.js';
-import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
+import { decodeFluxMsg } from '../fluxmsg/codec.js';
 import type { CallTrace } from '../gears/gear.js';
 import { wasmConfig } from '../gears/wasm.js';
 import { type GuestClock, guestClock, shortestGuestTimeout } from '../gears/wasm/guest-clock.js';
@@ -83,7 +83,7 @@ export function buildRackHandler(
     drainTimeoutMs: options.drainTimeoutMs,
     workerIndex,
     topics,
-    toMain: (gear, port, msg) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, bytes: encodeFluxMsg(msg) })),
+    toMain: (gear, port, bytes) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, bytes })),
     toLane: (gear, port, msg) => lane.send(RecordTag.LanePublish, Records.lanePublish.encode(lanePublication(gear, port, msg))),
   };
   const chain = new GearChain(options, env);
@@ -158,7 +158,7 @@ export function buildRackHandler(
         let outcome: LaneOutcome = LaneOutcome.Failed;
         let reason = '';
         try {
-          ({ outcome, reason } = laneOutcome(chain.deliverTracked(gear, port, decodeFluxMsg(bytes)), gear, port));
+          ({ outcome, reason } = laneOutcome(chain.deliverTracked(gear, port, bytes), gear, port));
         } catch (err) {
           reason = (err as Error).message;
         }

@@ -64,9 +64,10 @@ export interface WorkerGearContext {
   /** Sends a message out of gear.port along every wire (function calls inside this worker). */
   emit(gear: string, port: string, msg: FluxMsg): void;
   /**
-   * emit() for a message as bytes that are certainly a valid fluxMsg (isPlainFluxMsg): they go on
-   * as they are to a main-thread gear, a bus wire or a gear that reads bytes, and are decoded
-   * only for a gear that needs the object. The bytes must stay unchanged until this returns.
+   * emit() for a message as bytes that are certainly a valid fluxMsg (checked by isPlainFluxMsg,
+   * or written by fluxrig's encoder): they go on as they are to a main-thread gear, a bus wire or
+   * a gear that reads bytes, and are decoded only for a gear that needs the object. The bytes
+   * must stay unchanged until this returns.
    */
   emitEncoded(gear: string, port: string, bytes: Uint8Array): void;
   hasRoute(gear: string, port: string): boolean;
@@ -144,7 +145,7 @@ export interface CallTrace {
 export interface WorkerGear {
   input(port: string, msg: FluxMsg): void;
   /**
-   * The message as bytes that are certainly a valid fluxMsg (isPlainFluxMsg), for a gear that
+   * The message as bytes that are certainly a valid fluxMsg (as for emitEncoded), for a gear that
    * works on the encoding (a Wasm gear copies it into its guest): the decode and the encode again
    * are skipped. The bytes are valid only during the call. Without it, the gear gets the object.
    */

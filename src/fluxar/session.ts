@@ -2,6 +2,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { EntityType, entityId } from '../fluxmsg/uuid.js';
 import { UUID_BYTES, uuidv7, writeUuidv7 } from '../fluxmsg/uuid.js';
 import { isDeepStrictEqual } from 'node:util';
+import { argumentEnd, argumentOf } from '../cbor/head.js';
 import { encodeCbor, isCborMap } from '../cbor/profile.js';
 import { decodeStrict, describeValue, StrictReader, unmarkFloats } from '../cbor/strict.js';
 import { type Credentials, isAuthRefusal, newNonce, parseCredentials, type Principal, proofsEqual, pskProof } from './auth.js';
@@ -2374,21 +2375,10 @@ const NOT_PLAIN = Symbol('not plain');
  * undefined, for the strict reader.
  */
 function plainBytesPayload(b: Uint8Array, at: number): Buffer | undefined {
-  const initial = b[at]!;
-  if (initial >> 5 !== MAJOR_BYTES) return undefined;
-  const info = initial & 31;
-  let length = info;
-  let from = at + 1;
-  if (info === 24) {
-    length = b[at + 1]!;
-    from = at + 2;
-  } else if (info === 25) {
-    length = (b[at + 1]! << 8) | b[at + 2]!;
-    from = at + 3;
-  } else if (info === 26) {
-    length = b[at + 1]! * 0x100_0000 + ((b[at + 2]! << 16) | (b[at + 3]! << 8) | b[at + 4]!);
-    from = at + 5;
-  } else if (info > 23) return undefined;
+  if (b[at]! >> 5 !== MAJOR_BYTES) return undefined;
+  const from = argumentEnd(b, at, 4);
+  if (from < 0) return undefined;
+  const length = argumentOf(b, at);
   if (from + length !== b.length - 1) return undefined;
   // A Buffer, as the strict reader makes byte strings.
   return Buffer.from(b.buffer, b.byteOffset + from, length);

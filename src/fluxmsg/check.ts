@@ -6,6 +6,7 @@
 // 16-byte strings, hops {g, p, t}) is checked in one pass. Anything else (tags, indefinite
 // lengths, unknown keys, null where a map goes) is decoded instead, so that what is accepted and
 // every error are decodeFluxMsg's own: the pass answers only "certainly valid" or "ask the decoder".
+import { argumentEnd, argumentOf } from '../cbor/head.js';
 import { PROTO_KEY_BYTES } from '../cbor/profile.js';
 import { isUtf8Text, StrictReader } from '../cbor/strict.js';
 import { MAJOR_ARRAY, MAJOR_BYTES, MAJOR_MAP, MAJOR_NINT, MAJOR_TEXT, MAJOR_UINT } from '../cbor/writer.js';
@@ -138,26 +139,6 @@ function fieldEnd(bytes: Uint8Array, at: number, field: Field): number {
 
 function uuidEnd(bytes: Uint8Array, at: number): number {
   return bytes[at] === 0x40 + UUID_BYTES && at + 1 + UUID_BYTES <= bytes.length ? at + 1 + UUID_BYTES : -1;
-}
-
-/**
- * Past the head at `at` whose argument takes at most `maxBytes` bytes (0, 1, 2 or 4, never an
- * indefinite length); -1 otherwise or when truncated.
- */
-function argumentEnd(bytes: Uint8Array, at: number, maxBytes: number): number {
-  const info = bytes[at]! & 31;
-  const size = info < 24 ? 0 : info === 24 ? 1 : info === 25 ? 2 : info === 26 ? 4 : -1;
-  if (size < 0 || size > maxBytes || at + 1 + size > bytes.length) return -1;
-  return at + 1 + size;
-}
-
-/** The argument of the head at `at` (up to four bytes; argumentEnd has checked it). */
-function argumentOf(bytes: Uint8Array, at: number): number {
-  const info = bytes[at]! & 31;
-  if (info < 24) return info;
-  if (info === 24) return bytes[at + 1]!;
-  if (info === 25) return (bytes[at + 1]! << 8) | bytes[at + 2]!;
-  return bytes[at + 1]! * 0x100_0000 + ((bytes[at + 2]! << 16) | (bytes[at + 3]! << 8) | bytes[at + 4]!);
 }
 
 /** Past a definite-length string of `major` (text is checked to be UTF-8); -1 otherwise. */

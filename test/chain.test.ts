@@ -18,7 +18,7 @@ import { gearBytes } from './harness/gears.js';
 
 interface Sent {
   toMain: Array<{ gear: string; port: string; msg: FluxMsg }>;
-  toLane: Array<{ gear: string; port: string; msg: FluxMsg }>;
+  toLane: Array<{ gear: string; port: string; msg: FluxMsg; bytes: Uint8Array | undefined }>;
 }
 
 function wire(from: string, to: string, lane: WireSpec['lane'] = 'hot'): WireSpec {
@@ -55,7 +55,7 @@ function chainOf(wires: WireSpec[], gears: GearSpec[] = []): { chain: GearChain;
     topics: new RackTopics(lane, false, logger),
     // What crosses to the main thread is bytes: decoded here to see what arrives.
     toMain: (gear, port, bytes) => sent.toMain.push({ gear, port, msg: decodeFluxMsg(bytes) }),
-    toLane: (gear, port, msg) => sent.toLane.push({ gear, port, msg: decodeFluxMsg(encodeFluxMsg(msg)) }),
+    toLane: (gear, port, msg, bytes) => sent.toLane.push({ gear, port, msg: decodeFluxMsg(encodeFluxMsg(msg)), bytes }),
   };
   const chain = new GearChain({ gears: all, wires, prepared, fingerprints: {}, guestNames: all.map((g) => g.name) }, env);
   return { chain, sent };
@@ -137,5 +137,7 @@ describe('GearChain: a bus delivery as bytes', () => {
     assert.equal(sent.toLane.length, 1);
     assert.deepEqual([sent.toLane[0]!.gear, sent.toLane[0]!.port, sent.toLane[0]!.msg.data.n], ['probe', 'out', 7]);
     assert.deepEqual(Buffer.from(sent.toLane[0]!.msg.id), Buffer.from(msg.id));
+    // The guest's bytes are published as they are: they are the message the bus wire was given.
+    assert.deepEqual(decodeFluxMsg(sent.toLane[0]!.bytes!), sent.toLane[0]!.msg);
   });
 });

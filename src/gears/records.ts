@@ -131,10 +131,13 @@ export interface LanePublishRecord {
   conn: number;
   call: string;
 }
-/** A message leaving gear.port along a bus wire, with the call it answers once the bus has it. */
-export function lanePublication(gear: string, port: string, msg: FluxMsg): LanePublishRecord {
+/**
+ * A message leaving gear.port along a bus wire, with the call it answers once the bus has it.
+ * `bytes`: the message already encoded, when it is at hand (a Wasm gear's output).
+ */
+export function lanePublication(gear: string, port: string, msg: FluxMsg, bytes: Uint8Array = encodeFluxMsg(msg)): LanePublishRecord {
   const call = msg.meta['fluxar.type'] === 'call' ? (msg.meta['fluxar.call'] ?? '') : '';
-  return { gear, port, bytes: encodeFluxMsg(msg), id: idHex(msg.id), conn: call === '' ? 0 : Number(msg.meta['conn.id'] ?? 0), call };
+  return { gear, port, bytes, id: idHex(msg.id), conn: call === '' ? 0 : Number(msg.meta['conn.id'] ?? 0), call };
 }
 
 export interface LaneDeliverRecord {

@@ -20,8 +20,11 @@ export type ChainEnv = Omit<
   guestClock: GuestClock | undefined;
   /** A message, encoded, for a gear that lives on the main thread (log, nats, ...). */
   toMain(gear: string, port: string, bytes: Uint8Array): void;
-  /** A message sent out of gear.port along a bus wire: the main thread publishes it. */
-  toLane(gear: string, port: string, msg: FluxMsg): void;
+  /**
+   * A message sent out of gear.port along a bus wire: the main thread publishes it. `bytes`: its
+   * encoding, when the message came as bytes (published as they are; `msg` gives its id and call).
+   */
+  toLane(gear: string, port: string, msg: FluxMsg, bytes?: Uint8Array): void;
 };
 
 /** One version of the scenario as a chain runs it. */
@@ -215,7 +218,7 @@ export class GearChain {
     for (const t of targets) {
       if (t.lane) {
         this.leftWorker();
-        this.toLane(gear, port, fluxMsgOf(bytes));
+        this.toLane(gear, port, fluxMsgOf(bytes), bytes);
         continue;
       }
       this.hopGear = gear;

@@ -84,7 +84,7 @@ export function buildRackHandler(
     workerIndex,
     topics,
     toMain: (gear, port, bytes) => lane.send(RecordTag.ToMain, Records.toMain.encode({ gear, port, bytes })),
-    toLane: (gear, port, msg) => lane.send(RecordTag.LanePublish, Records.lanePublish.encode(lanePublication(gear, port, msg))),
+    toLane: (gear, port, msg, bytes) => lane.send(RecordTag.LanePublish, Records.lanePublish.encode(lanePublication(gear, port, msg, bytes))),
   };
   const chain = new GearChain(options, env);
 

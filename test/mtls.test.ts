@@ -24,7 +24,10 @@ import {
   rackInboxPrefix,
   SCENARIO_STREAM,
   scenarioConsumer,
+  TOPIC_STREAM,
   telemetrySubject,
+  topicSubjectQos0,
+  topicSubjectQos1,
 } from '../src/bus/subjects.js';
 import type { BusTls } from '../src/bus/tls.js';
 import { Mixer } from '../src/mixer/mixer.js';
@@ -105,16 +108,28 @@ describe('mTLS on the bus', () => {
     );
     north.publish(telemetrySubject('south', 'log'), new Uint8Array(1));
     north.publish('flux.msg.south.gear.out', new Uint8Array(1));
+    // A topic publication in another rack's name (that rack would skip it as its own).
+    north.publish(topicSubjectQos0('south', 'news'), new Uint8Array(1));
+    north.publish(topicSubjectQos1('south', 'news'), new Uint8Array(1));
     north.subscribe(agentNotify('south', '*'));
     await north.flush();
-    const refusals = [/Publish to "flux.telemetry.south.log"/, /Publish to "flux.msg.south.gear.out"/, /Subscription to "fluxrig.agent.notify.south.\*"/];
-    await until(() => refusals.every((r) => violations.some((v) => r.test(v))), `the server refuses all three (so far: ${violations.join('; ')})`);
+    const refusals = [
+      /Publish to "flux.telemetry.south.log"/,
+      /Publish to "flux.msg.south.gear.out"/,
+      /Publish to "flux.topic.0.south.news"/,
+      /Publish to "flux.topic.q.south.news"/,
+      /Subscription to "fluxrig.agent.notify.south.\*"/,
+    ];
+    await until(() => refusals.every((r) => violations.some((v) => r.test(v))), `the server refuses all five (so far: ${violations.join('; ')})`);
     // Another rack's scenarios are out of reach, and so is making a consumer of its own.
     await assert.rejects(jetstream(north).consumers.get(SCENARIO_STREAM, scenarioConsumer('south')), /Permissions Violation|timeout/i);
     // Its own subjects are open to it; what it sends there is still read strictly by the Mixer.
     const refused = mixer.telemetry.stats.refused;
     await jetstream(north).publish(telemetrySubject('north', 'event'), new Uint8Array([0xff]), { timeout: 3000 });
     await until(() => mixer.telemetry.stats.refused === refused + 1, 'the Mixer refuses an off-shape publication');
+    // Topics under its own name, QoS 1 through the stream the Mixer made.
+    const stored = await jetstream(north).publish(topicSubjectQos1('north', 'news'), new Uint8Array(1), { timeout: 3000 });
+    assert.equal(stored.stream, TOPIC_STREAM);
   });
 
   it('carries a rack through enrollment, a scenario and telemetry with its certificate', async () => {

@@ -1,6 +1,7 @@
 // FLUXAR topics across racks through NATS (a real nats-server with JetStream): a subscriber on
-// rack A gets what a client of rack B publishes, at QoS 0, 1 and 2; and a QoS 1 flow survives
-// nats-server being killed and started again: nothing acknowledged to a publisher is lost.
+// rack A gets what a client of rack B publishes, at QoS 0, 1 and 2, and a subscriber on rack B
+// gets it once; and a QoS 1 flow survives nats-server being killed and started again: nothing
+// acknowledged to a publisher is lost.
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,6 +73,31 @@ describe('topics across racks, through NATS', () => {
       assert.deepEqual([m.topic, m.payload, m.qos], [`fleet.q${qos}.truck7`, { km: 42 }, qos]);
       sub.unsubscribe();
       await sub.ended;
+    });
+  }
+
+  for (const qos of [1, 2] as const) {
+    it(`a subscriber on the publishing rack gets the publication once, not again from the bus (QoS ${qos})`, async () => {
+      const onBSub = onB.subscribe(`echo.q${qos}.>`, { qos });
+      const onASub = onA.subscribe(`echo.q${qos}.>`, { qos });
+      await Promise.all([onBSub.ready, onASub.ready]);
+      const seenOnB: string[] = [];
+      const readingB = (async () => {
+        for await (const m of onBSub) {
+          seenOnB.push(m.topic);
+          m.ack();
+          if (m.topic.endsWith('.from-a')) return;
+        }
+      })();
+      await onB.publish(`echo.q${qos}.from-b`, 1, { qos });
+      // Once rack A has it from the stream, rack B's consumer of the stream is past it too when
+      // rack A's own publication, stored after it, reaches B: an echo would come first.
+      assert.equal((await first(onASub)).topic, `echo.q${qos}.from-b`);
+      await onA.publish(`echo.q${qos}.from-a`, 2, { qos });
+      await readingB;
+      assert.deepEqual(seenOnB, [`echo.q${qos}.from-b`, `echo.q${qos}.from-a`]);
+      onBSub.unsubscribe();
+      onASub.unsubscribe();
     });
   }
 

@@ -15,9 +15,9 @@ import {
   agentNotify,
   rackInboxPrefix,
   rackMessageSubjects,
+  rackTopicSubjects,
   SCENARIO_STREAM,
   scenarioConsumer,
-  TOPIC_PREFIX,
   TOPIC_QOS0_ALL,
   TOPIC_STREAM,
   telemetrySubject,
@@ -83,8 +83,8 @@ function streamReading(stream: string): string[] {
  * publish to (laneGrants of the scenarios rolled out to it).
  *
  * What racks share by design: the gears' KV bucket (read and write), the module bucket (read),
- * and the fleet's topics (publish any, read QoS 0 and, through a durable consumer of its own,
- * QoS 1 and 2). None of them can make a stream: the Mixer makes these at start.
+ * and the fleet's topics (publish any topic under its own name, read QoS 0 and, through a durable
+ * consumer of its own, QoS 1 and 2). None of them can make a stream: the Mixer makes these at start.
  */
 export function rackPermissions(rack: string, grants: readonly string[] = [], buckets: RackBuckets = RACK_BUCKETS): Permissions {
   const topics = topicConsumer(rack);
@@ -102,7 +102,7 @@ export function rackPermissions(rack: string, grants: readonly string[] = [], bu
         `$KV.${buckets.kv}.>`,
         ...streamReading(`KV_${buckets.kv}`),
         ...streamReading(`OBJ_${buckets.modules}`),
-        `${TOPIC_PREFIX}.>`,
+        ...rackTopicSubjects(rack),
         `$JS.API.STREAM.INFO.${TOPIC_STREAM}`,
         `$JS.API.CONSUMER.DURABLE.CREATE.${TOPIC_STREAM}.${topics}`,
         `$JS.API.CONSUMER.CREATE.${TOPIC_STREAM}.${topics}`,

@@ -2,7 +2,7 @@
 // QoS 0 travel on core NATS, QoS 1 and 2 through a JetStream stream deduplicated by publication
 // id (Nats-Msg-Id). Each rack reads the stream with a durable consumer of its own, hands each
 // publication to its workers, then acks it; what a rack publishes itself comes back and is
-// skipped. A QoS 1 or 2 publication counts as sent once JetStream acknowledged it, and is
+// skipped (the subject names the publishing rack: docs/snake-protocol.md). A QoS 1 or 2 publication counts as sent once JetStream acknowledged it, and is
 // retried until then (nats-server restarts included), up to PUBLISH_DEADLINE_MS.
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection, type Subscription } from '@nats-io/transport-node';
@@ -17,7 +17,6 @@ const DUPLICATE_WINDOW_MS = 120_000;
 /** How long a QoS 1 or 2 publication is retried before the publisher is told it failed. */
 export const PUBLISH_DEADLINE_MS = 30_000;
 const RETRY_MS = 250;
-const ORIGIN = 'Flux-Origin';
 const QOS = 'Flux-Qos';
 
 /** A FLUXAR QoS (the fluxar layer's Qos; the bus sits below it). */
@@ -70,18 +69,15 @@ export class TopicBridge {
     }
     this.core = this.nc.subscribe(TOPIC_QOS0_ALL, {
       callback: (err, msg) => {
-        if (err !== null || msg.headers?.get(ORIGIN) === this.rack) return;
-        this.take(msg.subject, msg.data, 0);
+        if (err === null) this.take(msg.subject, msg.data, 0);
       },
     });
     const consumer = await this.js.consumers.get(TOPIC_STREAM, durable);
     this.messages = await consumer.consume();
     void (async () => {
       for await (const m of this.messages!) {
-        if (m.headers?.get(ORIGIN) !== this.rack) {
-          const qos = Number(m.headers?.get(QOS) ?? 1) === 2 ? 2 : 1;
-          this.take(m.subject, m.data, qos, m.headers?.get('Nats-Msg-Id') ?? '');
-        }
+        const qos = Number(m.headers?.get(QOS) ?? 1) === 2 ? 2 : 1;
+        this.take(m.subject, m.data, qos, m.headers?.get('Nats-Msg-Id') ?? '');
         // Handed to the workers' rings (or ours): this hop is done.
         m.ack();
       }
@@ -91,11 +87,11 @@ export class TopicBridge {
   }
 
   private take(subject: string, data: Uint8Array, qos: Qos, idHex = ''): void {
-    const topic = topicOfSubject(subject);
-    if (topic === null) return;
+    const of = topicOfSubject(subject);
+    if (of === null || of.rack === this.rack) return;
     try {
       const [idBytes, payload] = decodeCbor(data, true) as [Uint8Array, unknown];
-      this.deliver({ topic, id: idBytes, qos, payload });
+      this.deliver({ topic: of.topic, id: idBytes, qos, payload });
     } catch (err) {
       this.log.warn({ err, subject, id: idHex }, 'a publication from the bus could not be read; dropped');
     }
@@ -108,16 +104,15 @@ export class TopicBridge {
   async publish(p: BridgedPublication): Promise<void> {
     const data = encodeCbor([p.id, p.payload]);
     const h = natsHeaders();
-    h.set(ORIGIN, this.rack);
     h.set(QOS, String(p.qos));
     if (p.qos === 0) {
-      this.nc.publish(topicSubjectQos0(p.topic), data, { headers: h });
+      this.nc.publish(topicSubjectQos0(this.rack, p.topic), data, { headers: h });
       return;
     }
     const deadline = Date.now() + PUBLISH_DEADLINE_MS;
     for (;;) {
       try {
-        await this.js.publish(topicSubjectQos1(p.topic), data, { headers: h, msgID: hexOf(p.id), timeout: 5000 });
+        await this.js.publish(topicSubjectQos1(this.rack, p.topic), data, { headers: h, msgID: hexOf(p.id), timeout: 5000 });
         return;
       } catch (err) {
         if (this.closed || Date.now() >= deadline) throw err;

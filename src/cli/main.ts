@@ -15,6 +15,7 @@ import { runAudit, runCommand, runLogs, runMixer, runRacks, SCENARIO_MIXER_USAGE
 import { packageVersion } from './version.js';
 import { runPub, runSub } from './pubsub.js';
 import { runGear } from './gear.js';
+import { runKv } from './kv.js';
 import { runWasm } from './wasm.js';
 import { runRack } from './rack.js';
 import { runGears, runScenario } from './scenario.js';
@@ -28,6 +29,7 @@ commands:
   command RACK CMD         log-level LEVEL, shutdown, reload, suspend, activate (through the Mixer)
   logs [--rack R] [--level L] [--follow]   the racks' logs and events, through the Mixer
   audit                    who approved, pushed or commanded what (the Mixer's audit trail)
+  kv ls|get|put|del        the gears' KV, shared by the racks on the bus (fluxrig kv help)
   certs init|issue         certificates of an mTLS bus (fluxrig certs help)
   e2e keygen --out FILE    a key for FLUXAR end-to-end encryption (fluxrig e2e help)
   scenario validate FILE   check a scenario; every problem with file:line:column
@@ -71,6 +73,8 @@ async function main(argv: string[]): Promise<number> {
       return runLogs(argv.slice(1));
     case 'audit':
       return runAudit(argv.slice(1));
+    case 'kv':
+      return runKv(argv.slice(1));
     case 'e2e':
       return runE2e(argv.slice(1));
     case 'certs':

@@ -185,7 +185,7 @@ export const CLIENT_OPTIONS = {
   json: { type: 'boolean' },
 } as const;
 
-const CLIENT_HELP = `  --api URL     the Mixer's API (default FLUXRIG_MIXER_API, else http://${MIXER_DEFAULTS.api})
+export const CLIENT_HELP = `  --api URL     the Mixer's API (default FLUXRIG_MIXER_API, else http://${MIXER_DEFAULTS.api})
   --token TEXT  its bearer token (default FLUXRIG_MIXER_TOKEN, else ${MIXER_DEFAULTS.data_dir}/api-token)
   --json        print JSON instead of a table`;
 
@@ -251,7 +251,7 @@ function actor(): string {
   }
 }
 
-function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
+export function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
   const cells = rows.map((r) => columns.map((c) => (r[c] === null || r[c] === undefined ? '-' : String(r[c]))));
   const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]!.length)));
   const line = (values: string[]) =>

@@ -308,6 +308,65 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
     async () => mixer.moduleKey,
   );
 
+  // The gears' KV: keys hold slashes (fraud/blocklist), so the key is the rest of the path.
+  const kvKeyParam = { type: 'object', required: ['*'], properties: { '*': { type: 'string', description: 'letters, digits and _ - / = .' } } } as const;
+  const kvEntryProperties = { key: { type: 'string' }, revision: { type: 'number' }, updated: { type: 'number' }, bytes: { type: 'number' } } as const;
+  app.get(
+    '/kv',
+    {
+      schema: {
+        summary: "Every key of the gears' KV (shared by the racks on the bus)",
+        response: { 200: { type: 'array', items: { type: 'object', properties: kvEntryProperties } } },
+      },
+    },
+    async () => mixer.kv.list(),
+  );
+  app.get<{ Params: { '*': string } }>(
+    '/kv/*',
+    {
+      schema: {
+        summary: "A key's value: as text when it is UTF-8, and as base64",
+        params: kvKeyParam,
+        response: {
+          200: { type: 'object', properties: { ...kvEntryProperties, value: { type: ['string', 'null'] }, base64: { type: 'string' } } },
+          ...errors,
+        },
+      },
+    },
+    async (req) => mixer.kvGet(req.params['*']),
+  );
+  app.put<{ Params: { '*': string }; Body: { value?: string; base64?: string } }>(
+    '/kv/*',
+    {
+      schema: {
+        summary: "Set a key for every rack's gears (audited)",
+        params: kvKeyParam,
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          oneOf: [{ required: ['value'] }, { required: ['base64'] }],
+          properties: {
+            value: { type: 'string', description: 'the value as text (stored as UTF-8)' },
+            base64: { type: 'string', description: 'the value as bytes, base64' },
+          },
+        },
+        response: { 200: { type: 'object', properties: kvEntryProperties }, 413: errorSchema, ...errors },
+      },
+    },
+    async (req) => {
+      const { value, base64 } = req.body;
+      return mixer.kvPut(req.params['*'], value !== undefined ? Buffer.from(value, 'utf8') : Buffer.from(base64!, 'base64'), actorOf(req));
+    },
+  );
+  app.delete<{ Params: { '*': string } }>(
+    '/kv/*',
+    { schema: { summary: 'Delete a key (audited)', params: kvKeyParam, response: { 204: { type: 'null' }, ...errors } } },
+    async (req, reply) => {
+      await mixer.kvDelete(req.params['*'], actorOf(req));
+      await reply.code(204).send();
+    },
+  );
+
   app.get('/scenarios', { schema: { response: { 200: { type: 'array', items: scenarioSchema } } } }, async () => mixer.scenarios());
   app.get<{ Params: { name: string } }>('/scenarios/:name', { schema: { params: nameParam, response: { 200: scenarioSchema, ...errors } } }, async (req) =>
     mixer.scenario(req.params.name),

@@ -19,9 +19,9 @@ export interface AuditEntry {
   time: number;
   actor: string;
   address: string;
-  /** approve, suspend, activate, deny, remove, push, command. */
+  /** approve, suspend, activate, deny, remove, push, command, import, kv-put, kv-delete. */
   action: string;
-  /** The rack or scenario acted on. */
+  /** The rack, scenario, module or KV key acted on. */
   target: string;
   detail: string;
   ok: boolean;

@@ -42,9 +42,15 @@ import type { Scenario } from '../scenario/types.js';
 import { type Actor, AuditLog, ensureAuditStream } from './audit.js';
 import { type HeartbeatReport, type RackRecord, Registry, type ScenarioRecord } from './registry.js';
 import { clusterPublicKey, type ImportedModule, importModule, MODULE_DEFAULTS } from './modules.js';
+import { FleetKv, type KvValueView, kvKeyProblem } from './kv.js';
 import { ensureTelemetryStream, TelemetryStore } from './telemetry.js';
 
 /** What an operator asked for cannot be done (unknown rack, invalid scenario, ...). */
+function checkKvKey(key: string): void {
+  const problem = kvKeyProblem(key);
+  if (problem !== null) throw new MixerError(problem, 400);
+}
+
 export class MixerError extends FluxrigError {
   constructor(
     message: string,
@@ -107,6 +113,7 @@ export class Mixer extends EventEmitter {
   private jsm!: JetStreamManager;
   private key!: { privateKey: string; publicKey: string };
   private mixerPub!: Uint8Array;
+  private fleetKv: FleetKv | undefined;
   private mixerId!: string;
   private readonly subs: Subscription[] = [];
   private watchers: Array<{ stop(): void }> = [];
@@ -541,6 +548,37 @@ export class Mixer extends EventEmitter {
         allowUnsigned,
       }),
     );
+  }
+
+  /** The gears' KV bucket, as operators read and change it (fluxrig kv). */
+  get kv(): FleetKv {
+    this.fleetKv ??= new FleetKv(this.options.nats, this.rackBuckets.kv);
+    return this.fleetKv;
+  }
+
+  async kvGet(key: string): Promise<KvValueView> {
+    checkKvKey(key);
+    const view = await this.kv.get(key);
+    if (view === null) throw new MixerError(`no key ${JSON.stringify(key)} in the gears' KV`, 404);
+    return view;
+  }
+
+  /** Sets a key of the gears' KV for every rack; audited. */
+  async kvPut(key: string, value: Uint8Array, actor: Actor = MIXER_ITSELF): Promise<{ key: string; revision: number; bytes: number }> {
+    return this.audited(actor, 'kv-put', key, `${value.length} bytes`, async () => {
+      checkKvKey(key);
+      const limit = this.kv.maxValueBytes;
+      if (value.length > limit) throw new MixerError(`a KV value of at most ${limit} bytes (the server's max_payload); got ${value.length}`, 413);
+      return { key, revision: await this.kv.put(key, value), bytes: value.length };
+    });
+  }
+
+  /** Deletes a key of the gears' KV; a key it does not have is a 404, so a typo is not silent. Audited. */
+  async kvDelete(key: string, actor: Actor = MIXER_ITSELF): Promise<void> {
+    await this.audited(actor, 'kv-delete', key, '', async () => {
+      checkKvKey(key);
+      if (!(await this.kv.delete(key))) throw new MixerError(`no key ${JSON.stringify(key)} in the gears' KV`, 404);
+    });
   }
 
   /** The key racks check module countersignatures with (fluxrig wasm cluster-key). */

@@ -4,7 +4,7 @@
 // the audit trail. A real nats-server, Mixer API, rack with a worker, and the CLI as a process.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -123,13 +123,14 @@ describe("the gears' KV through the Mixer (fluxrig kv)", () => {
   it('keeps bytes as bytes, and refuses a bad key or a missing value with a clear message', async () => {
     const file = join(dir, 'blob');
     writeFileSync(file, Buffer.from([0xff, 0x00, 0xfe]));
-    assert.equal((await kv('put', 'blob', '--file', file)).code, 0);
-    const text = await kv('get', 'blob');
+    assert.equal((await kv('put', 'blob/v=1', '--file', file)).code, 0);
+    const text = await kv('get', 'blob/v=1');
     assert.equal(text.code, 1);
     assert.match(text.stderr, /3 bytes that are not UTF-8 text; use --base64 or --out FILE/);
-    assert.equal((await kv('get', 'blob', '--base64')).stdout, '/wD+\n');
+    assert.equal((await kv('get', 'blob/v=1', '--base64')).stdout, '/wD+\n');
     const out = join(dir, 'blob.out');
-    assert.equal((await kv('get', 'blob', '--out', out)).code, 0);
+    assert.equal((await kv('get', 'blob/v=1', '--out', out)).code, 0);
+    assert.deepEqual(readFileSync(out), Buffer.from([0xff, 0x00, 0xfe]));
 
     const bad = await kv('put', '.hidden', 'x');
     assert.equal(bad.code, 1);

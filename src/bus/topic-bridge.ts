@@ -2,8 +2,9 @@
 // QoS 0 travel on core NATS, QoS 1 and 2 through a JetStream stream deduplicated by publication
 // id (Nats-Msg-Id). Each rack reads the stream with a durable consumer of its own, hands each
 // publication to its workers, then acks it; what a rack publishes itself comes back and is
-// skipped (the subject names the publishing rack: docs/snake-protocol.md). A QoS 1 or 2 publication counts as sent once JetStream acknowledged it, and is
-// retried until then (nats-server restarts included), up to PUBLISH_DEADLINE_MS.
+// skipped (the subject names the publishing rack: docs/snake-protocol.md). A QoS 1 or 2
+// publication counts as sent once JetStream acknowledged it, and is retried until then
+// (nats-server restarts included), up to PUBLISH_DEADLINE_MS.
 import { AckPolicy, type ConsumerMessages, DeliverPolicy, type JetStreamClient, type JetStreamManager, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { headers as natsHeaders, type NatsConnection, type Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';

@@ -347,7 +347,7 @@ export async function buildMixerApi(options: MixerApiOptions): Promise<FastifyIn
           oneOf: [{ required: ['value'] }, { required: ['base64'] }],
           properties: {
             value: { type: 'string', description: 'the value as text (stored as UTF-8)' },
-            base64: { type: 'string', description: 'the value as bytes, base64' },
+            base64: { type: 'string', pattern: '^[A-Za-z0-9+/]*={0,2}$', description: 'the value as bytes, base64' },
           },
         },
         response: { 200: { type: 'object', properties: kvEntryProperties }, 413: errorSchema, ...errors },

@@ -46,11 +46,6 @@ import { FleetKv, type KvValueView, kvKeyProblem } from './kv.js';
 import { ensureTelemetryStream, TelemetryStore } from './telemetry.js';
 
 /** What an operator asked for cannot be done (unknown rack, invalid scenario, ...). */
-function checkKvKey(key: string): void {
-  const problem = kvKeyProblem(key);
-  if (problem !== null) throw new MixerError(problem, 400);
-}
-
 export class MixerError extends FluxrigError {
   constructor(
     message: string,
@@ -59,6 +54,12 @@ export class MixerError extends FluxrigError {
   ) {
     super(message, options);
   }
+}
+
+/** A key the gears' KV cannot have is a 400 that says what a key may be. */
+function checkKvKey(key: string): void {
+  const problem = kvKeyProblem(key);
+  if (problem !== null) throw new MixerError(problem, 400);
 }
 
 export interface MixerOptions {

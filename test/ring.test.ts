@@ -179,4 +179,23 @@ describe('ring', () => {
     assert.equal(expected, count, 'every record arrives, in order');
     assert.ok(consumer.isEmpty());
   });
+
+  it('rings a sleeping consumer for deferred records once, and never for a batch that wrote nothing', () => {
+    const sab = createRing({ capacity: 1024 });
+    const producer = new RingProducer(sab);
+    const consumer = new RingConsumer(sab);
+    producer.deferWake = true;
+    assert.ok(consumer.armDoorbell());
+    // sleep(0) reads the doorbell: 'timed-out' while still armed, 'not-equal' once rung.
+    producer.announce();
+    assert.equal(consumer.sleep(0), 'timed-out', 'an empty batch wakes nobody');
+    assert.ok(producer.tryWrite(7, Uint8Array.of(1, 2, 3)));
+    assert.equal(consumer.sleep(0), 'timed-out', 'a deferred record waits for the batch to end');
+    producer.announce();
+    assert.equal(consumer.sleep(0), 'not-equal', 'the batch ends with one ring');
+    assert.deepEqual(drainAll(consumer), [{ tag: 7, payload: [1, 2, 3] }]);
+    assert.ok(consumer.armDoorbell());
+    producer.announce();
+    assert.equal(consumer.sleep(0), 'timed-out', 'what was announced is not announced again');
+  });
 });

@@ -136,7 +136,7 @@ export class WorkerPool extends EventEmitter {
     for (const slot of this.slots) {
       if (!slot.toRing) continue;
       slot.toRing = false;
-      slot.inbound.wakeConsumer();
+      slot.inbound.announce();
     }
   };
   /** Telemetry lines left in the rings of replaced workers. */

@@ -86,7 +86,7 @@ function drainBatch(): number {
     return inbound.drain(visit, BATCH);
   } finally {
     out.producer.deferWake = false;
-    out.producer.wakeConsumer();
+    out.producer.announce();
   }
 }
 

@@ -91,29 +91,85 @@ describe('telemetry: the log tap and the token bucket', () => {
     assert.equal(tapped.length, 2);
   });
 
-  it("writes a gear's lines as pino would, byte for byte, and only at the logger's level", async () => {
+  it("writes a gear's lines as pino would, byte for byte, from text or bytes, and only at the logger's level", async () => {
     const local = sink();
     const { logger, tap } = tappedLogger('t', 'info', 'silent', local.stream);
     const write = lineWriter(logger, { gear: 'g"1' });
     assert.ok(write !== undefined);
-    const texts = ['plain', 'with "quotes" and \\ back', 'tab\tnew\nline\u0001', 'ünïcödé ✓ 🚀', '%s %d %o', 'x'.repeat(150)];
+    const texts = [
+      'plain',
+      '',
+      'with "quotes" and \\ back',
+      'tab\tnew\nline\u0001 \b\f\r\u001f\u007f',
+      'ünïcödé ✓ 🚀',
+      '%s %d %o',
+      'x'.repeat(150),
+      'y'.repeat(20_000),
+    ];
     const child = logger.child({ gear: 'g"1' });
     for (const text of texts) {
       child.warn(text);
-      write(40, text);
+      write.text(40, text);
+      write.utf8(40, Buffer.from(text));
     }
-    write(20, 'below the level');
-    await until(() => local.lines.length === texts.length * 2, 'the lines');
+    // Bytes that are not UTF-8 read as TextDecoder reads them, replacement characters and all.
+    const invalid = Uint8Array.of(0x61, 0xff, 0xc3, 0x62);
+    child.error(new TextDecoder().decode(invalid));
+    write.utf8(50, invalid);
+    write.text(20, 'below the level');
+    write.utf8(20, Buffer.from('below the level'));
+    const expected = texts.length * 3 + 2;
+    await until(() => local.lines.length === expected, 'the lines');
     const withoutTime = (line: string) => line.replace(/"time":\d+/, '"time":0');
     for (let i = 0; i < texts.length; i++) {
-      assert.equal(withoutTime(local.lines[2 * i + 1]!), withoutTime(local.lines[2 * i]!));
-      assert.equal(JSON.parse(local.lines[2 * i + 1]!).msg, texts[i]);
+      const [byPino, byText, byBytes] = local.lines.slice(3 * i, 3 * i + 3).map((l) => withoutTime(l!));
+      assert.equal(byText, byPino, `text ${i}`);
+      assert.equal(byBytes, byPino, `bytes ${i}`);
+      assert.equal(JSON.parse(byBytes!).msg, texts[i]);
     }
+    assert.equal(withoutTime(local.lines[expected - 1]!), withoutTime(local.lines[expected - 2]!));
     logger.level = tap.setLevels({ local: 'debug' });
-    write(20, 'now at the level');
-    await until(() => local.lines.length === texts.length * 2 + 1, 'the debug line');
+    write.utf8(20, Buffer.from('now at the level'));
+    await until(() => local.lines.length === expected + 1, 'the debug line');
     assert.equal(JSON.parse(local.lines.at(-1)!).level, 20);
     assert.equal(lineWriter(pino({ level: 'info' }, local.stream), { gear: 'g' }), undefined, 'a logger of other options is left to pino');
+  });
+
+  it('hands a line built as bytes to the local log and to the telemetry sink, as bytes or as text', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'fluxrig-tap-')), 'local.log');
+    const local = new LocalLog({ dest: file });
+    const { logger, tap } = tappedLogger('t', 'error', 'warn', local);
+    const write = lineWriter(logger, { gear: 'g' })!;
+    const asText: string[] = [];
+    tap.sink = (line) => asText.push(line);
+    write.utf8(40, Buffer.from('to the uplink'));
+    const asBytes: string[] = [];
+    tap.sinkUtf8 = (bytes, length) => asBytes.push(Buffer.from(bytes.subarray(0, length)).toString());
+    write.utf8(50, Buffer.from('to both, "quoted"'));
+    write.utf8(30, Buffer.from('below both levels'));
+    write.text(50, 'text to both');
+    assert.deepEqual(
+      asText.map((l) => JSON.parse(l).msg),
+      ['to the uplink', 'text to both'],
+      'bytes go to the text sink while there is no bytes sink; a line built as text always does',
+    );
+    assert.deepEqual(
+      asBytes.map((l) => JSON.parse(l).msg),
+      ['to both, "quoted"'],
+    );
+    await local.drained();
+    const written = readFileSync(file, 'utf8');
+    assert.ok(written.endsWith('\n'));
+    assert.deepEqual(
+      written
+        .trimEnd()
+        .split('\n')
+        .map((l) => [JSON.parse(l).level, JSON.parse(l).msg]),
+      [
+        [50, 'to both, "quoted"'],
+        [50, 'text to both'],
+      ],
+    );
   });
 
   it('grants tokens at its rate, up to its burst', () => {

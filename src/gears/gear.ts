@@ -50,8 +50,15 @@ export interface PrepareContext {
   loadModule(spec: GearSpec): Promise<unknown>;
 }
 
-/** Writes one log line at a numeric (pino) level, unless the logger's level is above it. */
-export type GearLineWriter = (level: number, text: string) => void;
+/**
+ * Writes a gear's log lines at a numeric (pino) level, unless the logger's level is above it
+ * (the rack's is telemetry/log-tap.ts lineWriter).
+ */
+export interface GearLineWriter {
+  text(level: number, text: string): void;
+  /** The line's text as UTF-8 bytes (a guest's buffer, read only during the call). */
+  utf8(level: number, bytes: Uint8Array): void;
+}
 
 /** What a gear built in a worker gets from the worker it runs in. */
 export interface WorkerGearContext {

@@ -1,7 +1,7 @@
 // A worker's local log: the lines its logger writes, to stdout (or a file), without ever making
 // a gear wait on a disk or a pipe, and without a log flood costing more per line than the line.
 import { openSync, write, writeSync } from 'node:fs';
-import type { DestinationStream } from 'pino';
+import type { Utf8Destination } from '../telemetry/log-tap.js';
 
 /** Bytes of local log a worker holds while its output is busy; beyond, lines are dropped and counted. */
 const LOCAL_LOG_BUFFER_BYTES = 8 * 1024 * 1024;
@@ -30,7 +30,7 @@ interface LocalLogOptions {
  * Memory is bounded by the two buffers (maxBytes in all). A line that finds the filling buffer
  * full while the other is still being written is dropped and counted: the gear never waits.
  */
-export class LocalLog implements DestinationStream {
+export class LocalLog implements Utf8Destination {
   private readonly fd: number;
   private filling: Buffer;
   /** The other buffer while it is free; undefined while it is being written. */
@@ -72,6 +72,25 @@ export class LocalLog implements DestinationStream {
       }
     }
     this.used += this.filling.write(line, this.used);
+    this.added();
+  }
+
+  /** A whole line as the first `length` bytes of `bytes` (UTF-8), copied before returning. */
+  writeUtf8(bytes: Uint8Array, length: number): void {
+    if (this.used + length > this.filling.length) {
+      this.flush();
+      if (this.used + length > this.filling.length) {
+        this.dropped++;
+        this.reportDrops();
+        return;
+      }
+    }
+    this.filling.set(length === bytes.length ? bytes : bytes.subarray(0, length), this.used);
+    this.used += length;
+    this.added();
+  }
+
+  private added(): void {
     this.lines++;
     if (this.used >= FLUSH_BYTES) this.flush();
     else if (this.timer === undefined && !this.writing) this.timer = setTimeout(this.flushLater, FLUSH_MS);
@@ -155,7 +174,7 @@ export class LocalLog implements DestinationStream {
  * A worker's local log on stdout: bounded (past LOCAL_LOG_BUFFER_BYTES lines are dropped and
  * counted through `onDrop`), and what waits is written out when the thread exits.
  */
-export function workerLocalLog(onDrop?: (lines: number) => void): DestinationStream {
+export function workerLocalLog(onDrop?: (lines: number) => void): LocalLog {
   const log = new LocalLog({ onDrop });
   process.once('exit', () => {
     try {

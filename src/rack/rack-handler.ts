@@ -229,6 +229,15 @@ function workerLogger(options: RackHandlerOptions, telemetry: RingProducer | und
       utf8.encodeInto(line, telemetry.bytes.subarray(at, at + length));
       telemetry.commit();
     };
+    tapped.tap.sinkUtf8 = (bytes, length) => {
+      const at = length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
+      if (at < 0) {
+        Atomics.add(control, ControlSlot.TelemetryDropped, 1);
+        return;
+      }
+      telemetry.bytes.set(length === bytes.length ? bytes : bytes.subarray(0, length), at);
+      telemetry.commit();
+    };
   }
   return tapped;
 }

@@ -34,11 +34,23 @@ export function lineLevel(line: string): number {
   return value;
 }
 
+/** A destination that also takes a line as UTF-8 bytes, and copies them before returning. */
+export interface Utf8Destination extends DestinationStream {
+  writeUtf8(bytes: Uint8Array, length: number): void;
+}
+
+function takesUtf8(out: DestinationStream): out is Utf8Destination {
+  return typeof (out as Partial<Utf8Destination>).writeUtf8 === 'function';
+}
+
 export class LogTap implements DestinationStream {
   private local: number;
   private telemetry: number;
+  private readonly utf8Out: Utf8Destination | undefined;
   /** Where lines at or above the telemetry level go; none until an uplink takes them. */
   sink: ((line: string) => void) | undefined;
+  /** The same for a line as UTF-8 bytes (read only during the call); without it, `sink` gets the text. */
+  sinkUtf8: ((bytes: Uint8Array, length: number) => void) | undefined;
 
   constructor(
     private readonly out: DestinationStream,
@@ -47,12 +59,25 @@ export class LogTap implements DestinationStream {
   ) {
     this.local = levelValue(localLevel);
     this.telemetry = levelValue(telemetryLevel);
+    this.utf8Out = takesUtf8(out) ? out : undefined;
   }
 
   write(line: string): void {
     const level = lineLevel(line);
     if (level >= this.local) this.out.write(line);
     if (level >= this.telemetry) this.sink?.(line);
+  }
+
+  /** A whole line (its newline included) as the first `length` bytes of `bytes`, its level known. */
+  writeUtf8(level: number, bytes: Uint8Array, length: number): void {
+    if (level >= this.local) {
+      if (this.utf8Out !== undefined) this.utf8Out.writeUtf8(bytes, length);
+      else this.out.write(TEXT.decode(bytes.subarray(0, length)));
+    }
+    if (level >= this.telemetry) {
+      if (this.sinkUtf8 !== undefined) this.sinkUtf8(bytes, length);
+      else this.sink?.(TEXT.decode(bytes.subarray(0, length)));
+    }
   }
 
   /** Sets either level; returns the one the logger must run at (the lower). */
@@ -86,21 +111,93 @@ export function tappedLogger(name: string, localLevel: string, telemetryLevel = 
 /** Loggers made by tappedLogger: pino's defaults, so their lines can be written without pino. */
 const TAPPED = new WeakMap<Logger, LogTap>();
 
+const TEXT = new TextDecoder();
+
+/** Writes a gear's log lines at a numeric (pino) level, unless the logger's level is above it. */
+export interface LineWriter {
+  text(level: number, text: string): void;
+  /** The line's text as UTF-8 bytes (a guest's buffer, read only during the call). */
+  utf8(level: number, bytes: Uint8Array): void;
+}
+
+/** The longest line built as bytes; a longer one goes the way of text. */
+const LINE_BYTES = 16 * 1024;
+/** JSON's two-character escapes, by byte (0: none; others are written \u00XX). */
+const SHORT_ESCAPE = new Uint8Array(128);
+for (const [byte, letter] of [
+  [0x08, 'b'],
+  [0x09, 't'],
+  [0x0a, 'n'],
+  [0x0c, 'f'],
+  [0x0d, 'r'],
+  [0x22, '"'],
+  [0x5c, '\\'],
+] as const)
+  SHORT_ESCAPE[byte] = letter.charCodeAt(0);
+const HEX = '0123456789abcdef';
+
 /**
  * For a logger made by tappedLogger, a writer of lines of a child with `bindings` (a Wasm gear's
  * log lines, the one place a flood comes from) that builds the line pino would, byte for byte,
  * without pino's per-line work: a gear at 50,000 lines a second spent more in pino's call,
  * serializer checks and formatting than in anything else of its log. Undefined for any other
  * logger (its options may format lines differently): use the logger.
+ *
+ * A line given as bytes is built as bytes, in one reused buffer, when its text is ASCII: no
+ * string is made of it, and the tap hands the bytes on. The line's start (level, time, bindings)
+ * is rebuilt only when the millisecond or the level changes. Other text goes the way of a string,
+ * decoded as before, so that JSON.stringify's output for it (lone surrogates, replacement
+ * characters) stays exactly pino's.
  */
-export function lineWriter(logger: Logger, bindings: Record<string, string>): ((level: number, text: string) => void) | undefined {
+export function lineWriter(logger: Logger, bindings: Record<string, string>): LineWriter | undefined {
   const tap = TAPPED.get(logger);
   if (tap === undefined) return undefined;
   // The child's bindings as pino serialized them: ,"pid":..,"hostname":..,"name":..,<bindings>.
   const chindings = (logger.child(bindings) as unknown as Record<symbol, unknown>)[pino.symbols.chindingsSym];
   if (typeof chindings !== 'string') return undefined;
-  return (level, text) => {
+  const text = (level: number, text: string): void => {
     if (level < logger.levelVal) return;
     tap.write(`{"level":${level},"time":${Date.now()}${chindings},"msg":${JSON.stringify(text)}}\n`);
   };
+  const line = Buffer.allocUnsafe(LINE_BYTES);
+  let startMs = -1;
+  let startLevel = -1;
+  let startLength = 0;
+  const utf8 = (level: number, bytes: Uint8Array): void => {
+    if (level < logger.levelVal) return;
+    const now = Date.now();
+    if (now !== startMs || level !== startLevel) {
+      startLength = line.write(`{"level":${level},"time":${now}${chindings},"msg":"`);
+      startMs = now;
+      startLevel = level;
+    }
+    // Room for the worst case: every byte escaped to six, and the closing "}\n (a start past half
+    // the buffer, from bindings of kilobytes, may have been cut short: it too goes as text).
+    if (startLength * 2 > LINE_BYTES || startLength + bytes.length * 6 + 3 > LINE_BYTES) return text(level, TEXT.decode(bytes));
+    let at = startLength;
+    for (let i = 0; i < bytes.length; i++) {
+      const byte = bytes[i]!;
+      if (byte >= 0x80) return text(level, TEXT.decode(bytes));
+      if (byte >= 0x20 && byte !== 0x22 && byte !== 0x5c) {
+        line[at++] = byte;
+        continue;
+      }
+      line[at++] = 0x5c;
+      const letter = SHORT_ESCAPE[byte]!;
+      if (letter !== 0) {
+        line[at++] = letter;
+        continue;
+      }
+      line[at++] = 0x75; // u00XX
+      line[at++] = 0x30;
+      line[at++] = 0x30;
+      line[at++] = HEX.charCodeAt(byte >> 4);
+      line[at++] = HEX.charCodeAt(byte & 15);
+    }
+    line[at++] = 0x22;
+    line[at++] = 0x7d;
+    line[at++] = 0x0a;
+    tap.writeUtf8(level, line, at);
+  };
+  return { text, utf8 };
 }

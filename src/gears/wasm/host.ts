@@ -6,6 +6,7 @@ import { isPlainFluxMsg } from '../../fluxmsg/check.js';
 import { encodeFluxMsg, type FluxMsgLayout, fluxMsgFromValue, writeFluxMsg } from '../../fluxmsg/codec.js';
 import type { FluxMsg } from '../../fluxmsg/fluxmsg.js';
 import { WASM_DEFAULTS, type WasmGearConfig } from './config.js';
+import type { GearLineWriter } from '../gear.js';
 import { appendEntries, type Span } from './appended.js';
 import { GuestTrap } from './errors.js';
 import { GuestExit, WASI_MODULE, WasiHost } from './wasi.js';
@@ -38,7 +39,7 @@ export interface SyncHttpClient {
 export interface GearServices {
   logger?: Logger;
   /** The gear's lines without the logger's per-line work (WorkerGearContext.lineWriter). */
-  lines?: (level: number, text: string) => void;
+  lines?: GearLineWriter;
   kv?: KvAccess;
   http?: SyncHttpClient;
   /** Messages the guest sends with flux_emit. */
@@ -428,7 +429,11 @@ export class WasmGear {
   private log(level: number, ptr: number, len: number): void {
     // Bounds first (a bad buffer traps, suppressed or not); the text is decoded only for a line written.
     const bytes = this.bytesAt(ptr, len);
-    if (this.admitLine()) this.writeLine(level, utf8.decode(bytes));
+    if (!this.admitLine()) return;
+    // The guest's bytes go into the line as they are: no string is made of them.
+    if (this.stats.logsSuppressed === 0 && this.services.lines !== undefined && this.services.logger !== undefined) {
+      this.services.lines.utf8(LOG_LEVEL_VALUES[level] ?? 30, bytes);
+    } else this.writeLine(level, utf8.decode(bytes));
   }
 
   /** The gear's token bucket for log lines: false (and counted) past log_rate_per_s. */
@@ -447,7 +452,7 @@ export class WasmGear {
 
   private writeLine(level: number, text: string): void {
     if (this.services.logger === undefined) return;
-    if (this.stats.logsSuppressed === 0 && this.services.lines !== undefined) return this.services.lines(LOG_LEVEL_VALUES[level] ?? 30, text);
+    if (this.stats.logsSuppressed === 0 && this.services.lines !== undefined) return this.services.lines.text(LOG_LEVEL_VALUES[level] ?? 30, text);
     // A child logger carries the gear's name already serialized: a line costs its text only.
     this.guestLogger ??= this.services.logger.child({ gear: this.name });
     // A child keeps the level it was made with: follow the rack's (set by log-level commands).

@@ -60,34 +60,27 @@ export class LocalLog implements Utf8Destination {
 
   write(line: string): void {
     // A UTF-8 byte count only when the line might not fit: at most 3 bytes per UTF-16 unit.
-    if (this.used + line.length * 3 > this.filling.length) {
-      const bytes = Buffer.byteLength(line);
-      if (this.used + bytes > this.filling.length) {
-        this.flush();
-        if (this.used + bytes > this.filling.length) {
-          this.dropped++;
-          this.reportDrops();
-          return;
-        }
-      }
-    }
+    if (this.used + line.length * 3 > this.filling.length && !this.room(Buffer.byteLength(line))) return;
     this.used += this.filling.write(line, this.used);
     this.added();
   }
 
   /** A whole line as the first `length` bytes of `bytes` (UTF-8), copied before returning. */
   writeUtf8(bytes: Uint8Array, length: number): void {
-    if (this.used + length > this.filling.length) {
-      this.flush();
-      if (this.used + length > this.filling.length) {
-        this.dropped++;
-        this.reportDrops();
-        return;
-      }
-    }
+    if (!this.room(length)) return;
     this.filling.set(length === bytes.length ? bytes : bytes.subarray(0, length), this.used);
     this.used += length;
     this.added();
+  }
+
+  /** Whether `bytes` more fit, once what has gathered is sent if need be; if not, the line is dropped and counted. */
+  private room(bytes: number): boolean {
+    if (this.used + bytes <= this.filling.length) return true;
+    this.flush();
+    if (this.used + bytes <= this.filling.length) return true;
+    this.dropped++;
+    this.reportDrops();
+    return false;
   }
 
   private added(): void {

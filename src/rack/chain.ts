@@ -215,10 +215,13 @@ export class GearChain {
   emitEncoded(gear: string, port: string, bytes: Uint8Array): void {
     const targets = this.targetsOf(gear, port);
     if (targets === undefined) return;
+    // Decoded once for all bus wires (they read its id and call, never change it), and only if there are any.
+    let msg: FluxMsg | undefined;
     for (const t of targets) {
       if (t.lane) {
         this.leftWorker();
-        this.toLane(gear, port, fluxMsgOf(bytes), bytes);
+        msg ??= fluxMsgOf(bytes);
+        this.toLane(gear, port, msg, bytes);
         continue;
       }
       this.hopGear = gear;

@@ -144,7 +144,7 @@ describe('telemetry: the log tap and the token bucket', () => {
     tap.sink = (line) => asText.push(line);
     write.utf8(40, Buffer.from('to the uplink'));
     const asBytes: string[] = [];
-    tap.sinkUtf8 = (bytes, length) => asBytes.push(Buffer.from(bytes.subarray(0, length)).toString());
+    tap.sinkUtf8 = (line) => asBytes.push(Buffer.from(line).toString());
     write.utf8(50, Buffer.from('to both, "quoted"'));
     write.utf8(30, Buffer.from('below both levels'));
     write.text(50, 'text to both');

@@ -65,11 +65,11 @@ export class LocalLog implements Utf8Destination {
     this.added();
   }
 
-  /** A whole line as the first `length` bytes of `bytes` (UTF-8), copied before returning. */
-  writeUtf8(bytes: Uint8Array, length: number): void {
-    if (!this.room(length)) return;
-    this.filling.set(length === bytes.length ? bytes : bytes.subarray(0, length), this.used);
-    this.used += length;
+  /** A whole line as UTF-8 bytes, copied before returning. */
+  writeUtf8(line: Uint8Array): void {
+    if (!this.room(line.length)) return;
+    this.filling.set(line, this.used);
+    this.used += line.length;
     this.added();
   }
 

@@ -217,25 +217,25 @@ function workerLogger(options: RackHandlerOptions, telemetry: RingProducer | und
       : workerLocalLog(control === undefined ? undefined : (lines) => Atomics.add(control, ControlSlot.LocalLogDropped, lines)),
   );
   if (telemetry !== undefined && control !== undefined) {
+    /** Where a line of `length` bytes goes in the ring; -1 (the line dropped and counted) when it does not fit. */
+    const reserve = (length: number): number => {
+      const at = length >= 0 && length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
+      if (at < 0) Atomics.add(control, ControlSlot.TelemetryDropped, 1);
+      return at;
+    };
     tapped.tap.sink = (line) => {
       // A flood keeps the ring full: a line that could not fit even at one byte per character is
       // dropped before its UTF-8 length is counted.
       const length = telemetry.hasRoom(line.length) ? Buffer.byteLength(line) : -1;
-      const at = length >= 0 && length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
-      if (at < 0) {
-        Atomics.add(control, ControlSlot.TelemetryDropped, 1);
-        return;
-      }
+      const at = reserve(length);
+      if (at < 0) return;
       utf8.encodeInto(line, telemetry.bytes.subarray(at, at + length));
       telemetry.commit();
     };
-    tapped.tap.sinkUtf8 = (bytes, length) => {
-      const at = length <= telemetry.maxRecordBytes ? telemetry.reserve(0, length) : -1;
-      if (at < 0) {
-        Atomics.add(control, ControlSlot.TelemetryDropped, 1);
-        return;
-      }
-      telemetry.bytes.set(length === bytes.length ? bytes : bytes.subarray(0, length), at);
+    tapped.tap.sinkUtf8 = (line) => {
+      const at = reserve(line.length);
+      if (at < 0) return;
+      telemetry.bytes.set(line, at);
       telemetry.commit();
     };
   }

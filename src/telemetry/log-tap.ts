@@ -36,7 +36,7 @@ export function lineLevel(line: string): number {
 
 /** A destination that also takes a line as UTF-8 bytes, and copies them before returning. */
 export interface Utf8Destination extends DestinationStream {
-  writeUtf8(bytes: Uint8Array, length: number): void;
+  writeUtf8(line: Uint8Array): void;
 }
 
 function takesUtf8(out: DestinationStream): out is Utf8Destination {
@@ -50,7 +50,7 @@ export class LogTap implements DestinationStream {
   /** Where lines at or above the telemetry level go; none until an uplink takes them. */
   sink: ((line: string) => void) | undefined;
   /** The same for a line as UTF-8 bytes (read only during the call); without it, `sink` gets the text. */
-  sinkUtf8: ((bytes: Uint8Array, length: number) => void) | undefined;
+  sinkUtf8: ((line: Uint8Array) => void) | undefined;
 
   constructor(
     private readonly out: DestinationStream,
@@ -68,15 +68,15 @@ export class LogTap implements DestinationStream {
     if (level >= this.telemetry) this.sink?.(line);
   }
 
-  /** A whole line (its newline included) as the first `length` bytes of `bytes`, its level known. */
-  writeUtf8(level: number, bytes: Uint8Array, length: number): void {
+  /** A whole line (its newline included) as UTF-8 bytes, read only during the call, its level known. */
+  writeUtf8(level: number, line: Uint8Array): void {
     if (level >= this.local) {
-      if (this.utf8Out !== undefined) this.utf8Out.writeUtf8(bytes, length);
-      else this.out.write(TEXT.decode(bytes.subarray(0, length)));
+      if (this.utf8Out !== undefined) this.utf8Out.writeUtf8(line);
+      else this.out.write(TEXT.decode(line));
     }
     if (level >= this.telemetry) {
-      if (this.sinkUtf8 !== undefined) this.sinkUtf8(bytes, length);
-      else this.sink?.(TEXT.decode(bytes.subarray(0, length)));
+      if (this.sinkUtf8 !== undefined) this.sinkUtf8(line);
+      else this.sink?.(TEXT.decode(line));
     }
   }
 
@@ -197,7 +197,7 @@ export function lineWriter(logger: Logger, bindings: Record<string, string>): Li
     line[at++] = 0x22;
     line[at++] = 0x7d;
     line[at++] = 0x0a;
-    tap.writeUtf8(level, line, at);
+    tap.writeUtf8(level, line.subarray(0, at));
   };
   return { text, utf8 };
 }

@@ -429,11 +429,7 @@ export class WasmGear {
   private log(level: number, ptr: number, len: number): void {
     // Bounds first (a bad buffer traps, suppressed or not); the text is decoded only for a line written.
     const bytes = this.bytesAt(ptr, len);
-    if (!this.admitLine()) return;
-    // The guest's bytes go into the line as they are: no string is made of them.
-    if (this.stats.logsSuppressed === 0 && this.services.lines !== undefined && this.services.logger !== undefined) {
-      this.services.lines.utf8(LOG_LEVEL_VALUES[level] ?? 30, bytes);
-    } else this.writeLine(level, utf8.decode(bytes));
+    if (this.admitLine()) this.writeLine(level, bytes);
   }
 
   /** The gear's token bucket for log lines: false (and counted) past log_rate_per_s. */
@@ -450,9 +446,15 @@ export class WasmGear {
     return true;
   }
 
-  private writeLine(level: number, text: string): void {
+  /** A guest's line: its text, or its UTF-8 bytes as the guest handed them (decoded only if the logger needs a string). */
+  private writeLine(level: number, line: string | Uint8Array): void {
     if (this.services.logger === undefined) return;
-    if (this.stats.logsSuppressed === 0 && this.services.lines !== undefined) return this.services.lines.text(LOG_LEVEL_VALUES[level] ?? 30, text);
+    const lines = this.services.lines;
+    if (this.stats.logsSuppressed === 0 && lines !== undefined) {
+      const value = LOG_LEVEL_VALUES[level] ?? 30;
+      return typeof line === 'string' ? lines.text(value, line) : lines.utf8(value, line);
+    }
+    const text = typeof line === 'string' ? line : utf8.decode(line);
     // A child logger carries the gear's name already serialized: a line costs its text only.
     this.guestLogger ??= this.services.logger.child({ gear: this.name });
     // A child keeps the level it was made with: follow the rack's (set by log-level commands).

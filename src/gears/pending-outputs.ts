@@ -11,8 +11,8 @@
  * drained(), once per batch.
  */
 export class PendingOutputs {
-  private readonly waiting = new Set<Output>();
-  private readonly failed = new Map<Output, number>();
+  private readonly waiting = new Set<TrackedOutput>();
+  private readonly failed = new Map<TrackedOutput, number>();
 
   /** How many are still waiting. */
   get size(): number {
@@ -21,22 +21,30 @@ export class PendingOutputs {
 
   /** Tracks one output; call what it returns once, with the error if it failed. */
   track(): (err?: unknown) => void {
-    const output: Output = { done: false, error: undefined, notify: undefined };
+    const output = new TrackedOutput();
+    this.begin(output);
+    return (err) => this.end(output, err);
+  }
+
+  /** Tracks `output` until end(output). */
+  begin(output: TrackedOutput): void {
     this.waiting.add(output);
-    return (err) => {
-      if (output.done) return;
-      output.done = true;
-      this.waiting.delete(output);
-      if (err !== undefined) {
-        output.error = err;
-        this.failed.set(output, FAILURE_REPORTS);
-        // Nobody may ever ask (no guaranteed wire): the oldest failures go first.
-        if (this.failed.size > MAX_FAILURES_KEPT) this.failed.delete(this.failed.keys().next().value!);
-      }
-      const notify = output.notify;
-      output.notify = undefined;
-      if (notify !== undefined) for (const f of notify) f(output);
-    };
+  }
+
+  /** `output` is done, failed if `err` is given. Only its first end counts. */
+  end(output: TrackedOutput, err?: unknown): void {
+    if (output.finished) return;
+    output.finished = true;
+    this.waiting.delete(output);
+    if (err !== undefined) {
+      output.failure = err;
+      this.failed.set(output, FAILURE_REPORTS);
+      // Nobody may ever ask (no guaranteed wire): the oldest failures go first.
+      if (this.failed.size > MAX_FAILURES_KEPT) this.failed.delete(this.failed.keys().next().value!);
+    }
+    const waiters = output.waiters;
+    output.waiters = undefined;
+    if (waiters !== undefined) for (const f of waiters) f(output);
   }
 
   /** Tracks a promise. */
@@ -65,34 +73,39 @@ export class PendingOutputs {
   }
 }
 
-interface Output {
-  done: boolean;
+/**
+ * One output being waited for. A class to extend: a guaranteed wire tracks every message it
+ * publishes, and what it keeps per message while the stream confirms it is one object (see
+ * LanePublish in rack/lanes.ts), not an output, a closure and the closure's context.
+ */
+export class TrackedOutput {
+  finished = false;
   /** Why it failed; undefined while it waits or once it succeeded. */
-  error: unknown;
+  failure: unknown = undefined;
   /** Who waits for it (settled(), drained()); made only when somebody does. */
-  notify: Array<(output: Output) => void> | undefined;
+  waiters: Array<(output: TrackedOutput) => void> | undefined = undefined;
 }
 
 /** Resolves once every output is done; with `failFast`, rejects with the first failure instead. */
-function whenAll(outputs: Output[], failFast: boolean): Promise<unknown> {
+function whenAll(outputs: TrackedOutput[], failFast: boolean): Promise<unknown> {
   return new Promise((resolve, reject) => {
     // One count per output still to finish, and one for the loop below, so that outputs already
     // done are counted by the same path as those that finish later.
     let left = outputs.length + 1;
     let over = false;
-    const finished = (output: Output | undefined) => {
+    const finished = (output: TrackedOutput | undefined) => {
       if (over) return;
-      if (failFast && output?.error !== undefined) {
+      if (failFast && output?.failure !== undefined) {
         over = true;
-        reject(output.error);
+        reject(output.failure);
       } else if (--left === 0) {
         over = true;
         resolve(undefined);
       }
     };
     for (const output of outputs) {
-      if (output.done) finished(output);
-      else (output.notify ??= []).push(finished);
+      if (output.finished) finished(output);
+      else (output.waiters ??= []).push(finished);
     }
     finished(undefined);
   });

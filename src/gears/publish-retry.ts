@@ -4,11 +4,28 @@ export const PUBLISH_RETRY_MS = 15_000;
 /** How a send ended: an error, or its result. */
 export type SendDone<T> = (err: Error | undefined, value?: T) => void;
 
+/** A send's way through its retries, kept by whoever sends (sendRetrying, or a message in flight itself). */
+export interface RetryState {
+  /** Failed attempts so far. */
+  attempt: number;
+  /** Date.now() past which a failure is final: PUBLISH_RETRY_MS after the first attempt. */
+  retryUntil: number;
+}
+
+/**
+ * After a failed attempt: how long to wait before the next one, backing off from 50 ms to 1 s, or
+ * undefined when the failure is final (not `retryable`, or PUBLISH_RETRY_MS has passed). Counts
+ * the attempt.
+ */
+export function retryDelayMs(state: RetryState, err: Error, retryable: (err: Error) => boolean): number | undefined {
+  if (!retryable(err) || Date.now() >= state.retryUntil) return undefined;
+  return Math.min(1000, 50 * 2 ** state.attempt++);
+}
+
 /**
  * Sends, trying again while the error is `retryable` (a server restart, a stream electing a
- * leader) and PUBLISH_RETRY_MS has not passed, backing off from 50 ms to 1 s; then `done`, once.
+ * leader) and PUBLISH_RETRY_MS has not passed (retryDelayMs); then `done`, once.
  * The caller sends with the same message id each time, so the stream drops what arrives twice.
- * Callbacks throughout, for the guaranteed lanes' per-message path (see AsyncPublisher.send).
  */
 export function sendRetrying<T>(
   send: (done: SendDone<T>) => void,
@@ -16,14 +33,14 @@ export function sendRetrying<T>(
   onRetry: (() => void) | undefined,
   done: SendDone<T>,
 ): void {
-  const deadline = Date.now() + PUBLISH_RETRY_MS;
-  let attempt = 0;
+  const state: RetryState = { attempt: 0, retryUntil: Date.now() + PUBLISH_RETRY_MS };
   const sendOnce = (): void =>
     send((err, value) => {
       if (err === undefined) return done(undefined, value);
-      if (!retryable(err) || Date.now() >= deadline) return done(err);
+      const delay = retryDelayMs(state, err, retryable);
+      if (delay === undefined) return done(err);
       onRetry?.();
-      setTimeout(sendOnce, Math.min(1000, 50 * 2 ** attempt++));
+      setTimeout(sendOnce, delay);
     });
   sendOnce();
 }

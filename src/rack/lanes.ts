@@ -4,15 +4,15 @@
 import { type Consumer, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { type NatsConnection, PermissionViolationError } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
-import { AsyncPublisher, type PublishAck, PublishTimeout } from '../bus/async-publisher.js';
+import { AsyncPublisher, type PublishAck, type PublishWaiter, PublishTimeout } from '../bus/async-publisher.js';
 import { deadLetterSubject, deliveryCount, deliveryOf, laneConsumerName, laneMessageId, laneStreamName, laneSubject, provisionLanes } from '../bus/lanes.js';
 import { ErrorCode } from '../fluxar/codes.js';
 import { decodeFluxMsg, encodeFluxMsg } from '../fluxmsg/codec.js';
 import { createFluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { FluxMsg } from '../fluxmsg/fluxmsg.js';
 import type { MainGear } from '../gears/gear.js';
-import { PendingOutputs } from '../gears/pending-outputs.js';
-import { sendRetrying } from '../gears/publish-retry.js';
+import { PendingOutputs, TrackedOutput } from '../gears/pending-outputs.js';
+import { PUBLISH_RETRY_MS, type RetryState, retryDelayMs } from '../gears/publish-retry.js';
 import { LaneOutcome, type LaneDoneRecord, type LanePublishRecord, Records } from '../gears/records.js';
 import type { Pausable } from '../ring/pool.js';
 import { busWires } from '../scenario/lanes.js';
@@ -81,6 +81,50 @@ interface Pending {
   onwardFailures: number;
 }
 
+/** What a LanePublish needs from its GuaranteedLanes: one per rack, not a closure per message. */
+interface LanePublishing {
+  publisher: AsyncPublisher;
+  retried(): void;
+  published(p: LanePublish, err: Error | undefined, ack: PublishAck | undefined): void;
+}
+
+/**
+ * A message on its way to its wire's stream, and all that is kept while the stream confirms it:
+ * tracked (PendingOutputs), waiting (AsyncPublisher) and tried again (RetryState) as this one
+ * object. At tens of thousands a second, with acknowledgements some milliseconds away, what a
+ * publish keeps outlives a young-generation cycle, and the collector copies it.
+ */
+class LanePublish extends TrackedOutput implements PublishWaiter, RetryState {
+  attempt = 0;
+  readonly retryUntil = Date.now() + PUBLISH_RETRY_MS;
+
+  constructor(
+    readonly record: LanePublishRecord,
+    readonly subject: string,
+    private readonly lanes: LanePublishing,
+  ) {
+    super();
+  }
+
+  /** Publishes once more, with the same message id: the stream drops what arrives twice. */
+  send(): void {
+    const { record } = this;
+    this.lanes.publisher.send(this.subject, record.bytes, laneMessageId(record.id, record.gear, record.port), LANE_DEFAULTS.publish_timeout_ms, this);
+  }
+
+  published(err: Error | undefined, ack?: PublishAck): void {
+    if (err !== undefined) {
+      const delay = retryDelayMs(this, err, retryable);
+      if (delay !== undefined) {
+        this.lanes.retried();
+        setTimeout(() => this.send(), delay);
+        return;
+      }
+    }
+    this.lanes.published(this, err, ack);
+  }
+}
+
 /** Held deliveries whose onward sends failed, and the timers that keep them held and run them again. */
 interface Stall {
   batch: Pending[];
@@ -102,10 +146,12 @@ export class GuaranteedLanes implements MainGear {
   };
   private readonly js: JetStreamClient;
   private readonly publisher: AsyncPublisher;
+  private readonly publishing: LanePublishing;
   private jsm: JetStreamManager | undefined;
   private readonly inbound = new Map<string, Inbound>();
   private readonly pending = new Map<number, Pending>();
   private readonly publishes = new PendingOutputs();
+  private readonly subjects = new Map<string, Map<string, string>>();
   private nextToken = 1;
   private held = false;
   /** Main-thread sources (a generator) that published past the window: resumed with the connections. */
@@ -129,6 +175,13 @@ export class GuaranteedLanes implements MainGear {
   ) {
     this.js = jetstream(nc);
     this.publisher = new AsyncPublisher(nc);
+    this.publishing = {
+      publisher: this.publisher,
+      retried: () => {
+        this.tally.publishRetries++;
+      },
+      published: (p, err, ack) => this.published(p, err, ack),
+    };
   }
 
   get counts(): LaneCounts {
@@ -442,42 +495,45 @@ export class GuaranteedLanes implements MainGear {
       this.pausedSources.add(source);
       source.pause();
     }
-    const subject = laneSubject(this.rack, record.gear, record.port);
-    const msgID = laneMessageId(record.id, record.gear, record.port);
-    const tracked = this.publishes.track();
+    const p = new LanePublish(record, this.subjectOf(record.gear, record.port), this.publishing);
+    this.publishes.begin(p);
     if (!this.held && this.publishes.size >= this.window) {
       this.held = true;
       this.host.hold(true);
     }
-    sendRetrying<PublishAck>(
-      (done) => this.publisher.send(subject, record.bytes, msgID, LANE_DEFAULTS.publish_timeout_ms, done),
-      retryable,
-      this.countRetry,
-      (err, ack) => {
-        // PendingOutputs lets go of it first: a settle waiting on it sees the outcome.
-        tracked(err);
-        if (err === undefined) {
-          this.tally.published++;
-          if (ack!.duplicate) this.tally.duplicates++;
-          if (record.conn !== 0) this.answer(record, { lane: subject, stream: ack!.stream, seq: ack!.seq, duplicate: ack!.duplicate });
-        } else {
-          this.tally.publishFailed++;
-          this.host.log.error({ err, subject }, 'a message could not be published on its guaranteed wire');
-          if (record.conn !== 0) this.answer(record, undefined, `the bus did not take the message for ${subject}: ${err.message}`);
-        }
-        if (this.held && this.publishes.size <= this.window / 2) {
-          this.held = false;
-          this.host.hold(false);
-          for (const s of this.pausedSources) s.resume();
-          this.pausedSources.clear();
-        }
-      },
-    );
+    p.send();
   }
 
-  private readonly countRetry = (): void => {
-    this.tally.publishRetries++;
-  };
+  /** A publish ended, confirmed or failed for good (after its retries). */
+  private published(p: LanePublish, err: Error | undefined, ack: PublishAck | undefined): void {
+    const { record, subject } = p;
+    // PendingOutputs lets go of it first: a settle waiting on it sees the outcome.
+    this.publishes.end(p, err);
+    if (err === undefined) {
+      this.tally.published++;
+      if (ack!.duplicate) this.tally.duplicates++;
+      if (record.conn !== 0) this.answer(record, { lane: subject, stream: ack!.stream, seq: ack!.seq, duplicate: ack!.duplicate });
+    } else {
+      this.tally.publishFailed++;
+      this.host.log.error({ err, subject }, 'a message could not be published on its guaranteed wire');
+      if (record.conn !== 0) this.answer(record, undefined, `the bus did not take the message for ${subject}: ${err.message}`);
+    }
+    if (this.held && this.publishes.size <= this.window / 2) {
+      this.held = false;
+      this.host.hold(false);
+      for (const s of this.pausedSources) s.resume();
+      this.pausedSources.clear();
+    }
+  }
+
+  /** The subject of a gear's port's wire, made once. */
+  private subjectOf(gear: string, port: string): string {
+    let ports = this.subjects.get(gear);
+    if (ports === undefined) this.subjects.set(gear, (ports = new Map()));
+    let subject = ports.get(port);
+    if (subject === undefined) ports.set(port, (subject = laneSubject(this.rack, gear, port)));
+    return subject;
+  }
 
   private answer(record: LanePublishRecord, value: Record<string, unknown> | undefined, error?: string): void {
     const meta: Record<string, string> = { 'conn.id': String(record.conn), 'fluxar.call': record.call, 'fluxar.type': 'call' };

@@ -6,9 +6,9 @@
  * before the wire asks (a stream between leaders answers at once), and the message that led to it
  * may be in the batch the wire asks about next. Forgetting it at once would ack that message.
  *
- * Outputs are tracked with a completion callback (track()), not a promise per output: the
- * guaranteed lanes track every message they publish. Promises are made only for settled() and
- * drained(), once per batch.
+ * Outputs are tracked with a completion callback (track()), or as objects of their own (begin()
+ * and end() of a TrackedOutput), not a promise per output: the guaranteed lanes track every
+ * message they publish. Promises are made only for settled() and drained(), once per batch.
  */
 export class PendingOutputs {
   private readonly waiting = new Set<TrackedOutput>();

@@ -35,7 +35,7 @@ interface Window {
 
 const nats = await NatsServerProcess.start({ jetstream: true });
 const nc = await natsConnect({ servers: nats.url });
-const { stop } = await startChainRacks(chain('lanes-tail', RATE, 'guaranteed'), 'guaranteed', nats.url);
+let stopRacks = async () => {};
 const windows = new Map<number, Window>();
 let started = 0;
 function windowNow(): Window {
@@ -48,7 +48,9 @@ function windowNow(): Window {
   return w;
 }
 let watching = true;
+let ticker: NodeJS.Timeout | undefined;
 try {
+  ({ stop: stopRacks } = await startChainRacks(chain('lanes-tail', RATE, 'guaranteed'), 'guaranteed', nats.url));
   await new Promise((resolve) => setTimeout(resolve, WARMUP_MS));
   started = performance.now();
   nc.subscribe('flux.msg.a.>', {
@@ -66,7 +68,7 @@ try {
     },
   });
   let last = performance.now();
-  const ticker = setInterval(() => {
+  ticker = setInterval(() => {
     const now = performance.now();
     const w = windowNow();
     w.ownLag = Math.max(w.ownLag, now - last - 2);
@@ -83,10 +85,11 @@ try {
   })();
   await new Promise((resolve) => setTimeout(resolve, SECONDS * 1000));
   watching = false;
-  clearInterval(ticker);
   await pinging;
 } finally {
-  await stop();
+  watching = false;
+  clearInterval(ticker);
+  await stopRacks();
   await nc.close();
   await nats.stop();
 }

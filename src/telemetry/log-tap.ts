@@ -2,7 +2,6 @@
 // telemetry uplink, each with its own level. The logger runs at the lower of the two, and each
 // line goes where its level reaches.
 import { type DestinationStream, type Logger, pino } from 'pino';
-import type { GearLineWriter } from '../gears/gear.js';
 
 /** pino's numeric levels, and `silent` (nothing). */
 export const LEVEL_VALUES: Readonly<Record<string, number>> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
@@ -114,6 +113,13 @@ const TAPPED = new WeakMap<Logger, LogTap>();
 
 const TEXT = new TextDecoder();
 
+/** Writes a gear's log lines at a numeric (pino) level, unless the logger's level is above it. */
+export interface LineWriter {
+  text(level: number, text: string): void;
+  /** The line's text as UTF-8 bytes (a guest's buffer, read only during the call). */
+  utf8(level: number, bytes: Uint8Array): void;
+}
+
 /** The longest line built as bytes; a longer one goes the way of text. */
 const LINE_BYTES = 16 * 1024;
 /** JSON's two-character escapes, by byte (0: none; others are written \u00XX). */
@@ -143,7 +149,7 @@ const HEX = '0123456789abcdef';
  * decoded as before, so that JSON.stringify's output for it (lone surrogates, replacement
  * characters) stays exactly pino's.
  */
-export function lineWriter(logger: Logger, bindings: Record<string, string>): GearLineWriter | undefined {
+export function lineWriter(logger: Logger, bindings: Record<string, string>): LineWriter | undefined {
   const tap = TAPPED.get(logger);
   if (tap === undefined) return undefined;
   // The child's bindings as pino serialized them: ,"pid":..,"hostname":..,"name":..,<bindings>.

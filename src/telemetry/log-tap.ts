@@ -113,7 +113,10 @@ const TAPPED = new WeakMap<Logger, LogTap>();
 
 const TEXT = new TextDecoder();
 
-/** Writes a gear's log lines at a numeric (pino) level, unless the logger's level is above it. */
+/**
+ * Writes a gear's log lines at a numeric (pino) level, unless the logger's level is above it. The
+ * shape of gears' GearLineWriter, declared here because telemetry may not import gears.
+ */
 export interface LineWriter {
   text(level: number, text: string): void;
   /** The line's text as UTF-8 bytes (a guest's buffer, read only during the call). */
